@@ -1,0 +1,47 @@
+# Tandem: everything starts from here. Needs python3 and make; `make install` brings the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+# uv: the one on PATH, else a private copy bootstrapped with pip into .tools/.
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+.PHONY: install run test test-unit bench bench-quick lint compose-check clean
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml $(wildcard */pyproject.toml */*/pyproject.toml) | $(UV)
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.synced
+
+run: install
+	$(VENV)/bin/tandem up
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: install
+	$(VENV)/bin/python bench/bus.py --out bench/results/bus.json
+
+bench-quick: install
+	$(VENV)/bin/python bench/bus.py --quick --out bench/results/bus.json
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs/events/src cli/src services/*/src
+
+compose-check: install
+	$(VENV)/bin/python tests/compose_check.py docker-compose.yml
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

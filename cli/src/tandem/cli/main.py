@@ -1,0 +1,131 @@
+"""The ``tandem`` command: assembles the sub-commands; each lives in its own module."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tandem.cli.busurl import resolve_bus_url
+from tandem.cli.services import SERVICES, lookup
+
+app = typer.Typer(help="Tandem: keep a critical application running across servers and sites.", no_args_is_help=True)
+events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
+bus_app = typer.Typer(help="Look after the bus (NATS JetStream).", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(bus_app, name="bus")
+
+console = Console()
+err = Console(stderr=True)
+
+BusOption = Annotated[
+    str | None,
+    typer.Option("--bus", help="Bus URL (default: TANDEM_BUS_SERVERS, a running `tandem up`, or nats://127.0.0.1:4222)."),
+]
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of Tandem and of the embedded nats-server."""
+    import subprocess
+
+    from tandem.events.embedded import NatsServerError, nats_server_binary
+    from tandem.events.runtime import tandem_version
+
+    console.print(f"tandem {tandem_version()}")
+    try:
+        out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10)
+        console.print(f"embedded {out.stdout.strip()}")
+    except (NatsServerError, OSError, subprocess.TimeoutExpired) as exc:
+        console.print(f"embedded nats-server: unavailable ({exc})")
+
+
+@app.command()
+def up(
+    store_dir: Annotated[Path | None, typer.Option(help="Keep the bus data here (default: a temp dir, removed at exit).")] = None,
+    nats_port: Annotated[int, typer.Option(help="Client port of the embedded bus; 0 for a random one.")] = 4222,
+    demo: Annotated[bool, typer.Option(help="Also run a demo pair (cluster 'demo', nodes primary and secondary).")] = True,
+) -> None:
+    """Start an embedded nats-server and every service, supervised; Ctrl-C stops all."""
+    from tandem.cli.up import run_up
+    from tandem.events.runtime import configure_logging
+
+    configure_logging(os.environ.get("TANDEM_LOG_LEVEL", "WARNING"))
+    raise typer.Exit(asyncio.run(run_up(console, store_dir, nats_port, demo)))
+
+
+@app.command("run")
+def run_service(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],
+    bus: BusOption = None,
+    cluster: Annotated[str | None, typer.Option(help="Cluster (node-side services).")] = None,
+    node: Annotated[str | None, typer.Option(help="Node name (node-side services).")] = None,
+) -> None:
+    """Run one service in the foreground until Ctrl-C or SIGTERM."""
+    from tandem.events.runtime import service_main
+
+    try:
+        entry = lookup(service)
+        spec = entry.spec()
+    except LookupError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    os.environ["TANDEM_BUS_SERVERS"] = resolve_bus_url(bus)
+    for key, value in (("CLUSTER", cluster), ("NODE", node)):
+        if value is not None:
+            os.environ[f"{entry.env_prefix}{key}"] = value
+    raise typer.Exit(service_main(spec))
+
+
+@events_app.command("tail")
+def events_tail(
+    bus: BusOption = None,
+    cluster: Annotated[str | None, typer.Option(help="Only this cluster's events.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
+    count: Annotated[int | None, typer.Option(help="Exit after printing this many events.", min=1)] = None,
+    history: Annotated[int, typer.Option(help="Start this many stream entries back (0: only new events).", min=0)] = 10,
+    idle_timeout: Annotated[float | None, typer.Option(help="Exit after this many seconds without an event.")] = None,
+) -> None:
+    """Print events as they happen, one decoded line each."""
+    from tandem.cli.events_tail import tail
+    from tandem.events.names import InvalidNameError
+
+    try:
+        asyncio.run(
+            tail(console, resolve_bus_url(bus), cluster=cluster, event_type=type_, count=count, history=history, idle_timeout_s=idle_timeout)
+        )
+    except (InvalidNameError, ValueError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    except (OSError, ConnectionError) as exc:
+        err.print(f"[red]cannot reach the bus: {exc}[/]")
+        raise typer.Exit(3) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@bus_app.command("provision")
+def bus_provision(bus: BusOption = None) -> None:
+    """Create or update Tandem's streams and buckets (limits from TANDEM_STREAMS_*)."""
+    from tandem.events.bus import Bus
+    from tandem.events.settings import SettingsError, load_bus_settings, load_stream_settings
+
+    async def go() -> list[str]:
+        async with await Bus.connect(load_bus_settings(servers=resolve_bus_url(bus))) as b:
+            return await b.provision(load_stream_settings())
+
+    try:
+        for line in asyncio.run(go()):
+            console.print(line)
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+def main() -> int:
+    app()
+    return 0

@@ -1,0 +1,153 @@
+"""``tandem up``: an embedded nats-server and every service, supervised, with a demo pair."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tandem.cli.busurl import state_file
+from tandem.cli.services import CENTRAL, SERVICES
+from tandem.cli.supervisor import Child, Supervisor
+from tandem.events.bus import Bus
+from tandem.events.catalog import ServiceStarted
+from tandem.events.embedded import NatsServer
+from tandem.events.registry import decode_event
+from tandem.events.settings import load_bus_settings, load_stream_settings
+from tandem.events.subjects import events_filter
+
+DEMO_CLUSTER = "demo"
+DEMO_NODES = ("primary", "secondary")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def plan_children(bus_url: str, logs: Path, demo: bool) -> list[Child]:
+    python = sys.executable
+    base = {"TANDEM_BUS_SERVERS": bus_url}
+    children = [
+        Child(e.name, [python, "-m", e.module], dict(base), logs / f"{e.name}.log") for e in CENTRAL
+    ]
+    if demo:
+        agent = SERVICES["agent"]
+        for node in DEMO_NODES:
+            env = {**base, f"{agent.env_prefix}CLUSTER": DEMO_CLUSTER, f"{agent.env_prefix}NODE": node}
+            children.append(Child(f"agent-{node}", [python, "-m", agent.module], env, logs / f"agent-{node}.log"))
+    return children
+
+
+async def _wait_started(bus: Bus, expected: int, timeout_s: float) -> list[ServiceStarted]:
+    """Collect ServiceStarted events published since ``up`` began, until ``expected`` arrived."""
+    seen: list[ServiceStarted] = []
+    sub = await bus.js.subscribe(events_filter(event_type="ServiceStarted"), ordered_consumer=True)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(seen) < expected and loop.time() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=max(0.1, deadline - loop.time()))
+            except Exception:
+                break
+            event = decode_event(msg.data)
+            if isinstance(event, ServiceStarted) and event.payload.pid != os.getpid():
+                seen.append(event)
+    finally:
+        await sub.unsubscribe()
+    return seen
+
+
+async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo: bool) -> int:
+    temp = store_dir is None
+    root = Path(tempfile.mkdtemp(prefix="tandem-up-")) if store_dir is None else store_dir
+    root.mkdir(parents=True, exist_ok=True)
+    port = nats_port
+    if port > 0 and not _port_free(port):
+        console.print(f"[yellow]port {port} is taken; the bus gets a random port instead[/]")
+        port = -1
+    server = NatsServer(store_dir=root / "nats", port=port if port > 0 else -1)
+    supervisor = Supervisor(lambda line: console.print(f"[yellow]supervisor:[/] {line}"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bus: Bus | None = None
+    try:
+        await asyncio.to_thread(server.start)
+        bus = await Bus.connect(load_bus_settings(servers=[server.url]), name="tandem-up")
+        await bus.provision(load_stream_settings())
+        children = plan_children(server.url, root / "logs", demo)
+        for child in children:
+            await supervisor.start(child)
+        _write_state(server, root, children)
+        started = await _wait_started(bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30)
+        console.print(_table(server, root, children, started))
+        console.print("Follow events: [bold]tandem events tail[/]   Stop: [bold]Ctrl-C[/]")
+        await stop.wait()
+        console.print("stopping services...")
+        return 0
+    finally:
+        await supervisor.stop_all()
+        if bus is not None:
+            await bus.close()
+        await asyncio.to_thread(server.stop)
+        with contextlib.suppress(OSError):
+            state_file().unlink()
+        if temp:
+            shutil.rmtree(root, ignore_errors=True)
+        console.print("stopped.")
+
+
+def _announces(child: Child) -> tuple[str, str]:
+    """The (service, node) a child names in its ServiceStarted event."""
+    if child.name.startswith("agent-"):
+        return "agent", child.name.removeprefix("agent-")
+    return child.name, child.name.replace("_", "-")
+
+
+def _write_state(server: NatsServer, root: Path, children: list[Child]) -> None:
+    path = state_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "bus_url": server.url,
+                "monitor_url": f"http://127.0.0.1:{server.http_port}" if server.http_port else None,
+                "store_dir": str(root),
+                "services": {c.name: c.pid for c in children},
+            },
+            indent=2,
+        )
+    )
+
+
+def _table(server: NatsServer, root: Path, children: list[Child], started: list[ServiceStarted]) -> Table:
+    table = Table(title="Tandem is up", show_lines=False)
+    for col in ("component", "where", "status"):
+        table.add_column(col)
+    table.add_row("bus (nats-server)", server.url, "ready")
+    if server.http_port:
+        table.add_row("bus monitoring", f"http://127.0.0.1:{server.http_port}", "")
+    table.add_row("store", str(root), "")
+    announced = {(e.payload.service, e.node) for e in started}
+    for child in children:
+        ok = _announces(child) in announced
+        table.add_row(child.name, f"pid {child.pid}, log {child.log_path}", "started" if ok else "[red]no ServiceStarted yet[/]")
+    return table

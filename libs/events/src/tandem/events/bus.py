@@ -1,0 +1,120 @@
+"""The bus client: publish events (de-duplicated by id), reach KV buckets, send raw messages.
+
+Consumers, projections and command request/reply live in their own modules and take a ``Bus``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.kv import KeyValue
+
+from tandem.events import headers, subjects
+from tandem.events.connection import open_connection, open_connection_retrying
+from tandem.events.envelope import Event
+from tandem.events.provisioning import provision
+from tandem.events.settings import BusSettings, StreamSettings
+
+log = logging.getLogger(__name__)
+
+
+def event_headers(event: Event) -> dict[str, str]:
+    return {
+        headers.MSG_ID: event.id,
+        headers.TYPE: event.type,
+        headers.VERSION: str(event.version),
+        headers.EPOCH: str(event.epoch),
+        headers.CLUSTER: event.cluster,
+    }
+
+
+class Bus:
+    """One NATS connection with its JetStream context. Create with ``Bus.connect``."""
+
+    def __init__(self, nc: NATS, settings: BusSettings) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=settings.request_timeout_s)
+        self.settings = settings
+        self._kv: dict[str, KeyValue] = {}
+
+    @classmethod
+    async def connect(
+        cls, settings: BusSettings, *, name: str | None = None, retry_for_s: float = 0.0
+    ) -> Bus:
+        """Connect; with ``retry_for_s`` > 0, keep trying (with backoff) for that long."""
+        if retry_for_s > 0:
+            nc = await open_connection_retrying(settings, name, deadline_s=retry_for_s)
+        else:
+            nc = await open_connection(settings, name)
+        return cls(nc, settings)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=5)
+            except (TimeoutError, Exception) as exc:  # drain fails if already disconnected
+                log.debug("drain did not finish (%s); closing", exc)
+                await self.nc.close()
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def provision(self, streams: StreamSettings, *, update_existing: bool = True) -> list[str]:
+        return await provision(self.js, streams, update_existing=update_existing)
+
+    async def publish(self, event: Event, *, timeout: float | None = None) -> PubAck:
+        """Store one event; returns once JetStream acknowledged it (``ack.duplicate`` if seen)."""
+        return await self.js.publish(
+            subjects.event_subject(event.cluster, event.type),
+            event.to_json(),
+            timeout=timeout,
+            stream=subjects.EVENTS_STREAM,
+            headers=event_headers(event),
+        )
+
+    async def publish_many(self, events: Iterable[Event], *, timeout: float = 30.0) -> list[PubAck]:
+        """Store several events with pipelined publishes; returns when every ack is in.
+
+        Order in the stream follows the order given (one connection, sent in sequence).
+        Raises on the first failed ack; events already acknowledged stay stored, and
+        publishing the same events again is safe (ids de-duplicate).
+        """
+        futures = [
+            await self.js.publish_async(
+                subjects.event_subject(e.cluster, e.type),
+                e.to_json(),
+                wait_stall=timeout,
+                stream=subjects.EVENTS_STREAM,
+                headers=event_headers(e),
+            )
+            for e in events
+        ]
+        if not futures:
+            return []
+        return list(await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout))
+
+    async def publish_raw(
+        self,
+        subject: str,
+        data: bytes,
+        msg_headers: Mapping[str, str] | None = None,
+        *,
+        stream: str | None = None,
+        timeout: float | None = None,
+    ) -> PubAck:
+        return await self.js.publish(
+            subject, data, timeout=timeout, stream=stream, headers=dict(msg_headers or {})
+        )
+
+    async def kv(self, bucket: str) -> KeyValue:
+        if bucket not in self._kv:
+            self._kv[bucket] = await self.js.key_value(bucket)
+        return self._kv[bucket]

@@ -1,0 +1,98 @@
+"""The catalog of Tandem's events and commands. Importing it registers every type."""
+
+from tandem.events.catalog.alerts import AlertCleared, AlertRaised
+from tandem.events.catalog.commands import (
+    ApplyReceiveQueue,
+    DrainSendQueue,
+    Expose,
+    Hide,
+    Ping,
+    StartApplications,
+    StartIntercepting,
+    StopApplications,
+)
+from tandem.events.catalog.dns import DnsUpdated, DnsUpdateFailed
+from tandem.events.catalog.health import (
+    ApplicationRestarted,
+    HealthChanged,
+    NetworkReachabilityChanged,
+    RuleBreached,
+)
+from tandem.events.catalog.operations import (
+    FailoverRecommended,
+    FailoverRequested,
+    OperatorActionRecorded,
+    SwitchoverRequested,
+)
+from tandem.events.catalog.replication import (
+    JournalBatchRefused,
+    ReplicationStateChanged,
+    VerifyCompleted,
+    VerifyStarted,
+)
+from tandem.events.catalog.roles import (
+    HeartbeatLost,
+    HeartbeatRestored,
+    NodeRoleAssumed,
+    NodeSelfFenced,
+    RoleChanged,
+)
+from tandem.events.catalog.sagas import (
+    SagaCompleted,
+    SagaFailed,
+    SagaStarted,
+    SagaStepCompleted,
+    SagaStepFailed,
+    SagaStepStarted,
+)
+from tandem.events.catalog.services import ServiceStarted, ServiceStopped
+from tandem.events.catalog.vmware import (
+    VmRemediationCompleted,
+    VmRemediationFailed,
+    VmRemediationRequested,
+    VmRemediationStarted,
+)
+
+__all__ = [
+    "AlertCleared",
+    "AlertRaised",
+    "ApplicationRestarted",
+    "ApplyReceiveQueue",
+    "DnsUpdateFailed",
+    "DnsUpdated",
+    "DrainSendQueue",
+    "Expose",
+    "FailoverRecommended",
+    "FailoverRequested",
+    "HealthChanged",
+    "HeartbeatLost",
+    "HeartbeatRestored",
+    "Hide",
+    "JournalBatchRefused",
+    "NetworkReachabilityChanged",
+    "NodeRoleAssumed",
+    "NodeSelfFenced",
+    "OperatorActionRecorded",
+    "Ping",
+    "ReplicationStateChanged",
+    "RoleChanged",
+    "RuleBreached",
+    "SagaCompleted",
+    "SagaFailed",
+    "SagaStarted",
+    "SagaStepCompleted",
+    "SagaStepFailed",
+    "SagaStepStarted",
+    "ServiceStarted",
+    "ServiceStopped",
+    "StartApplications",
+    "StartIntercepting",
+    "StopApplications",
+    "SwitchoverRequested",
+    "VerifyCompleted",
+    "VerifyStarted",
+    "VmRemediationCompleted",
+    "VmRemediationFailed",
+    "VmRemediationRequested",
+    "VmRemediationStarted",
+]

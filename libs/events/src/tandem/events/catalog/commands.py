@@ -1,0 +1,88 @@
+"""Commands the orchestrator sends to node agents: the steps of switchover and failover.
+
+Switchover (on the Active, then the target): StopApplications, DrainSendQueue, Hide,
+ApplyReceiveQueue, Expose, StartIntercepting, StartApplications. Failover is the last four on
+the target. Every command is idempotent: carrying it out twice has the effect of once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tandem.events.envelope import Command, Payload
+from tandem.events.registry import command_type
+
+
+class StepPayload(Payload):
+    reason: str = ""
+    #: How long the node may take before it answers with a failure.
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ApplicationsPayload(StepPayload):
+    #: Applications to act on; empty means every protected application, in dependency order.
+    applications: list[str] = Field(default_factory=list)
+
+
+@command_type
+class StopApplications(Command):
+    type: Literal["StopApplications"] = "StopApplications"
+    version: Literal[1] = 1
+    payload: ApplicationsPayload
+
+
+@command_type
+class DrainSendQueue(Command):
+    type: Literal["DrainSendQueue"] = "DrainSendQueue"
+    version: Literal[1] = 1
+    payload: StepPayload
+
+
+@command_type
+class Hide(Command):
+    type: Literal["Hide"] = "Hide"
+    version: Literal[1] = 1
+    payload: StepPayload
+
+
+@command_type
+class ApplyReceiveQueue(Command):
+    type: Literal["ApplyReceiveQueue"] = "ApplyReceiveQueue"
+    version: Literal[1] = 1
+    payload: StepPayload
+
+
+@command_type
+class Expose(Command):
+    type: Literal["Expose"] = "Expose"
+    version: Literal[1] = 1
+    payload: StepPayload
+
+
+@command_type
+class StartIntercepting(Command):
+    type: Literal["StartIntercepting"] = "StartIntercepting"
+    version: Literal[1] = 1
+    payload: StepPayload
+
+
+@command_type
+class StartApplications(Command):
+    type: Literal["StartApplications"] = "StartApplications"
+    version: Literal[1] = 1
+    payload: ApplicationsPayload
+
+
+class PingPayload(Payload):
+    note: str = ""
+
+
+@command_type
+class Ping(Command):
+    """Asks a node to answer; used by operators and tests to check the command path."""
+
+    type: Literal["Ping"] = "Ping"
+    version: Literal[1] = 1
+    payload: PingPayload

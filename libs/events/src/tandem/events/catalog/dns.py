@@ -1,0 +1,37 @@
+"""Moves of a DR public name (RFC 2136 updates)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tandem.events.envelope import Event, Payload
+from tandem.events.registry import event_type
+
+
+class DnsUpdatedPayload(Payload):
+    name: str
+    addresses: list[str] = Field(min_length=1)
+    ttl: int = Field(ge=0)
+    verified_by: list[str]
+
+
+@event_type
+class DnsUpdated(Event):
+    type: Literal["DnsUpdated"] = "DnsUpdated"
+    version: Literal[1] = 1
+    payload: DnsUpdatedPayload
+
+
+class DnsUpdateFailedPayload(Payload):
+    name: str
+    attempts: int = Field(ge=1)
+    reason: str
+
+
+@event_type
+class DnsUpdateFailed(Event):
+    type: Literal["DnsUpdateFailed"] = "DnsUpdateFailed"
+    version: Literal[1] = 1
+    payload: DnsUpdateFailedPayload

@@ -1,0 +1,87 @@
+"""Switchover and failover sagas: every start, step and end is an event."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tandem.events.catalog.vocabulary import SagaKind
+from tandem.events.envelope import Event, Payload
+from tandem.events.names import NodeName
+from tandem.events.registry import event_type
+
+
+class SagaStartedPayload(Payload):
+    saga_id: str
+    kind: SagaKind
+    from_node: NodeName | None
+    to_node: NodeName
+    steps: list[str] = Field(min_length=1)
+    reason: str
+
+
+@event_type
+class SagaStarted(Event):
+    type: Literal["SagaStarted"] = "SagaStarted"
+    version: Literal[1] = 1
+    payload: SagaStartedPayload
+
+
+class SagaStepPayload(Payload):
+    saga_id: str
+    index: int = Field(ge=0)
+    step: str
+    target_node: NodeName
+    command: str
+
+
+@event_type
+class SagaStepStarted(Event):
+    type: Literal["SagaStepStarted"] = "SagaStepStarted"
+    version: Literal[1] = 1
+    payload: SagaStepPayload
+
+
+class SagaStepCompletedPayload(SagaStepPayload):
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+@event_type
+class SagaStepCompleted(Event):
+    type: Literal["SagaStepCompleted"] = "SagaStepCompleted"
+    version: Literal[1] = 1
+    payload: SagaStepCompletedPayload
+
+
+class SagaStepFailedPayload(SagaStepPayload):
+    reason: str
+    compensating: bool
+
+
+@event_type
+class SagaStepFailed(Event):
+    type: Literal["SagaStepFailed"] = "SagaStepFailed"
+    version: Literal[1] = 1
+    payload: SagaStepFailedPayload
+
+
+class SagaEndedPayload(Payload):
+    saga_id: str
+    reason: str
+
+
+@event_type
+class SagaCompleted(Event):
+    type: Literal["SagaCompleted"] = "SagaCompleted"
+    version: Literal[1] = 1
+    payload: SagaEndedPayload
+
+
+@event_type
+class SagaFailed(Event):
+    """The saga stopped; its compensations (if any) have run. ``reason`` says why."""
+
+    type: Literal["SagaFailed"] = "SagaFailed"
+    version: Literal[1] = 1
+    payload: SagaEndedPayload

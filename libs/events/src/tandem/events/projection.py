@@ -1,0 +1,100 @@
+"""Projections: state as a fold over the event stream.
+
+A projection replays ``TANDEM_EVENTS`` from the start (or after a stored position), then
+follows new events live. ``position`` is the stream sequence of the last event folded in;
+a message at or below it (a redelivery, an overlap after a reconnect) changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from tandem.events import subjects
+from tandem.events.bus import Bus
+from tandem.events.deadletter import Rejected, dead_letter
+from tandem.events.envelope import Event
+from tandem.events.errors import DecodeError
+from tandem.events.registry import decode_event
+
+log = logging.getLogger(__name__)
+
+
+class Projection(ABC):
+    """Subclass and implement ``apply``. ``name`` is used for logs and the DLQ."""
+
+    name: str = "projection"
+    filter_subject: str = subjects.EVENTS_ALL
+
+    def __init__(self, position: int = 0) -> None:
+        self.position = position
+        self.caught_up = asyncio.Event()
+
+    @abstractmethod
+    def apply(self, event: Event) -> None:
+        """Fold one event into the state. Must not do I/O: state only."""
+
+    def fold(self, seq: int, event: Event) -> bool:
+        """Apply ``event`` at stream sequence ``seq`` unless already applied; True if applied."""
+        if seq <= self.position:
+            return False
+        self.apply(event)
+        self.position = seq
+        return True
+
+    async def run(self, bus: Bus) -> None:
+        """Replay, then follow live, until cancelled."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if self.position else DeliverPolicy.ALL,
+            opt_start_seq=self.position + 1 if self.position else None,
+        )
+        sub = await bus.js.subscribe(
+            self.filter_subject,
+            stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            config=config,
+        )
+        try:
+            info = await sub.consumer_info()
+            if info.num_pending == 0:
+                self.caught_up.set()
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=1.0)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                await self._receive(bus, msg)
+        finally:
+            await sub.unsubscribe()
+
+    async def _receive(self, bus: Bus, msg: Msg) -> None:
+        meta = msg.metadata
+        seq = meta.sequence.stream
+        if seq > self.position:
+            try:
+                self.fold(seq, decode_event(msg.data))
+            except DecodeError as exc:
+                await dead_letter(
+                    bus,
+                    Rejected(
+                        consumer=self.name,
+                        reason=f"undecodable: {exc.reason}",
+                        subject=msg.subject,
+                        data=msg.data,
+                        original_headers=msg.headers,
+                        source_stream=meta.stream,
+                        source_seq=seq,
+                    ),
+                )
+                self.position = seq
+        if meta.num_pending == 0:
+            self.caught_up.set()
+
+    async def wait_caught_up(self, timeout: float = 10.0) -> None:
+        """Wait until the replay reached the end of the stream as it was when it started."""
+        await asyncio.wait_for(self.caught_up.wait(), timeout=timeout)

@@ -1,0 +1,145 @@
+"""Create or update Tandem's streams and KV buckets. Safe to run at every start."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from tandem.events import subjects
+from tandem.events.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+#: JetStream's error code for "stream name already in use with a different configuration".
+_STREAM_NAME_IN_USE = 10058
+
+
+def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
+    common = {
+        "storage": StorageType.FILE,
+        "num_replicas": settings.replicas,
+        "retention": RetentionPolicy.LIMITS,
+        "discard": DiscardPolicy.OLD,
+        "duplicate_window": settings.duplicate_window_s,
+    }
+    return [
+        StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            description="Tandem events: the system of record",
+            subjects=[subjects.EVENTS_ALL],
+            max_age=settings.events_max_age_s,
+            deny_delete=True,
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.JOURNAL_STREAM,
+            description="Tandem replication journal batches",
+            subjects=[subjects.JOURNAL_ALL],
+            max_age=settings.journal_max_age_s,
+            max_bytes=settings.journal_max_bytes,
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.DLQ_STREAM,
+            description="Messages a Tandem consumer could not decode or handle, with the reason",
+            subjects=[subjects.DLQ_ALL],
+            max_age=settings.dlq_max_age_s,
+            **common,
+        ),
+    ]
+
+
+def bucket_configs(settings: StreamSettings) -> list[KeyValueConfig]:
+    return [
+        KeyValueConfig(
+            bucket=subjects.ROLES_BUCKET,
+            description="Per cluster: the Active node and the epoch (compare-and-set only)",
+            history=16,
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+        ),
+        KeyValueConfig(
+            bucket=subjects.CONFIG_BUCKET,
+            description="Cluster, group and rule definitions",
+            history=8,
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+        ),
+        KeyValueConfig(
+            bucket=subjects.LEASES_BUCKET,
+            description="Orchestrator leader and node liveness leases",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.replicas,
+        ),
+    ]
+
+
+async def provision(
+    js: JetStreamContext, settings: StreamSettings, *, update_existing: bool = True
+) -> list[str]:
+    """Ensure every stream and bucket exists with the configured limits.
+
+    With ``update_existing=False`` (what services do at start) an existing stream whose
+    limits differ is left alone and reported: only an operator's ``tandem bus provision``
+    or ``tandem up`` changes limits, so one misconfigured service cannot shrink them.
+    Returns one line per object saying what was done.
+    """
+    done = [await _ensure_stream(js, cfg, update_existing) for cfg in stream_configs(settings)]
+    for kv_cfg in bucket_configs(settings):
+        done.append(await _ensure_bucket(js, kv_cfg, update_existing))
+    for line in done:
+        log.info("provisioning: %s", line)
+    return done
+
+
+async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig, update: bool) -> str:
+    try:
+        info = await js.stream_info(cfg.name or "")
+    except NotFoundError:
+        await js.add_stream(cfg)
+        return f"stream {cfg.name} created"
+    if _same_stream(info.config, cfg):
+        return f"stream {cfg.name} unchanged"
+    if not update:
+        return f"stream {cfg.name} exists with other limits; left as it is"
+    await js.update_stream(cfg)
+    return f"stream {cfg.name} updated"
+
+
+def _same_stream(have: StreamConfig, want: StreamConfig) -> bool:
+    fields = ("subjects", "max_age", "max_bytes", "num_replicas", "duplicate_window", "deny_delete")
+    return all(_norm(getattr(have, f)) == _norm(getattr(want, f)) for f in fields)
+
+
+def _norm(value: object) -> object:
+    # The server reports unset limits as -1 or 0 where the client config says None.
+    return None if value in (None, -1, 0, False) else value
+
+
+async def _ensure_bucket(js: JetStreamContext, cfg: KeyValueConfig, update: bool) -> str:
+    try:
+        await js.create_key_value(cfg)
+        return f"bucket {cfg.bucket} ready"
+    except BadRequestError as exc:
+        if exc.err_code != _STREAM_NAME_IN_USE:
+            raise
+    if not update:
+        return f"bucket {cfg.bucket} exists with other limits; left as it is"
+    # It exists with other limits (e.g. replicas changed): bring the backing stream in line.
+    info = await js.stream_info(f"KV_{cfg.bucket}")
+    stream_cfg = info.config
+    stream_cfg.num_replicas = cfg.replicas
+    stream_cfg.max_msgs_per_subject = cfg.history
+    stream_cfg.description = cfg.description
+    await js.update_stream(stream_cfg)
+    return f"bucket {cfg.bucket} updated"

@@ -1,0 +1,126 @@
+"""Commands as request/reply on ``tandem.cmd.<cluster>.<node>.<Command>``.
+
+The server side answers every request, refuses a command from an older epoch (fencing),
+and remembers results by idempotency key: a repeated command gets the first answer and is
+not carried out twice. The memory is bounded and lives in the process; the steps behind
+commands are idempotent themselves, so a repeat after a restart is still safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import ValidationError
+
+from tandem.events import subjects
+from tandem.events.bus import Bus
+from tandem.events.deadletter import Rejected, dead_letter
+from tandem.events.envelope import Command, CommandResult
+from tandem.events.errors import CommandFailedError, DecodeError
+from tandem.events.registry import decode_command
+
+log = logging.getLogger(__name__)
+
+CommandHandler = Callable[[Command], Awaitable[CommandResult]]
+
+
+async def send_command(bus: Bus, command: Command, *, timeout: float = 5.0) -> CommandResult:
+    """Send ``command`` to its node and wait for the answer; raise on no answer in time."""
+    subject = subjects.command_subject(command.cluster, command.node, command.type)
+    try:
+        reply = await bus.nc.request(subject, command.to_json(), timeout=timeout)
+    except NoRespondersError:
+        raise CommandFailedError(f"{command.type} to {command.cluster}/{command.node}: no agent is listening") from None
+    except (NatsTimeoutError, TimeoutError):
+        raise CommandFailedError(f"{command.type} to {command.cluster}/{command.node}: no answer within {timeout}s") from None
+    try:
+        return CommandResult.model_validate_json(reply.data)
+    except ValidationError as exc:
+        raise CommandFailedError(f"{command.type}: the answer is not a command result: {exc}") from None
+
+
+class CommandServer:
+    """Serve the commands addressed to one node. ``current_epoch`` is read per command."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        cluster: str,
+        node: str,
+        handler: CommandHandler,
+        current_epoch: Callable[[], int],
+        *,
+        remember: int = 4096,
+    ) -> None:
+        self.bus = bus
+        self.cluster = cluster
+        self.node = node
+        self.handler = handler
+        self.current_epoch = current_epoch
+        self._remember = remember
+        self._results: OrderedDict[str, asyncio.Future[CommandResult]] = OrderedDict()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.bus.nc.subscribe(
+            subjects.commands_filter(self.cluster, self.node), cb=self._on_request
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_request(self, msg: Msg) -> None:
+        try:
+            command = decode_command(msg.data)
+        except DecodeError as exc:
+            await self._answer(msg, CommandResult(command_id=None, idempotency_key=None, ok=False, reason=f"undecodable command: {exc.reason}"))
+            await dead_letter(
+                self.bus,
+                Rejected(consumer=f"cmd-{self.cluster}-{self.node}", reason=f"undecodable: {exc.reason}", subject=msg.subject, data=msg.data, original_headers=msg.headers),
+            )
+            return
+        await self._answer(msg, await self.execute(command))
+
+    async def execute(self, command: Command) -> CommandResult:
+        """Carry out ``command`` once per idempotency key; fenced by epoch and addressee."""
+        refusal = self._refusal(command)
+        if refusal:
+            log.warning("refused %s %s: %s", command.type, command.id, refusal)
+            return CommandResult(command_id=command.id, idempotency_key=command.idempotency_key, ok=False, reason=refusal)
+        key = command.idempotency_key
+        earlier = self._results.get(key)
+        if earlier is not None:
+            result = await earlier
+            return result.model_copy(update={"replayed": True, "command_id": command.id})
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._results[key] = future
+        while len(self._results) > self._remember:
+            self._results.popitem(last=False)
+        try:
+            result = await self.handler(command)
+        except Exception as exc:
+            log.exception("command %s failed", command.type)
+            result = CommandResult(command_id=command.id, idempotency_key=key, ok=False, reason=f"{type(exc).__name__}: {exc}")
+        future.set_result(result)
+        return result
+
+    def _refusal(self, command: Command) -> str:
+        if command.cluster != self.cluster or command.node != self.node:
+            return f"addressed to {command.cluster}/{command.node}, this is {self.cluster}/{self.node}"
+        epoch = self.current_epoch()
+        if command.epoch < epoch:
+            return f"stale epoch {command.epoch}: the cluster is at epoch {epoch}"
+        return ""
+
+    async def _answer(self, msg: Msg, result: CommandResult) -> None:
+        if msg.reply:
+            await msg.respond(result.model_dump_json().encode())

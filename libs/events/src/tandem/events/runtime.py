@@ -1,0 +1,130 @@
+"""What every Tandem service shares at run time: its lifetime events and its ``main``.
+
+A service module exposes a ``ServiceSpec``: its name, a function that builds its settings
+and its ``run(settings, bus)`` entry point. ``service_main`` (``python -m tandem.<service>``)
+and the CLI's ``tandem run`` both start a service through ``run_service``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from tandem.events.bus import Bus
+from tandem.events.catalog import ServiceStarted, ServiceStopped
+from tandem.events.catalog.services import ServiceStartedPayload, ServiceStoppedPayload
+from tandem.events.names import SYSTEM_CLUSTER
+from tandem.events.settings import SettingsError, load_bus_settings, load_stream_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    load_settings: Callable[[], Any]
+    run: Callable[[Any, Bus], Awaitable[None]]
+
+
+def tandem_version() -> str:
+    try:
+        return version("tandem-events")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@contextlib.asynccontextmanager
+async def service_lifetime(
+    bus: Bus,
+    service: str,
+    *,
+    node: str,
+    cluster: str = SYSTEM_CLUSTER,
+    listen: dict[str, str] | None = None,
+) -> AsyncIterator[ServiceStarted]:
+    """Publish ``ServiceStarted`` on entry and ``ServiceStopped`` (with why) on exit."""
+    started = ServiceStarted(
+        cluster=cluster,
+        node=node,
+        payload=ServiceStartedPayload(
+            service=service,
+            version=tandem_version(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            listen=listen or {},
+        ),
+    )
+    await bus.publish(started)
+    log.info("%s started (node %s, cluster %s)", service, node, cluster)
+    reason = "stopped"
+    try:
+        yield started
+    except asyncio.CancelledError:
+        reason = "stopped on request"
+        raise
+    except Exception as exc:
+        reason = f"crashed: {type(exc).__name__}: {exc}"
+        raise
+    finally:
+        stopped = ServiceStopped(
+            cluster=cluster, node=node, payload=ServiceStoppedPayload(service=service, reason=reason)
+        ).caused(started)
+        try:
+            await asyncio.wait_for(bus.publish(stopped), timeout=5)
+        except Exception as exc:
+            log.warning("could not record that %s stopped: %s", service, exc)
+
+
+async def idle_until_cancelled() -> None:
+    """Park a service that has nothing to do yet; it ends when its task is cancelled."""
+    while True:
+        await asyncio.sleep(3600)
+
+
+async def run_service(spec: ServiceSpec, *, connect_for_s: float = 60.0) -> None:
+    """Build settings, connect (retrying), make sure the streams exist, run until cancelled."""
+    settings = spec.load_settings()
+    bus = await Bus.connect(load_bus_settings(), name=f"tandem-{spec.name}", retry_for_s=connect_for_s)
+    try:
+        await bus.provision(load_stream_settings(), update_existing=False)
+        await spec.run(settings, bus)
+    finally:
+        await bus.close()
+
+
+def configure_logging(level: str | None = None) -> None:
+    logging.basicConfig(
+        level=(level or os.environ.get("TANDEM_LOG_LEVEL", "INFO")).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def service_main(spec: ServiceSpec) -> int:
+    """Process entry point: run ``spec`` until SIGTERM or SIGINT; exit code 0 on a clean stop."""
+    configure_logging()
+    try:
+        asyncio.run(_until_signalled(run_service(spec)))
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
+    except ConnectionError as exc:
+        log.error("%s", exc)
+        return 3
+    return 0
+
+
+async def _until_signalled(work: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

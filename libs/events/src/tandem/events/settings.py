@@ -1,0 +1,112 @@
+"""Bus connection and stream settings (pydantic-settings; built by functions, never at import).
+
+Environment variables: ``TANDEM_BUS_SERVERS`` (comma-separated URLs), ``TANDEM_BUS_USER``,
+``TANDEM_BUS_PASSWORD``, ``TANDEM_BUS_TOKEN``, ``TANDEM_BUS_CREDS_FILE``,
+``TANDEM_BUS_NKEY_SEED_FILE``, ``TANDEM_BUS_TLS_CA_FILE``, ``TANDEM_BUS_TLS_CERT_FILE``,
+``TANDEM_BUS_TLS_KEY_FILE``, ...; streams: ``TANDEM_STREAMS_REPLICAS``,
+``TANDEM_STREAMS_EVENTS_MAX_AGE_S`` and the other fields of ``StreamSettings``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DAY = 86_400.0
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsError(ValueError):
+    """Invalid configuration. The message names the source, each bad field and the problem."""
+
+
+class BusSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_BUS_", extra="forbid")
+
+    servers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    name: str = "tandem"
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    creds_file: Path | None = None
+    nkey_seed_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: -1 reconnects for ever: a node agent must come back when the bus does.
+    max_reconnect_attempts: int = -1
+    reconnect_wait_s: float = Field(default=0.5, gt=0)
+    request_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one server URL is needed")
+        for url in value:
+            if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(f"{url!r} is not a nats://, tls://, ws:// or wss:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> BusSettings:
+        if self.password is not None and self.user is None:
+            raise ValueError("password is set but user is not")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        for field in ("creds_file", "nkey_seed_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path = getattr(self, field)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{field}: {path} is not a readable file")
+        return self
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_STREAMS_", extra="forbid")
+
+    #: 3 on a production NATS cluster (R3), 1 on a single embedded server.
+    replicas: int = Field(default=1, ge=1, le=5)
+    events_max_age_s: float = Field(default=365 * DAY, gt=0)
+    journal_max_age_s: float = Field(default=7 * DAY, gt=0)
+    journal_max_bytes: int = Field(default=-1)
+    dlq_max_age_s: float = Field(default=90 * DAY, gt=0)
+    #: Window in which a re-published event id is recognised and stored once.
+    duplicate_window_s: float = Field(default=600.0, gt=0)
+
+
+def load_bus_settings(source: str = "environment", **overrides: Any) -> BusSettings:
+    return load_settings(BusSettings, source, **overrides)
+
+
+def load_stream_settings(source: str = "environment", **overrides: Any) -> StreamSettings:
+    return load_settings(StreamSettings, source, **overrides)
+
+
+def load_settings(cls: type[S], source: str = "environment", **overrides: Any) -> S:
+    """Build settings of ``cls``; raise ``SettingsError`` naming ``source`` and each bad field."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc, source, cls)) from None
+
+
+def describe_validation_error(exc: ValidationError, source: str, cls: type[BaseSettings] | None = None) -> str:
+    """One line per problem: where it came from, the field (and its env variable), what is wrong."""
+    prefix = cls.model_config.get("env_prefix", "") if cls is not None else ""
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "(whole)"
+        env = f" (env {prefix}{field.split('.')[0].upper()})" if prefix and err["loc"] else ""
+        lines.append(f"  {field}{env}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,15 @@
+"""Assembly of the replicator on one node: `run(settings, bus)`."""
+
+from __future__ import annotations
+
+from tandem.replicator.settings import ReplicatorSettings, load
+from tandem.events.bus import Bus
+from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
+
+
+async def run(settings: ReplicatorSettings, bus: Bus) -> None:
+    async with service_lifetime(bus, "replicator", cluster=settings.cluster, node=settings.node):
+        await idle_until_cancelled()
+
+
+SERVICE = ServiceSpec(name="replicator", load_settings=load, run=run)

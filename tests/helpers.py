@@ -1,0 +1,34 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from tandem.events.catalog import AlertRaised
+from tandem.events.catalog.alerts import AlertRaisedPayload
+from tandem.events.catalog.vocabulary import Severity
+
+
+def alert(cluster: str = "demo", code: str = "test", n: int = 0, **kw: object) -> AlertRaised:
+    return AlertRaised(
+        cluster=cluster,
+        node="primary",
+        payload=AlertRaisedPayload(code=code, severity=Severity.INFO, message=f"message {n}"),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``check`` until true; fail with ``what`` after ``timeout`` seconds (no speed asserted)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
