@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from typing import Any
 
-import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from tandem.events.settings import BusSettings
@@ -44,10 +45,25 @@ def connect_options(settings: BusSettings, name: str | None = None) -> dict[str,
 
 
 async def open_connection(settings: BusSettings, name: str | None = None) -> NATS:
-    """Connect once; reconnection after that is nats-py's (with the configured wait)."""
+    """Connect once, failing fast with the reason; after that nats-py reconnects by itself.
+
+    nats-py's own first connect retries for ever when reconnects are unlimited, and a wrong
+    password would then hang a command silently: so the first error ends this attempt.
+    """
+    nc = NATS()
+    first_error: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
+    failures: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
-        log.warning("bus error: %s", exc)
+        if nc.is_connected or first_error.done():
+            log.warning("bus error: %s", exc)
+            return
+        # Before the first connection: a refused login ends the attempt; an unreachable
+        # server does once every configured server has been tried.
+        failures.append(exc)
+        if _is_auth_error(exc) or len(failures) >= len(settings.servers):
+            first_error.set_result(exc)
 
     async def on_disconnected() -> None:
         log.warning("bus disconnected; reconnecting")
@@ -55,13 +71,37 @@ async def open_connection(settings: BusSettings, name: str | None = None) -> NAT
     async def on_reconnected() -> None:
         log.info("bus reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")
 
-    nc = await nats.connect(
-        **connect_options(settings, name),
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
+    connecting = asyncio.create_task(
+        nc.connect(
+            **connect_options(settings, name),
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
     )
-    return nc
+    done, _ = await asyncio.wait(
+        {connecting, first_error},
+        timeout=settings.connect_timeout_s + 1.0,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    if connecting in done and connecting.exception() is None:
+        return nc
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    with contextlib.suppress(Exception):
+        await nc.close()
+    if connecting in done:
+        reason: object = connecting.exception()
+    elif first_error.done():
+        reason = first_error.result()
+    else:
+        reason = f"no answer within {settings.connect_timeout_s + 1.0:.0f}s"
+    raise ConnectionError(f"cannot connect to {', '.join(settings.servers)}: {reason}")
+
+
+def _is_auth_error(exc: Exception) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower()
 
 
 async def open_connection_retrying(
@@ -74,7 +114,7 @@ async def open_connection_retrying(
     while True:
         try:
             return await open_connection(settings, name)
-        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        except ConnectionError as exc:
             if loop.time() + delay > give_up:
                 raise ConnectionError(
                     f"cannot reach the bus at {', '.join(settings.servers)} within {deadline_s:.0f}s: {exc}"

@@ -62,6 +62,8 @@ class NatsServer:
     cluster_name: str | None = None
     cluster_port: int | None = None
     routes: list[str] = field(default_factory=list)
+    #: Appended to the generated config as is (authorization, TLS, accounts...).
+    extra_config: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     client_port: int | None = field(default=None, init=False)
     http_port: int | None = field(default=None, init=False)
@@ -100,6 +102,8 @@ class NatsServer:
                 "  routes: [" + ", ".join(f'"{r}"' for r in self.routes) + "]",
                 "}",
             ]
+        if self.extra_config:
+            lines.append(self.extra_config)
         return "\n".join(lines) + "\n"
 
     def launch(self) -> None:

@@ -8,6 +8,7 @@ a message at or below it (a redelivery, an overlap after a reconnect) changes no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 
@@ -60,17 +61,20 @@ class Projection(ABC):
             config=config,
         )
         try:
-            info = await sub.consumer_info()
-            if info.num_pending == 0:
-                self.caught_up.set()
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=1.0)
+                    msg = await sub.next_msg(timeout=0.5)
                 except (NatsTimeoutError, TimeoutError):
+                    if not self.caught_up.is_set() and sub.pending_msgs == 0:
+                        # Nothing (more) to replay: an empty stream, or a filter matching none.
+                        info = await sub.consumer_info()
+                        if info.num_pending == 0:
+                            self.caught_up.set()
                     continue
                 await self._receive(bus, msg)
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()
 
     async def _receive(self, bus: Bus, msg: Msg) -> None:
         meta = msg.metadata
