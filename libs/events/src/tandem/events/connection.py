@@ -66,7 +66,10 @@ async def open_connection(settings: BusSettings, name: str | None = None) -> NAT
             first_error.set_result(exc)
 
     async def on_disconnected() -> None:
-        log.warning("bus disconnected; reconnecting")
+        if nc.is_closed:  # our own close(), not a lost connection
+            log.debug("bus connection closed")
+        else:
+            log.warning("bus disconnected; reconnecting")
 
     async def on_reconnected() -> None:
         log.info("bus reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")

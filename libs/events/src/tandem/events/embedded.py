@@ -62,6 +62,8 @@ class NatsServer:
     cluster_name: str | None = None
     cluster_port: int | None = None
     routes: list[str] = field(default_factory=list)
+    #: fsync every JetStream write before acknowledging it. Only benchmarks turn it off.
+    sync_always: bool = True
     #: Appended to the generated config as is (authorization, TLS, accounts...).
     extra_config: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -89,7 +91,7 @@ class NatsServer:
             f"listen: {self.host}:{self.port}",
             "jetstream {",
             f'  store_dir: "{self.store_dir / "js"}"',
-            "  sync_interval: always",
+            "  sync_interval: always" if self.sync_always else "",
             "}",
         ]
         if self.monitor_port is not None:

@@ -1,0 +1,70 @@
+"""`tandem up` as a user runs it: embedded bus, every service and the demo pair, then Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.system
+
+
+def wait_for(path: Path, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            time.sleep(0.2)
+    raise AssertionError(f"{path} was never written")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_binary: str) -> None:
+    env = {**os.environ, "TANDEM_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200"}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", "up", "--nats-port", "0", "--store-dir", str(tmp_path / "store")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        state = wait_for(tmp_path / "state" / "tandem" / "up.json")
+        assert state["bus_url"].startswith("nats://127.0.0.1:")
+        assert set(state["services"]) == {"orchestrator", "dns_updater", "vmware_bridge", "agent-primary", "agent-secondary"}
+
+        # No --bus: the tail finds the bus of the running `tandem up` by itself.
+        tail = subprocess.run(
+            [sys.executable, "-m", "tandem.cli", "events", "tail", "--count", "9", "--type", "ServiceStarted", "--history", "100", "--idle-timeout", "60"],
+            capture_output=True, text=True, timeout=120, env=env,
+        )
+        assert tail.returncode == 0, tail.stderr
+        started = {(line.split()[1], line.split()[4]) for line in tail.stdout.splitlines()}
+        assert started == {
+            ("tandem/orchestrator", "service=orchestrator"),
+            ("tandem/dns-updater", "service=dns_updater"),
+            ("tandem/vmware-bridge", "service=vmware_bridge"),
+            *{(f"demo/{n}", f"service={s}") for n in ("primary", "secondary") for s in ("agent", "replicator", "monitor")},
+        }
+    finally:
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, out
+    assert "Tandem is up" in out and "stopped." in out
+    for name, pid in state["services"].items():
+        assert not alive(pid), f"{name} (pid {pid}) is still running"
+    assert not (tmp_path / "state" / "tandem" / "up.json").exists()
