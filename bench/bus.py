@@ -38,7 +38,9 @@ def make_event(i: int) -> AlertRaised:
         cluster="bench",
         node="primary",
         epoch=7,
-        payload=AlertRaisedPayload(code=f"code-{i % 50}", severity=Severity.WARNING, message=f"disk latency {i} ms"),
+        payload=AlertRaisedPayload(
+            code=f"code-{i % 50}", severity=Severity.WARNING, message=f"disk latency {i} ms"
+        ),
     )
 
 
@@ -71,9 +73,13 @@ async def raw_sequential(bus: Bus, msgs: list[tuple[str, bytes, dict[str, str]]]
         await bus.js.publish(subject, data, headers=headers)
 
 
-async def raw_batched(bus: Bus, msgs: list[tuple[str, bytes, dict[str, str]]], batch: int = 500) -> None:
+async def raw_batched(
+    bus: Bus, msgs: list[tuple[str, bytes, dict[str, str]]], batch: int = 500
+) -> None:
     for start in range(0, len(msgs), batch):
-        futures = [await bus.js.publish_async(s, d, headers=h) for s, d, h in msgs[start : start + batch]]
+        futures = [
+            await bus.js.publish_async(s, d, headers=h) for s, d, h in msgs[start : start + batch]
+        ]
         await asyncio.gather(*futures)
 
 
@@ -87,7 +93,9 @@ async def consume(bus: Bus, n: int) -> None:
         if count >= n:
             done.set()
 
-    consumer = DurableConsumer(bus, ConsumerOptions(durable=f"bench-{time.monotonic_ns()}", batch=256), handle)
+    consumer = DurableConsumer(
+        bus, ConsumerOptions(durable=f"bench-{time.monotonic_ns()}", batch=256), handle
+    )
     task = asyncio.create_task(consumer.run())
     await asyncio.wait_for(done.wait(), timeout=300)
     consumer.stop()
@@ -102,7 +110,9 @@ async def rate(bus: Bus, n: int, work: Callable[[], Awaitable[None]]) -> float:
 
 
 async def measure(n: int, rounds: int, *, sync_always: bool = True) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {k: [] for k in ("ours_seq", "ours_batch", "raw_seq", "raw_batch", "consume")}
+    results: dict[str, list[float]] = {
+        k: [] for k in ("ours_seq", "ours_batch", "raw_seq", "raw_batch", "consume")
+    }
     seq_n = max(200, n // 10)  # one round trip per event: keep it short
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
         server = NatsServer(store_dir=Path(tmp), name="bench", sync_always=sync_always).start()
@@ -113,8 +123,12 @@ async def measure(n: int, rounds: int, *, sync_always: bool = True) -> dict[str,
             for _ in range(rounds):  # interleaved, so drift on a noisy machine hits both sides
                 results["raw_batch"].append(await rate(bus, n, lambda: raw_batched(bus, msgs)))
                 results["ours_batch"].append(await rate(bus, n, lambda: ours_batched(bus, n)))
-                results["raw_seq"].append(await rate(bus, seq_n, lambda: raw_sequential(bus, msgs[:seq_n])))
-                results["ours_seq"].append(await rate(bus, seq_n, lambda: ours_sequential(bus, seq_n)))
+                results["raw_seq"].append(
+                    await rate(bus, seq_n, lambda: raw_sequential(bus, msgs[:seq_n]))
+                )
+                results["ours_seq"].append(
+                    await rate(bus, seq_n, lambda: ours_sequential(bus, seq_n))
+                )
                 await ours_batched(bus, n)  # fill the stream, then time reading it
                 t0 = time.perf_counter()
                 await consume(bus, n)
@@ -129,7 +143,9 @@ def medians(results: dict[str, list[float]]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in results.items()}
 
 
-def report(results: dict[str, list[float]], unsynced: dict[str, list[float]], n: int, quick: bool) -> dict[str, object]:
+def report(
+    results: dict[str, list[float]], unsynced: dict[str, list[float]], n: int, quick: bool
+) -> dict[str, object]:
     med = medians(results)
     ratio = med["raw_batch"] / med["ours_batch"]
     cpu = medians(unsynced)
@@ -158,13 +174,19 @@ def report(results: dict[str, list[float]], unsynced: dict[str, list[float]], n:
         "target": {"raw_over_ours_max": TARGET_RATIO, "met": ratio <= TARGET_RATIO},
         "server": "embedded nats-server, file storage, sync_interval: always (as production)",
         "samples": {k: [round(x, 1) for x in v] for k, v in results.items()},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small run (under a minute)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/bus.json"))
     args = parser.parse_args()
@@ -175,7 +197,9 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     m, r = result["metrics"], result["ratios"]
-    sys.stdout.write(json.dumps({"metrics": m, "ratios": r, "target": result["target"]}, indent=2) + "\n")
+    sys.stdout.write(
+        json.dumps({"metrics": m, "ratios": r, "target": result["target"]}, indent=2) + "\n"
+    )
     return 0
 
 

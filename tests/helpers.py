@@ -19,8 +19,10 @@ def alert(cluster: str = "demo", code: str = "test", n: int = 0, **kw: object) -
     )
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``check`` until true; fail with ``what`` after ``timeout`` seconds (no speed asserted)."""
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until true; fail naming ``what`` after ``timeout`` s (asserts no speed)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

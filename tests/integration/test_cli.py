@@ -19,8 +19,16 @@ from tandem.events.embedded import NatsServer
 TANDEM = [sys.executable, "-m", "tandem.cli"]
 
 
-def tandem(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TANDEM, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+def tandem(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TANDEM, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_for_line(path: Path, text: str, timeout: float = 30) -> None:
@@ -29,7 +37,9 @@ def wait_for_line(path: Path, text: str, timeout: float = 30) -> None:
         if path.exists() and text in path.read_text():
             return
         time.sleep(0.1)
-    raise AssertionError(f"{text!r} never appeared in {path}:\n{path.read_text() if path.exists() else ''}")
+    raise AssertionError(
+        f"{text!r} never appeared in {path}:\n{path.read_text() if path.exists() else ''}"
+    )
 
 
 def test_version_names_the_embedded_server() -> None:
@@ -38,21 +48,44 @@ def test_version_names_the_embedded_server() -> None:
     assert "tandem 0.1.0" in out.stdout and "nats-server: v2." in out.stdout
 
 
-def test_a_service_announces_itself_and_records_why_it_stopped(nats_server: NatsServer, tmp_path: Path) -> None:
+def test_a_service_announces_itself_and_records_why_it_stopped(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     log = tmp_path / "orchestrator.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([*TANDEM, "run", "orchestrator", "--bus", nats_server.url], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*TANDEM, "run", "orchestrator", "--bus", nats_server.url],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for_line(log, "orchestrator started")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
 
-    tail = tandem("events", "tail", "--bus", nats_server.url, "--cluster", "tandem", "--history", "1000", "--idle-timeout", "2")
+    tail = tandem(
+        "events",
+        "tail",
+        "--bus",
+        nats_server.url,
+        "--cluster",
+        "tandem",
+        "--history",
+        "1000",
+        "--idle-timeout",
+        "2",
+    )
     assert tail.returncode == 0, tail.stderr
-    lines = [line for line in tail.stdout.splitlines() if f"pid={proc.pid}" in line or "reason=stopped on request" in line]
+    lines = [
+        line
+        for line in tail.stdout.splitlines()
+        if f"pid={proc.pid}" in line or "reason=stopped on request" in line
+    ]
     assert any("tandem/orchestrator  ServiceStarted" in line for line in lines), tail.stdout
-    assert any("ServiceStopped" in line and "reason=stopped on request" in line for line in lines), tail.stdout
+    assert any(
+        "ServiceStopped" in line and "reason=stopped on request" in line for line in lines
+    ), tail.stdout
 
 
 async def test_tail_prints_one_decoded_line_per_event(bus: Bus, nats_server: NatsServer) -> None:
@@ -63,11 +96,25 @@ async def test_tail_prints_one_decoded_line_per_event(bus: Bus, nats_server: Nat
     )
     await bus.publish(alert())
     await bus.publish(started)
-    args = ["events", "tail", "--bus", nats_server.url, "--count", "1", "--type", "ServiceStarted", "--idle-timeout", "10"]
+    args = [
+        "events",
+        "tail",
+        "--bus",
+        nats_server.url,
+        "--count",
+        "1",
+        "--type",
+        "ServiceStarted",
+        "--idle-timeout",
+        "10",
+    ]
     tail = await asyncio.to_thread(tandem, *args)
     assert tail.returncode == 0, tail.stderr
     [line] = tail.stdout.splitlines()
-    assert line.endswith("tandem/orchestrator  ServiceStarted  e0  service=orchestrator version=9.9 host=h pid=1 listen={}")
+    assert line.endswith(
+        "tandem/orchestrator  ServiceStarted  e0  "
+        "service=orchestrator version=9.9 host=h pid=1 listen={}"
+    )
     assert line.startswith(started.occurred_at.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
@@ -77,8 +124,16 @@ def test_an_unknown_service_is_refused() -> None:
     assert "unknown service 'teleporter'" in out.stderr and "orchestrator" in out.stderr
 
 
-def test_a_node_service_without_its_cluster_names_the_missing_field(nats_server: NatsServer) -> None:
-    out = tandem("run", "agent", "--bus", nats_server.url, env={"TANDEM_AGENT_CLUSTER": "", "TANDEM_AGENT_NODE": ""})
+def test_a_node_service_without_its_cluster_names_the_missing_field(
+    nats_server: NatsServer,
+) -> None:
+    out = tandem(
+        "run",
+        "agent",
+        "--bus",
+        nats_server.url,
+        env={"TANDEM_AGENT_CLUSTER": "", "TANDEM_AGENT_NODE": ""},
+    )
     assert out.returncode == 2
     assert "TANDEM_AGENT_CLUSTER" in out.stderr and "cluster name" in out.stderr
 

@@ -21,7 +21,13 @@ async def node(bus: Bus):  # type: ignore[no-untyped-def]
 
     async def handle(cmd: Command) -> CommandResult:
         calls.append(cmd)
-        return CommandResult(command_id=cmd.id, idempotency_key=cmd.idempotency_key, ok=True, reason="hidden", data={"n": len(calls)})
+        return CommandResult(
+            command_id=cmd.id,
+            idempotency_key=cmd.idempotency_key,
+            ok=True,
+            reason="hidden",
+            data={"n": len(calls)},
+        )
 
     server = CommandServer(bus, "demo", "primary", handle, lambda: epoch["now"])
     await server.start()
@@ -31,15 +37,29 @@ async def node(bus: Bus):  # type: ignore[no-untyped-def]
 
 async def test_a_command_is_answered(bus: Bus, node) -> None:  # type: ignore[no-untyped-def]
     calls, _ = node
-    result = await send_command(bus, Hide(cluster="demo", node="primary", epoch=3, payload=StepPayload(reason="switchover")))
+    result = await send_command(
+        bus, Hide(cluster="demo", node="primary", epoch=3, payload=StepPayload(reason="switchover"))
+    )
     assert result.ok and result.reason == "hidden" and result.data == {"n": 1}
     assert isinstance(calls[0], Hide)
 
 
 async def test_the_same_idempotency_key_is_carried_out_once(bus: Bus, node) -> None:  # type: ignore[no-untyped-def]
     calls, _ = node
-    first = Hide(cluster="demo", node="primary", epoch=3, idempotency_key="saga-7:hide", payload=StepPayload())
-    retry = Hide(cluster="demo", node="primary", epoch=3, idempotency_key="saga-7:hide", payload=StepPayload())
+    first = Hide(
+        cluster="demo",
+        node="primary",
+        epoch=3,
+        idempotency_key="saga-7:hide",
+        payload=StepPayload(),
+    )
+    retry = Hide(
+        cluster="demo",
+        node="primary",
+        epoch=3,
+        idempotency_key="saga-7:hide",
+        payload=StepPayload(),
+    )
     a = await send_command(bus, first)
     b = await send_command(bus, retry)
     assert len(calls) == 1
@@ -49,22 +69,32 @@ async def test_the_same_idempotency_key_is_carried_out_once(bus: Bus, node) -> N
 async def test_a_command_from_an_older_epoch_is_refused(bus: Bus, node) -> None:  # type: ignore[no-untyped-def]
     calls, epoch = node
     epoch["now"] = 5
-    result = await send_command(bus, Hide(cluster="demo", node="primary", epoch=4, payload=StepPayload()))
+    result = await send_command(
+        bus, Hide(cluster="demo", node="primary", epoch=4, payload=StepPayload())
+    )
     assert not result.ok and result.reason == "stale epoch 4: the cluster is at epoch 5"
     assert calls == []
 
 
-async def test_a_malformed_command_gets_an_error_answer_and_is_dead_lettered(bus: Bus, node) -> None:  # type: ignore[no-untyped-def]
-    reply = await bus.nc.request("tandem.cmd.demo.primary.Hide", b'{"type": "Hide", "version": 1}', timeout=5)
+async def test_a_malformed_command_gets_an_error_answer_and_is_dead_lettered(
+    bus: Bus, node
+) -> None:  # type: ignore[no-untyped-def]
+    reply = await bus.nc.request(
+        "tandem.cmd.demo.primary.Hide", b'{"type": "Hide", "version": 1}', timeout=5
+    )
     result = CommandResult.model_validate_json(reply.data)
-    assert not result.ok and result.reason.startswith("undecodable command: invalid command 'Hide' v1")
+    assert not result.ok and result.reason.startswith(
+        "undecodable command: invalid command 'Hide' v1"
+    )
     dead = await bus.js.get_msg(DLQ_STREAM, 1)
     assert dead.subject == "tandem.dlq.CORE.cmd-demo-primary"
 
 
 async def test_no_agent_listening_is_a_clear_failure(bus: Bus) -> None:
     with pytest.raises(CommandFailedError, match="no agent is listening"):
-        await send_command(bus, Ping(cluster="demo", node="tertiary", payload=PingPayload()), timeout=2)
+        await send_command(
+            bus, Ping(cluster="demo", node="tertiary", payload=PingPayload()), timeout=2
+        )
 
 
 async def test_compare_and_set_lets_one_writer_win(bus: Bus) -> None:

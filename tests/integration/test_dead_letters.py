@@ -14,7 +14,14 @@ from tandem.events.subjects import DLQ_STREAM, EVENTS_STREAM
 
 async def dlq_messages(bus: Bus) -> list:  # type: ignore[type-arg]
     info = await bus.js.stream_info(DLQ_STREAM)
-    return [await bus.js.get_msg(DLQ_STREAM, s) for s in range(info.state.first_seq, info.state.last_seq + 1)] if info.state.messages else []
+    return (
+        [
+            await bus.js.get_msg(DLQ_STREAM, s)
+            for s in range(info.state.first_seq, info.state.last_seq + 1)
+        ]
+        if info.state.messages
+        else []
+    )
 
 
 async def run_until(consumer: DurableConsumer, done, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -47,7 +54,9 @@ async def test_malformed_message_is_dead_lettered_and_the_next_is_handled(bus: B
     assert dead.subject == "tandem.dlq.TANDEM_EVENTS.dlq-test"
     assert dead.data == b'{"type": "AlertRaised", "version": 1, "cluster": "demo"}'
     h = dead.headers
-    assert "undecodable" in h["Tandem-Dlq-Reason"] and "node: Field required" in h["Tandem-Dlq-Reason"]
+    assert (
+        "undecodable" in h["Tandem-Dlq-Reason"] and "node: Field required" in h["Tandem-Dlq-Reason"]
+    )
     assert h["Tandem-Dlq-Source-Seq"] == "1"
     assert h["Tandem-Dlq-Source-Subject"] == "tandem.evt.demo.AlertRaised"
     assert h["Tandem-Dlq-Original-Msg-Id"] == "garbage-1"
@@ -113,7 +122,9 @@ async def test_a_transient_failure_that_never_passes_ends_in_the_dlq(bus: Bus) -
     async def handle(e: Event) -> None:
         raise TransientError("peer away")
 
-    consumer = DurableConsumer(bus, ConsumerOptions(durable="hopeless", max_deliver=3, backoff_s=(0.05,)), handle)
+    consumer = DurableConsumer(
+        bus, ConsumerOptions(durable="hopeless", max_deliver=3, backoff_s=(0.05,)), handle
+    )
     await run_until(consumer, lambda: consumer.stats.dead_lettered == 1, "giving up")
     [dead] = await dlq_messages(bus)
     assert dead.headers["Tandem-Dlq-Reason"] == "gave up after 3 deliveries: peer away"

@@ -34,14 +34,18 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, nats_binary: str):  # type
 
 
 async def test_user_and_password_are_sent(guarded: NatsServer) -> None:
-    async with await Bus.connect(load_bus_settings(servers=guarded.url, user="op", password="s3cret")) as bus:
+    async with await Bus.connect(
+        load_bus_settings(servers=guarded.url, user="op", password="s3cret")
+    ) as bus:
         assert bus.nc.is_connected
         info = await bus.js.account_info()
         assert info.limits is not None
 
 
 async def test_a_wrong_password_is_refused(guarded: NatsServer) -> None:
-    settings = load_bus_settings(servers=guarded.url, user="op", password="wrong", max_reconnect_attempts=0)
+    settings = load_bus_settings(
+        servers=guarded.url, user="op", password="wrong", max_reconnect_attempts=0
+    )
     with pytest.raises(ConnectionError, match="Authorization Violation"):
         await Bus.connect(settings)
 
@@ -63,10 +67,15 @@ async def test_connect_retries_until_its_deadline(tmp_path: Path) -> None:
         await Bus.connect(settings, retry_for_s=1.0)
 
 
-async def test_an_unreachable_first_server_does_not_stop_the_connection(nats_server: NatsServer) -> None:
+async def test_an_unreachable_first_server_does_not_stop_the_connection(
+    nats_server: NatsServer,
+) -> None:
     from tandem.events.embedded import free_port
 
     servers = f"nats://127.0.0.1:{free_port()},{nats_server.url}"
     settings = load_bus_settings(servers=servers, connect_timeout_s=1)
     async with await Bus.connect(settings) as bus:
-        assert bus.nc.connected_url is not None and bus.nc.connected_url.port == nats_server.client_port
+        assert (
+            bus.nc.connected_url is not None
+            and bus.nc.connected_url.port == nats_server.client_port
+        )

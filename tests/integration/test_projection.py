@@ -33,7 +33,9 @@ class OpenAlerts(Projection):
 
 
 def cleared(code: str, cluster: str = "demo") -> AlertCleared:
-    return AlertCleared(cluster=cluster, node="primary", payload=AlertClearedPayload(code=code, reason="fixed"))
+    return AlertCleared(
+        cluster=cluster, node="primary", payload=AlertClearedPayload(code=code, reason="fixed")
+    )
 
 
 @contextlib.asynccontextmanager
@@ -48,7 +50,9 @@ async def running(projection: Projection, bus: Bus):  # type: ignore[no-untyped-
 
 
 async def test_a_projection_rebuilt_by_replay_equals_the_live_one(bus: Bus) -> None:
-    await bus.publish_many([alert(code="disk"), alert(code="cpu"), alert(cluster="crm", code="net")])
+    await bus.publish_many(
+        [alert(code="disk"), alert(code="cpu"), alert(cluster="crm", code="net")]
+    )
     live = OpenAlerts()
     async with running(live, bus):
         await live.wait_caught_up()

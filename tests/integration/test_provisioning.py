@@ -6,7 +6,14 @@ from nats.js.api import StorageType
 
 from tandem.events.bus import Bus
 from tandem.events.settings import load_stream_settings
-from tandem.events.subjects import CONFIG_BUCKET, DLQ_STREAM, EVENTS_STREAM, JOURNAL_STREAM, LEASES_BUCKET, ROLES_BUCKET
+from tandem.events.subjects import (
+    CONFIG_BUCKET,
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    JOURNAL_STREAM,
+    LEASES_BUCKET,
+    ROLES_BUCKET,
+)
 
 
 async def test_provisioning_twice_changes_nothing(bus: Bus) -> None:

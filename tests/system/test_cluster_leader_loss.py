@@ -39,9 +39,13 @@ async def until_ok(what: str, attempt, timeout: float = 30.0):  # type: ignore[n
 
 
 async def test_killing_the_stream_leader_loses_no_acknowledged_event(cluster: NatsCluster) -> None:
-    settings = load_bus_settings(servers=",".join(cluster.urls), reconnect_wait_s=0.2, request_timeout_s=2)
+    settings = load_bus_settings(
+        servers=",".join(cluster.urls), reconnect_wait_s=0.2, request_timeout_s=2
+    )
     async with await Bus.connect(settings) as bus:
-        await until_ok("provisioning R3 streams", lambda: bus.provision(load_stream_settings(replicas=3)))
+        await until_ok(
+            "provisioning R3 streams", lambda: bus.provision(load_stream_settings(replicas=3))
+        )
         info = await bus.js.stream_info(EVENTS_STREAM)
         assert info.config.num_replicas == 3
 
@@ -70,6 +74,8 @@ async def test_killing_the_stream_leader_loses_no_acknowledged_event(cluster: Na
         assert new_info.state.messages == 300, "every acknowledged event is stored exactly once"
         stored = []
         for seq in range(new_info.state.first_seq, new_info.state.last_seq + 1):
-            msg = await until_ok(f"reading seq {seq}", lambda s=seq: bus.js.get_msg(EVENTS_STREAM, s))
+            msg = await until_ok(
+                f"reading seq {seq}", lambda s=seq: bus.js.get_msg(EVENTS_STREAM, s)
+            )
             stored.append(msg.headers["Nats-Msg-Id"])
         assert stored == acked

@@ -36,7 +36,16 @@ def alive(pid: int) -> bool:
 def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_binary: str) -> None:
     env = {**os.environ, "TANDEM_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200"}
     up = subprocess.Popen(
-        [sys.executable, "-m", "tandem.cli", "up", "--nats-port", "0", "--store-dir", str(tmp_path / "store")],
+        [
+            sys.executable,
+            "-m",
+            "tandem.cli",
+            "up",
+            "--nats-port",
+            "0",
+            "--store-dir",
+            str(tmp_path / "store"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -45,12 +54,35 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_b
     try:
         state = wait_for(tmp_path / "state" / "tandem" / "up.json")
         assert state["bus_url"].startswith("nats://127.0.0.1:")
-        assert set(state["services"]) == {"orchestrator", "dns_updater", "vmware_bridge", "agent-primary", "agent-secondary"}
+        assert set(state["services"]) == {
+            "orchestrator",
+            "dns_updater",
+            "vmware_bridge",
+            "agent-primary",
+            "agent-secondary",
+        }
 
         # No --bus: the tail finds the bus of the running `tandem up` by itself.
         tail = subprocess.run(
-            [sys.executable, "-m", "tandem.cli", "events", "tail", "--count", "9", "--type", "ServiceStarted", "--history", "100", "--idle-timeout", "60"],
-            capture_output=True, text=True, timeout=120, env=env,
+            [
+                sys.executable,
+                "-m",
+                "tandem.cli",
+                "events",
+                "tail",
+                "--count",
+                "9",
+                "--type",
+                "ServiceStarted",
+                "--history",
+                "100",
+                "--idle-timeout",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         assert tail.returncode == 0, tail.stderr
         started = {(line.split()[1], line.split()[4]) for line in tail.stdout.splitlines()}
@@ -58,7 +90,11 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_b
             ("tandem/orchestrator", "service=orchestrator"),
             ("tandem/dns-updater", "service=dns_updater"),
             ("tandem/vmware-bridge", "service=vmware_bridge"),
-            *{(f"demo/{n}", f"service={s}") for n in ("primary", "secondary") for s in ("agent", "replicator", "monitor")},
+            *{
+                (f"demo/{n}", f"service={s}")
+                for n in ("primary", "secondary")
+                for s in ("agent", "replicator", "monitor")
+            },
         }
     finally:
         up.send_signal(signal.SIGINT)

@@ -33,12 +33,16 @@ def sample(annotation: Any) -> Any:
         return next(iter(annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return {n: sample(f.annotation) for n, f in annotation.model_fields.items()}
-    return {str: "text", int: 1, float: 1.5, bool: True, datetime: datetime.now(UTC)}.get(annotation, "text")
+    return {str: "text", int: 1, float: 1.5, bool: True, datetime: datetime.now(UTC)}.get(
+        annotation, "text"
+    )
 
 
 def build(cls: type) -> Any:
     payload_cls = cls.model_fields["payload"].annotation
-    payload = {n: sample(f.annotation) for n, f in payload_cls.model_fields.items() if f.is_required()}
+    payload = {
+        n: sample(f.annotation) for n, f in payload_cls.model_fields.items() if f.is_required()
+    }
     return cls(cluster="demo", node="primary", epoch=4, payload=payload)
 
 
@@ -61,10 +65,22 @@ def test_every_command_type_round_trips(cls: type) -> None:
 def test_catalog_covers_what_later_services_need() -> None:
     names = {t for (t, _v) in EVENTS.types}
     for needed in [
-        "RoleChanged", "HeartbeatLost", "HeartbeatRestored", "HealthChanged", "SagaStarted",
-        "SagaStepStarted", "SagaStepCompleted", "SagaStepFailed", "ReplicationStateChanged",
-        "DnsUpdated", "DnsUpdateFailed", "VmRemediationRequested", "SwitchoverRequested",
-        "FailoverRecommended", "AlertRaised", "ServiceStarted",
+        "RoleChanged",
+        "HeartbeatLost",
+        "HeartbeatRestored",
+        "HealthChanged",
+        "SagaStarted",
+        "SagaStepStarted",
+        "SagaStepCompleted",
+        "SagaStepFailed",
+        "ReplicationStateChanged",
+        "DnsUpdated",
+        "DnsUpdateFailed",
+        "VmRemediationRequested",
+        "SwitchoverRequested",
+        "FailoverRecommended",
+        "AlertRaised",
+        "ServiceStarted",
     ]:
         assert needed in names
     assert len(catalog.__all__) == len(EVENTS.types) + len(COMMANDS.types)
@@ -90,7 +106,10 @@ def raw(**changes: Any) -> bytes:
         (raw(cluster="Bad Name"), "cluster"),
         (raw(epoch=-2), "epoch"),
         (raw(payload={"code": "x"}), "payload.severity"),
-        (raw(payload={"code": "x", "severity": "info", "message": "m", "extra": 1}), "payload.extra"),
+        (
+            raw(payload={"code": "x", "severity": "info", "message": "m", "extra": 1}),
+            "payload.extra",
+        ),
         (raw(occurred_at="yesterday"), "occurred_at"),
     ],
 )

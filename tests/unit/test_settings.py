@@ -47,7 +47,9 @@ def test_stream_replicas_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_connect_options_carry_credentials(tmp_path: Path) -> None:
     creds = tmp_path / "user.creds"
     creds.write_text("x")
-    opts = connect_options(load_bus_settings(user="op", password="pw", token="tk", creds_file=creds))
+    opts = connect_options(
+        load_bus_settings(user="op", password="pw", token="tk", creds_file=creds)
+    )
     assert opts["user"] == "op" and opts["password"] == "pw" and opts["token"] == "tk"
     assert opts["user_credentials"] == str(creds)
     assert opts["max_reconnect_attempts"] == -1

@@ -42,14 +42,20 @@ async def tail(
 ) -> int:
     """Print events; returns the number printed. Stops after ``count`` or when idle too long."""
     subject = events_filter(cluster, event_type)
-    async with await Bus.connect(load_bus_settings(servers=bus_url), name="tandem-events-tail") as bus:
+    async with await Bus.connect(
+        load_bus_settings(servers=bus_url), name="tandem-events-tail"
+    ) as bus:
         info = await bus.js.stream_info(EVENTS_STREAM)
         start = max(info.state.first_seq, info.state.last_seq - history + 1)
         if history > 0 and info.state.last_seq > 0:
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+            )
         else:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
-        sub = await bus.js.subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True, config=config)
+        sub = await bus.js.subscribe(
+            subject, stream=EVENTS_STREAM, ordered_consumer=True, config=config
+        )
         printed = 0
         loop = asyncio.get_running_loop()
         last = loop.time()
@@ -66,7 +72,10 @@ async def tail(
                     line = format_event(decode_event(msg.data))
                 except DecodeError as exc:
                     seq = msg.metadata.sequence.stream
-                    console.print(f"[red]seq {seq} on {escape(msg.subject)} is not a valid event: {escape(exc.reason)}[/]")
+                    console.print(
+                        f"[red]seq {seq} on {escape(msg.subject)} is not a valid event: "
+                        f"{escape(exc.reason)}[/]"
+                    )
                     continue
                 console.print(escape(line), highlight=False, soft_wrap=True)
                 printed += 1

@@ -13,7 +13,10 @@ from rich.console import Console
 from tandem.cli.busurl import resolve_bus_url
 from tandem.cli.services import SERVICES, lookup
 
-app = typer.Typer(help="Tandem: keep a critical application running across servers and sites.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tandem: keep a critical application running across servers and sites.",
+    no_args_is_help=True,
+)
 events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
 bus_app = typer.Typer(help="Look after the bus (NATS JetStream).", no_args_is_help=True)
 app.add_typer(events_app, name="events")
@@ -24,7 +27,10 @@ err = Console(stderr=True)
 
 BusOption = Annotated[
     str | None,
-    typer.Option("--bus", help="Bus URL (default: TANDEM_BUS_SERVERS, a running `tandem up`, or nats://127.0.0.1:4222)."),
+    typer.Option(
+        "--bus",
+        help="Bus URL (default: TANDEM_BUS_SERVERS, a running `tandem up`, or nats://127.0.0.1:4222).",
+    ),
 ]
 
 
@@ -38,7 +44,9 @@ def version() -> None:
 
     console.print(f"tandem {tandem_version()}")
     try:
-        out = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            [nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10
+        )
         console.print(f"embedded {out.stdout.strip()}")
     except (NatsServerError, OSError, subprocess.TimeoutExpired) as exc:
         console.print(f"embedded nats-server: unavailable ({exc})")
@@ -46,9 +54,17 @@ def version() -> None:
 
 @app.command()
 def up(
-    store_dir: Annotated[Path | None, typer.Option(help="Keep the bus data here (default: a temp dir, removed at exit).")] = None,
-    nats_port: Annotated[int, typer.Option(help="Client port of the embedded bus; 0 for a random one.")] = 4222,
-    demo: Annotated[bool, typer.Option(help="Also run a demo pair (cluster 'demo', nodes primary and secondary).")] = True,
+    store_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the bus data here (default: a temp dir, removed at exit)."),
+    ] = None,
+    nats_port: Annotated[
+        int, typer.Option(help="Client port of the embedded bus; 0 for a random one.")
+    ] = 4222,
+    demo: Annotated[
+        bool,
+        typer.Option(help="Also run a demo pair (cluster 'demo', nodes primary and secondary)."),
+    ] = True,
 ) -> None:
     """Start an embedded nats-server and every service, supervised; Ctrl-C stops all."""
     from tandem.cli.up import run_up
@@ -86,9 +102,15 @@ def events_tail(
     bus: BusOption = None,
     cluster: Annotated[str | None, typer.Option(help="Only this cluster's events.")] = None,
     type_: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
-    count: Annotated[int | None, typer.Option(help="Exit after printing this many events.", min=1)] = None,
-    history: Annotated[int, typer.Option(help="Start this many stream entries back (0: only new events).", min=0)] = 10,
-    idle_timeout: Annotated[float | None, typer.Option(help="Exit after this many seconds without an event.")] = None,
+    count: Annotated[
+        int | None, typer.Option(help="Exit after printing this many events.", min=1)
+    ] = None,
+    history: Annotated[
+        int, typer.Option(help="Start this many stream entries back (0: only new events).", min=0)
+    ] = 10,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Exit after this many seconds without an event.")
+    ] = None,
 ) -> None:
     """Print events as they happen, one decoded line each."""
     from tandem.cli.events_tail import tail
@@ -96,7 +118,15 @@ def events_tail(
 
     try:
         asyncio.run(
-            tail(console, resolve_bus_url(bus), cluster=cluster, event_type=type_, count=count, history=history, idle_timeout_s=idle_timeout)
+            tail(
+                console,
+                resolve_bus_url(bus),
+                cluster=cluster,
+                event_type=type_,
+                count=count,
+                history=history,
+                idle_timeout_s=idle_timeout,
+            )
         )
     except (InvalidNameError, ValueError) as exc:
         err.print(f"[red]{exc}[/]")

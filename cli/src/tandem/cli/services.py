@@ -23,7 +23,9 @@ class ServiceEntry:
         try:
             module = importlib.import_module(f"{self.module}.service")
         except ModuleNotFoundError as exc:
-            raise LookupError(f"service {self.name} is not installed ({exc.name} missing)") from None
+            raise LookupError(
+                f"service {self.name} is not installed ({exc.name} missing)"
+            ) from None
         spec: ServiceSpec = module.SERVICE
         return spec
 

@@ -63,7 +63,8 @@ class Supervisor:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **child.env},
-                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
+                # Ctrl-C reaches only the supervisor, which then stops the children in order.
+                start_new_session=True,
                 preexec_fn=die_with_parent,
             )
 

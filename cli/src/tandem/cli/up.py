@@ -48,8 +48,16 @@ def plan_children(bus_url: str, logs: Path, demo: bool) -> list[Child]:
     if demo:
         agent = SERVICES["agent"]
         for node in DEMO_NODES:
-            env = {**base, f"{agent.env_prefix}CLUSTER": DEMO_CLUSTER, f"{agent.env_prefix}NODE": node}
-            children.append(Child(f"agent-{node}", [python, "-m", agent.module], env, logs / f"agent-{node}.log"))
+            env = {
+                **base,
+                f"{agent.env_prefix}CLUSTER": DEMO_CLUSTER,
+                f"{agent.env_prefix}NODE": node,
+            }
+            children.append(
+                Child(
+                    f"agent-{node}", [python, "-m", agent.module], env, logs / f"agent-{node}.log"
+                )
+            )
     return children
 
 
@@ -96,7 +104,9 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
         for child in children:
             await supervisor.start(child)
         _write_state(server, root, children)
-        started = await _wait_started(bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30)
+        started = await _wait_started(
+            bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30
+        )
         console.print(_table(server, root, children, started))
         console.print("Follow events: [bold]tandem events tail[/]   Stop: [bold]Ctrl-C[/]")
         await stop.wait()
@@ -138,7 +148,9 @@ def _write_state(server: NatsServer, root: Path, children: list[Child]) -> None:
     )
 
 
-def _table(server: NatsServer, root: Path, children: list[Child], started: list[ServiceStarted]) -> Table:
+def _table(
+    server: NatsServer, root: Path, children: list[Child], started: list[ServiceStarted]
+) -> Table:
     table = Table(title="Tandem is up", show_lines=False)
     for col in ("component", "where", "status"):
         table.add_column(col)
@@ -149,5 +161,9 @@ def _table(server: NatsServer, root: Path, children: list[Child], started: list[
     announced = {(e.payload.service, e.node) for e in started}
     for child in children:
         ok = _announces(child) in announced
-        table.add_row(child.name, f"pid {child.pid}, log {child.log_path}", "started" if ok else "[red]no ServiceStarted yet[/]")
+        table.add_row(
+            child.name,
+            f"pid {child.pid}, log {child.log_path}",
+            "started" if ok else "[red]no ServiceStarted yet[/]",
+        )
     return table

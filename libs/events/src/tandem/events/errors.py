@@ -27,7 +27,9 @@ class CasConflictError(TandemBusError):
     """A KV compare-and-set lost: the key changed since the revision the caller read."""
 
     def __init__(self, key: str, expected_revision: int | None, reason: str) -> None:
-        super().__init__(f"compare-and-set of {key!r} at revision {expected_revision} failed: {reason}")
+        super().__init__(
+            f"compare-and-set of {key!r} at revision {expected_revision} failed: {reason}"
+        )
         self.key = key
         self.expected_revision = expected_revision
 

@@ -8,7 +8,9 @@ from nats.js.kv import KeyValue
 from tandem.events.errors import CasConflictError
 
 
-async def compare_and_set(kv: KeyValue, key: str, value: bytes, expected_revision: int | None) -> int:
+async def compare_and_set(
+    kv: KeyValue, key: str, value: bytes, expected_revision: int | None
+) -> int:
     """Write ``value`` only if ``key`` is still at ``expected_revision``; return the new revision.
 
     ``expected_revision=None`` means the key must not exist yet. On a lost race raise

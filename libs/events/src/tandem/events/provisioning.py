@@ -24,38 +24,56 @@ _STREAM_NAME_IN_USE = 10058
 
 
 def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
-    common = {
-        "storage": StorageType.FILE,
-        "num_replicas": settings.replicas,
-        "retention": RetentionPolicy.LIMITS,
-        "discard": DiscardPolicy.OLD,
-        "duplicate_window": settings.duplicate_window_s,
-    }
     return [
-        StreamConfig(
-            name=subjects.EVENTS_STREAM,
-            description="Tandem events: the system of record",
-            subjects=[subjects.EVENTS_ALL],
+        _stream(
+            subjects.EVENTS_STREAM,
+            "Tandem events: the system of record",
+            subjects.EVENTS_ALL,
+            settings,
             max_age=settings.events_max_age_s,
             deny_delete=True,
-            **common,
         ),
-        StreamConfig(
-            name=subjects.JOURNAL_STREAM,
-            description="Tandem replication journal batches",
-            subjects=[subjects.JOURNAL_ALL],
+        _stream(
+            subjects.JOURNAL_STREAM,
+            "Tandem replication journal batches",
+            subjects.JOURNAL_ALL,
+            settings,
             max_age=settings.journal_max_age_s,
             max_bytes=settings.journal_max_bytes,
-            **common,
         ),
-        StreamConfig(
-            name=subjects.DLQ_STREAM,
-            description="Messages a Tandem consumer could not decode or handle, with the reason",
-            subjects=[subjects.DLQ_ALL],
+        _stream(
+            subjects.DLQ_STREAM,
+            "Messages a Tandem consumer could not decode or handle, with the reason",
+            subjects.DLQ_ALL,
+            settings,
             max_age=settings.dlq_max_age_s,
-            **common,
         ),
     ]
+
+
+def _stream(
+    name: str,
+    description: str,
+    subject: str,
+    settings: StreamSettings,
+    *,
+    max_age: float,
+    max_bytes: int = -1,
+    deny_delete: bool = False,
+) -> StreamConfig:
+    return StreamConfig(
+        name=name,
+        description=description,
+        subjects=[subject],
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=settings.duplicate_window_s,
+        max_age=max_age,
+        max_bytes=max_bytes,
+        deny_delete=deny_delete,
+    )
 
 
 def bucket_configs(settings: StreamSettings) -> list[KeyValueConfig]:

@@ -44,7 +44,7 @@ class _Family:
     def adapter(self) -> TypeAdapter[Any]:
         if self._adapter is None:
             members = tuple(Annotated[cls, Tag(f"{t}@{v}")] for (t, v), cls in self.types.items())
-            union = Annotated[Union[members], Discriminator(_tag)]  # noqa: UP007
+            union = Annotated[Union[members], Discriminator(_tag)]  # type: ignore[valid-type]  # noqa: UP007
             self._adapter = TypeAdapter(union)
         return self._adapter
 
@@ -66,11 +66,13 @@ class _Family:
             )
         raw = self._upcast(raw, type_name, version, latest)
         try:
-            return self.adapter().validate_python(raw)  # type: ignore[no-any-return]
+            return self.adapter().validate_python(raw)
         except ValidationError as exc:
             raise DecodeError(f"invalid {what} {type_name!r} v{latest}: {_errors(exc)}") from None
 
-    def _upcast(self, raw: dict[str, Any], type_name: str, version: int, latest: int) -> dict[str, Any]:
+    def _upcast(
+        self, raw: dict[str, Any], type_name: str, version: int, latest: int
+    ) -> dict[str, Any]:
         while version < latest:
             step = self.upcasters.get((type_name, version))
             if step is None:
@@ -80,7 +82,9 @@ class _Family:
                 )
             payload = raw.get("payload")
             if not isinstance(payload, dict):
-                raise DecodeError(f"{self.base.kind} {type_name!r} v{version}: payload is not an object")
+                raise DecodeError(
+                    f"{self.base.kind} {type_name!r} v{version}: payload is not an object"
+                )
             raw = {**raw, "payload": step(dict(payload)), "version": version + 1}
             version += 1
         return raw
@@ -132,7 +136,9 @@ def command_type(cls: type[E]) -> type[E]:
     return cls
 
 
-def upcaster(type_name: str, from_version: int, *, family: _Family = EVENTS) -> Callable[[PayloadUpcaster], PayloadUpcaster]:
+def upcaster(
+    type_name: str, from_version: int, *, family: _Family = EVENTS
+) -> Callable[[PayloadUpcaster], PayloadUpcaster]:
     """Register a function that turns a payload of ``from_version`` into ``from_version + 1``."""
 
     def register(fn: PayloadUpcaster) -> PayloadUpcaster:

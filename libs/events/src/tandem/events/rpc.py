@@ -37,13 +37,19 @@ async def send_command(bus: Bus, command: Command, *, timeout: float = 5.0) -> C
     try:
         reply = await bus.nc.request(subject, command.to_json(), timeout=timeout)
     except NoRespondersError:
-        raise CommandFailedError(f"{command.type} to {command.cluster}/{command.node}: no agent is listening") from None
+        raise CommandFailedError(
+            f"{command.type} to {command.cluster}/{command.node}: no agent is listening"
+        ) from None
     except (NatsTimeoutError, TimeoutError):
-        raise CommandFailedError(f"{command.type} to {command.cluster}/{command.node}: no answer within {timeout}s") from None
+        raise CommandFailedError(
+            f"{command.type} to {command.cluster}/{command.node}: no answer within {timeout}s"
+        ) from None
     try:
         return CommandResult.model_validate_json(reply.data)
     except ValidationError as exc:
-        raise CommandFailedError(f"{command.type}: the answer is not a command result: {exc}") from None
+        raise CommandFailedError(
+            f"{command.type}: the answer is not a command result: {exc}"
+        ) from None
 
 
 class CommandServer:
@@ -82,10 +88,24 @@ class CommandServer:
         try:
             command = decode_command(msg.data)
         except DecodeError as exc:
-            await self._answer(msg, CommandResult(command_id=None, idempotency_key=None, ok=False, reason=f"undecodable command: {exc.reason}"))
+            await self._answer(
+                msg,
+                CommandResult(
+                    command_id=None,
+                    idempotency_key=None,
+                    ok=False,
+                    reason=f"undecodable command: {exc.reason}",
+                ),
+            )
             await dead_letter(
                 self.bus,
-                Rejected(consumer=f"cmd-{self.cluster}-{self.node}", reason=f"undecodable: {exc.reason}", subject=msg.subject, data=msg.data, original_headers=msg.headers),
+                Rejected(
+                    consumer=f"cmd-{self.cluster}-{self.node}",
+                    reason=f"undecodable: {exc.reason}",
+                    subject=msg.subject,
+                    data=msg.data,
+                    original_headers=msg.headers,
+                ),
             )
             return
         await self._answer(msg, await self.execute(command))
@@ -95,7 +115,12 @@ class CommandServer:
         refusal = self._refusal(command)
         if refusal:
             log.warning("refused %s %s: %s", command.type, command.id, refusal)
-            return CommandResult(command_id=command.id, idempotency_key=command.idempotency_key, ok=False, reason=refusal)
+            return CommandResult(
+                command_id=command.id,
+                idempotency_key=command.idempotency_key,
+                ok=False,
+                reason=refusal,
+            )
         key = command.idempotency_key
         earlier = self._results.get(key)
         if earlier is not None:
@@ -109,13 +134,20 @@ class CommandServer:
             result = await self.handler(command)
         except Exception as exc:
             log.exception("command %s failed", command.type)
-            result = CommandResult(command_id=command.id, idempotency_key=key, ok=False, reason=f"{type(exc).__name__}: {exc}")
+            result = CommandResult(
+                command_id=command.id,
+                idempotency_key=key,
+                ok=False,
+                reason=f"{type(exc).__name__}: {exc}",
+            )
         future.set_result(result)
         return result
 
     def _refusal(self, command: Command) -> str:
         if command.cluster != self.cluster or command.node != self.node:
-            return f"addressed to {command.cluster}/{command.node}, this is {self.cluster}/{self.node}"
+            return (
+                f"addressed to {command.cluster}/{command.node}, this is {self.cluster}/{self.node}"
+            )
         epoch = self.current_epoch()
         if command.epoch < epoch:
             return f"stale epoch {command.epoch}: the cluster is at epoch {epoch}"

@@ -75,7 +75,9 @@ async def service_lifetime(
         raise
     finally:
         stopped = ServiceStopped(
-            cluster=cluster, node=node, payload=ServiceStoppedPayload(service=service, reason=reason)
+            cluster=cluster,
+            node=node,
+            payload=ServiceStoppedPayload(service=service, reason=reason),
         ).caused(started)
         try:
             await asyncio.wait_for(bus.publish(stopped), timeout=5)
@@ -85,14 +87,15 @@ async def service_lifetime(
 
 async def idle_until_cancelled() -> None:
     """Park a service that has nothing to do yet; it ends when its task is cancelled."""
-    while True:
-        await asyncio.sleep(3600)
+    await asyncio.Event().wait()
 
 
 async def run_service(spec: ServiceSpec, *, connect_for_s: float = 60.0) -> None:
     """Build settings, connect (retrying), make sure the streams exist, run until cancelled."""
     settings = spec.load_settings()
-    bus = await Bus.connect(load_bus_settings(), name=f"tandem-{spec.name}", retry_for_s=connect_for_s)
+    bus = await Bus.connect(
+        load_bus_settings(), name=f"tandem-{spec.name}", retry_for_s=connect_for_s
+    )
     try:
         await bus.provision(load_stream_settings(), update_existing=False)
         await spec.run(settings, bus)

@@ -26,7 +26,9 @@ class SettingsError(ValueError):
 class BusSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TANDEM_BUS_", extra="forbid")
 
-    servers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"]
+    )
     name: str = "tandem"
     user: str | None = None
     password: SecretStr | None = None
@@ -65,7 +67,13 @@ class BusSettings(BaseSettings):
             raise ValueError("password is set but user is not")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
-        for field in ("creds_file", "nkey_seed_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+        for field in (
+            "creds_file",
+            "nkey_seed_file",
+            "tls_ca_file",
+            "tls_cert_file",
+            "tls_key_file",
+        ):
             path = getattr(self, field)
             if path is not None and not path.is_file():
                 raise ValueError(f"{field}: {path} is not a readable file")
@@ -101,7 +109,9 @@ def load_settings(cls: type[S], source: str = "environment", **overrides: Any) -
         raise SettingsError(describe_validation_error(exc, source, cls)) from None
 
 
-def describe_validation_error(exc: ValidationError, source: str, cls: type[BaseSettings] | None = None) -> str:
+def describe_validation_error(
+    exc: ValidationError, source: str, cls: type[BaseSettings] | None = None
+) -> str:
     """One line per problem: where it came from, the field (and its env variable), what is wrong."""
     prefix = cls.model_config.get("env_prefix", "") if cls is not None else ""
     lines = [f"invalid configuration in {source}:"]

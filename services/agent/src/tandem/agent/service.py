@@ -18,8 +18,14 @@ async def run(settings: AgentSettings, bus: Bus) -> None:
         # If one part ends (it crashed), the TaskGroup cancels the other and the agent exits
         # with the error, so its supervisor restarts the whole node side together.
         async with asyncio.TaskGroup() as parts:
-            parts.create_task(run_replicator(ReplicatorSettings(cluster=settings.cluster, node=settings.node), bus))
-            parts.create_task(run_monitor(MonitorSettings(cluster=settings.cluster, node=settings.node), bus))
+            parts.create_task(
+                run_replicator(
+                    ReplicatorSettings(cluster=settings.cluster, node=settings.node), bus
+                )
+            )
+            parts.create_task(
+                run_monitor(MonitorSettings(cluster=settings.cluster, node=settings.node), bus)
+            )
 
 
 SERVICE = ServiceSpec(name="agent", load_settings=load, run=run)

@@ -3,6 +3,8 @@ monitor/agent issue)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem.events.names import ClusterName, NodeName
@@ -16,5 +18,5 @@ class AgentSettings(BaseSettings):
     node: NodeName
 
 
-def load(**overrides: object) -> AgentSettings:
+def load(**overrides: Any) -> AgentSettings:
     return load_settings(AgentSettings, **overrides)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tandem.monitor.settings import MonitorSettings, load
 from tandem.events.bus import Bus
 from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
+from tandem.monitor.settings import MonitorSettings, load
 
 
 async def run(settings: MonitorSettings, bus: Bus) -> None:

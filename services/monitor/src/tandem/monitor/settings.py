@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem.events.names import ClusterName, NodeName
@@ -15,5 +17,5 @@ class MonitorSettings(BaseSettings):
     node: NodeName
 
 
-def load(**overrides: object) -> MonitorSettings:
+def load(**overrides: Any) -> MonitorSettings:
     return load_settings(MonitorSettings, **overrides)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tandem.orchestrator.settings import OrchestratorSettings, load
 from tandem.events.bus import Bus
 from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
+from tandem.orchestrator.settings import OrchestratorSettings, load
 
 
 async def run(settings: OrchestratorSettings, bus: Bus) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tandem.replicator.settings import ReplicatorSettings, load
 from tandem.events.bus import Bus
 from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
+from tandem.replicator.settings import ReplicatorSettings, load
 
 
 async def run(settings: ReplicatorSettings, bus: Bus) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem.events.names import ClusterName, NodeName
@@ -15,5 +17,5 @@ class ReplicatorSettings(BaseSettings):
     node: NodeName
 
 
-def load(**overrides: object) -> ReplicatorSettings:
+def load(**overrides: Any) -> ReplicatorSettings:
     return load_settings(ReplicatorSettings, **overrides)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tandem.vmware_bridge.settings import VmwareBridgeSettings, load
 from tandem.events.bus import Bus
 from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
+from tandem.vmware_bridge.settings import VmwareBridgeSettings, load
 
 
 async def run(settings: VmwareBridgeSettings, bus: Bus) -> None:

@@ -22,7 +22,7 @@ class RoleChangedPayload(Payload):
 
 @event_type
 class RoleChanged(Event):
-    """The role compare-and-set in ``tandem_roles`` won: ``active_node`` is Active at ``new_epoch``."""
+    """The compare-and-set in ``tandem_roles`` won: ``active_node`` is Active at ``new_epoch``."""
 
     type: Literal["RoleChanged"] = "RoleChanged"
     version: Literal[1] = 1

@@ -1,0 +1,330 @@
+"""Static checks of a Tandem docker-compose file, with no Docker engine needed.
+
+    python tests/compose_check.py docker-compose.yml
+
+``check(path)`` returns the problems found (empty when the file is fine):
+
+* ``docker-compose -f FILE config -q`` (Debian's Python docker-compose) must accept the file;
+* every local build context and its Dockerfile, and every bind-mounted host path, must exist;
+* a build arg ``SERVICE`` or a ``-m tandem.<name>`` command or entrypoint must name a service
+  that exists as ``services/<name>/src/tandem/<name>/__main__.py`` under the build context;
+* ``TANDEM_BUS_SERVERS`` must list nats URLs whose hosts are services of the same file;
+* ``TANDEM_AGENT_*`` must be what the node agent's own settings accept (cluster and node names).
+
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+from tandem.agent.settings import AgentSettings
+
+log = logging.getLogger("compose_check")
+
+COMPOSE = "docker-compose"
+COMPOSE_HINT = "install the Debian package with `apt-get install docker-compose`"
+COMPOSE_TIMEOUT_S = 60.0
+BUS_SCHEMES = ("nats", "tls", "ws", "wss")
+AGENT_PREFIX = "TANDEM_AGENT_"
+MODULE_RE = re.compile(r"-m\s+tandem\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class CheckError(Exception):
+    """The file cannot be checked further (unreadable or not a compose mapping)."""
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    services: int = 0
+
+
+class _AgentFromFile(AgentSettings):
+    """The agent's settings, fed only the values given: the checker's own environment must
+    neither fill in nor hide what the compose file lacks."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+# --- running docker-compose and reading YAML -------------------------------------------------
+
+
+def compose_binary() -> str | None:
+    return shutil.which(COMPOSE)
+
+
+def compose_config_problems(path: Path) -> list[str]:
+    binary = compose_binary()
+    if binary is None:
+        return [f"{COMPOSE} is not installed: {COMPOSE_HINT}"]
+    try:
+        result = subprocess.run(
+            [binary, "-f", str(path), "config", "-q"],
+            capture_output=True,
+            text=True,
+            timeout=COMPOSE_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [f"{COMPOSE} config could not check {path}: {exc}"]
+    if result.returncode == 0:
+        return []
+    detail = result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}"
+    return [f"{COMPOSE} config rejects {path}: {detail}"]
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse ``path``; raise ``CheckError`` when it cannot be read or parsed."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckError(f"cannot read {path}: {exc}") from None
+
+
+# --- reading compose structures (short and long syntax) ---------------------------------------
+
+
+def as_mapping(value: Any) -> dict[str, Any]:
+    """``environment`` and ``build.args`` come as a mapping or a list of ``KEY=VALUE``."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        pairs = (str(item).partition("=") for item in value)
+        return {key: (val if sep else None) for key, sep, val in pairs}
+    return {}
+
+
+def build_of(service: dict[str, Any]) -> dict[str, Any] | None:
+    build = service.get("build")
+    if isinstance(build, str):
+        return {"context": build}
+    return build if isinstance(build, dict) else None
+
+
+def is_remote(context: str) -> bool:
+    return "://" in context or context.startswith("git@")
+
+
+def resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def context_dir(service: dict[str, Any], base: Path) -> Path | None:
+    """The local build context of ``service``, or ``None`` for an image or a remote context."""
+    build = build_of(service)
+    if build is None:
+        return None
+    context = str(build.get("context", "."))
+    return None if is_remote(context) else resolve(base, context)
+
+
+def bind_sources(service: dict[str, Any]) -> Iterator[str]:
+    """Host paths of bind mounts (short syntax ``./src:/dst[:ro]`` or ``type: bind``)."""
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, str):
+            source, sep, _ = volume.partition(":")
+            if sep and source.startswith((".", "/", "~")):
+                yield source
+        elif isinstance(volume, dict) and volume.get("type") == "bind" and volume.get("source"):
+            yield str(volume["source"])
+
+
+def tandem_modules(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, name) for each Tandem service the container is told to run."""
+    args = as_mapping((build_of(service) or {}).get("args"))
+    if args.get("SERVICE") is not None:
+        yield "build arg SERVICE", str(args["SERVICE"])
+    for key in ("entrypoint", "command"):
+        value = service.get(key)
+        text = " ".join(map(str, value)) if isinstance(value, list) else str(value or "")
+        for match in MODULE_RE.finditer(text):
+            yield key, match.group(1)
+
+
+def host_names(services: dict[str, Any]) -> set[str]:
+    """Names other containers can reach a service by: its name, hostname, aliases."""
+    names = set(services)
+    for service in services.values():
+        names.update(str(service[k]) for k in ("hostname", "container_name") if service.get(k))
+        networks = service.get("networks")
+        if isinstance(networks, dict):
+            for net in networks.values():
+                names.update(map(str, (net or {}).get("aliases") or []))
+    return names
+
+
+# --- the checks -----------------------------------------------------------------------------
+
+
+def interpolated(service: str, what: str, value: Any) -> bool:
+    """True (and not checked) when docker-compose takes ``value`` from its own environment:
+    ``${VAR}`` substitution, or an ``environment`` entry given without a value."""
+    if value is not None and "$" not in str(value):
+        return False
+    log.debug("service %s: %s comes from docker-compose's environment; not checked", service, what)
+    return True
+
+
+def check_build(name: str, service: dict[str, Any], base: Path) -> list[str]:
+    context = context_dir(service, base)
+    if context is None:
+        return []
+    if not context.is_dir():
+        return [f"service {name}: build context {context} does not exist"]
+    dockerfile = resolve(context, str((build_of(service) or {}).get("dockerfile") or "Dockerfile"))
+    if not dockerfile.is_file():
+        return [f"service {name}: dockerfile {dockerfile} does not exist"]
+    return []
+
+
+def check_binds(name: str, service: dict[str, Any], base: Path) -> list[str]:
+    return [
+        f"service {name}: bind-mounted host path {source} does not exist"
+        for source in bind_sources(service)
+        if not interpolated(name, source, source) and not resolve(base, source).exists()
+    ]
+
+
+def check_modules(name: str, service: dict[str, Any], base: Path) -> list[str]:
+    root = context_dir(service, base) or base
+    problems = []
+    for where, module in tandem_modules(service):
+        main = root / "services" / module / "src" / "tandem" / module / "__main__.py"
+        if not interpolated(name, where, module) and not main.is_file():
+            problems.append(
+                f"service {name}: {where} names Tandem service {module!r}, but {main} "
+                "does not exist"
+            )
+    return problems
+
+
+def check_bus(name: str, env: dict[str, Any], hosts: set[str]) -> list[str]:
+    value = env.get("TANDEM_BUS_SERVERS", "")
+    if "TANDEM_BUS_SERVERS" not in env or interpolated(name, "TANDEM_BUS_SERVERS", value):
+        return []
+    urls = [u.strip() for u in str(value).split(",") if u.strip()]
+    if not urls:
+        return [f"service {name}: TANDEM_BUS_SERVERS is empty"]
+    problems = (url_problem(url, hosts) for url in urls)
+    return [f"service {name}: TANDEM_BUS_SERVERS: {p}" for p in problems if p]
+
+
+def url_problem(url: str, hosts: set[str]) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in BUS_SCHEMES:
+        return f"{url!r} is not a {', '.join(s + '://' for s in BUS_SCHEMES)} URL"
+    try:
+        _ = parts.port  # raises ValueError on a port that is not a number in 0-65535
+    except ValueError:
+        return f"{url!r} has an invalid port"
+    if not parts.hostname:
+        return f"{url!r} has no host"
+    if parts.hostname not in hosts:
+        return f"{url!r} points at {parts.hostname!r}, which is not a service of this file"
+    return None
+
+
+def check_agent(name: str, service: dict[str, Any], env: dict[str, Any]) -> list[str]:
+    # Strings, as the agent reads them from its environment.
+    values: dict[str, Any] = {
+        k.removeprefix(AGENT_PREFIX).lower(): v if v is None else str(v)
+        for k, v in env.items()
+        if k.startswith(AGENT_PREFIX)
+    }
+    runs_agent = any(module == "agent" for _, module in tandem_modules(service))
+    if not (values or runs_agent) or any(interpolated(name, k, v) for k, v in values.items()):
+        return []
+    try:
+        _AgentFromFile(**values)
+    except ValidationError as exc:
+        return [
+            f"service {name}: {AGENT_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        ]
+    return []
+
+
+def check_service(name: str, service: Any, base: Path, hosts: set[str]) -> list[str]:
+    if not isinstance(service, dict):
+        return [f"service {name}: not a mapping"]
+    env = as_mapping(service.get("environment"))
+    return [
+        *check_build(name, service, base),
+        *check_binds(name, service, base),
+        *check_modules(name, service, base),
+        *check_bus(name, env, hosts),
+        *check_agent(name, service, env),
+    ]
+
+
+def services_of(model: Any, path: Path) -> dict[str, Any]:
+    services = model.get("services") if isinstance(model, dict) else None
+    if not isinstance(services, dict) or not services:
+        raise CheckError(f"{path} defines no services")
+    return services
+
+
+def run(path: str | Path) -> Report:
+    path = Path(path)
+    if not path.is_file():
+        return Report([f"{path} does not exist"])
+    report = Report(compose_config_problems(path))
+    try:
+        services = services_of(load_yaml(path), path)
+    except CheckError as exc:
+        report.problems.append(str(exc))
+        return report
+    base = path.resolve().parent
+    hosts = host_names(services)
+    report.services = len(services)
+    for name, service in services.items():
+        report.problems.extend(check_service(str(name), service, base, hosts))
+    return report
+
+
+def check(path: str | Path) -> list[str]:
+    """The problems of the compose file at ``path``; empty when it is fine."""
+    return run(path).problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check a Tandem docker-compose file.")
+    parser.add_argument("file", type=Path, help="the compose file, e.g. docker-compose.yml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    report = run(args.file)
+    if report.problems:
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"compose file OK: {report.services} services")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
