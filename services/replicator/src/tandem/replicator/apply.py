@@ -1,0 +1,178 @@
+"""Apply operations to a replica folder, confined to it, resumable after a crash.
+
+Every path is checked again here (``safe_path``) and resolved against the replica root
+without following symlinks in its parent components, so nothing is ever written outside the
+root, whatever a batch says. Progress is kept per operation in ``<state>/applied`` (epoch,
+seq, index of the next op): a batch cut short by a crash resumes at the exact operation, so
+replaying a batch never repeats a rename or an unlink (which would not be idempotent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from tandem.replicator.batch import Batch
+from tandem.replicator.ops import Op, OpKind, PathRefusedError, safe_path
+
+_POSITION = struct.Struct("<QQQ")
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where apply stands: ops of (epoch, seq) before ``next_op`` are applied."""
+
+    epoch: int = 0
+    seq: int = 0
+    next_op: int = 0
+
+
+class ApplyRefusedError(Exception):
+    """An operation that must not be applied; the reason is in the message."""
+
+
+class ReplicaWriter:
+    """Applies single operations under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def local(self, rel: str) -> Path:
+        """The replica path of ``rel``; refuses a path whose parents leave the root."""
+        clean = safe_path(rel)
+        parent = self.root
+        for part in Path(clean).parts[:-1]:
+            parent = parent / part
+            if parent.is_symlink():
+                raise PathRefusedError(f"path {rel!r} passes through the symlink {part!r}")
+        return parent / Path(clean).name
+
+    def apply(self, op: Op) -> None:
+        try:
+            self._apply(op)
+        except PathRefusedError as exc:
+            raise ApplyRefusedError(str(exc)) from None
+
+    def _apply(self, op: Op) -> None:
+        path = self.local(op.path)
+        kind = op.kind
+        if kind is OpKind.WRITE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                os.pwrite(fd, op.data, op.offset)
+            finally:
+                os.close(fd)
+        elif kind is OpKind.TRUNCATE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                os.ftruncate(fd, op.size)
+            finally:
+                os.close(fd)
+        elif kind is OpKind.CREATE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, op.mode & 0o7777 or 0o644)
+            os.close(fd)
+            os.chmod(path, op.mode & 0o7777 or 0o644, follow_symlinks=False)
+        elif kind is OpKind.MKDIR:
+            path.mkdir(mode=op.mode & 0o7777 or 0o755, parents=True, exist_ok=True)
+        elif kind is OpKind.UNLINK:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        elif kind is OpKind.RMDIR:
+            _rmtree_if_dir(path)
+        elif kind is OpKind.RENAME:
+            target = self.local(op.target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        elif kind is OpKind.SYMLINK:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.symlink(op.target, path)
+        elif kind is OpKind.CHMOD:
+            if not path.is_symlink():
+                os.chmod(path, op.mode & 0o7777)
+        elif kind is OpKind.CHOWN:
+            os.chown(path, op.uid, op.gid, follow_symlinks=False)
+        elif kind is OpKind.SET_TIMES:
+            os.utime(path, ns=(op.atime_ns, op.mtime_ns), follow_symlinks=False)
+        elif kind is OpKind.FSYNC:
+            if path.is_file() and not path.is_symlink():
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+
+def _rmtree_if_dir(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise ApplyRefusedError(f"rmdir of {path.name!r}, which is not a directory")
+    try:
+        path.rmdir()
+    except OSError as exc:
+        if exc.errno != errno.ENOTEMPTY:
+            raise
+        raise ApplyRefusedError(f"rmdir of {path.name!r}: directory not empty") from None
+
+
+class BatchApplier:
+    """Applies whole batches in order and remembers, per operation, how far it got."""
+
+    def __init__(self, root: Path, state_dir: Path) -> None:
+        self.writer = ReplicaWriter(root)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_path = state_dir / "applied"
+        self._fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT, 0o600)
+        raw = os.pread(self._fd, _POSITION.size, 0)
+        self.position = (
+            Position(*_POSITION.unpack(raw)) if len(raw) == _POSITION.size else Position()
+        )
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def done(self, epoch: int, seq: int) -> bool:
+        """True when batch (epoch, seq) is wholly applied already."""
+        p = self.position
+        return (epoch, seq) < (p.epoch, p.seq) or (
+            (epoch, seq) == (p.epoch, p.seq) and p.next_op == _ALL
+        )
+
+    def apply(self, batch: Batch) -> int:
+        """Apply the ops not yet applied; return how many were applied now."""
+        if self.done(batch.epoch, batch.seq):
+            return 0
+        p = self.position
+        start = p.next_op if (batch.epoch, batch.seq) == (p.epoch, p.seq) else 0
+        for index in range(start, len(batch.ops)):
+            self.writer.apply(batch.ops[index])
+            # Written (not fsynced) after each op: a killed process resumes at the next op.
+            self._record(Position(batch.epoch, batch.seq, index + 1))
+        self._record(Position(batch.epoch, batch.seq, _ALL))
+        return len(batch.ops) - start
+
+    def sync(self) -> None:
+        """Make the data and the position durable (called after a group of batches)."""
+        os.sync()
+        os.fsync(self._fd)
+
+    def _record(self, position: Position) -> None:
+        os.pwrite(self._fd, _POSITION.pack(position.epoch, position.seq, position.next_op), 0)
+        self.position = position
+
+
+#: ``next_op`` value meaning "every op of this batch is applied".
+_ALL = 2**63 - 1
