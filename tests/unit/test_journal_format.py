@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -119,7 +121,7 @@ def test_headers_must_match_the_body() -> None:
 
 def test_a_traversal_inside_a_batch_body_is_refused_at_decode() -> None:
     body = encode_body(Batch(1, 1, 0, (Op(OpKind.WRITE, "../../outside", data=b"x"),)))
-    with pytest.raises(BatchError, match="refused: path '../../outside' climbs out"):
+    with pytest.raises(BatchError, match=re.escape("refused: path '../../outside' climbs out")):
         decode_body(body)
 
 

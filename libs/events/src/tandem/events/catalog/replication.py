@@ -28,44 +28,62 @@ class ReplicationStateChanged(Event):
     payload: ReplicationStateChangedPayload
 
 
-class JournalBatchRefusedPayload(Payload):
+class ReplicaRejectedBatchPayload(Payload):
     batch_epoch: int = Field(ge=0)
     seq: int = Field(ge=0)
     reason: str
 
 
 @event_type
-class JournalBatchRefused(Event):
-    """A target refused a journal batch (older epoch, path outside the protected root...)."""
+class ReplicaRejectedBatch(Event):
+    """A target refused a journal batch (older epoch, corrupt, path outside the root...)."""
 
-    type: Literal["JournalBatchRefused"] = "JournalBatchRefused"
+    type: Literal["ReplicaRejectedBatch"] = "ReplicaRejectedBatch"
     version: Literal[1] = 1
-    payload: JournalBatchRefusedPayload
+    payload: ReplicaRejectedBatchPayload
 
 
-class VerifyStartedPayload(Payload):
+class SyncStartedPayload(Payload):
     target: NodeName
     reason: str
 
 
 @event_type
-class VerifyStarted(Event):
-    type: Literal["VerifyStarted"] = "VerifyStarted"
+class SyncStarted(Event):
+    """Verify & synchronize began for a target."""
+
+    type: Literal["SyncStarted"] = "SyncStarted"
     version: Literal[1] = 1
-    payload: VerifyStartedPayload
+    payload: SyncStartedPayload
 
 
-class VerifyCompletedPayload(Payload):
+class SyncProgressPayload(Payload):
     target: NodeName
     files_checked: int = Field(ge=0)
-    files_changed: int = Field(ge=0)
+    files_total: int = Field(ge=0)
+    bytes_sent: int = Field(ge=0)
+
+
+@event_type
+class SyncProgress(Event):
+    """Throttled progress of a verify & synchronize."""
+
+    type: Literal["SyncProgress"] = "SyncProgress"
+    version: Literal[1] = 1
+    payload: SyncProgressPayload
+
+
+class SyncCompletedPayload(Payload):
+    target: NodeName
+    files_checked: int = Field(ge=0)
+    files_out_of_sync: int = Field(ge=0)
     bytes_sent: int = Field(ge=0)
     ok: bool
     reason: str
 
 
 @event_type
-class VerifyCompleted(Event):
-    type: Literal["VerifyCompleted"] = "VerifyCompleted"
+class SyncCompleted(Event):
+    type: Literal["SyncCompleted"] = "SyncCompleted"
     version: Literal[1] = 1
-    payload: VerifyCompletedPayload
+    payload: SyncCompletedPayload

@@ -1,0 +1,151 @@
+"""The applier loop on a target: receive queue -> replica, strictly in sequence order.
+
+Each cycle returns a reason (logged, and carried on state events): what it applied, or why
+it waits. A missing sequence waits ``gap_timeout_s`` for the batch to arrive (it may be
+re-sent), then the replica is out of sync and needs verify & synchronize. A full disk pauses
+apply with an alert and retries; nothing is ever skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tandem.events.catalog.vocabulary import ReplicaState
+from tandem.replicator.apply import ApplyRefusedError, BatchApplier
+from tandem.replicator.batch import Batch, BatchError
+from tandem.replicator.receivequeue import ReceiveQueue
+
+log = logging.getLogger(__name__)
+
+StateReporter = Callable[[ReplicaState, str], Awaitable[None]]
+
+
+@dataclass
+class Cycle:
+    applied: int
+    reason: str
+
+
+class ApplyLoop:
+    def __init__(
+        self,
+        queue: ReceiveQueue,
+        applier: BatchApplier,
+        *,
+        report_state: StateReporter,
+        raise_alert: Callable[[str, str], Awaitable[None]],
+        gap_timeout_s: float = 30.0,
+        sync_every: int = 64,
+    ) -> None:
+        self.queue = queue
+        self.applier = applier
+        self.report_state = report_state
+        self.raise_alert = raise_alert
+        self.gap_timeout_s = gap_timeout_s
+        self.sync_every = sync_every
+        self.wakeup = asyncio.Event()
+        self.state = ReplicaState.IN_SYNC
+        self._gap_since: float | None = None
+        self._unsynced = 0
+
+    def applied_upto(self) -> tuple[int, int]:
+        """(epoch, seq) of the last batch wholly applied."""
+        p = self.applier.position
+        return (p.epoch, p.seq) if self.applier.done(p.epoch, p.seq) else (p.epoch, p.seq - 1)
+
+    def next_batch(self) -> tuple[Batch | None, str]:
+        p = self.applier.position
+        if p.seq and not self.applier.done(p.epoch, p.seq):
+            want = (p.epoch, p.seq)  # resume a batch cut short
+        else:
+            want = (p.epoch, p.seq + 1)
+        batch = self.queue.get(*want)
+        if batch is not None:
+            return batch, ""
+        pending = [k for k in self.queue.pending() if k > want]
+        if not pending:
+            return None, f"waiting for batch {want[0]}:{want[1]}"
+        first = pending[0]
+        if first[0] > want[0] and first[1] == 1:
+            # A new epoch began (a role change): its first batch follows our last one.
+            return self.queue.get(*first), ""
+        return None, f"gap: batch {want[0]}:{want[1]} missing, {first[0]}:{first[1]} is here"
+
+    async def cycle(self) -> Cycle:
+        if self.state is ReplicaState.OUT_OF_SYNC:
+            return Cycle(0, "out of sync: apply is stopped until verify & synchronize")
+        try:
+            batch, reason = await asyncio.to_thread(self.next_batch)
+        except BatchError as exc:
+            await self._out_of_sync(f"a stored batch is unreadable: {exc}")
+            return Cycle(0, f"out of sync: {exc}")
+        if batch is None:
+            return await self._waiting(reason)
+        self._gap_since = None
+        try:
+            n = await asyncio.to_thread(self.applier.apply, batch)
+        except ApplyRefusedError as exc:
+            await self._out_of_sync(f"batch {batch.epoch}:{batch.seq} cannot be applied: {exc}")
+            return Cycle(0, str(exc))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                reason = f"disk full applying batch {batch.epoch}:{batch.seq}; apply paused"
+                await self._pause(reason)
+                return Cycle(0, reason)
+            raise
+        self._unsynced += 1
+        if self._unsynced >= self.sync_every or not self.queue.pending()[1:]:
+            await asyncio.to_thread(self.applier.sync)
+            self._unsynced = 0
+        await asyncio.to_thread(self.queue.remove, batch.epoch, batch.seq)
+        if self.state is not ReplicaState.IN_SYNC:
+            self.state = ReplicaState.IN_SYNC
+            await self.report_state(
+                self.state, f"applying again from batch {batch.epoch}:{batch.seq}"
+            )
+        return Cycle(n, f"applied batch {batch.epoch}:{batch.seq} ({n} ops)")
+
+    async def _waiting(self, reason: str) -> Cycle:
+        if not reason.startswith("gap"):
+            self._gap_since = None
+            return Cycle(0, reason)
+        now = time.monotonic()
+        if self._gap_since is None:
+            self._gap_since = now
+            log.warning("%s; waiting up to %.0fs", reason, self.gap_timeout_s)
+        if now - self._gap_since >= self.gap_timeout_s:
+            await self._out_of_sync(f"{reason} for {self.gap_timeout_s:.0f}s")
+        return Cycle(0, reason)
+
+    async def _out_of_sync(self, reason: str) -> None:
+        log.error("replica out of sync: %s", reason)
+        self.state = ReplicaState.OUT_OF_SYNC
+        await self.report_state(self.state, reason)
+
+    async def _pause(self, reason: str) -> None:
+        if self.state is not ReplicaState.PAUSED:
+            self.state = ReplicaState.PAUSED
+            await self.raise_alert("replicator.disk_full", reason)
+            await self.report_state(self.state, reason)
+
+    async def run(self, idle_s: float = 0.5) -> None:
+        while True:
+            cycle = await self.cycle()
+            if cycle.applied:
+                continue
+            log.debug("apply: %s", cycle.reason)
+            self.wakeup.clear()
+            delay = 1.0 if self.state is ReplicaState.PAUSED else idle_s
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    def mark_in_sync(self) -> None:
+        """After verify & synchronize: apply may go on."""
+        self.state = ReplicaState.IN_SYNC

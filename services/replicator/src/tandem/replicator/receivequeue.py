@@ -1,0 +1,61 @@
+"""The receive queue on a target: journal batches on local disk, fsynced before they are
+acknowledged, read back by the applier in sequence order, removed once applied."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tandem.replicator.batch import Batch, unpack
+
+
+class ReceiveQueue:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob("*.tmp"):  # a crash between write and rename
+            leftover.unlink()
+
+    def _path(self, epoch: int, seq: int) -> Path:
+        return self.dir / f"{epoch:020d}-{seq:020d}.batch"
+
+    def put(self, epoch: int, seq: int, data: bytes, headers: dict[str, str]) -> None:
+        """Store durably: write, fsync, rename, fsync the directory. Then it may be acked."""
+        path = self._path(epoch, seq)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(headers).encode() + b"\n" + data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def get(self, epoch: int, seq: int) -> Batch | None:
+        try:
+            raw = self._path(epoch, seq).read_bytes()
+        except FileNotFoundError:
+            return None
+        head, _, data = raw.partition(b"\n")
+        return unpack(data, json.loads(head))
+
+    def remove(self, epoch: int, seq: int) -> None:
+        self._path(epoch, seq).unlink(missing_ok=True)
+
+    def pending(self) -> list[tuple[int, int]]:
+        """(epoch, seq) of every stored batch, in order."""
+        out = []
+        for p in self.dir.glob("*.batch"):
+            epoch, _, seq = p.stem.partition("-")
+            out.append((int(epoch), int(seq)))
+        return sorted(out)
+
+    def depth(self) -> tuple[int, int]:
+        files = list(self.dir.glob("*.batch"))
+        return len(files), sum(f.stat().st_size for f in files)

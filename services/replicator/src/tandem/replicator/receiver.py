@@ -1,0 +1,130 @@
+"""The journal consumer of one target node: check each batch, store it in the receive
+queue, then acknowledge it. A durable consumer per target (a trio's Active has two).
+
+Refusals are reported (``ReplicaRejectedBatch``) and dead-lettered with the reason:
+a batch from an older epoch; a corrupt one (bad checksum or body), after it was fetched
+again ``refetches`` times; one with a path outside the protected root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from tandem.events.bus import Bus
+from tandem.events.deadletter import Rejected, dead_letter
+from tandem.events.subjects import JOURNAL_STREAM, journal_subject
+from tandem.replicator.batch import H_EPOCH, H_SEQ, BatchError, unpack
+from tandem.replicator.receivequeue import ReceiveQueue
+
+log = logging.getLogger(__name__)
+
+#: (epoch, seq, reason) of a refused batch.
+RefusalReporter = Callable[[int, int, str], Awaitable[None]]
+
+
+class JournalReceiver:
+    def __init__(
+        self,
+        bus: Bus,
+        cluster: str,
+        node: str,
+        queue: ReceiveQueue,
+        *,
+        current_epoch: Callable[[], int],
+        applied_upto: Callable[[], tuple[int, int]],
+        on_stored: Callable[[], None],
+        report_refusal: RefusalReporter,
+        refetches: int = 3,
+    ) -> None:
+        self.bus = bus
+        self.cluster = cluster
+        self.durable = f"jrnl-{cluster}-{node}"
+        self.queue = queue
+        self.current_epoch = current_epoch
+        self.applied_upto = applied_upto
+        self.on_stored = on_stored
+        self.report_refusal = report_refusal
+        self.refetches = refetches
+        self.refetched = 0
+
+    async def run(self) -> None:
+        subject = journal_subject(self.cluster)
+        sub = await self.bus.js.pull_subscribe(
+            subject,
+            durable=self.durable,
+            stream=JOURNAL_STREAM,
+            config=ConsumerConfig(
+                durable_name=self.durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30,
+                filter_subject=subject,
+            ),
+        )
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(64, timeout=1.0)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                for msg in msgs:
+                    await self.receive(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def receive(self, msg: Msg) -> None:
+        headers = dict(msg.headers or {})
+        try:
+            epoch, seq = int(headers[H_EPOCH]), int(headers[H_SEQ])
+        except (KeyError, ValueError):
+            await self._refuse(msg, -1, -1, "no valid epoch/sequence headers")
+            return
+        if epoch < self.current_epoch():
+            await self._refuse(
+                msg,
+                epoch,
+                seq,
+                f"stale epoch {epoch}: the cluster is at epoch {self.current_epoch()}",
+            )
+            return
+        if (epoch, seq) <= self.applied_upto():
+            await msg.ack()  # a redelivery of what is applied already: changes nothing
+            return
+        try:
+            unpack(msg.data, headers)
+        except BatchError as exc:
+            if "refused" not in str(exc) and msg.metadata.num_delivered < self.refetches:
+                log.warning("batch %s:%s unusable (%s); fetching it again", epoch, seq, exc)
+                self.refetched += 1
+                await msg.nak(delay=0.2)
+                return
+            await self._refuse(msg, epoch, seq, str(exc))
+            return
+        await asyncio.to_thread(self.queue.put, epoch, seq, msg.data, headers)
+        await msg.ack()
+        self.on_stored()
+
+    async def _refuse(self, msg: Msg, epoch: int, seq: int, reason: str) -> None:
+        log.warning("refused journal batch %s:%s: %s", epoch, seq, reason)
+        meta = msg.metadata
+        await dead_letter(
+            self.bus,
+            Rejected(
+                consumer=self.durable,
+                reason=reason,
+                subject=msg.subject,
+                data=msg.data,
+                original_headers=msg.headers,
+                source_stream=meta.stream,
+                source_seq=meta.sequence.stream,
+            ),
+        )
+        await msg.term()
+        await self.report_refusal(epoch, seq, reason)

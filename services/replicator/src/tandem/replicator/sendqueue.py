@@ -1,0 +1,199 @@
+"""The send queue on the Active: numbers operations into batches and keeps them until the
+bus has stored them.
+
+- ``submit`` (any thread, in capture order) adds an op to the open batch; the batch is sealed
+  when it reaches ``batch_bytes`` or, via ``seal_if_older``, ``batch_age_s``.
+- Sealed batches wait in memory up to ``memory_bytes``; beyond that they are spilled to files
+  in ``spill_dir`` (the bus is slow or away). Past ``spill_quota_bytes`` an alert is raised
+  and ``submit`` blocks the writer until the bus catches up: nothing is ever dropped.
+- ``acked(seq)`` releases a batch once JetStream acknowledged it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tandem.replicator.batch import Batch, pack
+from tandem.replicator.codec import Codec
+from tandem.replicator.ops import Op
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendQueueLimits:
+    batch_bytes: int = 1 << 20
+    batch_age_s: float = 0.05
+    memory_bytes: int = 64 << 20
+    spill_quota_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class Sealed:
+    epoch: int
+    seq: int
+    ops: int
+    data: bytes
+    headers: dict[str, str]
+
+
+class SendQueue:
+    def __init__(
+        self,
+        *,
+        epoch: int,
+        codec: Codec,
+        spill_dir: Path,
+        limits: SendQueueLimits | None = None,
+        first_seq: int = 1,
+        on_alert: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.epoch = epoch
+        self.codec = codec
+        self.limits = limits or SendQueueLimits()
+        self.spill_dir = spill_dir
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        self.on_alert = on_alert
+        self._cond = threading.Condition()
+        self._open: list[Op] = []
+        self._open_bytes = 0
+        self._open_since = 0.0
+        self._next_seq = first_seq
+        self._next_op = 0
+        self._memory: OrderedDict[int, Sealed] = OrderedDict()
+        self._memory_bytes = 0
+        self._spilled: dict[int, int] = {}  # seq -> bytes on disk
+        self._spilled_bytes = 0
+        self._sent_upto = first_seq - 1  # highest seq handed to the publisher
+        self._over_quota = False
+
+    # -- producer side (capture threads) -------------------------------------------------
+
+    def submit(self, op: Op) -> None:
+        with self._cond:
+            while self._full():
+                if not self._over_quota:
+                    self._over_quota = True
+                    reason = (
+                        f"send queue spill is over its quota ({self._spilled_bytes} bytes of "
+                        f"{self.limits.spill_quota_bytes}): writers wait for the bus"
+                    )
+                    log.error(reason)
+                    self.on_alert(reason)
+                self._cond.wait(timeout=1.0)
+            if not self._open:
+                self._open_since = time.monotonic()
+            self._open.append(op)
+            self._open_bytes += op.payload_bytes + 16
+            if self._open_bytes >= self.limits.batch_bytes:
+                self._seal()
+
+    def seal_if_older(self, now: float | None = None) -> bool:
+        """Seal the open batch if it is older than ``batch_age_s``; True if one was sealed."""
+        with self._cond:
+            age = (now or time.monotonic()) - self._open_since
+            if self._open and age >= self.limits.batch_age_s:
+                self._seal()
+                return True
+            return False
+
+    def seal_now(self) -> None:
+        """Seal whatever is open (drain before a switchover)."""
+        with self._cond:
+            if self._open:
+                self._seal()
+
+    def _full(self) -> bool:
+        return self._spilled_bytes >= self.limits.spill_quota_bytes
+
+    def _seal(self) -> None:
+        batch = Batch(self.epoch, self._next_seq, self._next_op, tuple(self._open))
+        data, headers = pack(batch, self.codec)
+        sealed = Sealed(self.epoch, batch.seq, len(batch.ops), data, headers)
+        self._next_seq += 1
+        self._next_op += len(batch.ops)
+        self._open, self._open_bytes = [], 0
+        if self._memory_bytes + len(data) > self.limits.memory_bytes:
+            self._spill(sealed)
+        else:
+            self._memory[sealed.seq] = sealed
+            self._memory_bytes += len(data)
+        self._cond.notify_all()
+
+    def _spill(self, sealed: Sealed) -> None:
+        path = self.spill_dir / f"{sealed.epoch:020d}-{sealed.seq:020d}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(json.dumps(sealed.headers).encode() + b"\n" + sealed.data)
+        os.replace(tmp, path)
+        self._spilled[sealed.seq] = len(sealed.data)
+        self._spilled_bytes += len(sealed.data)
+
+    # -- consumer side (the publisher) ----------------------------------------------------
+
+    def take(self, timeout: float) -> Sealed | None:
+        """The next sealed batch not yet handed out, in sequence order, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                seq = self._sent_upto + 1
+                sealed = self._get(seq)
+                if sealed is not None:
+                    self._sent_upto = seq
+                    return sealed
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(timeout=remaining)
+
+    def unacked(self) -> list[Sealed]:
+        """Every batch handed out but not acknowledged, in order (to publish again)."""
+        with self._cond:
+            seqs = sorted(s for s in (*self._memory, *self._spilled) if s <= self._sent_upto)
+            return [s for s in (self._get(q) for q in seqs) if s is not None]
+
+    def acked(self, seq: int) -> None:
+        with self._cond:
+            sealed = self._memory.pop(seq, None)
+            if sealed is not None:
+                self._memory_bytes -= len(sealed.data)
+            size = self._spilled.pop(seq, None)
+            if size is not None:
+                self._spilled_bytes -= size
+                (self.spill_dir / f"{self.epoch:020d}-{seq:020d}").unlink(missing_ok=True)
+            if self._over_quota and not self._full():
+                self._over_quota = False
+                log.info("send queue spill back under its quota")
+            self._cond.notify_all()
+
+    def _get(self, seq: int) -> Sealed | None:
+        if seq in self._memory:
+            return self._memory[seq]
+        if seq in self._spilled:
+            raw = (self.spill_dir / f"{self.epoch:020d}-{seq:020d}").read_bytes()
+            head, _, data = raw.partition(b"\n")
+            return Sealed(self.epoch, seq, -1, data, json.loads(head))
+        return None
+
+    # -- status ---------------------------------------------------------------------------
+
+    def depth(self) -> tuple[int, int]:
+        """(batches, bytes) waiting for the bus, open batch included."""
+        with self._cond:
+            batches = len(self._memory) + len(self._spilled) + (1 if self._open else 0)
+            return batches, self._memory_bytes + self._spilled_bytes + self._open_bytes
+
+    @property
+    def spilled_bytes(self) -> int:
+        return self._spilled_bytes
+
+    @property
+    def last_sealed_seq(self) -> int:
+        return self._next_seq - 1

@@ -1,0 +1,121 @@
+"""A source and a target wired through a real bus, for replication tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tandem.events.bus import Bus
+from tandem.events.catalog.vocabulary import ReplicaState
+from tandem.replicator.apply import BatchApplier, ReplicaWriter
+from tandem.replicator.applyloop import ApplyLoop
+from tandem.replicator.codec import codec_named
+from tandem.replicator.ops import Op
+from tandem.replicator.publisher import JournalPublisher
+from tandem.replicator.receivequeue import ReceiveQueue
+from tandem.replicator.receiver import JournalReceiver
+from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
+
+
+def tree(root: Path) -> dict[str, object]:
+    """Relative path -> bytes (files), link target (symlinks) or 'dir'."""
+    out: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = p.read_bytes()
+    return out
+
+
+@dataclass
+class Target:
+    bus: Bus
+    root: Path
+    state: Path
+    epoch: list[int]
+    gap_timeout_s: float = 30.0
+    states: list[tuple[ReplicaState, str]] = field(default_factory=list)
+    refusals: list[tuple[int, int, str]] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.applier = BatchApplier(self.root, self.state / "apply")
+        self.queue = ReceiveQueue(self.state / "rq")
+
+        async def report_state(state: ReplicaState, reason: str) -> None:
+            self.states.append((state, reason))
+
+        async def alert(code: str, reason: str) -> None:
+            self.alerts.append(reason)
+
+        async def refused(epoch: int, seq: int, reason: str) -> None:
+            self.refusals.append((epoch, seq, reason))
+
+        self.loop = ApplyLoop(
+            self.queue,
+            self.applier,
+            report_state=report_state,
+            raise_alert=alert,
+            gap_timeout_s=self.gap_timeout_s,
+        )
+        self.receiver = JournalReceiver(
+            self.bus,
+            "demo",
+            "secondary",
+            self.queue,
+            current_epoch=lambda: self.epoch[0],
+            applied_upto=self.loop.applied_upto,
+            on_stored=self.loop.wakeup.set,
+            report_refusal=refused,
+        )
+        self.tasks = [
+            asyncio.create_task(self.receiver.run()),
+            asyncio.create_task(self.loop.run(idle_s=0.05)),
+        ]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self.applier.close()
+
+
+@dataclass
+class Source:
+    bus: Bus
+    root: Path
+    spill: Path
+    epoch: int = 1
+
+    def start(self) -> None:
+        self.writer = ReplicaWriter(self.root)
+        self.queue = SendQueue(
+            epoch=self.epoch,
+            codec=codec_named("zstd"),
+            spill_dir=self.spill,
+            limits=SendQueueLimits(batch_bytes=64 << 10, batch_age_s=0.01),
+        )
+        self.publisher = JournalPublisher(self.bus, "demo", self.queue)
+        self.task = asyncio.create_task(self.publisher.run())
+
+    def do(self, op: Op) -> None:
+        """What an application + capture would do: change the source, then journal it."""
+        self.writer.apply(op)
+        self.queue.submit(op)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task

@@ -1,0 +1,81 @@
+"""The send queue: batching by size and age, spill to disk, quota with back-pressure."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from tandem.replicator.batch import unpack
+from tandem.replicator.codec import codec_named
+from tandem.replicator.ops import Op, OpKind
+from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
+
+
+def queue(tmp_path: Path, alerts: list[str] | None = None, **limits: float) -> SendQueue:
+    return SendQueue(
+        epoch=4,
+        codec=codec_named("none"),
+        spill_dir=tmp_path / "spill",
+        limits=SendQueueLimits(**limits),  # type: ignore[arg-type]
+        on_alert=(alerts.append if alerts is not None else lambda r: None),
+    )
+
+
+def write(i: int, size: int = 1000) -> Op:
+    return Op(OpKind.WRITE, f"f{i}", data=bytes(size))
+
+
+def test_a_batch_is_sealed_when_it_is_full(tmp_path: Path) -> None:
+    q = queue(tmp_path, batch_bytes=3000, batch_age_s=60)
+    for i in range(7):
+        q.submit(write(i))
+    sealed = [q.take(0), q.take(0)]
+    assert q.take(0) is None, "the rest is still open"
+    batches = [unpack(s.data, s.headers) for s in sealed if s is not None]
+    assert [(b.epoch, b.seq, b.first_op, len(b.ops)) for b in batches] == [
+        (4, 1, 0, 3),
+        (4, 2, 3, 3),
+    ]
+
+
+def test_a_batch_is_sealed_when_it_is_old(tmp_path: Path) -> None:
+    q = queue(tmp_path, batch_bytes=1 << 20, batch_age_s=0.5)
+    q.submit(write(1))
+    assert not q.seal_if_older(now=q._open_since + 0.1)
+    assert q.seal_if_older(now=q._open_since + 0.6)
+    sealed = q.take(0)
+    assert sealed is not None and unpack(sealed.data, sealed.headers).ops == (write(1),)
+
+
+def test_batches_spill_to_disk_and_come_back_in_order(tmp_path: Path) -> None:
+    q = queue(tmp_path, batch_bytes=1, memory_bytes=2500)
+    for i in range(6):
+        q.submit(write(i))
+    assert q.spilled_bytes > 0 and len(list((tmp_path / "spill").iterdir())) >= 3
+    seen = []
+    while (s := q.take(0)) is not None:
+        seen.append(unpack(s.data, s.headers).ops[0].path)
+        q.acked(s.seq)
+    assert seen == [f"f{i}" for i in range(6)]
+    assert list((tmp_path / "spill").iterdir()) == [] and q.depth() == (0, 0)
+
+
+def test_over_quota_writers_wait_and_nothing_is_dropped(tmp_path: Path) -> None:
+    alerts: list[str] = []
+    q = queue(tmp_path, alerts, batch_bytes=1, memory_bytes=0, spill_quota_bytes=2500)
+    for i in range(3):
+        q.submit(write(i))  # three spilled batches: over the quota now
+    blocked = threading.Thread(target=q.submit, args=(write(3),))
+    blocked.start()
+    blocked.join(timeout=1.5)
+    assert blocked.is_alive(), "the writer waits for room"
+    assert len(alerts) == 1 and "over its quota" in alerts[0]
+    first = q.take(0)
+    assert first is not None
+    q.acked(first.seq)
+    blocked.join(timeout=10)
+    assert not blocked.is_alive()
+    paths = []
+    while (s := q.take(0)) is not None:
+        paths.append(unpack(s.data, s.headers).ops[0].path)
+    assert paths == ["f1", "f2", "f3"]
