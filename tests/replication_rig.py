@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,14 @@ from tandem.events.catalog.vocabulary import ReplicaState
 from tandem.replicator.apply import BatchApplier, ReplicaWriter
 from tandem.replicator.applyloop import ApplyLoop
 from tandem.replicator.codec import codec_named
+from tandem.replicator.manifest import Entry
 from tandem.replicator.ops import Op
 from tandem.replicator.publisher import JournalPublisher
 from tandem.replicator.receivequeue import ReceiveQueue
 from tandem.replicator.receiver import JournalReceiver
 from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
+from tandem.replicator.syncproto import ManifestServer, fetch_manifest, tell_end
+from tandem.replicator.verify import VerifyResult, verify_and_sync
 
 
 def tree(root: Path) -> dict[str, object]:
@@ -78,12 +82,23 @@ class Target:
             on_stored=self.loop.wakeup.set,
             report_refusal=refused,
         )
+        self.manifests = ManifestServer(
+            self.bus,
+            "demo",
+            "secondary",
+            self.root,
+            wait_applied=self.loop.wait_applied,
+            on_begin=self.loop.begin_resync,
+            on_end=self.loop.end_resync,
+        )
         self.tasks = [
             asyncio.create_task(self.receiver.run()),
             asyncio.create_task(self.loop.run(idle_s=0.05)),
+            asyncio.create_task(self.manifests.start()),
         ]
 
     async def stop(self) -> None:
+        await self.manifests.stop()
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
@@ -101,6 +116,7 @@ class Source:
 
     def start(self) -> None:
         self.writer = ReplicaWriter(self.root)
+        self.lock = threading.Lock()
         self.queue = SendQueue(
             epoch=self.epoch,
             codec=codec_named("zstd"),
@@ -112,8 +128,28 @@ class Source:
 
     def do(self, op: Op) -> None:
         """What an application + capture would do: change the source, then journal it."""
-        self.writer.apply(op)
-        self.queue.submit(op)
+        with self.lock:
+            self.writer.apply(op)
+            self.queue.submit(op)
+
+    async def verify(self, max_passes: int = 3) -> VerifyResult:
+        async def settle() -> None:
+            await self.publisher.drain(timeout=30)
+
+        async def fetch() -> dict[str, Entry]:
+            upto = (self.epoch, self.queue.last_sealed_seq)
+            return await fetch_manifest(self.bus, "demo", "secondary", upto, timeout=30)
+
+        result = await verify_and_sync(
+            self.root,
+            fetch_replica=fetch,
+            submit=self.queue.submit,
+            settle=settle,
+            exclusive=lambda: self.lock,
+            max_passes=max_passes,
+        )
+        await tell_end(self.bus, "demo", "secondary", result.ok, result.reason)
+        return result
 
     async def stop(self) -> None:
         self.task.cancel()

@@ -64,6 +64,7 @@ class CommandServer:
         current_epoch: Callable[[], int],
         *,
         remember: int = 4096,
+        commands: list[str] | None = None,
     ) -> None:
         self.bus = bus
         self.cluster = cluster
@@ -72,17 +73,22 @@ class CommandServer:
         self.current_epoch = current_epoch
         self._remember = remember
         self._results: OrderedDict[str, asyncio.Future[CommandResult]] = OrderedDict()
-        self._sub: Subscription | None = None
+        #: Serve only these command types (several servers may share a node); None: all.
+        self.commands = commands
+        self._subs: list[Subscription] = []
 
     async def start(self) -> None:
-        self._sub = await self.bus.nc.subscribe(
-            subjects.commands_filter(self.cluster, self.node), cb=self._on_request
-        )
+        if self.commands is None:
+            wanted = [subjects.commands_filter(self.cluster, self.node)]
+        else:
+            wanted = [subjects.command_subject(self.cluster, self.node, c) for c in self.commands]
+        for subject in wanted:
+            self._subs.append(await self.bus.nc.subscribe(subject, cb=self._on_request))
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs = []
 
     async def _on_request(self, msg: Msg) -> None:
         try:

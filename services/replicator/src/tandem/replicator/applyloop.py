@@ -52,6 +52,8 @@ class ApplyLoop:
         self.state = ReplicaState.IN_SYNC
         self._gap_since: float | None = None
         self._unsynced = 0
+        #: During verify & synchronize a missing batch is skipped: the verify repairs it.
+        self._skip_gaps = False
 
     def applied_upto(self) -> tuple[int, int]:
         """(epoch, seq) of the last batch wholly applied."""
@@ -71,7 +73,7 @@ class ApplyLoop:
         if not pending:
             return None, f"waiting for batch {want[0]}:{want[1]}"
         first = pending[0]
-        if first[0] > want[0] and first[1] == 1:
+        if self._skip_gaps or (first[0] > want[0] and first[1] == 1):
             # A new epoch began (a role change): its first batch follows our last one.
             return self.queue.get(*first), ""
         return None, f"gap: batch {want[0]}:{want[1]} missing, {first[0]}:{first[1]} is here"
@@ -103,7 +105,7 @@ class ApplyLoop:
             await asyncio.to_thread(self.applier.sync)
             self._unsynced = 0
         await asyncio.to_thread(self.queue.remove, batch.epoch, batch.seq)
-        if self.state is not ReplicaState.IN_SYNC:
+        if self.state is ReplicaState.PAUSED:
             self.state = ReplicaState.IN_SYNC
             await self.report_state(
                 self.state, f"applying again from batch {batch.epoch}:{batch.seq}"
@@ -146,6 +148,28 @@ class ApplyLoop:
             except TimeoutError:
                 pass
 
-    def mark_in_sync(self) -> None:
-        """After verify & synchronize: apply may go on."""
-        self.state = ReplicaState.IN_SYNC
+    async def begin_resync(self) -> None:
+        """Verify & synchronize started: apply everything there is, skipping gaps."""
+        self._skip_gaps = True
+        if self.state is not ReplicaState.SYNCING:
+            self.state = ReplicaState.SYNCING
+            await self.report_state(self.state, "verify & synchronize started")
+        self.wakeup.set()
+
+    async def end_resync(self, ok: bool, reason: str) -> None:
+        self._skip_gaps = False
+        self.state = ReplicaState.IN_SYNC if ok else ReplicaState.OUT_OF_SYNC
+        await self.report_state(self.state, reason)
+        self.wakeup.set()
+
+    async def wait_applied(self, upto: tuple[int, int], timeout: float) -> None:
+        """Return once batch ``upto`` (and all before it) is applied; TimeoutError if not."""
+        if upto[1] == 0:
+            return  # nothing was journaled yet
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.applied_upto() < upto:
+            if loop.time() > deadline:
+                raise TimeoutError(f"batch {upto[0]}:{upto[1]} not applied within {timeout}s")
+            self.wakeup.set()
+            await asyncio.sleep(0.02)

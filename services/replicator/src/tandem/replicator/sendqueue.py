@@ -23,14 +23,18 @@ from pathlib import Path
 
 from tandem.replicator.batch import Batch, pack
 from tandem.replicator.codec import Codec
-from tandem.replicator.ops import Op
+from tandem.replicator.ops import Op, OpKind
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SendQueueLimits:
-    batch_bytes: int = 1 << 20
+    #: A batch is sealed at this size; it also stays under it, so that a batch always fits
+    #: in one bus message (NATS' default max_payload is 1 MiB).
+    batch_bytes: int = 768 << 10
+    #: Larger writes are journaled as consecutive writes of at most this size.
+    max_write_bytes: int = 256 << 10
     batch_age_s: float = 0.05
     memory_bytes: int = 64 << 20
     spill_quota_bytes: int = 1 << 30
@@ -78,6 +82,16 @@ class SendQueue:
     # -- producer side (capture threads) -------------------------------------------------
 
     def submit(self, op: Op) -> None:
+        step = self.limits.max_write_bytes
+        if op.kind is OpKind.WRITE and len(op.data) > step:
+            for start in range(0, len(op.data), step):
+                part = op.data[start : start + step]
+                self._submit_one(Op(OpKind.WRITE, op.path, offset=op.offset + start, data=part))
+        else:
+            self._submit_one(op)
+
+    def _submit_one(self, op: Op) -> None:
+        cost = op.payload_bytes + 16
         with self._cond:
             while self._full():
                 if not self._over_quota:
@@ -89,10 +103,12 @@ class SendQueue:
                     log.error(reason)
                     self.on_alert(reason)
                 self._cond.wait(timeout=1.0)
+            if self._open and self._open_bytes + cost > self.limits.batch_bytes:
+                self._seal()
             if not self._open:
                 self._open_since = time.monotonic()
             self._open.append(op)
-            self._open_bytes += op.payload_bytes + 16
+            self._open_bytes += cost
             if self._open_bytes >= self.limits.batch_bytes:
                 self._seal()
 

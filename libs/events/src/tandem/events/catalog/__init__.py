@@ -10,6 +10,7 @@ from tandem.events.catalog.commands import (
     StartApplications,
     StartIntercepting,
     StopApplications,
+    VerifyReplica,
 )
 from tandem.events.catalog.dns import DnsUpdated, DnsUpdateFailed
 from tandem.events.catalog.health import (
@@ -93,6 +94,7 @@ __all__ = [
     "SyncCompleted",
     "SyncProgress",
     "SyncStarted",
+    "VerifyReplica",
     "VmRemediationCompleted",
     "VmRemediationFailed",
     "VmRemediationRequested",

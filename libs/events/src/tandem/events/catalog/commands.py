@@ -86,3 +86,19 @@ class Ping(Command):
     type: Literal["Ping"] = "Ping"
     version: Literal[1] = 1
     payload: PingPayload
+
+
+class VerifyReplicaPayload(Payload):
+    #: The Passive to verify; None: every Passive of the cluster.
+    target: str | None = None
+    reason: str = "requested by an operator"
+    max_passes: int = Field(default=3, ge=1, le=10)
+
+
+@command_type
+class VerifyReplica(Command):
+    """Asks the Active's replicator to verify & synchronize its replicas (answered at the end)."""
+
+    type: Literal["VerifyReplica"] = "VerifyReplica"
+    version: Literal[1] = 1
+    payload: VerifyReplicaPayload

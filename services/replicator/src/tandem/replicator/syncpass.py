@@ -1,0 +1,86 @@
+"""One pass of verify & synchronize on the source side (blocking file work, run in a thread).
+
+Each source file is read and compared while the capture is held exclusive for that file, so
+no live write of the application can slip between reading a block and journaling it: the
+fix and the live operations reach the replica in the order they happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from tandem.replicator.manifest import BLOCK, Entry, SyncStats, entry_of, file_ops, removals, same
+from tandem.replicator.ops import Op, OpKind
+
+Progress = Callable[[SyncStats, int], None]
+
+
+def source_kinds(root: Path) -> dict[str, Entry]:
+    """Paths and kinds (no hashes yet: those are read under the lock, per file)."""
+    out: dict[str, Entry] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                out[rel] = Entry("link")
+            elif p.is_dir():
+                out[rel] = Entry("dir")
+            elif p.is_file():
+                out[rel] = Entry("file")
+    return out
+
+
+def sync_pass(
+    source_root: Path,
+    replica: dict[str, Entry],
+    submit: Callable[[Op], None],
+    exclusive: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    *,
+    block_size: int = BLOCK,
+    progress: Progress = lambda stats, total: None,
+) -> SyncStats:
+    stats = SyncStats()
+    kinds = source_kinds(source_root)
+    with exclusive():
+        for op in removals(kinds, replica):
+            submit(op)
+            stats.out_of_sync += 1
+    for path in sorted(
+        (p for p, e in kinds.items() if e.kind == "dir"), key=lambda p: p.count("/")
+    ):
+        with exclusive():
+            have = entry_of(source_root / path, block_size)
+            if have is None or have.kind != "dir":
+                continue
+            theirs = replica.get(path)
+            if theirs is None or theirs.kind != "dir":
+                submit(Op(OpKind.MKDIR, path, mode=have.mode))
+                stats.out_of_sync += 1
+            elif theirs.mode != have.mode:
+                submit(Op(OpKind.CHMOD, path, mode=have.mode))
+                stats.out_of_sync += 1
+        stats.checked += 1
+    others = sorted(p for p, e in kinds.items() if e.kind != "dir")
+    for path in others:
+        with exclusive():
+            have = entry_of(source_root / path, block_size)
+            theirs = replica.get(path)
+            if have is not None and not same(have, theirs):
+                stats.out_of_sync += 1
+                for op in _fix(source_root, path, have, theirs, block_size):
+                    stats.bytes_sent += len(op.data)
+                    submit(op)
+        stats.checked += 1
+        progress(stats, len(kinds))
+    return stats
+
+
+def _fix(root: Path, path: str, have: Entry, theirs: Entry | None, block_size: int) -> list[Op]:
+    if have.kind == "link":
+        return [Op(OpKind.SYMLINK, path, target=have.target)]
+    return list(file_ops(root, path, have, theirs, block_size))
