@@ -29,13 +29,27 @@ def test_a_batch_is_sealed_when_it_is_full(tmp_path: Path) -> None:
     q = queue(tmp_path, batch_bytes=3000, batch_age_s=60)
     for i in range(7):
         q.submit(write(i))
-    sealed = [q.take(0), q.take(0)]
+    sealed = [q.take(0), q.take(0), q.take(0)]
     assert q.take(0) is None, "the rest is still open"
     batches = [unpack(s.data, s.headers) for s in sealed if s is not None]
+    # A batch never grows past batch_bytes: two 1000-byte writes fit, a third would not.
     assert [(b.epoch, b.seq, b.first_op, len(b.ops)) for b in batches] == [
-        (4, 1, 0, 3),
-        (4, 2, 3, 3),
+        (4, 1, 0, 2),
+        (4, 2, 2, 2),
+        (4, 3, 4, 2),
     ]
+
+
+def test_a_large_write_is_journaled_in_parts_that_fit_a_batch(tmp_path: Path) -> None:
+    q = queue(tmp_path, batch_bytes=3000, max_write_bytes=1000, batch_age_s=60)
+    q.submit(Op(OpKind.WRITE, "big", offset=10, data=bytes(range(250)) * 10))
+    q.seal_now()
+    parts = []
+    while (s := q.take(0)) is not None:
+        parts.extend(unpack(s.data, s.headers).ops)
+        assert len(s.data) <= 3000 + 64
+    assert [(p.offset, len(p.data)) for p in parts] == [(10, 1000), (1010, 1000), (2010, 500)]
+    assert b"".join(p.data for p in parts) == bytes(range(250)) * 10
 
 
 def test_a_batch_is_sealed_when_it_is_old(tmp_path: Path) -> None:
