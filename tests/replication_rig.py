@@ -52,6 +52,9 @@ class Target:
     alerts: list[str] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    async def stored(self, epoch: int, seq: int) -> None:
+        self.loop.wakeup.set()
+
     def start(self) -> None:
         self.applier = BatchApplier(self.root, self.state / "apply")
         self.queue = ReceiveQueue(self.state / "rq")
@@ -79,7 +82,7 @@ class Target:
             self.queue,
             current_epoch=lambda: self.epoch[0],
             applied_upto=self.loop.applied_upto,
-            on_stored=self.loop.wakeup.set,
+            on_stored=self.stored,
             report_refusal=refused,
         )
         self.manifests = ManifestServer(

@@ -83,6 +83,7 @@ class ReplicaWriter:
             os.chmod(path, op.mode & 0o7777 or 0o644, follow_symlinks=False)
         elif kind is OpKind.MKDIR:
             path.mkdir(mode=op.mode & 0o7777 or 0o755, parents=True, exist_ok=True)
+            os.chmod(path, op.mode & 0o7777 or 0o755)  # mkdir's mode is cut by the umask
         elif kind is OpKind.UNLINK:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

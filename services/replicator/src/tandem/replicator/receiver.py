@@ -39,7 +39,7 @@ class JournalReceiver:
         *,
         current_epoch: Callable[[], int],
         applied_upto: Callable[[], tuple[int, int]],
-        on_stored: Callable[[], None],
+        on_stored: Callable[[int, int], Awaitable[None]],
         report_refusal: RefusalReporter,
         refetches: int = 3,
     ) -> None:
@@ -109,7 +109,7 @@ class JournalReceiver:
             return
         await asyncio.to_thread(self.queue.put, epoch, seq, msg.data, headers)
         await msg.ack()
-        self.on_stored()
+        await self.on_stored(epoch, seq)
 
     async def _refuse(self, msg: Msg, epoch: int, seq: int, reason: str) -> None:
         log.warning("refused journal batch %s:%s: %s", epoch, seq, reason)

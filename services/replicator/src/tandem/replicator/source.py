@@ -1,0 +1,248 @@
+"""The source side of one node (the Active): capture -> send queue -> journal, and verify &
+synchronize of the replicas on request (command ``VerifyReplica``) or after an unclean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from nats.js.errors import NotFoundError
+
+from tandem.events.bus import Bus
+from tandem.events.catalog import (
+    AlertRaised,
+    SyncCompleted,
+    SyncProgress,
+    SyncStarted,
+    VerifyReplica,
+)
+from tandem.events.catalog.alerts import AlertRaisedPayload
+from tandem.events.catalog.replication import (
+    SyncCompletedPayload,
+    SyncProgressPayload,
+    SyncStartedPayload,
+)
+from tandem.events.catalog.vocabulary import Severity
+from tandem.events.envelope import Command, CommandResult
+from tandem.events.rpc import CommandServer
+from tandem.events.subjects import JOURNAL_STREAM, journal_subject
+from tandem.replicator.batch import H_EPOCH, H_SEQ
+from tandem.replicator.capture import Capture, OpSink
+from tandem.replicator.codec import codec_named
+from tandem.replicator.manifest import Entry, SyncStats
+from tandem.replicator.publisher import JournalPublisher
+from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
+from tandem.replicator.settings import ReplicatorSettings
+from tandem.replicator.syncmode import SyncSink, SyncWaiter
+from tandem.replicator.syncproto import fetch_manifest, tell_end
+from tandem.replicator.verify import Throttle, VerifyResult, verify_and_sync
+
+log = logging.getLogger(__name__)
+
+CLEAN_MARK = "source-stopped-cleanly"
+
+
+async def last_stored_seq(bus: Bus, cluster: str, epoch: int) -> int:
+    """The highest batch sequence of ``epoch`` already in the journal (0 if none), so that a
+    restarted source goes on numbering instead of reusing ids the stream would drop."""
+    try:
+        msg = await bus.js.get_last_msg(JOURNAL_STREAM, journal_subject(cluster))
+    except NotFoundError:
+        return 0
+    h = msg.headers or {}
+    return int(h.get(H_SEQ, 0)) if int(h.get(H_EPOCH, -1)) == epoch else 0
+
+
+def make_capture(settings: ReplicatorSettings, sink: OpSink) -> Capture:
+    assert settings.protected_root is not None
+    if settings.capture == "intercept":
+        from tandem.replicator.intercept import InterceptCapture
+
+        return InterceptCapture(settings.protected_root, sink, settings.mountpoint)
+    from tandem.replicator.watch import WatchCapture
+
+    return WatchCapture(settings.protected_root, sink)
+
+
+class SourceSide:
+    def __init__(self, settings: ReplicatorSettings, bus: Bus, epoch: int) -> None:
+        assert settings.protected_root is not None
+        self.s = settings
+        self.bus = bus
+        self.epoch = epoch
+        self.root = settings.protected_root
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        s = self.s
+        state = s.state
+        state.mkdir(parents=True, exist_ok=True)
+        mark = state / CLEAN_MARK
+        unclean = not mark.exists() and (state / "spill").exists()
+        mark.unlink(missing_ok=True)
+        self.queue = SendQueue(
+            epoch=self.epoch,
+            codec=codec_named(s.codec),
+            spill_dir=state / "spill" / str(self.epoch),
+            first_seq=await last_stored_seq(self.bus, s.cluster, self.epoch) + 1,
+            limits=SendQueueLimits(
+                batch_bytes=s.batch_bytes,
+                batch_age_s=s.batch_age_s,
+                memory_bytes=s.memory_bytes,
+                spill_quota_bytes=s.spill_quota_bytes,
+            ),
+            on_alert=lambda reason: self._from_thread(
+                self._alert("replicator.spill_quota", reason)
+            ),
+        )
+        self.publisher = JournalPublisher(self.bus, s.cluster, self.queue)
+        sink: OpSink = self.queue
+        if s.mode == "sync":
+            waiter = SyncWaiter(self.epoch)
+            await waiter.follow(self.bus, s.cluster)
+            sink = SyncSink(
+                self.queue,
+                waiter,
+                timeout_s=s.sync_timeout_s,
+                policy=s.sync_policy,
+                on_alert=lambda reason: self._from_thread(
+                    self._alert("replicator.sync_degraded", reason)
+                ),
+            )
+        self.capture = make_capture(s, sink)
+        await asyncio.to_thread(self.capture.start)
+        commands = CommandServer(
+            self.bus,
+            s.cluster,
+            s.node,
+            self._on_command,
+            lambda: self.epoch,
+            commands=["VerifyReplica"],
+        )
+        await commands.start()
+        log.info(
+            "replicating %s (%s capture, %s mode) at epoch %s",
+            self.root,
+            s.capture,
+            s.mode,
+            self.epoch,
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.publisher.run())
+                if unclean:
+                    tasks.create_task(self.verify_all("the source did not stop cleanly last time"))
+        finally:
+            await commands.stop()
+            await asyncio.to_thread(self.capture.stop)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._drain_then_mark(mark))
+
+    async def _drain_then_mark(self, mark: Any) -> None:
+        await self.publisher.drain(timeout=10)
+        mark.touch()
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        factory: Callable[[], AbstractContextManager[object]] | None = getattr(
+            self.capture, "exclusive", None
+        )
+        return factory() if factory is not None else contextlib.nullcontext()
+
+    async def _on_command(self, command: Command) -> CommandResult:
+        assert isinstance(command, VerifyReplica)
+        targets = [command.payload.target] if command.payload.target else self.s.peers
+        if not targets:
+            return CommandResult(
+                command_id=command.id,
+                idempotency_key=command.idempotency_key,
+                ok=False,
+                reason="no target: set peers or name one",
+            )
+        results = [
+            await self.verify(t, command.payload.reason, command.payload.max_passes)
+            for t in targets
+        ]
+        ok = all(r.ok for r in results)
+        return CommandResult(
+            command_id=command.id,
+            idempotency_key=command.idempotency_key,
+            ok=ok,
+            reason="; ".join(f"{t}: {r.reason}" for t, r in zip(targets, results, strict=True)),
+            data={t: r.__dict__ for t, r in zip(targets, results, strict=True)},
+        )
+
+    async def verify_all(self, reason: str) -> None:
+        for target in self.s.peers:
+            await self.verify(target, reason)
+
+    async def verify(self, target: str, reason: str, max_passes: int = 3) -> VerifyResult:
+        s = self.s
+        await self._publish(SyncStarted, SyncStartedPayload(target=target, reason=reason))
+        throttle = Throttle(1.0)
+
+        def progress(stats: SyncStats, total: int) -> None:
+            if throttle.ready():
+                payload = SyncProgressPayload(
+                    target=target,
+                    files_checked=stats.checked,
+                    files_total=total,
+                    bytes_sent=stats.bytes_sent,
+                )
+                self._from_thread(self._publish(SyncProgress, payload))
+
+        async def fetch() -> dict[str, Entry]:
+            return await fetch_manifest(
+                self.bus, s.cluster, target, (self.epoch, self.queue.last_sealed_seq)
+            )
+
+        async def settle() -> None:
+            await self.publisher.drain(timeout=120)
+
+        try:
+            result = await verify_and_sync(
+                self.root,
+                fetch_replica=fetch,
+                submit=self.queue.submit,
+                settle=settle,
+                exclusive=self.exclusive,
+                max_passes=max_passes,
+                on_progress=progress,
+            )
+        except Exception as exc:
+            log.exception("verify of %s failed", target)
+            result = VerifyResult(False, 0, 0, 0, 0, f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            await tell_end(
+                self.bus, s.cluster, target, result.ok, f"verify & synchronize: {result.reason}"
+            )
+        await self._publish(
+            SyncCompleted,
+            SyncCompletedPayload(
+                target=target,
+                files_checked=result.files_checked,
+                files_out_of_sync=result.files_out_of_sync,
+                bytes_sent=result.bytes_sent,
+                ok=result.ok,
+                reason=result.reason,
+            ),
+        )
+        return result
+
+    async def _publish(self, cls: Any, payload: Any) -> None:
+        await self.bus.publish(
+            cls(cluster=self.s.cluster, node=self.s.node, epoch=self.epoch, payload=payload)
+        )
+
+    async def _alert(self, code: str, reason: str) -> None:
+        await self._publish(
+            AlertRaised, AlertRaisedPayload(code=code, severity=Severity.CRITICAL, message=reason)
+        )
+
+    def _from_thread(self, coro: Any) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(coro, self._loop)

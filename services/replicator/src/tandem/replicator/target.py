@@ -1,0 +1,118 @@
+"""The target side of one node (a Passive): journal consumer, receive queue, applier,
+manifest server for verify & synchronize; status published as events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from tandem.events.bus import Bus
+from tandem.events.catalog import AlertRaised, ReplicaRejectedBatch, ReplicationStateChanged
+from tandem.events.catalog.alerts import AlertRaisedPayload
+from tandem.events.catalog.replication import (
+    ReplicaRejectedBatchPayload,
+    ReplicationStateChangedPayload,
+)
+from tandem.events.catalog.vocabulary import ReplicaState, Severity
+from tandem.replicator.apply import BatchApplier
+from tandem.replicator.applyloop import ApplyLoop
+from tandem.replicator.receivequeue import ReceiveQueue
+from tandem.replicator.receiver import JournalReceiver
+from tandem.replicator.settings import ReplicatorSettings
+from tandem.replicator.syncmode import announce_stored
+from tandem.replicator.syncproto import ManifestServer
+
+log = logging.getLogger(__name__)
+
+
+class TargetSide:
+    def __init__(self, settings: ReplicatorSettings, bus: Bus, epoch: Callable[[], int]) -> None:
+        assert settings.protected_root is not None
+        self.s = settings
+        self.bus = bus
+        self.epoch = epoch
+        state = settings.state
+        self.applier = BatchApplier(settings.protected_root, state / "apply")
+        self.queue = ReceiveQueue(state / "receive-queue")
+        self.loop = ApplyLoop(
+            self.queue,
+            self.applier,
+            report_state=self._report_state,
+            raise_alert=self._alert,
+            gap_timeout_s=settings.gap_timeout_s,
+        )
+        self.receiver = JournalReceiver(
+            bus,
+            settings.cluster,
+            settings.node,
+            self.queue,
+            current_epoch=epoch,
+            applied_upto=self.loop.applied_upto,
+            on_stored=self._stored,
+            report_refusal=self._refused,
+        )
+        self.manifests = ManifestServer(
+            bus,
+            settings.cluster,
+            settings.node,
+            settings.protected_root,
+            wait_applied=self.loop.wait_applied,
+            on_begin=self.loop.begin_resync,
+            on_end=self.loop.end_resync,
+        )
+
+    async def run(self) -> None:
+        await self.manifests.start()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.receiver.run())
+                tasks.create_task(self.loop.run())
+        finally:
+            await self.manifests.stop()
+            self.applier.close()
+
+    async def _stored(self, epoch: int, seq: int) -> None:
+        self.loop.wakeup.set()
+        await announce_stored(self.bus, self.s.cluster, self.s.node, epoch, seq)
+
+    async def _report_state(self, state: ReplicaState, reason: str) -> None:
+        batches, size = self.queue.depth()
+        _, applied = self.loop.applied_upto()
+        await self.bus.publish(
+            ReplicationStateChanged(
+                cluster=self.s.cluster,
+                node=self.s.node,
+                epoch=self.epoch(),
+                payload=ReplicationStateChangedPayload(
+                    target=self.s.node,
+                    state=state,
+                    applied_seq=applied,
+                    lag_ops=batches,
+                    lag_bytes=size,
+                    reason=reason,
+                ),
+            )
+        )
+
+    async def _alert(self, code: str, reason: str) -> None:
+        await self.bus.publish(
+            AlertRaised(
+                cluster=self.s.cluster,
+                node=self.s.node,
+                epoch=self.epoch(),
+                payload=AlertRaisedPayload(code=code, severity=Severity.CRITICAL, message=reason),
+            )
+        )
+
+    async def _refused(self, epoch: int, seq: int, reason: str) -> None:
+        await self.bus.publish(
+            ReplicaRejectedBatch(
+                cluster=self.s.cluster,
+                node=self.s.node,
+                epoch=self.epoch(),
+                payload=ReplicaRejectedBatchPayload(
+                    batch_epoch=max(epoch, 0), seq=max(seq, 0), reason=reason
+                ),
+            )
+        )
