@@ -58,6 +58,8 @@ class ApplyLoop:
     def applied_upto(self) -> tuple[int, int]:
         """(epoch, seq) of the last batch wholly applied."""
         p = self.applier.position
+        if p.seq == 0:
+            return p.epoch, 0  # nothing applied yet
         return (p.epoch, p.seq) if self.applier.done(p.epoch, p.seq) else (p.epoch, p.seq - 1)
 
     def next_batch(self) -> tuple[Batch | None, str]:

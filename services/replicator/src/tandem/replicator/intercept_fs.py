@@ -94,11 +94,11 @@ class PassthroughOps(mfusepy.Operations):
         #: Set when the sink raised: the source then holds a change the journal lacks.
         self.broken: BaseException | None = None
 
-
     @property
     def mutation_lock(self) -> threading.Lock:
         """The lock every mutating call holds while it changes the source and submits."""
         return self._lock
+
     def init(self, path: str) -> None:
         """Called by the FUSE loop before it serves the first request."""
         if self._on_init is not None:

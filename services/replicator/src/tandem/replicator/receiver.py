@@ -42,6 +42,7 @@ class JournalReceiver:
         on_stored: Callable[[int, int], Awaitable[None]],
         report_refusal: RefusalReporter,
         refetches: int = 3,
+        on_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.bus = bus
         self.cluster = cluster
@@ -53,6 +54,7 @@ class JournalReceiver:
         self.report_refusal = report_refusal
         self.refetches = refetches
         self.refetched = 0
+        self.on_ready = on_ready
 
     async def run(self) -> None:
         subject = journal_subject(self.cluster)
@@ -67,6 +69,8 @@ class JournalReceiver:
                 filter_subject=subject,
             ),
         )
+        if self.on_ready is not None:
+            await self.on_ready()
         try:
             while True:
                 try:

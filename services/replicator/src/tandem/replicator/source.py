@@ -15,6 +15,7 @@ from nats.js.errors import NotFoundError
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
     AlertRaised,
+    ReplicationStarted,
     SyncCompleted,
     SyncProgress,
     SyncStarted,
@@ -22,6 +23,7 @@ from tandem.events.catalog import (
 )
 from tandem.events.catalog.alerts import AlertRaisedPayload
 from tandem.events.catalog.replication import (
+    ReplicationStartedPayload,
     SyncCompletedPayload,
     SyncProgressPayload,
     SyncStartedPayload,
@@ -125,6 +127,12 @@ class SourceSide:
             commands=["VerifyReplica"],
         )
         await commands.start()
+        await self._publish(
+            ReplicationStarted,
+            ReplicationStartedPayload(
+                side="source", root=str(self.root), capture=s.capture, mode=s.mode
+            ),
+        )
         log.info(
             "replicating %s (%s capture, %s mode) at epoch %s",
             self.root,

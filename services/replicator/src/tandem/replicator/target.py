@@ -8,10 +8,16 @@ import logging
 from collections.abc import Callable
 
 from tandem.events.bus import Bus
-from tandem.events.catalog import AlertRaised, ReplicaRejectedBatch, ReplicationStateChanged
+from tandem.events.catalog import (
+    AlertRaised,
+    ReplicaRejectedBatch,
+    ReplicationStarted,
+    ReplicationStateChanged,
+)
 from tandem.events.catalog.alerts import AlertRaisedPayload
 from tandem.events.catalog.replication import (
     ReplicaRejectedBatchPayload,
+    ReplicationStartedPayload,
     ReplicationStateChangedPayload,
 )
 from tandem.events.catalog.vocabulary import ReplicaState, Severity
@@ -51,6 +57,7 @@ class TargetSide:
             applied_upto=self.loop.applied_upto,
             on_stored=self._stored,
             report_refusal=self._refused,
+            on_ready=self._ready,
         )
         self.manifests = ManifestServer(
             bus,
@@ -71,6 +78,18 @@ class TargetSide:
         finally:
             await self.manifests.stop()
             self.applier.close()
+
+    async def _ready(self) -> None:
+        await self.bus.publish(
+            ReplicationStarted(
+                cluster=self.s.cluster,
+                node=self.s.node,
+                epoch=self.epoch(),
+                payload=ReplicationStartedPayload(
+                    side="target", root=str(self.s.protected_root), capture="-", mode=self.s.mode
+                ),
+            )
+        )
 
     async def _stored(self, epoch: int, seq: int) -> None:
         self.loop.wakeup.set()

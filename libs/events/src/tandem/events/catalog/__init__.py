@@ -27,6 +27,7 @@ from tandem.events.catalog.operations import (
 )
 from tandem.events.catalog.replication import (
     ReplicaRejectedBatch,
+    ReplicationStarted,
     ReplicationStateChanged,
     SyncCompleted,
     SyncProgress,
@@ -76,6 +77,7 @@ __all__ = [
     "OperatorActionRecorded",
     "Ping",
     "ReplicaRejectedBatch",
+    "ReplicationStarted",
     "ReplicationStateChanged",
     "RoleChanged",
     "RuleBreached",

@@ -87,3 +87,18 @@ class SyncCompleted(Event):
     type: Literal["SyncCompleted"] = "SyncCompleted"
     version: Literal[1] = 1
     payload: SyncCompletedPayload
+
+
+class ReplicationStartedPayload(Payload):
+    #: "source" on the Active (capture live), "target" on a Passive (consuming the journal).
+    side: Literal["source", "target"]
+    root: str
+    capture: str
+    mode: str
+
+
+@event_type
+class ReplicationStarted(Event):
+    type: Literal["ReplicationStarted"] = "ReplicationStarted"
+    version: Literal[1] = 1
+    payload: ReplicationStartedPayload
