@@ -138,6 +138,54 @@ def events_tail(
         pass
 
 
+@app.command()
+def verify(
+    cluster: Annotated[
+        str | None, typer.Option(help="Verify this cluster's replicas through its Active.")
+    ] = None,
+    node: Annotated[
+        str | None, typer.Option(help="The Active node (default: from tandem_roles).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Only this Passive (default: all).")] = None,
+    source: Annotated[Path | None, typer.Option(help="Local mode: the source folder.")] = None,
+    replica: Annotated[
+        Path | None, typer.Option(help="Local mode: the replica folder to fix.")
+    ] = None,
+    bus: BusOption = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+) -> None:
+    """Verify & synchronize: compare by block hashes, send only what differs, delete extras."""
+    from tandem.cli.verify import verify_cluster, verify_local
+    from tandem.events.errors import CommandFailedError
+    from tandem.events.names import InvalidNameError
+
+    if (source is None) != (replica is None):
+        err.print("[red]local mode needs both --source and --replica[/]")
+        raise typer.Exit(2)
+    if source is not None and replica is not None:
+        if not source.is_dir():
+            err.print(f"[red]--source {source} is not a folder[/]")
+            raise typer.Exit(2)
+        raise typer.Exit(0 if verify_local(console, source, replica) else 1)
+    if cluster is None:
+        err.print("[red]give --cluster (or --source and --replica for two local folders)[/]")
+        raise typer.Exit(2)
+    try:
+        ok = asyncio.run(
+            verify_cluster(console, resolve_bus_url(bus), cluster, node, target, timeout)
+        )
+    except (InvalidNameError, LookupError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    except CommandFailedError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    except (OSError, ConnectionError) as exc:
+        err.print(f"[red]cannot reach the bus: {exc}[/]")
+        raise typer.Exit(3) from None
+    raise typer.Exit(0 if ok else 1)
+
+
 @bus_app.command("provision")
 def bus_provision(bus: BusOption = None) -> None:
     """Create or update Tandem's streams and buckets (limits from TANDEM_STREAMS_*)."""

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from tandem.events.bus import Bus
 from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
+from tandem.replicator.apply import ReplicaWriter
+from tandem.replicator.manifest import SyncStats, scan
 from tandem.replicator.node import run_node
 from tandem.replicator.settings import ReplicatorSettings, load
+from tandem.replicator.syncpass import sync_pass
+from tandem.replicator.verify import VerifyResult
 
 
 async def run(settings: ReplicatorSettings, bus: Bus) -> None:
@@ -17,3 +24,24 @@ async def run(settings: ReplicatorSettings, bus: Bus) -> None:
 
 
 SERVICE = ServiceSpec(name="replicator", load_settings=load, run=run)
+
+
+def verify_folders(
+    source: Path, replica: Path, progress: Callable[[int, int, int], None] = lambda c, t, b: None
+) -> VerifyResult:
+    """Verify & synchronize two local folders (``tandem verify --source --replica``): fix
+    the replica where it differs, then check once more. ``progress(checked, total, bytes)``."""
+
+    def on_progress(stats: SyncStats, total: int) -> None:
+        progress(stats.checked, total, stats.bytes_sent)
+
+    writer = ReplicaWriter(replica)
+    first = sync_pass(source, scan(replica), writer.apply, progress=on_progress)
+    second = sync_pass(source, scan(replica), writer.apply)
+    ok = second.out_of_sync == 0
+    reason = (
+        "replica matches"
+        if ok
+        else f"{second.out_of_sync} entries still differ (the source is changing)"
+    )
+    return VerifyResult(ok, 2, first.checked, first.out_of_sync, first.bytes_sent, reason)
