@@ -25,6 +25,13 @@ def wait_for(path: Path, timeout: float = 60) -> dict:  # type: ignore[type-arg]
     raise AssertionError(f"{path} was never written")
 
 
+def tail_cmd(event_type: str, count: int) -> list[str]:
+    return [
+        sys.executable, "-m", "tandem.cli", "events", "tail", "--type", event_type,
+        "--count", str(count), "--history", "100", "--idle-timeout", "60",
+    ]  # fmt: skip
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -96,6 +103,24 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_b
                 for s in ("agent", "replicator", "monitor")
             },
         }
+        # The demo pair replicates: a file written on the Active appears on the Passive.
+        sides = subprocess.run(
+            [*tail_cmd("ReplicationStarted", 2)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert sides.returncode == 0 and len(sides.stdout.splitlines()) == 2, sides.stdout
+        store = Path(state["store_dir"])
+        (store / "demo/primary/data/hello.txt").write_text("replicated by Tandem")
+        replica = store / "demo/secondary/data/hello.txt"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            replica.exists() and replica.read_text() == "replicated by Tandem"
+        ):
+            time.sleep(0.1)
+        assert replica.read_text() == "replicated by Tandem"
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)

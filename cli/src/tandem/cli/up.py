@@ -39,7 +39,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def plan_children(bus_url: str, logs: Path, demo: bool) -> list[Child]:
+def demo_folder(root: Path, node: str) -> Path:
+    """The demo application's data on ``node``: written on the Active, replicated to the other."""
+    return root / "demo" / node / "data"
+
+
+def plan_children(bus_url: str, logs: Path, demo: bool, root: Path | None = None) -> list[Child]:
     python = sys.executable
     base = {"TANDEM_BUS_SERVERS": bus_url}
     children = [
@@ -53,6 +58,17 @@ def plan_children(bus_url: str, logs: Path, demo: bool) -> list[Child]:
                 f"{agent.env_prefix}CLUSTER": DEMO_CLUSTER,
                 f"{agent.env_prefix}NODE": node,
             }
+            if root is not None:
+                folder = demo_folder(root, node)
+                folder.mkdir(parents=True, exist_ok=True)
+                env |= {
+                    "TANDEM_REPLICATOR_PROTECTED_ROOT": str(folder),
+                    "TANDEM_REPLICATOR_PEERS": json.dumps([n for n in DEMO_NODES if n != node]),
+                    "TANDEM_REPLICATOR_CAPTURE": "watch",
+                    "TANDEM_REPLICATOR_INITIAL_ROLE": "active"
+                    if node == DEMO_NODES[0]
+                    else "passive",
+                }
             children.append(
                 Child(
                     f"agent-{node}", [python, "-m", agent.module], env, logs / f"agent-{node}.log"
@@ -100,7 +116,7 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
         await asyncio.to_thread(server.start)
         bus = await Bus.connect(load_bus_settings(servers=[server.url]), name="tandem-up")
         await bus.provision(load_stream_settings())
-        children = plan_children(server.url, root / "logs", demo)
+        children = plan_children(server.url, root / "logs", demo, root)
         for child in children:
             await supervisor.start(child)
         _write_state(server, root, children)
@@ -158,6 +174,11 @@ def _table(
     if server.http_port:
         table.add_row("bus monitoring", f"http://127.0.0.1:{server.http_port}", "")
     table.add_row("store", str(root), "")
+    if any(c.name.startswith("agent-") for c in children):
+        table.add_row("demo data (Active)", str(demo_folder(root, DEMO_NODES[0])), "write here")
+        table.add_row(
+            "demo replica (Passive)", str(demo_folder(root, DEMO_NODES[1])), "see it here"
+        )
     announced = {(e.payload.service, e.node) for e in started}
     for child in children:
         ok = _announces(child) in announced
