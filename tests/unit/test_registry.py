@@ -25,6 +25,8 @@ def sample(annotation: Any) -> Any:
         return sample(args[0]) if args[0] is not str else "node-a"
     if origin in (typing.Union, types.UnionType):
         return sample(next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        return args[0]
     if origin is list:
         return [sample(args[0])]
     if origin is dict:

@@ -1,0 +1,254 @@
+"""Two replicator nodes as the agent runs them (the service entry, on a real bus): the Active
+captures (watch and intercept), the Passive applies; verify on command; sync mode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import require
+from helpers import eventually
+from replication_rig import tree
+from tandem.events.bus import Bus
+from tandem.events.catalog import VerifyReplica
+from tandem.events.catalog.commands import VerifyReplicaPayload
+from tandem.events.registry import decode_event
+from tandem.events.rpc import send_command
+from tandem.events.subjects import EVENTS_STREAM
+from tandem.replicator.service import run
+from tandem.replicator.settings import ReplicatorSettings
+
+
+def fuse_ready() -> None:
+    require(
+        "FUSE",
+        Path("/dev/fuse").exists() and shutil.which("fusermount3") is not None,
+        "apt-get install fuse3",
+    )
+
+
+@contextlib.asynccontextmanager
+async def node(bus: Bus, root: Path, name: str, **kw: Any) -> AsyncIterator[asyncio.Task[None]]:
+    peers = [p for p in ("primary", "secondary") if p != name]
+    settings = ReplicatorSettings(cluster="demo", node=name, peers=peers, protected_root=root, **kw)
+    task = asyncio.create_task(run(settings, bus))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def events_of(bus: Bus, type_name: str) -> list[Any]:
+    info = await bus.js.stream_info(EVENTS_STREAM)
+    out: list[Any] = []
+    if info.state.messages == 0:
+        return out
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await bus.js.get_msg(EVENTS_STREAM, seq)
+        if msg.subject.endswith("." + type_name):
+            out.append(decode_event(msg.data))
+    return out
+
+
+def write_tree(root: Path, tag: str) -> None:
+    (root / "db").mkdir(exist_ok=True)
+    for i in range(5):
+        (root / "db" / f"table{i}").write_bytes(os.urandom(100_000) + tag.encode())
+    (root / "db" / "table0").rename(root / "db" / f"moved-{tag}")
+    (root / "db" / "table1").unlink()
+
+
+@pytest.mark.parametrize("capture", ["watch", "intercept"])
+async def test_the_passive_follows_what_the_application_does(
+    bus: Bus, tmp_path: Path, capture: str
+) -> None:
+    if capture == "intercept":
+        fuse_ready()
+    source, replica = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    source.mkdir(parents=True)
+    replica.mkdir(parents=True)
+    async with (
+        node(bus, source, "primary", capture=capture, initial_role="active"),
+        node(bus, replica, "secondary"),
+    ):
+        await eventually(lambda: started(bus, 2), timeout=30, what="both sides to start")
+        await asyncio.to_thread(write_tree, source, "one")
+        await eventually(
+            lambda: tree(replica) == tree(source), timeout=60, what="the replica to follow"
+        )
+        states = await events_of(bus, "ReplicationStateChanged")
+        assert all(e.payload.state != "out_of_sync" for e in states)
+
+
+async def started(bus: Bus, sides: int) -> bool:
+    return len(await events_of(bus, "ReplicationStarted")) >= sides
+
+
+async def test_verify_on_command_repairs_a_replica_changed_behind_tandems_back(
+    bus: Bus, tmp_path: Path
+) -> None:
+    source, replica = tmp_path / "a", tmp_path / "b"
+    source.mkdir()
+    replica.mkdir()
+    (source / "existing").write_bytes(b"was there before pairing")
+    async with node(bus, source, "primary", initial_role="active"), node(bus, replica, "secondary"):
+        await eventually(lambda: started(bus, 2), timeout=30, what="both sides to start")
+        result = await send_command(
+            bus,
+            VerifyReplica(
+                cluster="demo",
+                node="primary",
+                epoch=1,
+                payload=VerifyReplicaPayload(reason="first pairing"),
+            ),
+            timeout=60,
+        )
+        assert result.ok, result.reason
+        assert tree(replica) == tree(source)
+        (replica / "existing").write_bytes(b"tampered")  # a change Tandem did not make
+        result = await send_command(
+            bus,
+            VerifyReplica(cluster="demo", node="primary", epoch=1, payload=VerifyReplicaPayload()),
+            timeout=60,
+        )
+        assert result.ok and result.data["secondary"]["files_out_of_sync"] == 1
+        assert (replica / "existing").read_bytes() == b"was there before pairing"
+    done = await events_of(bus, "SyncCompleted")
+    assert [e.payload.ok for e in done] == [True, True]
+    assert [e.payload.files_out_of_sync for e in done] == [1, 1]
+
+
+async def test_sync_mode_degrades_with_an_alert_when_no_target_answers(
+    bus: Bus, tmp_path: Path
+) -> None:
+    fuse_ready()
+    source = tmp_path / "a"
+    source.mkdir()
+    async with node(
+        bus,
+        source,
+        "primary",
+        capture="intercept",
+        mode="sync",
+        sync_timeout_s=0.5,
+        initial_role="active",
+    ):
+        await eventually(lambda: started(bus, 1), timeout=30, what="the source side")
+        await asyncio.to_thread((source / "f").write_bytes, b"no target is listening")
+        assert (source / "f").read_bytes() == b"no target is listening"
+        await eventually(lambda: _alert_raised(bus), timeout=20, what="the degrade alert")
+
+
+async def _alert_raised(bus: Bus) -> bool:
+    alerts = await events_of(bus, "AlertRaised")
+    return any(a.payload.code == "replicator.sync_degraded" for a in alerts)
+
+
+async def test_sync_mode_write_returns_once_the_target_stored_it(bus: Bus, tmp_path: Path) -> None:
+    fuse_ready()
+    source, replica = tmp_path / "a", tmp_path / "b"
+    source.mkdir()
+    replica.mkdir()
+    async with (
+        node(bus, replica, "secondary"),
+        node(
+            bus,
+            source,
+            "primary",
+            capture="intercept",
+            mode="sync",
+            sync_policy="block",
+            initial_role="active",
+        ),
+    ):
+        await eventually(lambda: started(bus, 2), timeout=30, what="both sides")
+        await asyncio.to_thread((source / "f").write_bytes, b"acknowledged = on the target")
+        # The write returned: the target had the batch on disk (receive queue) by then.
+        await eventually(
+            lambda: (
+                (replica / "f").exists()
+                and (replica / "f").read_bytes() == b"acknowledged = on the target"
+            ),
+            what="apply",
+        )
+    assert await events_of(bus, "AlertRaised") == []
+
+
+async def test_tandem_verify_repairs_a_cluster_replica(
+    bus: Bus, tmp_path: Path, nats_server: Any
+) -> None:
+    source, replica = tmp_path / "a", tmp_path / "b"
+    source.mkdir()
+    replica.mkdir()
+    (source / "db").mkdir()
+    (source / "db" / "data").write_bytes(os.urandom(300_000))
+    (replica / "stale").write_bytes(b"not on the source")
+    async with node(bus, source, "primary", initial_role="active"), node(bus, replica, "secondary"):
+        await eventually(lambda: started(bus, 2), timeout=30, what="both sides to start")
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "tandem.cli",
+                "verify",
+                "--cluster",
+                "demo",
+                "--bus",
+                nats_server.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "secondary" in out.stdout and "replica matches" in out.stdout
+        assert tree(replica) == tree(source)
+
+
+def test_tandem_verify_of_two_local_folders(tmp_path: Path) -> None:
+    source, replica = tmp_path / "s", tmp_path / "r"
+    (source / "d").mkdir(parents=True)
+    (source / "d" / "f").write_bytes(os.urandom(200_000))
+    (replica / "junk").mkdir(parents=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "tandem.cli",
+        "verify",
+        "--source",
+        str(source),
+        "--replica",
+        str(replica),
+    ]
+    first = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"}
+    )
+    assert first.returncode == 0 and "replica matches" in first.stdout
+    assert tree(replica) == tree(source)
+    again = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"}
+    )
+    assert again.returncode == 0 and "│ 0 " in again.stdout
+
+
+def test_tandem_verify_names_what_is_missing() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "verify", "--source", "/tmp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "needs both --source and --replica" in out.stderr
