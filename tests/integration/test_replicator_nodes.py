@@ -125,8 +125,10 @@ async def test_verify_on_command_repairs_a_replica_changed_behind_tandems_back(
         assert result.ok and result.data["secondary"]["files_out_of_sync"] == 1
         assert (replica / "existing").read_bytes() == b"was there before pairing"
     done = await events_of(bus, "SyncCompleted")
-    assert [e.payload.ok for e in done] == [True, True]
-    assert [e.payload.files_out_of_sync for e in done] == [1, 1]
+    # The verify at start may find the target not up yet; it is retried, and says why.
+    failed = [e.payload.reason for e in done if not e.payload.ok]
+    assert all("is not serving manifests" in r for r in failed), failed
+    assert done[-1].payload.files_out_of_sync == 1, "the last verify fixed the tampered file"
 
 
 async def test_sync_mode_degrades_with_an_alert_when_no_target_answers(

@@ -78,6 +78,7 @@ class SourceSide:
         self.epoch = epoch
         self.root = settings.protected_root
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._verifying = asyncio.Lock()  # one verify at a time: passes must not interleave
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -85,7 +86,14 @@ class SourceSide:
         state = s.state
         state.mkdir(parents=True, exist_ok=True)
         mark = state / CLEAN_MARK
-        unclean = not mark.exists() and (state / "spill").exists()
+        # Verify & synchronize at start unless this is an intercept source that stopped
+        # cleanly: at first pairing the replica may lack anything; after a crash, batches in
+        # memory were lost; watch assumes what it indexed at start is on the replica already.
+        why = None
+        if not mark.exists():
+            why = "first start of this source, or it did not stop cleanly"
+        elif s.capture == "watch":
+            why = "watch capture started: what changed while it was down is found by verify"
         mark.unlink(missing_ok=True)
         self.queue = SendQueue(
             epoch=self.epoch,
@@ -143,8 +151,8 @@ class SourceSide:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.publisher.run())
-                if unclean:
-                    tasks.create_task(self.verify_all("the source did not stop cleanly last time"))
+                if why is not None and s.peers:
+                    tasks.create_task(self.verify_all(why))
         finally:
             await commands.stop()
             await asyncio.to_thread(self.capture.stop)
@@ -184,11 +192,25 @@ class SourceSide:
             data={t: r.__dict__ for t, r in zip(targets, results, strict=True)},
         )
 
-    async def verify_all(self, reason: str) -> None:
+    async def verify_all(self, reason: str, attempts: int = 10, pause_s: float = 5.0) -> None:
+        """Verify every peer, retrying one that does not answer (it may not be up yet)."""
         for target in self.s.peers:
-            await self.verify(target, reason)
+            for attempt in range(1, attempts + 1):
+                result = await self.verify(target, reason, fetch_timeout=30.0)
+                if result.ok:
+                    break
+                log.warning("verify of %s (attempt %d) failed: %s", target, attempt, result.reason)
+                await asyncio.sleep(pause_s)
 
-    async def verify(self, target: str, reason: str, max_passes: int = 3) -> VerifyResult:
+    async def verify(
+        self, target: str, reason: str, max_passes: int = 3, fetch_timeout: float = 120.0
+    ) -> VerifyResult:
+        async with self._verifying:
+            return await self._verify(target, reason, max_passes, fetch_timeout)
+
+    async def _verify(
+        self, target: str, reason: str, max_passes: int, fetch_timeout: float
+    ) -> VerifyResult:
         s = self.s
         await self._publish(SyncStarted, SyncStartedPayload(target=target, reason=reason))
         throttle = Throttle(1.0)
@@ -204,9 +226,8 @@ class SourceSide:
                 self._from_thread(self._publish(SyncProgress, payload))
 
         async def fetch() -> dict[str, Entry]:
-            return await fetch_manifest(
-                self.bus, s.cluster, target, (self.epoch, self.queue.last_sealed_seq)
-            )
+            upto = (self.epoch, self.queue.last_sealed_seq)
+            return await fetch_manifest(self.bus, s.cluster, target, upto, timeout=fetch_timeout)
 
         async def settle() -> None:
             await self.publisher.drain(timeout=120)

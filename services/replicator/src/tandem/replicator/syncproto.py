@@ -100,6 +100,8 @@ async def fetch_manifest(
             h = msg.headers or {}
             if "Tandem-Error" in h:
                 raise RuntimeError(f"{node} cannot send its manifest: {h['Tandem-Error']}")
+            if "Tandem-Chunk" not in h:  # the server's "no responders" status
+                raise RuntimeError(f"{node} is not serving manifests (is it running as a target?)")
             parts[int(h["Tandem-Chunk"])] = msg.data
             total = int(h["Tandem-Chunks"])
     finally:
