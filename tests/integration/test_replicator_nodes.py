@@ -23,7 +23,7 @@ from tandem.events.catalog import VerifyReplica
 from tandem.events.catalog.commands import VerifyReplicaPayload
 from tandem.events.registry import decode_event
 from tandem.events.rpc import send_command
-from tandem.events.subjects import EVENTS_STREAM
+from tandem.events.subjects import EVENTS_STREAM, JOURNAL_STREAM
 from tandem.replicator.service import run
 from tandem.replicator.settings import ReplicatorSettings
 
@@ -254,3 +254,58 @@ def test_tandem_verify_names_what_is_missing() -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "needs both --source and --replica" in out.stderr
+
+
+async def test_a_passive_back_after_the_stream_dropped_its_batches_is_verified_and_converges(
+    bus: Bus, tmp_path: Path
+) -> None:
+    source, replica = tmp_path / "a", tmp_path / "b"
+    source.mkdir()
+    replica.mkdir()
+    async with node(bus, source, "primary", initial_role="active"):
+        async with node(bus, replica, "secondary", gap_timeout_s=0.5):
+            await eventually(lambda: started(bus, 2), timeout=30, what="both sides to start")
+            await asyncio.to_thread((source / "first").write_bytes, b"while the passive is up")
+            await eventually(lambda: (replica / "first").exists(), timeout=30, what="first file")
+        # The Passive is away; the journal moves on and loses what it had (retention).
+        await asyncio.to_thread((source / "second").write_bytes, b"while the passive is away")
+        await asyncio.to_thread((source / "third").write_bytes, b"also while away")
+        await eventually(lambda: _journal_has(bus, 3), timeout=30, what="batches of the changes")
+        info = await bus.js.stream_info(JOURNAL_STREAM)
+        await bus.js.purge_stream(JOURNAL_STREAM, keep=1)
+        assert (await bus.js.stream_info(JOURNAL_STREAM)).state.messages == 1 < info.state.messages
+        async with node(bus, replica, "secondary", gap_timeout_s=0.5):
+            await eventually(lambda: tree(replica) == tree(source), timeout=60, what="convergence")
+    states = [e.payload.state for e in await events_of(bus, "ReplicationStateChanged")]
+    assert "out_of_sync" in states and states[-1] == "in_sync"
+
+
+async def _journal_has(bus: Bus, n: int) -> bool:
+    return (await bus.js.stream_info(JOURNAL_STREAM)).state.messages >= n
+
+
+async def test_sync_mode_with_block_policy_holds_the_writer_until_a_target_stores(
+    bus: Bus, tmp_path: Path
+) -> None:
+    fuse_ready()
+    source, replica = tmp_path / "a", tmp_path / "b"
+    source.mkdir()
+    replica.mkdir()
+    async with node(
+        bus,
+        source,
+        "primary",
+        capture="intercept",
+        mode="sync",
+        sync_policy="block",
+        sync_timeout_s=0.2,
+        initial_role="active",
+    ):
+        await eventually(lambda: started(bus, 1), timeout=30, what="the source side")
+        writer = asyncio.create_task(asyncio.to_thread((source / "f").write_bytes, b"waits"))
+        done, _ = await asyncio.wait({writer}, timeout=1.5)
+        assert not done, "with no target the write does not return"
+        async with node(bus, replica, "secondary"):
+            await asyncio.wait_for(writer, timeout=60)
+            await eventually(lambda: (replica / "f").exists(), timeout=30, what="apply")
+        assert (replica / "f").read_bytes() == b"waits"

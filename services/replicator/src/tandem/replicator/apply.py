@@ -66,7 +66,7 @@ class ReplicaWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             try:
-                os.pwrite(fd, op.data, op.offset)
+                _write_all(fd, op.data, op.offset)
             finally:
                 os.close(fd)
         elif kind is OpKind.TRUNCATE:
@@ -112,6 +112,15 @@ class ReplicaWriter:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite until every byte is written: a short write (a filling disk) is not success;
+    the next call then raises ENOSPC and apply pauses at this very operation."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _rmtree_if_dir(path: Path) -> None:

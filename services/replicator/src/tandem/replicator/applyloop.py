@@ -54,6 +54,7 @@ class ApplyLoop:
         self._unsynced = 0
         #: During verify & synchronize a missing batch is skipped: the verify repairs it.
         self._skip_gaps = False
+        self._before_sync = ReplicaState.IN_SYNC
 
     def applied_upto(self) -> tuple[int, int]:
         """(epoch, seq) of the last batch wholly applied."""
@@ -101,7 +102,11 @@ class ApplyLoop:
                 reason = f"disk full applying batch {batch.epoch}:{batch.seq}; apply paused"
                 await self._pause(reason)
                 return Cycle(0, reason)
-            raise
+            # The replica is not what the journal expects (changed behind Tandem's back):
+            # stop applying and let verify & synchronize repair it.
+            reason = f"batch {batch.epoch}:{batch.seq} failed to apply: {exc}"
+            await self._out_of_sync(reason)
+            return Cycle(0, reason)
         self._unsynced += 1
         if self._unsynced >= self.sync_every or not self.queue.pending()[1:]:
             await asyncio.to_thread(self.applier.sync)
@@ -133,6 +138,7 @@ class ApplyLoop:
 
     async def _pause(self, reason: str) -> None:
         if self.state is not ReplicaState.PAUSED:
+            log.error("%s; retrying every second, nothing is skipped", reason)
             self.state = ReplicaState.PAUSED
             await self.raise_alert("replicator.disk_full", reason)
             await self.report_state(self.state, reason)
@@ -154,13 +160,19 @@ class ApplyLoop:
         """Verify & synchronize started: apply everything there is, skipping gaps."""
         self._skip_gaps = True
         if self.state is not ReplicaState.SYNCING:
+            self._before_sync = self.state
             self.state = ReplicaState.SYNCING
             await self.report_state(self.state, "verify & synchronize started")
         self.wakeup.set()
 
     async def end_resync(self, ok: bool, reason: str) -> None:
         self._skip_gaps = False
-        self.state = ReplicaState.IN_SYNC if ok else ReplicaState.OUT_OF_SYNC
+        if ok:
+            self.state = ReplicaState.IN_SYNC
+        elif self.state is ReplicaState.SYNCING:
+            # A verify that could not finish (e.g. the disk is full) leaves things as it
+            # found them: a paused replica stays paused, one in sync keeps applying.
+            self.state = self._before_sync
         await self.report_state(self.state, reason)
         self.wakeup.set()
 

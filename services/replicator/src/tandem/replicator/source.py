@@ -10,12 +10,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
     AlertRaised,
     ReplicationStarted,
+    ReplicationStateChanged,
     SyncCompleted,
     SyncProgress,
     SyncStarted,
@@ -28,10 +30,12 @@ from tandem.events.catalog.replication import (
     SyncProgressPayload,
     SyncStartedPayload,
 )
-from tandem.events.catalog.vocabulary import Severity
+from tandem.events.catalog.vocabulary import ReplicaState, Severity
 from tandem.events.envelope import Command, CommandResult
+from tandem.events.errors import DecodeError
+from tandem.events.registry import decode_event
 from tandem.events.rpc import CommandServer
-from tandem.events.subjects import JOURNAL_STREAM, journal_subject
+from tandem.events.subjects import JOURNAL_STREAM, events_filter, journal_subject
 from tandem.replicator.batch import H_EPOCH, H_SEQ
 from tandem.replicator.capture import Capture, OpSink
 from tandem.replicator.codec import codec_named
@@ -79,6 +83,7 @@ class SourceSide:
         self.root = settings.protected_root
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verifying = asyncio.Lock()  # one verify at a time: passes must not interleave
+        self._background: set[asyncio.Task[VerifyResult]] = set()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -135,6 +140,9 @@ class SourceSide:
             commands=["VerifyReplica"],
         )
         await commands.start()
+        watcher = await self.bus.nc.subscribe(
+            events_filter(s.cluster, "ReplicationStateChanged"), cb=self._on_replica_state
+        )
         await self._publish(
             ReplicationStarted,
             ReplicationStartedPayload(
@@ -154,6 +162,8 @@ class SourceSide:
                 if why is not None and s.peers:
                     tasks.create_task(self.verify_all(why))
         finally:
+            with contextlib.suppress(Exception):
+                await watcher.unsubscribe()
             await commands.stop()
             await asyncio.to_thread(self.capture.stop)
             with contextlib.suppress(Exception):
@@ -162,6 +172,22 @@ class SourceSide:
     async def _drain_then_mark(self, mark: Any) -> None:
         await self.publisher.drain(timeout=10)
         mark.touch()
+
+    async def _on_replica_state(self, msg: Msg) -> None:
+        """A Passive that fell out of sync (a gap the stream cannot fill) gets verified."""
+        try:
+            event = decode_event(msg.data)
+        except DecodeError:
+            return  # the durable consumers dead-letter it; this is only a trigger
+        if (
+            isinstance(event, ReplicationStateChanged)
+            and event.payload.state is ReplicaState.OUT_OF_SYNC
+            and event.payload.target in self.s.peers
+        ):
+            reason = f"{event.payload.target} is out of sync: {event.payload.reason}"
+            task = asyncio.get_running_loop().create_task(self.verify(event.payload.target, reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def exclusive(self) -> AbstractContextManager[object]:
         factory: Callable[[], AbstractContextManager[object]] | None = getattr(
