@@ -108,7 +108,9 @@ async def test_a_full_disk_pauses_apply_with_an_alert_and_nothing_is_skipped(
     source, disk = tmp_path / "a", tmp_path / "disk"
     source.mkdir()
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    await asyncio.to_thread(
+        subprocess.run, ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True
+    )
     replica = disk / "data"
     replica.mkdir()
     target = None
@@ -133,7 +135,9 @@ async def test_a_full_disk_pauses_apply_with_an_alert_and_nothing_is_skipped(
             assert not (replica / "after").exists(), "nothing after the failed batch is applied"
             alerts = await _alerts(bus)
             assert "replicator.disk_full" in alerts
-            subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+            await asyncio.to_thread(
+                subprocess.run, ["mount", "-o", "remount,size=16m", str(disk)], check=True
+            )
             await eventually(
                 lambda: tree(replica) == tree(source), timeout=60, what="apply to resume"
             )
@@ -141,7 +145,7 @@ async def test_a_full_disk_pauses_apply_with_an_alert_and_nothing_is_skipped(
         if target is not None:
             target.send_signal(signal.SIGTERM)
             target.wait(timeout=30)
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        await asyncio.to_thread(subprocess.run, ["umount", "-l", str(disk)], check=False)
 
 
 async def _alerts(bus: Bus) -> list[str]:
