@@ -31,12 +31,15 @@ def tree(root: Path) -> dict[str, object]:
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = ("link", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = p.read_bytes()
+            try:
+                if p.is_symlink():
+                    out[rel] = ("link", os.readlink(p))
+                elif p.is_dir():
+                    out[rel] = "dir"
+                else:
+                    out[rel] = p.read_bytes()
+            except FileNotFoundError:
+                out[rel] = "vanished while reading"  # a tree being changed: compare again
     return out
 
 

@@ -109,3 +109,18 @@ async def test_an_out_of_sync_replica_converges_and_applies_live_writes_again(
     await source.publisher.drain(timeout=30)
     await eventually(lambda: (target.root / "c").exists(), what="live apply after verify")
     assert tree(target.root) == tree(source.root)
+
+
+async def test_a_batch_the_replica_cannot_take_is_stepped_over_by_verify(pair, bus: Bus) -> None:  # type: ignore[no-untyped-def]
+    source, target = pair
+    source.do(Op(OpKind.WRITE, "kept", data=b"1"))
+    # A rename of a file the replica never had (a capture that saw it too late).
+    source.queue.submit(Op(OpKind.RENAME, "never-sent", target="renamed"))
+    source.do(Op(OpKind.WRITE, "later", data=b"2"))
+    await source.publisher.drain(timeout=30)
+    await eventually(lambda: target.loop.state is ReplicaState.OUT_OF_SYNC, what="out of sync")
+    assert "cannot be applied: [Errno 2]" in target.states[-1][1]
+    result = await source.verify()
+    assert result.ok
+    await eventually(lambda: tree(target.root) == tree(source.root), what="convergence")
+    assert target.loop.state is ReplicaState.IN_SYNC

@@ -168,11 +168,21 @@ class BatchApplier:
         p = self.position
         start = p.next_op if (batch.epoch, batch.seq) == (p.epoch, p.seq) else 0
         for index in range(start, len(batch.ops)):
-            self.writer.apply(batch.ops[index])
+            try:
+                self.writer.apply(batch.ops[index])
+            except (ApplyRefusedError, OSError) as exc:
+                exc.op_index = index  # type: ignore[union-attr]  # for skip_failed
+                raise
             # Written (not fsynced) after each op: a killed process resumes at the next op.
             self._record(Position(batch.epoch, batch.seq, index + 1))
         self._record(Position(batch.epoch, batch.seq, _ALL))
         return len(batch.ops) - start
+
+    def skip_failed(self, batch: Batch, index: int) -> None:
+        """Record op ``index`` of ``batch`` as done without applying it (during verify &
+        synchronize only: the verify repairs whatever the op would have changed)."""
+        nxt = index + 1
+        self._record(Position(batch.epoch, batch.seq, _ALL if nxt >= len(batch.ops) else nxt))
 
     def sync(self) -> None:
         """Make the data and the position durable (called after a group of batches)."""

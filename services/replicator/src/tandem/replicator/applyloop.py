@@ -94,19 +94,12 @@ class ApplyLoop:
         self._gap_since = None
         try:
             n = await asyncio.to_thread(self.applier.apply, batch)
-        except ApplyRefusedError as exc:
-            await self._out_of_sync(f"batch {batch.epoch}:{batch.seq} cannot be applied: {exc}")
-            return Cycle(0, str(exc))
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        except (ApplyRefusedError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 reason = f"disk full applying batch {batch.epoch}:{batch.seq}; apply paused"
                 await self._pause(reason)
                 return Cycle(0, reason)
-            # The replica is not what the journal expects (changed behind Tandem's back):
-            # stop applying and let verify & synchronize repair it.
-            reason = f"batch {batch.epoch}:{batch.seq} failed to apply: {exc}"
-            await self._out_of_sync(reason)
-            return Cycle(0, reason)
+            return await self._diverged(batch, exc)
         self._unsynced += 1
         if self._unsynced >= self.sync_every or not self.queue.pending()[1:]:
             await asyncio.to_thread(self.applier.sync)
@@ -118,6 +111,19 @@ class ApplyLoop:
                 self.state, f"applying again from batch {batch.epoch}:{batch.seq}"
             )
         return Cycle(n, f"applied batch {batch.epoch}:{batch.seq} ({n} ops)")
+
+    async def _diverged(self, batch: Batch, exc: Exception) -> Cycle:
+        """The replica is not what the journal expects (changed behind Tandem's back, or a
+        watch capture that saw a change too late). Outside a verify: stop and ask for one.
+        During a verify: step over the op; the verify's passes repair what it would have done."""
+        index = getattr(exc, "op_index", 0)
+        reason = f"batch {batch.epoch}:{batch.seq} op {index} cannot be applied: {exc}"
+        if self.state is ReplicaState.SYNCING:
+            log.warning("%s; skipped, verify & synchronize repairs it", reason)
+            await asyncio.to_thread(self.applier.skip_failed, batch, index)
+            return Cycle(1, reason)
+        await self._out_of_sync(reason)
+        return Cycle(0, reason)
 
     async def _waiting(self, reason: str) -> Cycle:
         if not reason.startswith("gap"):
