@@ -114,6 +114,18 @@ class ReplicaWriter:
                     os.close(fd)
 
 
+def _fsync_path(path: Path) -> None:
+    """fsync a file or folder if it (still) exists; symlinks and the rest are left alone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return  # gone since (renamed, unlinked), or a symlink: nothing to make durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_all(fd: int, data: bytes, offset: int) -> None:
     """pwrite until every byte is written: a short write (a filling disk) is not success;
     the next call then raises ENOSPC and apply pauses at this very operation."""
@@ -145,6 +157,7 @@ class BatchApplier:
         self.writer = ReplicaWriter(root)
         state_dir.mkdir(parents=True, exist_ok=True)
         self._state_path = state_dir / "applied"
+        self._touched: set[str] = set()
         self._fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT, 0o600)
         raw = os.pread(self._fd, _POSITION.size, 0)
         self.position = (
@@ -169,7 +182,9 @@ class BatchApplier:
         start = p.next_op if (batch.epoch, batch.seq) == (p.epoch, p.seq) else 0
         for index in range(start, len(batch.ops)):
             try:
-                self.writer.apply(batch.ops[index])
+                op = batch.ops[index]
+                self.writer.apply(op)
+                self._touched.add(op.target if op.kind is OpKind.RENAME else op.path)
             except (ApplyRefusedError, OSError) as exc:
                 exc.op_index = index  # type: ignore[union-attr]  # for skip_failed
                 raise
@@ -185,8 +200,14 @@ class BatchApplier:
         self._record(Position(batch.epoch, batch.seq, _ALL if nxt >= len(batch.ops) else nxt))
 
     def sync(self) -> None:
-        """Make the data and the position durable (called after a group of batches)."""
-        os.sync()
+        """Make the data and the position durable (called after a group of batches): fsync
+        what the batches touched and their folders, then the position."""
+        touched, self._touched = self._touched, set()
+        folders = {str(Path(p).parent) for p in touched}
+        for rel in sorted(touched):
+            _fsync_path(self.writer.root / rel)
+        for rel in sorted(folders):
+            _fsync_path(self.writer.root / rel)
         os.fsync(self._fd)
 
     def _record(self, position: Position) -> None:
