@@ -29,11 +29,14 @@ test: install
 test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# The replication benchmark needs root (FUSE mounts) and rsync (its incremental baseline).
 bench: install
 	$(VENV)/bin/python bench/bus.py --out bench/results/bus.json
+	$(VENV)/bin/python bench/replication.py --out bench/results/replication.json
 
 bench-quick: install
 	$(VENV)/bin/python bench/bus.py --quick --out bench/results/bus.json
+	$(VENV)/bin/python bench/replication.py --quick --out bench/results/replication.json
 
 lint: install
 	$(VENV)/bin/ruff check .
