@@ -9,6 +9,7 @@ commands are idempotent themselves, so a repeat after a restart is still safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -87,7 +88,8 @@ class CommandServer:
 
     async def stop(self) -> None:
         for sub in self._subs:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # the connection may be closed already
+                await sub.unsubscribe()
         self._subs = []
 
     async def _on_request(self, msg: Msg) -> None:

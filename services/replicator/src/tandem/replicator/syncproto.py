@@ -9,6 +9,7 @@ chunks to the requester's inbox).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -59,7 +60,9 @@ class ManifestServer:
 
     async def stop(self) -> None:
         if self._sub is not None:
-            await self._sub.unsubscribe()
+            with contextlib.suppress(Exception):  # the connection may be closed already
+                await self._sub.unsubscribe()
+            self._sub = None
 
     async def _on_request(self, msg: Msg) -> None:
         try:
