@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
@@ -80,16 +81,10 @@ class TargetSide:
             self.applier.close()
 
     async def _ready(self) -> None:
-        await self.bus.publish(
-            ReplicationStarted(
-                cluster=self.s.cluster,
-                node=self.s.node,
-                epoch=self.epoch(),
-                payload=ReplicationStartedPayload(
-                    side="target", root=str(self.s.protected_root), capture="-", mode=self.s.mode
-                ),
-            )
+        payload = ReplicationStartedPayload(
+            side="target", root=str(self.s.protected_root), capture="-", mode=self.s.mode
         )
+        await self._publish(ReplicationStarted, payload)
 
     async def _stored(self, epoch: int, seq: int) -> None:
         self.loop.wakeup.set()
@@ -98,40 +93,27 @@ class TargetSide:
     async def _report_state(self, state: ReplicaState, reason: str) -> None:
         batches, size = self.queue.depth()
         _, applied = self.loop.applied_upto()
-        await self.bus.publish(
-            ReplicationStateChanged(
-                cluster=self.s.cluster,
-                node=self.s.node,
-                epoch=self.epoch(),
-                payload=ReplicationStateChangedPayload(
-                    target=self.s.node,
-                    state=state,
-                    applied_seq=applied,
-                    lag_ops=batches,
-                    lag_bytes=size,
-                    reason=reason,
-                ),
-            )
+        payload = ReplicationStateChangedPayload(
+            target=self.s.node,
+            state=state,
+            applied_seq=applied,
+            lag_ops=batches,
+            lag_bytes=size,
+            reason=reason,
         )
+        await self._publish(ReplicationStateChanged, payload)
 
     async def _alert(self, code: str, reason: str) -> None:
-        await self.bus.publish(
-            AlertRaised(
-                cluster=self.s.cluster,
-                node=self.s.node,
-                epoch=self.epoch(),
-                payload=AlertRaisedPayload(code=code, severity=Severity.CRITICAL, message=reason),
-            )
-        )
+        payload = AlertRaisedPayload(code=code, severity=Severity.CRITICAL, message=reason)
+        await self._publish(AlertRaised, payload)
 
     async def _refused(self, epoch: int, seq: int, reason: str) -> None:
+        payload = ReplicaRejectedBatchPayload(
+            batch_epoch=max(epoch, 0), seq=max(seq, 0), reason=reason
+        )
+        await self._publish(ReplicaRejectedBatch, payload)
+
+    async def _publish(self, cls: Any, payload: Any) -> None:
         await self.bus.publish(
-            ReplicaRejectedBatch(
-                cluster=self.s.cluster,
-                node=self.s.node,
-                epoch=self.epoch(),
-                payload=ReplicaRejectedBatchPayload(
-                    batch_epoch=max(epoch, 0), seq=max(seq, 0), reason=reason
-                ),
-            )
+            cls(cluster=self.s.cluster, node=self.s.node, epoch=self.epoch(), payload=payload)
         )
