@@ -178,11 +178,7 @@ async def test_sync_mode_write_returns_once_the_target_stored_it(bus: Bus, tmp_p
         await asyncio.to_thread((source / "f").write_bytes, b"acknowledged = on the target")
         # The write returned: the target had the batch on disk (receive queue) by then.
         await eventually(
-            lambda: (
-                (replica / "f").exists()
-                and (replica / "f").read_bytes() == b"acknowledged = on the target"
-            ),
-            what="apply",
+            lambda: _content(replica / "f") == b"acknowledged = on the target", what="apply"
         )
     assert await events_of(bus, "AlertRaised") == []
 
@@ -281,6 +277,13 @@ async def test_a_passive_back_after_the_stream_dropped_its_batches_is_verified_a
     assert "out_of_sync" in states
 
 
+def _content(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 async def _last_state_is(bus: Bus, state: str) -> bool:
     states = await events_of(bus, "ReplicationStateChanged")
     return bool(states) and states[-1].payload.state == state
@@ -313,5 +316,5 @@ async def test_sync_mode_with_block_policy_holds_the_writer_until_a_target_store
         assert not done, "with no target the write does not return"
         async with node(bus, replica, "secondary"):
             await asyncio.wait_for(writer, timeout=60)
-            await eventually(lambda: (replica / "f").exists(), timeout=30, what="apply")
-        assert (replica / "f").read_bytes() == b"waits"
+            # Stored (the write returned) comes before applied: wait for the content.
+            await eventually(lambda: _content(replica / "f") == b"waits", timeout=30, what="apply")
