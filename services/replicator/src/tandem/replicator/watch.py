@@ -17,7 +17,9 @@ current state of that path on disk:
 - attribute change   -> CHMOD when the mode differs from the known mode (files, directories);
 - deleted            -> UNLINK / RMDIR; a directory's remaining known children are removed
   first, deepest first (a directory moved out of the root is reported as one deletion);
-- moved              -> RENAME, the model (and the index) re-keyed for the whole subtree;
+- moved              -> RENAME, the model (and the index) re-keyed for the whole subtree
+  (only when the model has the source: a source never sent, e.g. created and renamed before
+  its creation was handled, makes the destination new content: CREATE or MKDIR and scan);
   watchdog's synthetic "moved" events for the children of a moved directory are skipped, and
   the moved directory is scanned instead (what was created in it just before the move was
   reported under paths that no longer existed when those events were handled);
@@ -34,6 +36,12 @@ submitted to the sink in that order.
 On Linux, watchdog's inotify observer is extended to watch directories that a quick rename of
 their parent left unwatched: see ``tandem.replicator.watch_inotify``. The model of the copy is
 in ``watch_model``, the handling of each event in ``watch_events``.
+
+The model only holds paths the copy has: what was sent, and what the initial scan found. An
+operation on an existing path (RENAME, CHMOD, WRITE, ...) is only sent for a path of the model.
+The scan runs after the watch started, so it may see a path created since then: when that
+path's creation (or a move onto it) is handled, the scan's entry is dropped and the path is
+sent as new (see ``EventHandling._appeared``).
 
 Limits (why the ``intercept`` backend exists): writes are observed after the fact, so the copy
 only receives a file's state at diff time (no crash-consistent ordering between files); files

@@ -51,6 +51,7 @@ class EventHandling:
                 logger.error("watch capture: the protected root %s was removed", self._root_str)
             return
         if kind == "created":
+            self._appeared(rel)
             self._sync_tree(rel)
         elif kind == "deleted":
             self._on_deleted(rel)
@@ -85,16 +86,13 @@ class EventHandling:
     def _on_moved(self, src: str | None, dest: str | None) -> None:
         node = self._tree.get(src) if src is not None else None
         if src is None or node is None:
-            # Moved in from outside, or a source we never sent: it is new content at dest.
+            # Moved in from outside, or a source the copy does not have (never sent: created
+            # and renamed before its creation was handled): no RENAME, dest is new content.
             if src is not None:
                 self._drop_pending(src)
             if dest is not None:
+                self._appeared(dest)
                 self._sync_tree(dest, full=True)
-                dest_node = self._tree.get(dest)
-                if dest_node is not None and dest_node.kind == FILE:
-                    # Possibly an unknown temporary file renamed over a known one: the content
-                    # at dest is new either way.
-                    self._schedule(dest)
             return
         if dest is None:  # moved out of the root
             self._remove_known(src)
@@ -107,12 +105,11 @@ class EventHandling:
             self._remove_known(src)
             return
         replaced = self._tree.get(dest)
-        if replaced is not None:
-            if replaced.kind == DIR or node.kind == DIR:
-                self._remove_known(dest)
-            else:
-                self._forget(dest)  # the copy's rename replaces it
+        if replaced is not None and (replaced.kind == DIR or node.kind == DIR):
+            self._remove_known(dest)
         self._submit(Op(OpKind.RENAME, src, target=dest))
+        if self._tree.get(dest) is not None:
+            self._forget(dest)  # a file: the copy's rename replaced it (os.replace)
         self._drop_pending(src)
         for old, new, moved in self._tree.move(src, dest):
             if moved.kind == FILE:
@@ -123,6 +120,24 @@ class EventHandling:
                 self._check_mode(new, moved)
         if node.kind == DIR:
             self._sync_tree(dest, full=True)
+
+    def _appeared(self, rel: str) -> None:
+        """``rel`` was just created, or something was moved onto it from an unknown source.
+
+        A node the initial scan left (never sent) may describe what this very event created:
+        the scan ran after the watch started and before the event was handled. The copy then
+        lacks it, or holds what was there before the event: it is removed there (UNLINK and
+        RMDIR are no-ops on a missing path) and, if still on disk, sent again as new. Keeping
+        it would later send a RENAME (or CHMOD, ...) of a path the copy does not have.
+        A sent file's content may have been replaced (moved in over it): it is diffed.
+        """
+        node = self._tree.get(rel)
+        if node is None:
+            return
+        if not node.sent:
+            self._remove_known(rel)
+        elif node.kind == FILE:
+            self._schedule(rel)
 
     # ---------------------------------------------------------------- reconciliation
 
@@ -190,9 +205,9 @@ class EventHandling:
                 return node
             if node is not None and node.kind == DIR:
                 self._remove_known(rel)
-            elif node is not None:
-                self._forget(rel)  # the copy's SYMLINK replaces a file or an older link
             self._submit(Op(OpKind.SYMLINK, rel, target=target))
+            if self._tree.get(rel) is not None:
+                self._forget(rel)  # the copy's SYMLINK replaced a file or an older link
             node = Node(LINK, target=target)
             self._tree.add(rel, node)
             return node
@@ -292,7 +307,7 @@ class EventHandling:
             del self._pending[path]
 
     def _scan_initial(self) -> None:
-        """Index what is already there (assumed to be on the copy already)."""
+        """Index what is already there (assumed to be on the copy already, never sent)."""
         stack = [""]
         while stack:
             directory = stack.pop()
@@ -308,13 +323,15 @@ class EventHandling:
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
+                    mode = stat.S_IMODE(st.st_mode)
                     if stat.S_ISDIR(st.st_mode):
-                        self._tree.add(rel, Node(DIR, stat.S_IMODE(st.st_mode)))
+                        self._tree.add(rel, Node(DIR, mode, sent=False))
                         stack.append(rel)
                     elif stat.S_ISLNK(st.st_mode):
-                        self._tree.add(rel, Node(LINK, target=os.readlink(entry.path)))
+                        target = os.readlink(entry.path)
+                        self._tree.add(rel, Node(LINK, target=target, sent=False))
                     elif stat.S_ISREG(st.st_mode) and self.index.track(rel, entry.path):
-                        self._tree.add(rel, Node(FILE, stat.S_IMODE(st.st_mode)))
+                        self._tree.add(rel, Node(FILE, mode, sent=False))
                 except OSError as exc:
                     logger.warning("watch capture: cannot index %r: %s", rel, exc)
 

@@ -25,6 +25,11 @@ class Node:
     #: The mode could not be read when a change was reported (the path was renamed already):
     #: checked again at the new path when the rename event is handled.
     stale_mode: bool = False
+    #: Sent to the copy: added once the operation that creates it there was submitted. False
+    #: for what the initial scan found, assumed to be on the copy already (the watch starts
+    #: before the scan, so the scan may also have seen paths created since then, whose
+    #: creation events are still queued: see ``EventHandling._appeared``).
+    sent: bool = True
 
 
 def parent_of(rel: str) -> str:
