@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from tandem.replicator.batch import Batch, unpack
+
+#: At most this many decoded batches are kept in memory (a batch is at most ~1 MiB).
+MAX_DECODED = 64
 
 
 class ReceiveQueue:
@@ -16,12 +20,25 @@ class ReceiveQueue:
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob("*.tmp"):  # a crash between write and rename
             leftover.unlink()
+        # Batches stored by this process, decoded once by the receiver (bounded by what is
+        # waiting to be applied; entries leave with ``remove``).
+        self._decoded: dict[tuple[int, int], Batch] = {}
+        self._lock = threading.Lock()
 
     def _path(self, epoch: int, seq: int) -> Path:
         return self.dir / f"{epoch:020d}-{seq:020d}.batch"
 
-    def put(self, epoch: int, seq: int, data: bytes, headers: dict[str, str]) -> None:
-        """Store durably: write, fsync, rename, fsync the directory. Then it may be acked."""
+    def put(
+        self,
+        epoch: int,
+        seq: int,
+        data: bytes,
+        headers: dict[str, str],
+        decoded: Batch | None = None,
+    ) -> None:
+        """Store durably: write, fsync, rename, fsync the directory. Then it may be acked.
+        ``decoded`` (the batch already checked by the receiver) is kept in memory so that the
+        applier does not decode it a second time; after a restart it is read from disk."""
         path = self._path(epoch, seq)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -36,8 +53,16 @@ class ReceiveQueue:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        if decoded is not None:
+            with self._lock:
+                if len(self._decoded) < MAX_DECODED:  # a long backlog is read back from disk
+                    self._decoded[(epoch, seq)] = decoded
 
     def get(self, epoch: int, seq: int) -> Batch | None:
+        with self._lock:
+            cached = self._decoded.get((epoch, seq))
+        if cached is not None:
+            return cached
         try:
             raw = self._path(epoch, seq).read_bytes()
         except FileNotFoundError:
@@ -46,6 +71,8 @@ class ReceiveQueue:
         return unpack(data, json.loads(head))
 
     def remove(self, epoch: int, seq: int) -> None:
+        with self._lock:
+            self._decoded.pop((epoch, seq), None)
         self._path(epoch, seq).unlink(missing_ok=True)
 
     def pending(self) -> list[tuple[int, int]]:

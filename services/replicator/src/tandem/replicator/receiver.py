@@ -102,7 +102,8 @@ class JournalReceiver:
             await msg.ack()  # a redelivery of what is applied already: changes nothing
             return
         try:
-            unpack(msg.data, headers)
+            # Off the event loop: decompressing and parsing a batch is CPU work.
+            batch = await asyncio.to_thread(unpack, msg.data, headers)
         except BatchError as exc:
             if "refused" not in str(exc) and msg.metadata.num_delivered < self.refetches:
                 log.warning("batch %s:%s unusable (%s); fetching it again", epoch, seq, exc)
@@ -111,7 +112,7 @@ class JournalReceiver:
                 return
             await self._refuse(msg, epoch, seq, str(exc))
             return
-        await asyncio.to_thread(self.queue.put, epoch, seq, msg.data, headers)
+        await asyncio.to_thread(self.queue.put, epoch, seq, msg.data, headers, batch)
         await msg.ack()
         await self.on_stored(epoch, seq)
 
