@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -50,7 +50,6 @@ class ConsumerStats:
     handled: int = 0
     dead_lettered: int = 0
     retried: int = 0
-    reasons: list[str] = field(default_factory=list)
 
 
 class DurableConsumer:
@@ -154,5 +153,4 @@ class DurableConsumer:
             await msg.nak(delay=self.options.backoff_s[-1])
             return
         self.stats.dead_lettered += 1
-        self.stats.reasons.append(reason)
         await msg.term()

@@ -27,6 +27,7 @@ class _Family:
         self.base = base
         self.types: dict[tuple[str, int], type[_Envelope]] = {}
         self.upcasters: dict[tuple[str, int], PayloadUpcaster] = {}
+        self._latest: dict[str, int] = {}
         self._adapter: TypeAdapter[Any] | None = None
 
     def register(self, cls: type[_Envelope]) -> None:
@@ -35,11 +36,11 @@ class _Family:
         if existing is not None and existing is not cls:
             raise ValueError(f"{key[0]} v{key[1]} is already registered by {existing.__name__}")
         self.types[key] = cls
+        self._latest[key[0]] = max(key[1], self._latest.get(key[0], 0))
         self._adapter = None
 
     def latest_version(self, type_name: str) -> int | None:
-        versions = [v for (t, v) in self.types if t == type_name]
-        return max(versions) if versions else None
+        return self._latest.get(type_name)
 
     def adapter(self) -> TypeAdapter[Any]:
         if self._adapter is None:

@@ -101,7 +101,7 @@ class ApplyLoop:
                 return Cycle(0, reason)
             return await self._diverged(batch, exc)
         self._unsynced += 1
-        if self._unsynced >= self.sync_every or not self.queue.pending()[1:]:
+        if self._unsynced >= self.sync_every or self.queue.count() <= 1:
             await asyncio.to_thread(self.applier.sync)
             self._unsynced = 0
         await asyncio.to_thread(self.queue.remove, batch.epoch, batch.seq)

@@ -24,6 +24,12 @@ class ReceiveQueue:
         # waiting to be applied; entries leave with ``remove``).
         self._decoded: dict[tuple[int, int], Batch] = {}
         self._lock = threading.Lock()
+        # What is stored, kept in memory so that the applier need not list the folder per
+        # batch (a long backlog would make that quadratic); read from disk once at start.
+        self._sizes: dict[tuple[int, int], int] = {}
+        for p in directory.glob("*.batch"):
+            epoch, _, seq = p.stem.partition("-")
+            self._sizes[(int(epoch), int(seq))] = p.stat().st_size
 
     def _path(self, epoch: int, seq: int) -> Path:
         return self.dir / f"{epoch:020d}-{seq:020d}.batch"
@@ -53,10 +59,12 @@ class ReceiveQueue:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-        if decoded is not None:
-            with self._lock:
-                if len(self._decoded) < MAX_DECODED:  # a long backlog is read back from disk
-                    self._decoded[(epoch, seq)] = decoded
+        with self._lock:
+            self._sizes[(epoch, seq)] = len(data)
+            if (
+                decoded is not None and len(self._decoded) < MAX_DECODED
+            ):  # a long backlog is read back from disk
+                self._decoded[(epoch, seq)] = decoded
 
     def get(self, epoch: int, seq: int) -> Batch | None:
         with self._lock:
@@ -73,16 +81,19 @@ class ReceiveQueue:
     def remove(self, epoch: int, seq: int) -> None:
         with self._lock:
             self._decoded.pop((epoch, seq), None)
+            self._sizes.pop((epoch, seq), None)
         self._path(epoch, seq).unlink(missing_ok=True)
 
     def pending(self) -> list[tuple[int, int]]:
         """(epoch, seq) of every stored batch, in order."""
-        out = []
-        for p in self.dir.glob("*.batch"):
-            epoch, _, seq = p.stem.partition("-")
-            out.append((int(epoch), int(seq)))
-        return sorted(out)
+        with self._lock:
+            return sorted(self._sizes)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._sizes)
 
     def depth(self) -> tuple[int, int]:
-        files = list(self.dir.glob("*.batch"))
-        return len(files), sum(f.stat().st_size for f in files)
+        """(batches, bytes) waiting to be applied."""
+        with self._lock:
+            return len(self._sizes), sum(self._sizes.values())

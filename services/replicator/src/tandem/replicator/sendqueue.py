@@ -169,12 +169,6 @@ class SendQueue:
                     return None
                 self._cond.wait(timeout=remaining)
 
-    def unacked(self) -> list[Sealed]:
-        """Every batch handed out but not acknowledged, in order (to publish again)."""
-        with self._cond:
-            seqs = sorted(s for s in (*self._memory, *self._spilled) if s <= self._sent_upto)
-            return [s for s in (self._get(q) for q in seqs) if s is not None]
-
     def acked(self, seq: int) -> None:
         with self._cond:
             sealed = self._memory.pop(seq, None)
