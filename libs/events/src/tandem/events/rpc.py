@@ -30,6 +30,9 @@ from tandem.events.registry import decode_command
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[Command], Awaitable[CommandResult]]
+#: Told of every command carried out or refused (not of replayed answers): (command, result,
+#: seconds it took). Used to record each step as a ``CommandExecuted`` event.
+ResultListener = Callable[[Command, CommandResult, float], None]
 
 
 async def send_command(bus: Bus, command: Command, *, timeout: float = 5.0) -> CommandResult:
@@ -66,6 +69,7 @@ class CommandServer:
         *,
         remember: int = 4096,
         commands: list[str] | None = None,
+        on_result: ResultListener | None = None,
     ) -> None:
         self.bus = bus
         self.cluster = cluster
@@ -77,6 +81,7 @@ class CommandServer:
         #: Serve only these command types (several servers may share a node); None: all.
         self.commands = commands
         self._subs: list[Subscription] = []
+        self.on_result = on_result
 
     async def start(self) -> None:
         if self.commands is None:
@@ -120,15 +125,18 @@ class CommandServer:
 
     async def execute(self, command: Command) -> CommandResult:
         """Carry out ``command`` once per idempotency key; fenced by epoch and addressee."""
+        started = asyncio.get_running_loop().time()
         refusal = self._refusal(command)
         if refusal:
             log.warning("refused %s %s: %s", command.type, command.id, refusal)
-            return CommandResult(
+            refused = CommandResult(
                 command_id=command.id,
                 idempotency_key=command.idempotency_key,
                 ok=False,
                 reason=refusal,
             )
+            self._tell(command, refused, started)
+            return refused
         key = command.idempotency_key
         earlier = self._results.get(key)
         if earlier is not None:
@@ -149,7 +157,16 @@ class CommandServer:
                 reason=f"{type(exc).__name__}: {exc}",
             )
         future.set_result(result)
+        self._tell(command, result, started)
         return result
+
+    def _tell(self, command: Command, result: CommandResult, started: float) -> None:
+        if self.on_result is None:
+            return
+        try:
+            self.on_result(command, result, asyncio.get_running_loop().time() - started)
+        except Exception:
+            log.exception("result listener failed for %s", command.type)
 
     def _refusal(self, command: Command) -> str:
         if command.cluster != self.cluster or command.node != self.node:

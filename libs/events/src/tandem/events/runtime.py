@@ -114,7 +114,7 @@ def service_main(spec: ServiceSpec) -> int:
     """Process entry point: run ``spec`` until SIGTERM or SIGINT; exit code 0 on a clean stop."""
     configure_logging()
     try:
-        asyncio.run(_until_signalled(run_service(spec)))
+        asyncio.run(until_signalled(run_service(spec)))
     except SettingsError as exc:
         log.error("%s", exc)
         return 2
@@ -124,7 +124,7 @@ def service_main(spec: ServiceSpec) -> int:
     return 0
 
 
-async def _until_signalled(work: Awaitable[None]) -> None:
+async def until_signalled(work: Awaitable[None]) -> None:
     task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

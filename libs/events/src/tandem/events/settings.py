@@ -117,6 +117,29 @@ def describe_validation_error(
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors(include_url=False):
         field = ".".join(str(p) for p in err["loc"]) or "(whole)"
-        env = f" (env {prefix}{field.split('.')[0].upper()})" if prefix and err["loc"] else ""
+        known = err["type"] != "extra_forbidden"  # an unknown field has no variable
+        env = (
+            f" (env {_env_name(cls, prefix, err['loc'])})"
+            if prefix and err["loc"] and known
+            else ""
+        )
         lines.append(f"  {field}{env}: {err['msg']}")
     return "\n".join(lines)
+
+
+def _env_name(cls: type[BaseSettings] | None, prefix: str, loc: tuple[Any, ...]) -> str:
+    """The variable that sets the field at ``loc``: nested fields joined by the model's
+    ``env_nested_delimiter`` (``TANDEM_NODE_HEARTBEAT__INTERVAL_S``); list items and union
+    branches end the path, as one variable sets the whole list."""
+    delimiter = cls.model_config.get("env_nested_delimiter") if cls is not None else None
+    names = [str(loc[0])]
+    if delimiter:
+        fields: Any = cls.model_fields if cls is not None else {}
+        annotation = fields[names[0]].annotation if names[0] in fields else None
+        for part in loc[1:]:
+            inner = getattr(annotation, "model_fields", None)
+            if not isinstance(part, str) or inner is None or part not in inner:
+                break
+            names.append(part)
+            annotation = inner[part].annotation
+    return prefix + (delimiter or "").join(n.upper() for n in names)

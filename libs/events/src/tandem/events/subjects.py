@@ -82,3 +82,16 @@ def role_key(cluster: str) -> str:
 
 def node_lease_key(cluster: str, node: str) -> str:
     return f"node.{check_name(cluster, 'cluster name')}.{check_name(node, 'node name')}"
+
+
+def rule_switch_key(cluster: str, node: str, rule: str) -> str:
+    """Key in ``tandem_config`` that turns a node's health rule on or off at runtime
+    (value ``enabled`` or ``disabled``)."""
+    return (
+        f"rules.{check_name(cluster, 'cluster name')}.{check_name(node, 'node name')}"
+        f".{_token(rule, 'rule name')}"
+    )
+
+
+def rule_switches_filter(cluster: str, node: str) -> str:
+    return f"rules.{check_name(cluster, 'cluster name')}.{check_name(node, 'node name')}.*"

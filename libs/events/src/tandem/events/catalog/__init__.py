@@ -10,12 +10,15 @@ from tandem.events.catalog.commands import (
     StartApplications,
     StartIntercepting,
     StopApplications,
+    StopIntercepting,
     VerifyReplica,
 )
 from tandem.events.catalog.dns import DnsUpdated, DnsUpdateFailed
+from tandem.events.catalog.execution import CommandExecuted
 from tandem.events.catalog.health import (
     ApplicationRestarted,
     HealthChanged,
+    NetworkIsolated,
     NetworkReachabilityChanged,
     RuleBreached,
 )
@@ -61,6 +64,7 @@ __all__ = [
     "AlertRaised",
     "ApplicationRestarted",
     "ApplyReceiveQueue",
+    "CommandExecuted",
     "DnsUpdateFailed",
     "DnsUpdated",
     "DrainSendQueue",
@@ -71,6 +75,7 @@ __all__ = [
     "HeartbeatLost",
     "HeartbeatRestored",
     "Hide",
+    "NetworkIsolated",
     "NetworkReachabilityChanged",
     "NodeRoleAssumed",
     "NodeSelfFenced",
@@ -92,6 +97,7 @@ __all__ = [
     "StartApplications",
     "StartIntercepting",
     "StopApplications",
+    "StopIntercepting",
     "SwitchoverRequested",
     "SyncCompleted",
     "SyncProgress",

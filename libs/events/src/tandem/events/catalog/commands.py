@@ -69,6 +69,16 @@ class StartIntercepting(Command):
 
 
 @command_type
+class StopIntercepting(Command):
+    """The Active stops capturing (its send queue drained first); the node then replicates
+    nothing until it is made Active again or the role record gives it another role."""
+
+    type: Literal["StopIntercepting"] = "StopIntercepting"
+    version: Literal[1] = 1
+    payload: StepPayload
+
+
+@command_type
 class StartApplications(Command):
     type: Literal["StartApplications"] = "StartApplications"
     version: Literal[1] = 1

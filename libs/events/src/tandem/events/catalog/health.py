@@ -32,7 +32,8 @@ class HealthChanged(Event):
 class RuleBreachedPayload(Payload):
     rule: str
     metric: str
-    value: float
+    #: None when the sample failed (timed out, raised) or lacked the metric.
+    value: float | None
     threshold: float
     comparator: str
     consecutive: int = Field(ge=1)
@@ -75,3 +76,18 @@ class NetworkReachabilityChanged(Event):
     type: Literal["NetworkReachabilityChanged"] = "NetworkReachabilityChanged"
     version: Literal[1] = 1
     payload: NetworkReachabilityChangedPayload
+
+
+class NetworkIsolatedPayload(Payload):
+    unreachable: list[str]
+    reason: str
+
+
+@event_type
+class NetworkIsolated(Event):
+    """Every network check target of the node failed: the node is cut off from its network.
+    On the Active this leads to a switchover request; a Passive must not become Active."""
+
+    type: Literal["NetworkIsolated"] = "NetworkIsolated"
+    version: Literal[1] = 1
+    payload: NetworkIsolatedPayload

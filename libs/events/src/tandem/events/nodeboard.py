@@ -1,0 +1,34 @@
+"""What the parts of one node agent tell each other in the same process.
+
+The replicator, the monitor and the step executor of a node run in one agent process but
+never import each other: they meet here. Each part writes what it knows (queue depths, the
+role it plays, whether it fenced itself) and reads what the others wrote; the heartbeat
+carries the union. Writes replace whole values, so no lock is needed on one event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tandem.events.catalog.vocabulary import HealthStatus, Role
+
+
+@dataclass
+class NodeBoard:
+    role: Role | None = None
+    epoch: int = 0
+    #: The node hid itself because it could not renew its lease (until told otherwise).
+    fenced: bool = False
+    isolated: bool = False
+    checks: dict[str, HealthStatus] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
+
+    def set_gauges(self, **values: float) -> None:
+        self.gauges = {**self.gauges, **values}
+
+    def health(self) -> HealthStatus:
+        """The worst status among the checks (UNKNOWN when there are none)."""
+        if not self.checks:
+            return HealthStatus.UNKNOWN
+        order = [HealthStatus.OK, HealthStatus.UNKNOWN, HealthStatus.WARNING, HealthStatus.CRITICAL]
+        return max(self.checks.values(), key=order.index)
