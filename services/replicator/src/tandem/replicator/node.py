@@ -1,9 +1,12 @@
 """The replicator of one node: plays the source side while the node is Active and the target
 side while it is Passive, as ``tandem_roles`` says.
 
-Until the orchestrator drives role changes step by step (switchover and failover sagas), the
-node follows the role record: when it changes, the current side stops (the source drains its
-send queue) and the other side starts. Each decision is logged with its reason.
+The role record is the only authority for which side runs: the node follows it, and a step
+command (``StartIntercepting``) can only wait for the switch, never force one. Before a
+target becomes a source it applies everything the journal holds for the old epoch
+(``catch_up``), so acknowledged writes of the old Active are in the new Active's data before
+its applications start. ``StopIntercepting`` holds the node with no side running until the
+role record changes or ``StartIntercepting`` comes. Each decision is logged with its reason.
 """
 
 from __future__ import annotations
@@ -12,15 +15,22 @@ import asyncio
 import contextlib
 import functools
 import logging
+from typing import Literal
+
+from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
+from tandem.events.nodeboard import NodeBoard
 from tandem.events.roles import RoleRecord, claim_first_role, read_role
-from tandem.events.subjects import ROLES_BUCKET
+from tandem.events.subjects import JOURNAL_STREAM, ROLES_BUCKET, journal_subject
+from tandem.replicator.batch import H_EPOCH, H_SEQ
 from tandem.replicator.settings import ReplicatorSettings
 from tandem.replicator.source import SourceSide
 from tandem.replicator.target import TargetSide
 
 log = logging.getLogger(__name__)
+
+SideName = Literal["source", "target", "none"]
 
 
 async def current_role(bus: Bus, settings: ReplicatorSettings, poll_s: float = 1.0) -> RoleRecord:
@@ -35,45 +45,212 @@ async def current_role(bus: Bus, settings: ReplicatorSettings, poll_s: float = 1
         await asyncio.sleep(poll_s)
 
 
-async def run_node(settings: ReplicatorSettings, bus: Bus, poll_s: float = 1.0) -> None:
-    record = await current_role(bus, settings, poll_s)
-    while True:
-        active = record.active == settings.node
-        epoch = record.epoch
-        log.info(
-            "%s is %s at epoch %s",
-            settings.node,
-            "Active: source" if active else "Passive: target",
-            epoch,
-        )
-        side: SourceSide | TargetSide
-        if active:
-            side = SourceSide(settings, bus, epoch)
-        else:
-            side = TargetSide(settings, bus, functools.partial(int, epoch))
-        task = asyncio.create_task(side.run())
+async def last_journaled(bus: Bus, cluster: str) -> tuple[int, int]:
+    """(epoch, seq) of the newest batch in the journal, (0, 0) when it holds none."""
+    try:
+        msg = await bus.js.get_last_msg(JOURNAL_STREAM, journal_subject(cluster))
+    except NotFoundError:
+        return 0, 0
+    h = msg.headers or {}
+    return int(h.get(H_EPOCH, 0)), int(h.get(H_SEQ, 0))
+
+
+class ReplicatorNode:
+    def __init__(
+        self,
+        settings: ReplicatorSettings,
+        bus: Bus,
+        *,
+        board: NodeBoard | None = None,
+        poll_s: float = 1.0,
+        catch_up_alert_s: float = 60.0,
+    ) -> None:
+        self.s = settings
+        self.bus = bus
+        self.board = board if board is not None else NodeBoard()
+        self.poll_s = poll_s
+        self.catch_up_alert_s = catch_up_alert_s
+        self.record: RoleRecord | None = None
+        self.side: SourceSide | TargetSide | None = None
+        self.side_name: SideName = "none"
+        self.side_epoch = 0
+        self._want: tuple[SideName, int] = ("none", 0)
+        #: StopIntercepting: no side until the record changes from this one.
+        self._held_at: RoleRecord | None = None
+        self._wake = asyncio.Event()
+        self._switched = asyncio.Condition()
+
+    # -- what the steps use -------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self.record.epoch if self.record is not None else 0
+
+    async def drain(self, timeout: float) -> str:
+        side = self.side
+        if not isinstance(side, SourceSide):
+            return f"{self.s.node} is not the source ({self.side_name}): nothing to drain"
+        await asyncio.wait_for(side.ready.wait(), timeout)
+        await side.publisher.drain(timeout)
+        stored = f"{side.epoch}:{side.publisher.stored_upto}"
+        return f"send queue drained: the journal holds up to batch {stored}"
+
+    async def catch_up(self, timeout: float) -> str:
+        """Apply every batch the journal holds for this target's epoch (ApplyReceiveQueue)."""
+        side = self.side
+        if isinstance(side, SourceSide):
+            return f"{self.s.node} is the source at epoch {side.epoch}: nothing to apply"
+        if not isinstance(side, TargetSide):
+            return f"{self.s.node} replicates nothing now ({self.side_name}): nothing to apply"
+        epoch, seq = await last_journaled(self.bus, self.s.cluster)
+        if epoch != self.side_epoch:
+            # The newest batch is of another epoch: nothing was journaled in ours yet.
+            epoch, seq = self.side_epoch, 0
+        await side.loop.wait_applied((epoch, seq), timeout)
+        return f"receive queue applied up to batch {epoch}:{seq}"
+
+    async def wait_side(self, name: SideName, min_epoch: int, timeout: float) -> str:
+        """Wait until side ``name`` runs at ``min_epoch`` or later (and, for a source, its
+        capture has started)."""
+
+        def there() -> bool:
+            return self.side_name == name and self.side_epoch >= min_epoch
+
+        async with asyncio.timeout(timeout):
+            async with self._switched:
+                await self._switched.wait_for(there)
+            side = self.side
+            if isinstance(side, SourceSide):
+                await side.ready.wait()
+        return f"{self.s.node} runs the {name} side at epoch {self.side_epoch}"
+
+    async def hold(self, timeout: float) -> str:
+        """Stop the side that runs (a source drains first) and run none until released."""
+        self._held_at = self.record
+        self._set_want("none", self.epoch, "StopIntercepting")
+        await self.wait_side("none", 0, timeout)
+        return f"{self.s.node} stopped replicating (was told to stop intercepting)"
+
+    def release(self) -> None:
+        if self._held_at is not None and self.record is not None:
+            self._held_at = None
+            self._set_want(*self._side_for(self.record), "released")
+
+    async def read_record(self) -> RoleRecord | None:
+        """The role record as the bus holds it now (the follower may not have polled yet)."""
+        record, _ = await read_role(await self.bus.kv(ROLES_BUCKET), self.s.cluster)
+        return record
+
+    def depths(self) -> dict[str, float]:
+        side = self.side
+        return side.depths() if side is not None else {}
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _side_for(self, record: RoleRecord) -> tuple[SideName, int]:
+        return ("source" if record.active == self.s.node else "target"), record.epoch
+
+    def _set_want(self, name: SideName, epoch: int, why: str) -> None:
+        if (name, epoch) != self._want:
+            log.info("%s: want %s side at epoch %s (%s)", self.s.node, name, epoch, why)
+            self._want = (name, epoch)
+            self._wake.set()
+
+    async def run(self) -> None:
+        self.record = await current_role(self.bus, self.s, self.poll_s)
+        self._want = self._side_for(self.record)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow_roles())
+            tasks.create_task(self._report_gauges())
+            tasks.create_task(self._run_sides())
+
+    async def _run_sides(self) -> None:
+        while True:
+            name, epoch = self._want
+            self._wake.clear()
+            side: SourceSide | TargetSide | None = None
+            if name == "source":
+                side = SourceSide(self.s, self.bus, epoch)
+            elif name == "target":
+                side = TargetSide(self.s, self.bus, functools.partial(int, epoch))
+            log.info("%s is %s at epoch %s", self.s.node, _describe(name), epoch)
+            task = asyncio.create_task(side.run()) if side is not None else None
+            async with self._switched:
+                self.side, self.side_name, self.side_epoch = side, name, epoch
+                self.board.set_gauges(replicating_as_source=1.0 if name == "source" else 0.0)
+                self._switched.notify_all()
+            try:
+                await self._until_change(task)
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _until_change(self, task: asyncio.Task[None] | None) -> None:
+        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
+        if task is not None:
+            waits.add(task)  # type: ignore[arg-type]
         try:
-            record = await _changed(bus, settings, record, task, poll_s)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-async def _changed(
-    bus: Bus,
-    settings: ReplicatorSettings,
-    record: RoleRecord,
-    task: asyncio.Task[None],
-    poll_s: float,
-) -> RoleRecord:
-    """Wait until the role record changes (returned) or the side ends (its error is raised)."""
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=poll_s)
-        if done:
+            for w in waits:
+                if w is not task:
+                    w.cancel()
+        if task is not None and task in done:
             task.result()
             raise RuntimeError("replication side ended by itself")
-        new = await current_role(bus, settings, poll_s)
-        if new != record:
-            log.info("role record changed: %s at epoch %s (%s)", new.active, new.epoch, new.reason)
-            return new
+
+    async def _follow_roles(self) -> None:
+        kv = await self.bus.kv(ROLES_BUCKET)
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                record, _ = await read_role(kv, self.s.cluster)
+            except Exception as exc:  # the bus may be away: keep the current side
+                log.debug("role record unreadable: %s", exc)
+                continue
+            if record is None or record == self.record:
+                continue
+            log.info(
+                "role record: %s Active at epoch %s (%s)",
+                record.active,
+                record.epoch,
+                record.reason,
+            )
+            previous, self.record = self.record, record
+            if self._held_at is not None and record != self._held_at:
+                self._held_at = None
+            name, epoch = self._side_for(record)
+            if name == "source" and self.side_name == "target":
+                await self._catch_up_before_source(previous)
+            if self._held_at is None:
+                self._set_want(name, epoch, record.reason or "role record changed")
+
+    async def _catch_up_before_source(self, previous: RoleRecord | None) -> None:
+        """Apply what the old Active journaled before this node writes as the new one; keep
+        waiting (with an alert each period) rather than start with acknowledged data missing."""
+        while True:
+            try:
+                reason = await self.catch_up(self.catch_up_alert_s)
+                log.info("before becoming Active: %s", reason)
+                return
+            except TimeoutError as exc:
+                log.error(
+                    "%s cannot become Active yet: the journal of epoch %s is not all applied: %s",
+                    self.s.node,
+                    previous.epoch if previous else "?",
+                    exc,
+                )
+
+    async def _report_gauges(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.board.set_gauges(**self.depths())
+            await asyncio.sleep(0.5)
+
+
+def _describe(name: SideName) -> str:
+    return {"source": "Active: source", "target": "Passive: target", "none": "not replicating"}[
+        name
+    ]

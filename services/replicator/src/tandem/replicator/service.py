@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 from tandem.events.bus import Bus
+from tandem.events.nodeboard import NodeBoard
+from tandem.events.rpc import CommandServer, ResultListener
 from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
 from tandem.replicator.apply import ReplicaWriter
 from tandem.replicator.manifest import SyncStats, scan
-from tandem.replicator.node import run_node
+from tandem.replicator.node import ReplicatorNode
 from tandem.replicator.settings import ReplicatorSettings, load
+from tandem.replicator.steps import COMMANDS, handle_step
 from tandem.replicator.syncpass import sync_pass
 from tandem.replicator.verify import VerifyResult
 
 
-async def run(settings: ReplicatorSettings, bus: Bus) -> None:
+async def run(
+    settings: ReplicatorSettings,
+    bus: Bus,
+    *,
+    board: NodeBoard | None = None,
+    on_result: ResultListener | None = None,
+) -> None:
+    """Replicate this node's protected folder and answer the replication steps. ``board``
+    is shared with the other parts of a node agent; ``on_result`` hears of every step."""
     async with service_lifetime(bus, "replicator", cluster=settings.cluster, node=settings.node):
         if settings.protected_root is None:
             await idle_until_cancelled()
-        else:
-            await run_node(settings, bus)
+            return
+        node = ReplicatorNode(settings, bus, board=board)
+        steps = CommandServer(
+            bus,
+            settings.cluster,
+            settings.node,
+            functools.partial(handle_step, node),
+            lambda: node.epoch,
+            commands=COMMANDS,
+            on_result=on_result,
+        )
+        await steps.start()
+        try:
+            await node.run()
+        finally:
+            await steps.stop()
 
 
 SERVICE = ServiceSpec(name="replicator", load_settings=load, run=run)

@@ -9,20 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem.events.names import ClusterName, NodeName
 from tandem.events.settings import load_settings
 
 
-class ReplicatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TANDEM_REPLICATOR_", extra="forbid")
+class ReplicationOptions(BaseModel):
+    """How a node replicates (the ``[replication]`` table of a node's config file)."""
 
-    cluster: ClusterName
-    node: NodeName
-    #: The other nodes of the cluster (the targets when this node is Active).
-    peers: list[NodeName] = Field(default_factory=list)
+    model_config = ConfigDict(extra="forbid")
+
     #: The protected folder: source on the Active, replica on a Passive.
     protected_root: Path | None = None
     #: Send-queue spill, receive queue and apply position (default: beside the root).
@@ -45,11 +43,24 @@ class ReplicatorSettings(BaseSettings):
     gap_timeout_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
-    def _coherent(self) -> ReplicatorSettings:
+    def _coherent(self) -> ReplicationOptions:
         if self.mode == "sync" and self.capture != "intercept":
             raise ValueError(
                 "mode 'sync' needs capture 'intercept' (watch sees writes after the fact)"
             )
+        return self
+
+
+class ReplicatorSettings(BaseSettings, ReplicationOptions):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_REPLICATOR_", extra="forbid")
+
+    cluster: ClusterName
+    node: NodeName
+    #: The other nodes of the cluster (the targets when this node is Active).
+    peers: list[NodeName] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_own_peer(self) -> ReplicatorSettings:
         if self.node in self.peers:
             raise ValueError(f"peers must not include this node ({self.node})")
         return self

@@ -84,6 +84,8 @@ class SourceSide:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verifying = asyncio.Lock()  # one verify at a time: passes must not interleave
         self._background: set[asyncio.Task[VerifyResult]] = set()
+        #: Set once capture runs and the journal publisher exists (steps may then use them).
+        self.ready = asyncio.Event()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -156,6 +158,7 @@ class SourceSide:
             s.mode,
             self.epoch,
         )
+        self.ready.set()
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.publisher.run())
@@ -168,6 +171,12 @@ class SourceSide:
             await asyncio.to_thread(self.capture.stop)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._drain_then_mark(mark))
+
+    def depths(self) -> dict[str, float]:
+        if not self.ready.is_set():
+            return {}
+        batches, size = self.queue.depth()
+        return {"send_queue_batches": batches, "send_queue_bytes": size}
 
     async def _drain_then_mark(self, mark: Any) -> None:
         await self.publisher.drain(timeout=10)

@@ -80,6 +80,16 @@ class TargetSide:
             await self.manifests.stop()
             self.applier.close()
 
+    def depths(self) -> dict[str, float]:
+        batches, size = self.queue.depth()
+        epoch, seq = self.loop.applied_upto()
+        return {
+            "receive_queue_batches": batches,
+            "receive_queue_bytes": size,
+            "applied_epoch": epoch,
+            "applied_seq": seq,
+        }
+
     async def _ready(self) -> None:
         payload = ReplicationStartedPayload(
             side="target", root=str(self.s.protected_root), capture="-", mode=self.s.mode
