@@ -1,0 +1,1 @@
+"""Health plugins: one small module per kind of check, one interface (``check() -> Sample``)."""
