@@ -74,6 +74,19 @@ def up(
     raise typer.Exit(asyncio.run(run_up(console, store_dir, nats_port, demo)))
 
 
+@app.command()
+def agent(
+    config: Annotated[Path, typer.Option("--config", help="The node's TOML config file.")],
+    check: Annotated[
+        bool, typer.Option("--check", help="Validate and print the effective config; exit.")
+    ] = False,
+) -> None:
+    """Run the node agent (replicator, monitor, step executor) of one protected server."""
+    from tandem.agent.main import main as agent_main
+
+    raise typer.Exit(agent_main(["--config", str(config), *(["--check"] if check else [])]))
+
+
 @app.command("run")
 def run_service(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")],

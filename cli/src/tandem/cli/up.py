@@ -17,17 +17,15 @@ from rich.console import Console
 from rich.table import Table
 
 from tandem.cli.busurl import state_file
+from tandem.cli.demo import DEMO_NODES, demo_folder, write_demo_configs
 from tandem.cli.services import CENTRAL, SERVICES
 from tandem.cli.supervisor import Child, Supervisor
 from tandem.events.bus import Bus
 from tandem.events.catalog import ServiceStarted
-from tandem.events.embedded import NatsServer
+from tandem.events.embedded import NatsServer, free_port
 from tandem.events.registry import decode_event
 from tandem.events.settings import load_bus_settings, load_stream_settings
 from tandem.events.subjects import events_filter
-
-DEMO_CLUSTER = "demo"
-DEMO_NODES = ("primary", "secondary")
 
 
 def _port_free(port: int) -> bool:
@@ -39,12 +37,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def demo_folder(root: Path, node: str) -> Path:
-    """The demo application's data on ``node``: written on the Active, replicated to the other."""
-    return root / "demo" / node / "data"
-
-
-def plan_children(bus_url: str, logs: Path, demo: bool, root: Path | None = None) -> list[Child]:
+def plan_children(
+    bus_url: str, logs: Path, demo: bool, root: Path | None = None, bus_port: int = 4222
+) -> list[Child]:
     python = sys.executable
     base = {"TANDEM_BUS_SERVERS": bus_url}
     children = [
@@ -52,29 +47,18 @@ def plan_children(bus_url: str, logs: Path, demo: bool, root: Path | None = None
     ]
     if demo:
         agent = SERVICES["agent"]
+        root = root if root is not None else Path(tempfile.mkdtemp(prefix="tandem-demo-"))
+        configs = write_demo_configs(root, bus_url, bus_port, demo_ports())
         for node in DEMO_NODES:
-            env = {
-                **base,
-                f"{agent.env_prefix}CLUSTER": DEMO_CLUSTER,
-                f"{agent.env_prefix}NODE": node,
-            }
-            if root is not None:
-                folder = demo_folder(root, node)
-                folder.mkdir(parents=True, exist_ok=True)
-                env |= {
-                    "TANDEM_REPLICATOR_PROTECTED_ROOT": str(folder),
-                    "TANDEM_REPLICATOR_PEERS": json.dumps([n for n in DEMO_NODES if n != node]),
-                    "TANDEM_REPLICATOR_CAPTURE": "watch",
-                    "TANDEM_REPLICATOR_INITIAL_ROLE": "active"
-                    if node == DEMO_NODES[0]
-                    else "passive",
-                }
-            children.append(
-                Child(
-                    f"agent-{node}", [python, "-m", agent.module], env, logs / f"agent-{node}.log"
-                )
-            )
+            argv = [python, "-m", agent.module, "--config", str(configs[node])]
+            children.append(Child(f"agent-{node}", argv, dict(base), logs / f"agent-{node}.log"))
     return children
+
+
+def demo_ports() -> dict[str, int]:
+    """The demo application's port on each node (fixed when free, for a stable URL)."""
+    wanted = {"primary": 8081, "secondary": 8082}
+    return {n: p if _port_free(p) else free_port() for n, p in wanted.items()}
 
 
 async def _wait_started(bus: Bus, expected: int, timeout_s: float) -> list[ServiceStarted]:
@@ -116,7 +100,7 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
         await asyncio.to_thread(server.start)
         bus = await Bus.connect(load_bus_settings(servers=[server.url]), name="tandem-up")
         await bus.provision(load_stream_settings())
-        children = plan_children(server.url, root / "logs", demo, root)
+        children = plan_children(server.url, root / "logs", demo, root, server.client_port or 4222)
         for child in children:
             await supervisor.start(child)
         _write_state(server, root, children)

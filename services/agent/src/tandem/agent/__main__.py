@@ -1,6 +1,5 @@
-"""`python -m tandem.agent`: run the node agent."""
+"""`python -m tandem.agent --config node.toml`: run the node agent."""
 
-from tandem.agent.service import SERVICE
-from tandem.events.runtime import service_main
+from tandem.agent.main import main
 
-raise SystemExit(service_main(SERVICE))
+raise SystemExit(main())

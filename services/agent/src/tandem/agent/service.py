@@ -1,31 +1,152 @@
-"""Assembly of the node agent: the node-side services of one node, in one process."""
+"""Assembly of the node agent: replicator, monitor, step executor, lease and role watch of
+one node, in one process. They share a ``NodeBoard`` and an ``Outbox``; none imports another
+service's internals (only ``run``, settings and config models).
+
+On a clean stop (SIGTERM) the agent hides the node and stops its applications before it
+goes: an agent that is gone cannot renew the lease, and the node must not be left serving
+while the rest of the cluster treats it as failed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from typing import Any
 
+from tandem.agent.apps import ApplicationSet
+from tandem.agent.config import NodeConfig, load_node_config
+from tandem.agent.executor import COMMANDS, StepExecutor
+from tandem.agent.identity.base import NetworkIdentity
+from tandem.agent.identity.loopback import LoopbackIdentity
+from tandem.agent.lease import LeaseKeeper
+from tandem.agent.roles import RoleWatch
 from tandem.agent.settings import AgentSettings, load
 from tandem.events.bus import Bus
+from tandem.events.nodeboard import NodeBoard
+from tandem.events.outbox import Outbox
+from tandem.events.rpc import CommandServer
 from tandem.events.runtime import ServiceSpec, service_lifetime
+from tandem.events.settings import SettingsError
 from tandem.monitor.service import run as run_monitor
 from tandem.monitor.settings import MonitorSettings
 from tandem.replicator.service import run as run_replicator
 from tandem.replicator.settings import ReplicatorSettings
 
+log = logging.getLogger(__name__)
+
+
+def make_identity(config: NodeConfig) -> NetworkIdentity:
+    public = config.public
+    if public.kind == "loopback":
+        return LoopbackIdentity(config.state_dir / "identity.json", public.address or "127.0.0.1")
+    raise SettingsError(
+        f"public identity kind {public.kind!r} is not available in this version: "
+        'use kind = "loopback" (the LAN and DNS identities come with the network-identity work)'
+    )
+
+
+def replicator_settings(config: NodeConfig) -> ReplicatorSettings:
+    options: dict[str, Any] = config.replication.model_dump()
+    if options["state_dir"] is None:
+        options["state_dir"] = config.state_dir / "replication"
+    return ReplicatorSettings(
+        cluster=config.cluster, node=config.node, peers=config.peers, **options
+    )
+
+
+def monitor_settings(config: NodeConfig) -> MonitorSettings:
+    return MonitorSettings(
+        cluster=config.cluster,
+        node=config.node,
+        identity=config.identity,
+        peers=config.peers,
+        heartbeat=config.heartbeat,
+        checks=config.checks,
+        rules=config.rules,
+        network=config.network,
+        vm=config.vm,
+    )
+
+
+async def run_agent(config: NodeConfig, bus: Bus) -> None:
+    c = config
+    await asyncio.to_thread(c.state_dir.mkdir, parents=True, exist_ok=True)
+    board = NodeBoard()
+    outbox = Outbox(bus)
+    identity = make_identity(c)
+    await identity.reset_on_start()  # type: ignore[attr-defined]
+    apps = ApplicationSet(c.applications, c.state_dir)
+    executor = StepExecutor(c.cluster, c.node, c.identity, apps, identity, board, outbox.put)
+    lease = LeaseKeeper(
+        bus,
+        c.cluster,
+        c.node,
+        ttl_s=c.lease.ttl_s,
+        renew_every_s=c.lease.renew_every_s,
+        fence_margin_s=c.lease.fence_margin_s,
+        board=board,
+        fence=executor.fence,
+        emit=outbox.put,
+    )
+    roles = RoleWatch(
+        bus,
+        c.cluster,
+        c.node,
+        board,
+        executor,
+        apps,
+        identity,
+        lease,
+        resume_active=c.startup.resume_active,
+        claim_first=c.replication.initial_role == "active",
+    )
+    steps = CommandServer(
+        bus,
+        c.cluster,
+        c.node,
+        executor.handle,
+        lambda: board.epoch,
+        commands=COMMANDS,
+        on_result=executor.record,
+    )
+    async with service_lifetime(bus, "agent", cluster=c.cluster, node=c.node):
+        await steps.start()
+        try:
+            # If one part ends (it crashed), the TaskGroup cancels the others and the agent
+            # exits with the error, so its supervisor restarts the node side together.
+            async with asyncio.TaskGroup() as parts:
+                parts.create_task(outbox.run())
+                parts.create_task(lease.run())
+                parts.create_task(roles.run())
+                parts.create_task(
+                    run_replicator(
+                        replicator_settings(c), bus, board=board, on_result=executor.record
+                    )
+                )
+                parts.create_task(
+                    run_monitor(
+                        monitor_settings(c), bus, board=board, outbox=outbox, restart=apps.restart
+                    )
+                )
+        finally:
+            await steps.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_leave(identity, apps, outbox))
+
+
+async def _leave(identity: NetworkIdentity, apps: ApplicationSet, outbox: Outbox) -> None:
+    """Hide and stop the applications; give the outbox a moment to deliver what it holds."""
+    await identity.hide()
+    try:
+        await apps.stop()
+    except Exception as exc:
+        log.error("stopping the applications on the way out: %s", exc)
+    await outbox.flush(timeout=3)
+
 
 async def run(settings: AgentSettings, bus: Bus) -> None:
-    async with service_lifetime(bus, "agent", cluster=settings.cluster, node=settings.node):
-        # If one part ends (it crashed), the TaskGroup cancels the other and the agent exits
-        # with the error, so its supervisor restarts the whole node side together.
-        async with asyncio.TaskGroup() as parts:
-            parts.create_task(
-                run_replicator(
-                    ReplicatorSettings(cluster=settings.cluster, node=settings.node), bus
-                )
-            )
-            parts.create_task(
-                run_monitor(MonitorSettings(cluster=settings.cluster, node=settings.node), bus)
-            )
+    await run_agent(load_node_config(settings.config), bus)
 
 
 SERVICE = ServiceSpec(name="agent", load_settings=load, run=run)

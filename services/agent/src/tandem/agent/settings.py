@@ -1,21 +1,20 @@
-"""Settings of the node agent (environment: TANDEM_AGENT_*; a TOML file arrives with the
-monitor/agent issue)."""
+"""Settings of the node agent process: where its node config file is (``TANDEM_AGENT_CONFIG``).
+Everything else is in that file (see ``config.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tandem.events.names import ClusterName, NodeName
 from tandem.events.settings import load_settings
 
 
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TANDEM_AGENT_", extra="forbid")
 
-    cluster: ClusterName
-    node: NodeName
+    config: Path
 
 
 def load(**overrides: Any) -> AgentSettings:

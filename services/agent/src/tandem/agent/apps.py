@@ -1,0 +1,85 @@
+"""The protected applications of a node, started and stopped in dependency order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from tandem.agent.control.base import AppState, ControlError, ServiceControl
+from tandem.agent.control.config import ApplicationConfig, dependency_order, make_control
+
+log = logging.getLogger(__name__)
+
+
+class ApplicationSet:
+    def __init__(
+        self,
+        apps: list[ApplicationConfig],
+        state_dir: Path,
+        controls: dict[str, ServiceControl] | None = None,
+    ) -> None:
+        self.ordered = dependency_order(apps)
+        self.controls = controls or {a.name: make_control(a, state_dir) for a in self.ordered}
+        self._lock = asyncio.Lock()  # one start/stop/restart at a time: they must not interleave
+
+    def names(self) -> list[str]:
+        return [a.name for a in self.ordered]
+
+    def _select(self, wanted: list[str]) -> list[ApplicationConfig]:
+        unknown = sorted(set(wanted) - set(self.names()))
+        if unknown:
+            raise ControlError(f"no such application: {', '.join(unknown)}")
+        return [a for a in self.ordered if not wanted or a.name in wanted]
+
+    async def start(self, wanted: list[str] | None = None) -> list[str]:
+        """Start in dependency order; an application starts only once what it depends on
+        runs. Returns what was done, one line per application; raises on the first failure."""
+        done: list[str] = []
+        async with self._lock:
+            for app in self._select(wanted or []):
+                for dep in app.depends_on:
+                    status = await self.controls[dep].status()
+                    if status.state is not AppState.RUNNING:
+                        raise ControlError(
+                            f"{app.name} not started: it depends on {dep}, which is "
+                            f"{status.state} ({status.message})"
+                        )
+                status = await self.controls[app.name].start()
+                done.append(f"{app.name}: {status.message or status.state}")
+        return done
+
+    async def stop(self, wanted: list[str] | None = None) -> list[str]:
+        """Stop in reverse dependency order (dependents first). Tries every application and
+        raises after, naming the ones that would not stop."""
+        done: list[str] = []
+        failed: list[str] = []
+        async with self._lock:
+            for app in reversed(self._select(wanted or [])):
+                try:
+                    status = await self.controls[app.name].stop()
+                    done.append(f"{app.name}: {status.message or status.state}")
+                except ControlError as exc:
+                    failed.append(f"{app.name}: {exc.message}")
+        if failed:
+            raise ControlError("; ".join(failed))
+        return done
+
+    async def restart(self, name: str) -> tuple[bool, str]:
+        """Stop and start one application (a rule's ``restart`` action)."""
+        try:
+            async with self._lock:
+                control = self.controls[name] if name in self.controls else None
+                if control is None:
+                    return False, f"no such application: {name}"
+                await control.stop()
+                status = await control.start()
+            return True, f"{name} restarted: {status.message or status.state}"
+        except ControlError as exc:
+            return False, f"{name} could not be restarted: {exc.message}"
+
+    async def any_running(self) -> bool:
+        for control in self.controls.values():
+            if (await control.status()).state is AppState.RUNNING:
+                return True
+        return False

@@ -1,0 +1,185 @@
+"""A node's configuration: one TOML file per node, environment variables override it.
+
+``tandem agent --config node.toml --check`` validates it and prints the effective config.
+A bad file fails with the file, the field and what is wrong (``SettingsError``, exit 2).
+Environment overrides: ``TANDEM_NODE_<FIELD>``, nested tables with ``__``, values as JSON for
+lists and tables (``TANDEM_NODE_BUS__SERVERS='["nats://10.0.0.2:4222"]'``,
+``TANDEM_NODE_HEARTBEAT__INTERVAL_S=0.5``). See ``examples/node.toml`` for every field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from tandem.agent.control.config import ApplicationConfig, dependency_order
+from tandem.events.catalog.vocabulary import Identity
+from tandem.events.names import ClusterName, NodeName
+from tandem.events.settings import BusSettings, SettingsError, describe_validation_error
+from tandem.monitor.health.config import HealthCheckConfig
+from tandem.monitor.network import NetworkConfig
+from tandem.monitor.rules_config import RestartAction, RuleConfig
+from tandem.monitor.settings import HeartbeatConfig
+from tandem.replicator.settings import ReplicationOptions
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LeaseConfig(_Section):
+    ttl_s: float = Field(default=5.0, gt=0)
+    renew_every_s: float = Field(default=1.0, gt=0)
+    #: An Active that has not renewed for ttl - margin hides itself (the margin is the time
+    #: it has to stop its applications and withdraw its address before the lease runs out).
+    fence_margin_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fits(self) -> LeaseConfig:
+        if self.fence_margin_s >= self.ttl_s:
+            raise ValueError(f"fence_margin_s ({self.fence_margin_s}) must be below ttl_s")
+        if self.renew_every_s >= self.ttl_s - self.fence_margin_s:
+            raise ValueError(
+                f"renew_every_s ({self.renew_every_s}) must be below ttl_s - fence_margin_s "
+                f"({self.ttl_s - self.fence_margin_s:g}), or one late renewal fences the node"
+            )
+        return self
+
+
+class FailoverConfig(_Section):
+    """How long the Active may be silent (no heartbeat, no lease) before a failover, and
+    whether it is automatic or waits for an operator. Read by the orchestrator."""
+
+    timeout_s: float = Field(default=10.0, gt=0)
+    mode: Literal["automatic", "managed"] = "automatic"
+
+
+class PublicIdentityConfig(_Section):
+    """How clients reach the Active: ``loopback`` (demo and tests, one machine), ``lan`` (a
+    shared IP on an interface) or ``dns`` (a DR name moved to this site's address)."""
+
+    kind: Literal["loopback", "lan", "dns"] = "loopback"
+    address: str | None = None
+    interface: str | None = None
+    prefix_len: int | None = Field(default=None, ge=0, le=128)
+    dns_name: str | None = None
+    site_address: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> PublicIdentityConfig:
+        need = {"lan": ("address", "interface"), "dns": ("dns_name", "site_address")}
+        missing = [f for f in need.get(self.kind, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} identity needs {' and '.join(missing)}")
+        return self
+
+
+class StartupConfig(_Section):
+    #: When the role record names this node Active as the agent starts, expose and start the
+    #: applications once the lease is held (off: wait for the orchestrator's steps).
+    resume_active: bool = True
+
+
+class NodeConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TANDEM_NODE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    cluster: ClusterName
+    node: NodeName
+    identity: Identity
+    peers: list[NodeName] = Field(default_factory=list)
+    #: Pid files, the identity's state, the replicator's queues (default: beside the data).
+    state_dir: Path
+    vm: str | None = None
+    bus: BusSettings = Field(default_factory=BusSettings)
+    replication: ReplicationOptions = Field(default_factory=ReplicationOptions)
+    applications: list[ApplicationConfig] = Field(default_factory=list)
+    checks: list[HealthCheckConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    public: PublicIdentityConfig = Field(default_factory=PublicIdentityConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
+    failover: FailoverConfig = Field(default_factory=FailoverConfig)
+    startup: StartupConfig = Field(default_factory=StartupConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init arguments; the environment must win over it.
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _coherent(self) -> NodeConfig:
+        if self.node in self.peers:
+            raise ValueError(f"peers must not include this node ({self.node})")
+        try:
+            dependency_order(self.applications)
+        except ValueError as exc:
+            raise ValueError(f"applications: {exc}") from None
+        apps = {a.name for a in self.applications}
+        checks = {c.name: c for c in self.checks}
+        if len(checks) != len(self.checks):
+            raise ValueError("checks: two checks have the same name")
+        for check in self.checks:
+            if check.application is not None and check.application not in apps:
+                raise ValueError(
+                    f"checks: {check.name} watches application {check.application!r}, "
+                    "which is not configured"
+                )
+        for rule in self.rules:
+            if rule.check not in checks:
+                raise ValueError(f"rules: {rule.name} watches unknown check {rule.check!r}")
+            for action in rule.actions:
+                if isinstance(action, RestartAction):
+                    app = action.application or checks[rule.check].application
+                    if app is None:
+                        raise ValueError(
+                            f"rules: {rule.name} restarts an application, but neither the "
+                            f"action nor its check {rule.check!r} names one (set application "
+                            "on the action or on the check)"
+                        )
+                    if app not in apps:
+                        raise ValueError(
+                            f"rules: {rule.name} restarts {app!r}, which is not a configured "
+                            "application (name one in the action or on the check)"
+                        )
+        return self
+
+
+def load_node_config(path: Path, **overrides: Any) -> NodeConfig:
+    """Read and validate ``path``; ``SettingsError`` names the file, the field, the problem."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    data.update(overrides)
+    try:
+        return NodeConfig(**data)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc, str(path), NodeConfig)) from None
+
+
+def effective_config(config: NodeConfig) -> dict[str, Any]:
+    """The config as the agent will use it, secrets masked (``--check`` prints this)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,163 @@
+"""Configuration of the protected applications of a node, their start order and their control."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tandem.agent.control.base import ServiceControl
+from tandem.agent.control.process import ProcessControl
+from tandem.agent.control.runner import Runner, run_command
+from tandem.agent.control.systemd import SystemdControl
+from tandem.agent.control.windows import WindowsServiceControl
+
+# Fields that only mean something when the agent spawns the process itself.
+_PROCESS_ONLY = ("start", "stop", "cwd", "env", "pid_file", "stop_signal", "log_file")
+# systemd unit names: letters, digits and ":-_.\@"; no leading '-' so it cannot pass as an option.
+_SYSTEMD_UNIT = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]{0,255}$")
+# Windows service key names: no slashes, quotes or control characters, and no leading '-' or '/'
+# so that sc.exe cannot take it for an option.
+_WINDOWS_SERVICE = re.compile(r'^[^\x00-\x1f"/\\\-][^\x00-\x1f"/\\]{0,255}$')
+
+
+class RestartPolicy(BaseModel):
+    """How the monitor restarts a failed application (stored here, applied by the monitor)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tries: int = Field(default=3, ge=0)
+    delay_s: float = Field(default=2.0, ge=0)
+
+
+class ApplicationConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    control: Literal["process", "systemd", "windows"] = "process"
+    # control="process"
+    start: list[str] | None = None
+    stop: list[str] | None = None
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    pid_file: Path | None = None
+    stop_signal: Literal["TERM", "INT", "HUP", "QUIT"] = "TERM"
+    log_file: Path | None = None
+    # control="systemd" / "windows": the unit or service name
+    unit: str | None = None
+    # every control: grace before a forced stop, and the bound on a start
+    stop_grace_s: float = Field(default=10.0, gt=0)
+    start_timeout_s: float = Field(default=30.0, gt=0)
+    depends_on: list[str] = Field(default_factory=list)
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+
+    @field_validator("start", "stop")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value or not value[0]:
+            raise ValueError("must be a non-empty argv list whose first item is the program")
+        if any("\x00" in arg for arg in value):
+            raise ValueError("arguments must not contain NUL characters")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in value if not k or "=" in k or "\x00" in k)
+        if bad:
+            raise ValueError(f"invalid environment variable names: {bad!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApplicationConfig:
+        where = f"application {self.name!r}"
+        if self.control == "process":
+            if self.start is None:
+                raise ValueError(f"{where}: field 'start' is required when control='process'")
+            if self.unit is not None:
+                raise ValueError(
+                    f"{where}: field 'unit' applies only to control='systemd' or 'windows'"
+                )
+        else:
+            if not self.unit:
+                raise ValueError(f"{where}: field 'unit' is required when control={self.control!r}")
+            pattern = _SYSTEMD_UNIT if self.control == "systemd" else _WINDOWS_SERVICE
+            if not pattern.match(self.unit):
+                raise ValueError(
+                    f"{where}: field 'unit' is not a valid {self.control} name: {self.unit!r}"
+                )
+            misplaced = [f for f in _PROCESS_ONLY if f in self.model_fields_set]
+            if misplaced:
+                raise ValueError(
+                    f"{where}: field(s) {', '.join(misplaced)} apply only to control='process'"
+                )
+        if self.name in self.depends_on:
+            raise ValueError(f"{where}: field 'depends_on' lists the application itself")
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValueError(f"{where}: field 'depends_on' lists an application twice")
+        return self
+
+
+def dependency_order(apps: list[ApplicationConfig]) -> list[ApplicationConfig]:
+    """Order ``apps`` so each comes after what it depends on; ties keep the configured order."""
+    by_name: dict[str, ApplicationConfig] = {}
+    for app in apps:
+        if app.name in by_name:
+            raise ValueError(f"application {app.name!r} is configured twice")
+        by_name[app.name] = app
+    for app in apps:
+        unknown = [d for d in app.depends_on if d not in by_name]
+        if unknown:
+            raise ValueError(
+                f"application {app.name!r} depends on unknown application(s): {', '.join(unknown)}"
+            )
+    ordered: list[ApplicationConfig] = []
+    placed: set[str] = set()
+    remaining = list(apps)
+    while remaining:
+        # The first ready one in configured order, so the result is stable and predictable.
+        ready = next((a for a in remaining if set(a.depends_on) <= placed), None)
+        if ready is None:
+            raise ValueError(f"dependency cycle: {' -> '.join(_find_cycle(remaining))}")
+        ordered.append(ready)
+        placed.add(ready.name)
+        remaining.remove(ready)
+    return ordered
+
+
+def _find_cycle(blocked: list[ApplicationConfig]) -> list[str]:
+    """A cycle among ``blocked`` (each of which waits on another of them), as a closed path."""
+    deps = {a.name: list(a.depends_on) for a in blocked}
+    path = [blocked[0].name]
+    while True:
+        # Every blocked app has an unplaced dependency, and unplaced means blocked.
+        nxt = next(d for d in deps[path[-1]] if d in deps)
+        if nxt in path:
+            return [*path[path.index(nxt) :], nxt]
+        path.append(nxt)
+
+
+def make_control(
+    app: ApplicationConfig, state_dir: Path, runner: Runner = run_command
+) -> ServiceControl:
+    """The control for ``app``; ``state_dir`` holds the agent's pid files for spawned apps."""
+    if app.control == "process":
+        return ProcessControl(app, state_dir)
+    assert app.unit is not None  # guaranteed by the validator
+    if app.control == "systemd":
+        return SystemdControl(
+            app.unit,
+            runner=runner,
+            start_timeout_s=app.start_timeout_s,
+            stop_timeout_s=app.stop_grace_s,
+        )
+    return WindowsServiceControl(
+        app.unit,
+        runner=runner,
+        start_timeout_s=app.start_timeout_s,
+        stop_grace_s=app.stop_grace_s,
+    )

@@ -1,0 +1,146 @@
+"""The step executor: a node's answers to the orchestrator's saga commands that touch the
+applications and the public identity (``StopApplications``, ``StartApplications``, ``Hide``,
+``Expose``). The replication steps are answered by the replicator of the same agent.
+
+Each step is idempotent, bounded by the command's ``timeout_s``, fenced by epoch (the
+``CommandServer`` refuses an older epoch) and recorded as ``CommandExecuted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from tandem.agent.apps import ApplicationSet
+from tandem.agent.control.base import ControlError
+from tandem.agent.identity.base import NetworkIdentity
+from tandem.events.catalog import (
+    CommandExecuted,
+    Expose,
+    Hide,
+    NodeRoleAssumed,
+    Ping,
+    StartApplications,
+    StopApplications,
+)
+from tandem.events.catalog.execution import CommandExecutedPayload
+from tandem.events.catalog.roles import NodeRoleAssumedPayload
+from tandem.events.catalog.vocabulary import Identity, Role
+from tandem.events.envelope import Command, CommandResult, Event
+from tandem.events.nodeboard import NodeBoard
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ["StopApplications", "StartApplications", "Hide", "Expose", "Ping"]
+
+
+class StepExecutor:
+    def __init__(
+        self,
+        cluster: str,
+        node: str,
+        identity_kind: Identity | None,
+        apps: ApplicationSet,
+        identity: NetworkIdentity,
+        board: NodeBoard,
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.identity_kind = identity_kind
+        self.apps = apps
+        self.identity = identity
+        self.board = board
+        self.emit = emit
+
+    async def handle(self, command: Command) -> CommandResult:
+        timeout = float(getattr(command.payload, "timeout_s", 30.0))
+        try:
+            async with asyncio.timeout(timeout):
+                reason = await self._carry_out(command)
+            ok = True
+        except TimeoutError:
+            ok, reason = False, f"{command.type} did not finish within {timeout:g}s"
+        except ControlError as exc:
+            ok, reason = False, exc.message
+        return CommandResult(
+            command_id=command.id, idempotency_key=command.idempotency_key, ok=ok, reason=reason
+        )
+
+    async def _carry_out(self, command: Command) -> str:
+        if isinstance(command, StopApplications):
+            done = await self.apps.stop(command.payload.applications)
+            return "stopped: " + ("; ".join(done) or "no applications configured")
+        if isinstance(command, StartApplications):
+            done = await self.apps.start(command.payload.applications)
+            self.board.fenced = False  # told to serve: whatever fenced it is over
+            return "started: " + ("; ".join(done) or "no applications configured")
+        if isinstance(command, Hide):
+            status = await self.identity.hide()
+            self.assume(Role.PASSIVE, f"hidden: {status.detail}", command.epoch)
+            return f"hidden: {status.detail}"
+        if isinstance(command, Expose):
+            status = await self.identity.expose()
+            self.board.fenced = False
+            self.assume(Role.ACTIVE, f"exposed: {status.detail}", command.epoch)
+            return f"exposed: {status.detail}"
+        if isinstance(command, Ping):
+            role = self.board.role or "no role yet"
+            return f"{self.node} answers: {role} at epoch {self.board.epoch}"
+        raise ControlError(f"{command.type} is not a step this executor carries out")
+
+    def assume(self, role: Role, reason: str, epoch: int) -> None:
+        """Record the role the node now really plays (after expose/hide took effect)."""
+        changed = self.board.role is not role
+        self.board.role = role
+        if epoch > self.board.epoch:
+            self.board.epoch = epoch
+        if changed:
+            log.info("%s now plays %s: %s", self.node, role, reason)
+            self.emit(
+                NodeRoleAssumed(
+                    cluster=self.cluster,
+                    node=self.node,
+                    epoch=self.board.epoch,
+                    payload=NodeRoleAssumedPayload(
+                        identity=self.identity_kind or Identity.PRIMARY, role=role, reason=reason
+                    ),
+                )
+            )
+
+    async def fence(self, reason: str) -> list[str]:
+        """Self-fencing: withdraw the identity first (clients stop reaching this node at
+        once), then stop the applications. Returns what was done, in order."""
+        actions: list[str] = []
+        try:
+            status = await self.identity.hide()
+            actions.append(f"hid public identity ({status.detail})")
+        except Exception as exc:
+            actions.append(f"could not hide the public identity: {exc}")
+        try:
+            actions += [f"stopped {line}" for line in await self.apps.stop()]
+        except ControlError as exc:
+            actions.append(f"could not stop every application: {exc.message}")
+        self.assume(Role.PASSIVE, f"self-fenced: {reason}", self.board.epoch)
+        return actions
+
+    def record(self, command: Command, result: CommandResult, elapsed_s: float) -> None:
+        """``CommandServer`` listener: every step carried out or refused becomes an event."""
+        self.emit(
+            CommandExecuted(
+                cluster=self.cluster,
+                node=self.node,
+                epoch=command.epoch,
+                correlation_id=command.correlation_id,
+                causation_id=command.id,
+                payload=CommandExecutedPayload(
+                    command_type=command.type,
+                    command_id=command.id,
+                    idempotency_key=command.idempotency_key,
+                    ok=result.ok,
+                    reason=result.reason,
+                    elapsed_s=max(elapsed_s, 0.0),
+                ),
+            )
+        )

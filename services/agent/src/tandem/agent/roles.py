@@ -1,0 +1,126 @@
+"""The agent's view of ``tandem_roles``: the epoch it fences commands with, and the role the
+node should play when no step tells it otherwise.
+
+- The role record names another node: this node must not serve. If it plays Active (or does
+  not know yet), it hides and stops its applications, then plays Passive.
+- The record names this node and it has no role yet (the agent just started): with
+  ``resume_active`` it exposes and starts its applications once it holds its lease.
+  A node that fenced itself stays hidden until a step (or an operator) says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tandem.agent.apps import ApplicationSet
+from tandem.agent.control.base import ControlError
+from tandem.agent.executor import StepExecutor
+from tandem.agent.identity.base import NetworkIdentity
+from tandem.agent.lease import LeaseKeeper
+from tandem.events.bus import Bus
+from tandem.events.catalog.vocabulary import Role
+from tandem.events.nodeboard import NodeBoard
+from tandem.events.roles import RoleRecord, claim_first_role, read_role
+from tandem.events.subjects import ROLES_BUCKET
+
+log = logging.getLogger(__name__)
+
+
+class RoleWatch:
+    def __init__(
+        self,
+        bus: Bus,
+        cluster: str,
+        node: str,
+        board: NodeBoard,
+        executor: StepExecutor,
+        apps: ApplicationSet,
+        identity: NetworkIdentity,
+        lease: LeaseKeeper,
+        *,
+        resume_active: bool,
+        claim_first: bool = False,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.bus = bus
+        self.cluster = cluster
+        self.node = node
+        self.board = board
+        self.executor = executor
+        self.apps = apps
+        self.identity = identity
+        self.lease = lease
+        self.resume_active = resume_active
+        self.claim_first = claim_first
+        self.poll_s = poll_s
+        self.record: RoleRecord | None = None
+        self.decision = ""
+
+    async def run(self) -> None:
+        while True:
+            try:
+                kv = await self.bus.kv(ROLES_BUCKET)
+                record, _ = await asyncio.wait_for(read_role(kv, self.cluster), 5)
+                if record is None and self.claim_first:
+                    # First pairing: the node configured to start Active claims epoch 1
+                    # (compare-and-set: if another node's claim won, that one holds).
+                    record = await asyncio.wait_for(
+                        claim_first_role(kv, self.cluster, self.node, "first pairing"), 5
+                    )
+            except Exception as exc:  # bus away: the lease keeper handles that
+                log.debug("role record unreadable: %s", exc)
+                record = None
+            if record is not None:
+                self.record = record
+                decision = await self.reconcile(record)
+                if decision != self.decision:
+                    log.info("%s: %s", self.node, decision)
+                    self.decision = decision
+            await asyncio.sleep(self.poll_s)
+
+    async def reconcile(self, record: RoleRecord) -> str:
+        """Bring the node in line with ``record``; returns what it decided and why."""
+        if record.epoch > self.board.epoch:
+            self.board.epoch = record.epoch
+        if record.active != self.node:
+            if self.board.role is Role.PASSIVE:
+                return "passive, as the record says"
+            why = f"the role record names {record.active} Active at epoch {record.epoch}"
+            await self._demote(why)
+            return f"demoted: {why}"
+        if self.board.role is not None:
+            return f"plays {self.board.role}"
+        if self.board.fenced:
+            return "fenced: waits for a step"
+        if not self.resume_active:
+            return "Active by the record: waits for the orchestrator's steps"
+        if self.lease.renewals == 0:
+            return "Active by the record: waits to hold its lease"
+        await self._resume(record)
+        return "resumed as Active"
+
+    async def _demote(self, why: str) -> None:
+        try:
+            await self.identity.hide()
+        except Exception as exc:
+            log.error("could not hide: %s", exc)
+        try:
+            await self.apps.stop()
+        except ControlError as exc:
+            log.error("could not stop every application: %s", exc.message)
+        self.executor.assume(Role.PASSIVE, why, self.board.epoch)
+
+    async def _resume(self, record: RoleRecord) -> None:
+        status = await self.identity.expose()
+        try:
+            started = await self.apps.start()
+            detail = "; ".join(started) or "no applications"
+        except ControlError as exc:
+            detail = f"applications not all started: {exc.message}"
+            log.error("%s: %s", self.node, detail)
+        self.executor.assume(
+            Role.ACTIVE,
+            f"Active at epoch {record.epoch} as the agent started: {status.detail}; {detail}",
+            record.epoch,
+        )
