@@ -24,7 +24,9 @@ RUN uv sync --frozen --no-dev --no-editable --package "tandem-$(echo "${SERVICE}
 FROM python:3.11-slim
 ARG SERVICE
 # A fixed uid so volume permissions do not depend on the build host.
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tandem
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tandem \
+    && mkdir -p /var/lib/tandem /srv/demo/data \
+    && chown -R tandem /var/lib/tandem /srv/demo
 COPY --from=build /opt/tandem /opt/tandem
 # ARG does not reach run time; ENV keeps the service name for the entrypoint and `docker inspect`.
 ENV PATH=/opt/tandem/bin:$PATH PYTHONUNBUFFERED=1 TANDEM_IMAGE_SERVICE=${SERVICE}

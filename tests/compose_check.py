@@ -9,7 +9,10 @@
 * a build arg ``SERVICE`` or a ``-m tandem.<name>`` command or entrypoint must name a service
   that exists as ``services/<name>/src/tandem/<name>/__main__.py`` under the build context;
 * ``TANDEM_BUS_SERVERS`` must list nats URLs whose hosts are services of the same file;
-* ``TANDEM_AGENT_*`` must be what the node agent's own settings accept (cluster and node names).
+* ``TANDEM_AGENT_*`` must be what the node agent's own settings accept: an agent service sets
+  ``TANDEM_AGENT_CONFIG`` to a path bind-mounted from a host file, that file must pass
+  ``load_node_config`` with the service's ``TANDEM_NODE_*`` and ``TANDEM_BUS_*`` entries applied
+  as the agent would see them, and its ``[bus]`` servers must be nats URLs to services of the file.
 
 """
 
@@ -17,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +37,9 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from tandem.agent.config import load_node_config
 from tandem.agent.settings import AgentSettings
+from tandem.events.settings import SettingsError
 
 log = logging.getLogger("compose_check")
 
@@ -40,6 +48,17 @@ COMPOSE_HINT = "install the Debian package with `apt-get install docker-compose`
 COMPOSE_TIMEOUT_S = 60.0
 BUS_SCHEMES = ("nats", "tls", "ws", "wss")
 AGENT_PREFIX = "TANDEM_AGENT_"
+AGENT_CONFIG = f"{AGENT_PREFIX}CONFIG"
+TANDEM_PREFIX = "TANDEM_"
+# What the agent reads besides its config path: node config overrides, and the bus settings a
+# [bus] table leaves out.
+NODE_PREFIX = "TANDEM_NODE_"
+BUS_PREFIX = "TANDEM_BUS_"
+NODE_BUS_PREFIX = f"{NODE_PREFIX}BUS__"
+# One problem of SettingsError's "invalid configuration in FILE:" list: "  field (env VAR): msg".
+SETTINGS_LINE_RE = re.compile(r"^(?P<field>\S+)(?: \(env (?P<env>[^)]+)\))?: (?P<msg>.*)$")
+# pydantic-settings' error for a variable it cannot decode.
+ENV_PARSE_RE = re.compile(r'error parsing value for field "([^"]+)"')
 MODULE_RE = re.compile(r"-m\s+tandem\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -143,15 +162,22 @@ def context_dir(service: dict[str, Any], base: Path) -> Path | None:
     return None if is_remote(context) else resolve(base, context)
 
 
-def bind_sources(service: dict[str, Any]) -> Iterator[str]:
-    """Host paths of bind mounts (short syntax ``./src:/dst[:ro]`` or ``type: bind``)."""
+def bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(host path, container path) of bind mounts (short syntax ``./src:/dst[:ro]`` or
+    ``type: bind``)."""
     for volume in service.get("volumes") or []:
         if isinstance(volume, str):
-            source, sep, _ = volume.partition(":")
+            source, sep, rest = volume.partition(":")
             if sep and source.startswith((".", "/", "~")):
-                yield source
+                yield source, rest.partition(":")[0]
         elif isinstance(volume, dict) and volume.get("type") == "bind" and volume.get("source"):
-            yield str(volume["source"])
+            yield str(volume["source"]), str(volume.get("target") or "")
+
+
+def bind_sources(service: dict[str, Any]) -> Iterator[str]:
+    """Host paths of bind mounts."""
+    for source, _ in bind_mounts(service):
+        yield source
 
 
 def tandem_modules(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -249,7 +275,15 @@ def url_problem(url: str, hosts: set[str]) -> str | None:
     return None
 
 
-def check_agent(name: str, service: dict[str, Any], env: dict[str, Any]) -> list[str]:
+def check_agent(
+    name: str,
+    service: dict[str, Any],
+    env: dict[str, Any],
+    base: Path | None = None,
+    hosts: set[str] | None = None,
+) -> list[str]:
+    """The agent's settings, then the node config file ``TANDEM_AGENT_CONFIG`` names (read from
+    the host file bind-mounted there; ``base`` is the compose file's directory)."""
     # Strings, as the agent reads them from its environment.
     values: dict[str, Any] = {
         k.removeprefix(AGENT_PREFIX).lower(): v if v is None else str(v)
@@ -260,13 +294,177 @@ def check_agent(name: str, service: dict[str, Any], env: dict[str, Any]) -> list
     if not (values or runs_agent) or any(interpolated(name, k, v) for k, v in values.items()):
         return []
     try:
-        _AgentFromFile(**values)
+        settings = _AgentFromFile(**values)
     except ValidationError as exc:
         return [
             f"service {name}: {AGENT_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
             for e in exc.errors(include_url=False)
         ]
-    return []
+    if not values.get("config"):
+        return [f"service {name}: {AGENT_CONFIG} is empty"]
+    config = str(settings.config)
+    return check_node_config(name, service, env, config, base or Path.cwd(), hosts)
+
+
+def config_mount(service: dict[str, Any], container_path: str) -> tuple[str, str] | None:
+    """(bind-mount source, path below it) behind ``container_path``: the bind mount of that
+    file, or of the deepest directory holding it; ``None`` when no bind mount covers it."""
+    workdir = PurePosixPath(str(service.get("working_dir") or "/"))
+    wanted = workdir / container_path  # an absolute container_path replaces workdir
+    found: tuple[PurePosixPath, str] | None = None
+    for source, target in bind_mounts(service):
+        if not target:
+            continue
+        mount = PurePosixPath(target)
+        if (wanted == mount or mount in wanted.parents) and (
+            found is None or len(mount.parts) > len(found[0].parts)
+        ):
+            found = (mount, source)
+    return None if found is None else (found[1], str(wanted.relative_to(found[0])))
+
+
+def display_path(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+@contextmanager
+def agent_environment(entries: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``entries`` as its only ``TANDEM_*`` variables (what the container
+    sees, not what the checker runs with); restored afterwards."""
+    saved = {k: v for k, v in os.environ.items() if k.upper().startswith(TANDEM_PREFIX)}
+    try:
+        for key in saved:
+            del os.environ[key]
+        os.environ.update(entries)
+        yield
+    finally:
+        for key in [k for k in os.environ if k.upper().startswith(TANDEM_PREFIX)]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def file_bus_fields(path: Path) -> set[str]:
+    """The fields the file's own ``[bus]`` table sets (``TANDEM_BUS_*`` fill in the others)."""
+    try:
+        with path.open("rb") as f:
+            bus = tomllib.load(f).get("bus")
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()
+    return {str(k).lower() for k in bus} if isinstance(bus, dict) else set()
+
+
+def setting_source(variable: str | None, keys: set[str], file_bus: set[str]) -> str | None:
+    """Which of the service's ``keys`` gives the field whose variable is ``variable`` (as
+    ``describe_validation_error`` names it, e.g. ``TANDEM_NODE_BUS__SERVERS``), if any:
+    ``TANDEM_NODE_*`` override the file; ``TANDEM_BUS_*`` fill in what its [bus] leaves out."""
+    if variable is None:
+        return None
+    variable = variable.upper()
+    for key in sorted(keys):
+        upper = key.upper()
+        if upper.startswith(NODE_PREFIX) and (
+            variable == upper or variable.startswith(upper + "__")
+        ):
+            return key
+    for key in sorted(keys):
+        field = key.upper().removeprefix(BUS_PREFIX)
+        if key.upper().startswith(BUS_PREFIX) and field.lower() not in file_bus:
+            if variable == NODE_BUS_PREFIX + field:
+                return key
+    return None
+
+
+def check_node_config(
+    name: str,
+    service: dict[str, Any],
+    env: dict[str, Any],
+    container_path: str,
+    base: Path,
+    hosts: set[str] | None,
+) -> list[str]:
+    """The node config file the agent of service ``name`` reads, as the agent would read it."""
+    mount = config_mount(service, container_path)
+    if mount is None:
+        return [
+            f"service {name}: {AGENT_CONFIG}: {container_path} is not bind-mounted from a host "
+            "file (add e.g. ./node.toml:/etc/tandem/node.toml:ro to its volumes)"
+        ]
+    source, below = mount
+    if interpolated(name, f"the host file of {container_path}", source):
+        return []
+    if not resolve(base, source).exists():
+        return []  # check_binds names the missing bind-mount source
+    host_file = resolve(base, source) / below
+    shown = display_path(host_file, base)
+    entries = {k: v for k, v in env.items() if k.upper().startswith((NODE_PREFIX, BUS_PREFIX))}
+    # Values docker-compose fills in are unknown: leave them out, and the fields they set alone.
+    unknown = {k for k, v in entries.items() if interpolated(name, k, v)}
+    applied = {k: str(v) for k, v in entries.items() if k not in unknown}
+    file_bus = file_bus_fields(host_file)
+    try:
+        with agent_environment(applied):
+            config = load_node_config(host_file)
+    except SettingsError as exc:
+        return node_config_problems(
+            name, shown, host_file, str(exc), set(entries), unknown, file_bus
+        )
+    except ValueError as exc:  # pydantic-settings cannot parse a TANDEM_NODE_* value
+        found = ENV_PARSE_RE.search(str(exc))
+        key = (
+            setting_source(NODE_PREFIX + found[1].upper(), set(applied), file_bus)
+            if found
+            else None
+        )
+        if found is None or key is None:
+            return [f"service {name}: {shown}: {exc}"]
+        return [
+            f"service {name}: {shown}: {found[1]} (from {key}): cannot be parsed "
+            "(lists and tables are JSON)"
+        ]
+    source_key = setting_source(f"{NODE_BUS_PREFIX}SERVERS", set(entries), file_bus)
+    if hosts is None or source_key in unknown:
+        return []
+    where = "bus.servers" + (f" (from {source_key})" if source_key else "")
+    problems = (url_problem(url, hosts) for url in config.bus.servers)
+    return [f"service {name}: {shown}: {where}: {p}" for p in problems if p]
+
+
+def node_config_problems(
+    name: str,
+    shown: str,
+    host_file: Path,
+    message: str,
+    keys: set[str],
+    unknown: set[str],
+    file_bus: set[str],
+) -> list[str]:
+    """One line per problem in ``load_node_config``'s ``SettingsError`` message."""
+    lines = message.splitlines()
+    if not lines or not lines[0].startswith("invalid configuration in "):
+        # The file as a whole (missing, unreadable, not TOML): "FILE: problem".
+        text = " ".join(line.strip() for line in lines).removeprefix(f"{host_file}: ")
+        return [f"service {name}: {shown}: {text}"]
+    problems: list[str] = []
+    skipping = False
+    for line in lines[1:]:
+        if not line.startswith("  ") and (problems or skipping):  # a message spanning lines
+            if not skipping:
+                problems[-1] += " " + line.strip()
+            continue
+        match = SETTINGS_LINE_RE.match(line.strip())
+        key = setting_source(match["env"], keys, file_bus) if match else None
+        skipping = key in unknown
+        if skipping:
+            continue
+        if match is None:
+            problems.append(f"service {name}: {shown}: {line.strip()}")
+        else:
+            where = match["field"] + (f" (from {key})" if key else "")
+            problems.append(f"service {name}: {shown}: {where}: {match['msg']}")
+    return problems
 
 
 def check_service(name: str, service: Any, base: Path, hosts: set[str]) -> list[str]:
@@ -278,7 +476,7 @@ def check_service(name: str, service: Any, base: Path, hosts: set[str]) -> list[
         *check_binds(name, service, base),
         *check_modules(name, service, base),
         *check_bus(name, env, hosts),
-        *check_agent(name, service, env),
+        *check_agent(name, service, env, base, hosts),
     ]
 
 

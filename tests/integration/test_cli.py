@@ -17,18 +17,28 @@ from tandem.events.catalog.services import ServiceStartedPayload
 from tandem.events.embedded import NatsServer
 
 TANDEM = [sys.executable, "-m", "tandem.cli"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tandem(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str] | None = None,
+    unset: tuple[str, ...] = (),
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [*TANDEM, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**base, **(env or {})},
     )
+
+
+def node_overrides() -> tuple[str, ...]:
+    """The TANDEM_NODE_* variables of this environment: they would override a config file."""
+    return tuple(k for k in os.environ if k.upper().startswith("TANDEM_NODE_"))
 
 
 def wait_for_line(path: Path, text: str, timeout: float = 30) -> None:
@@ -124,18 +134,31 @@ def test_an_unknown_service_is_refused() -> None:
     assert "unknown service 'teleporter'" in out.stderr and "orchestrator" in out.stderr
 
 
-def test_a_node_service_without_its_cluster_names_the_missing_field(
+def test_a_node_agent_without_its_config_names_the_missing_variable(
     nats_server: NatsServer,
 ) -> None:
-    out = tandem(
-        "run",
-        "agent",
-        "--bus",
-        nats_server.url,
-        env={"TANDEM_AGENT_CLUSTER": "", "TANDEM_AGENT_NODE": ""},
+    out = tandem("run", "agent", "--bus", nats_server.url, unset=("TANDEM_AGENT_CONFIG",))
+    assert out.returncode == 2, out.stderr
+    assert "TANDEM_AGENT_CONFIG" in out.stderr and "Field required" in out.stderr
+
+
+def test_a_bad_node_config_names_its_file_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'cluster = "demo"\nnode = "Primary"\nidentity = "primary"\nstate_dir = "/tmp/x"\n'
     )
-    assert out.returncode == 2
-    assert "TANDEM_AGENT_CLUSTER" in out.stderr and "cluster name" in out.stderr
+    out = tandem("agent", "--config", str(config), unset=node_overrides())
+    assert out.returncode == 2, out.stderr
+    assert str(config) in out.stderr and "node name 'Primary' is invalid" in out.stderr
+    [line] = [line for line in out.stderr.splitlines() if "'Primary'" in line]
+    assert line.strip().startswith("node (env TANDEM_NODE_NODE): "), out.stderr
+
+
+def test_the_example_node_config_passes_its_check() -> None:
+    example = REPO / "examples" / "node.toml"
+    out = tandem("agent", "--config", str(example), "--check", unset=node_overrides())
+    assert out.returncode == 0, out.stderr
+    assert '"cluster": "billing"' in out.stdout
 
 
 def test_a_bad_cluster_filter_is_refused(nats_server: NatsServer) -> None:

@@ -271,3 +271,15 @@ async def test_fence_hides_first_then_stops(make_node: MakeNode) -> None:
     again = await node.executor.fence("again")
     assert again[0] == "hid public identity (already hidden)"
     assert again[1].startswith("stopped app") and "already stopped" in again[1]
+
+
+async def test_an_isolated_node_refuses_to_expose(make_node: MakeNode) -> None:
+    """Network protection's veto: while every network check fails, the node must not serve."""
+    node = await make_node()
+    node.board.isolated = True
+    refused = await node.send(step(Expose))
+    assert not refused.ok and "isolated" in refused.reason
+    assert not (await node.identity.status()).exposed
+    node.board.isolated = False
+    assert (await node.send(step(Expose))).ok
+    assert (await node.identity.status()).exposed

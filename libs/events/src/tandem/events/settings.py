@@ -9,6 +9,7 @@ Environment variables: ``TANDEM_BUS_SERVERS`` (comma-separated URLs), ``TANDEM_B
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -47,6 +48,11 @@ class BusSettings(BaseSettings):
     @field_validator("servers", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                return json.loads(value)  # the JSON list form of a nested env override
+            except json.JSONDecodeError:
+                return value
         if isinstance(value, str):
             return [s.strip() for s in value.split(",") if s.strip()]
         return value

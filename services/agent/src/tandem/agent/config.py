@@ -19,6 +19,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings import (
+    SettingsError as EnvironmentSettingsError,
+)
 
 from tandem.agent.control.config import ApplicationConfig, dependency_order
 from tandem.events.catalog.vocabulary import Identity
@@ -178,6 +181,8 @@ def load_node_config(path: Path, **overrides: Any) -> NodeConfig:
         return NodeConfig(**data)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc, str(path), NodeConfig)) from None
+    except EnvironmentSettingsError as exc:  # an override that is not valid JSON
+        raise SettingsError(f"{path}: an environment override is unreadable: {exc}") from None
 
 
 def effective_config(config: NodeConfig) -> dict[str, Any]:

@@ -81,6 +81,11 @@ class StepExecutor:
             self.assume(Role.PASSIVE, f"hidden: {status.detail}", command.epoch)
             return f"hidden: {status.detail}"
         if isinstance(command, Expose):
+            if self.board.isolated:
+                # Network protection's veto: a node cut off from its network must not serve.
+                raise ControlError(
+                    f"{self.node} is isolated (every network check fails): it must not expose"
+                )
             status = await self.identity.expose()
             self.board.fenced = False
             self.assume(Role.ACTIVE, f"exposed: {status.detail}", command.epoch)
