@@ -150,3 +150,70 @@ def read_pid(pid_file: Path) -> int | None:
         return int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+@dataclass
+class ServiceProcess:
+    """A central service (``python -m tandem.<module>``) as a real process."""
+
+    module: str
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        env = {**os.environ, "TANDEM_LOG_LEVEL": "INFO", **self.env}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module], stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def demo_app_toml(data: Path, app_port: int, public_port: int | None = None) -> str:
+    """The demo application on a node, its http check, and (optionally) the public port."""
+    argv = [sys.executable, "-m", "tandem.agent.demoapp", "--data", str(data)]
+    argv += ["--port", str(app_port)]
+    text = f"""
+[[applications]]
+name = "web"
+start = {_q(argv)}
+stop_grace_s = 5
+
+[[checks]]
+name = "web-http"
+plugin = "http"
+url = "http://127.0.0.1:{app_port}/health"
+application = "web"
+interval_s = 0.2
+timeout_s = 1
+"""
+    if public_port is not None:
+        text += f"""
+[public]
+kind = "loopback"
+port = {public_port}
+forward_to = {app_port}
+"""
+    return text

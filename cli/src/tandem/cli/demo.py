@@ -22,7 +22,9 @@ def _q(value: object) -> str:
     return json.dumps(str(value) if isinstance(value, Path) else value)
 
 
-def demo_node_config(root: Path, node: str, bus_url: str, port: int, bus_port: int) -> str:
+def demo_node_config(
+    root: Path, node: str, bus_url: str, port: int, bus_port: int, public_port: int
+) -> str:
     """The TOML config of one demo node (see examples/node.toml for every field)."""
     base = root / "demo" / node
     peers = [n for n in DEMO_NODES if n != node]
@@ -84,19 +86,22 @@ interval_s = 5
 timeout_s = 2
 targets = [{{ kind = "tcp", host = "127.0.0.1", port = {bus_port} }}]
 
+# Clients use 127.0.0.1:{public_port}: only the Active listens there, forwarding to its app.
 [public]
 kind = "loopback"
 address = "127.0.0.1"
+port = {public_port}
+forward_to = {port}
 """
 
 
 def write_demo_configs(
-    root: Path, bus_url: str, bus_port: int, ports: dict[str, int]
+    root: Path, bus_url: str, bus_port: int, ports: dict[str, int], public_port: int
 ) -> dict[str, Path]:
     paths = {}
     for node in DEMO_NODES:
         demo_folder(root, node).mkdir(parents=True, exist_ok=True)
         path = root / "demo" / node / "node.toml"
-        path.write_text(demo_node_config(root, node, bus_url, ports[node], bus_port))
+        path.write_text(demo_node_config(root, node, bus_url, ports[node], bus_port, public_port))
         paths[node] = path
     return paths

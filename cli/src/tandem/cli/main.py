@@ -19,8 +19,10 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
 bus_app = typer.Typer(help="Look after the bus (NATS JetStream).", no_args_is_help=True)
+group_app = typer.Typer(help="Act on groups of clusters.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(bus_app, name="bus")
+app.add_typer(group_app, name="group")
 
 console = Console()
 err = Console(stderr=True)
@@ -31,6 +33,36 @@ BusOption = Annotated[
         "--bus",
         help="Bus URL (default: TANDEM_BUS_SERVERS, a running `tandem up`, or nats://127.0.0.1:4222).",
     ),
+]
+
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        help="Orchestrator API URL (default: TANDEM_API_URL, a running `tandem up`, "
+        "or http://127.0.0.1:8700).",
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="API bearer token (default: TANDEM_API_TOKEN, or a running `tandem up`'s "
+        "operator token).",
+    ),
+]
+ToOption = Annotated[
+    str | None,
+    typer.Option("--to", help="The node to make Active (default: the orchestrator's pick)."),
+]
+ReasonOption = Annotated[
+    str | None, typer.Option("--reason", help="Why; recorded with the operation.")
+]
+WaitOption = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="Follow the saga until it ends.")
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="Stop waiting after this many seconds.", min=0)
 ]
 
 
@@ -215,6 +247,107 @@ def bus_provision(bus: BusOption = None) -> None:
     except SettingsError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
+
+
+@app.command()
+def status(
+    cluster: Annotated[str | None, typer.Option(help="Only this cluster.")] = None,
+    api: ApiOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show every node of every cluster (or one): role, health, lag; running operations."""
+    from tandem.cli import operate
+
+    raise typer.Exit(operate.run_status(console, err, api=api, token=token, cluster=cluster))
+
+
+@app.command()
+def switchover(
+    cluster: Annotated[str, typer.Argument(help="The cluster.")],
+    to: ToOption = None,
+    reason: ReasonOption = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 300.0,
+    api: ApiOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Planned switchover: move the Active role to a Passive, in order, with no data loss."""
+    from tandem.cli import operate
+
+    raise typer.Exit(
+        operate.run_action(
+            console,
+            err,
+            "switchover",
+            cluster,
+            api=api,
+            token=token,
+            to=to,
+            reason=reason,
+            wait=wait,
+            timeout_s=timeout,
+        )
+    )
+
+
+@app.command()
+def failover(
+    cluster: Annotated[str, typer.Argument(help="The cluster.")],
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Yes: the Active is down, take over without it.")
+    ] = False,
+    to: ToOption = None,
+    reason: ReasonOption = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 300.0,
+    api: ApiOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Failover: make a Passive the Active when the Active is lost (needs --confirm)."""
+    from tandem.cli import operate
+
+    raise typer.Exit(
+        operate.run_action(
+            console,
+            err,
+            "failover",
+            cluster,
+            api=api,
+            token=token,
+            to=to,
+            reason=reason,
+            wait=wait,
+            timeout_s=timeout,
+            confirm=confirm,
+        )
+    )
+
+
+@group_app.command("switchover")
+def group_switchover(
+    group: Annotated[str, typer.Argument(help="The group.")],
+    reason: ReasonOption = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 300.0,
+    api: ApiOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Switch every cluster of a group over, in dependency order."""
+    from tandem.cli import operate
+
+    raise typer.Exit(
+        operate.run_action(
+            console,
+            err,
+            "group switchover",
+            group,
+            api=api,
+            token=token,
+            reason=reason,
+            wait=wait,
+            timeout_s=timeout,
+        )
+    )
 
 
 def main() -> int:

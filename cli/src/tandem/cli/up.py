@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -37,22 +39,67 @@ def _port_free(port: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class ApiAccess:
+    """The orchestrator's REST API of this `tandem up`, with demo tokens made for this run."""
+
+    port: int
+    viewer_token: str
+    operator_token: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def new(cls) -> ApiAccess:
+        port = 8700 if _port_free(8700) else free_port()
+        return cls(port, secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+
+    def env(self) -> dict[str, str]:
+        return {
+            "TANDEM_ORCHESTRATOR_API_PORT": str(self.port),
+            "TANDEM_ORCHESTRATOR_TOKENS": (
+                f"viewer {self.viewer_token};operator {self.operator_token}"
+            ),
+        }
+
+
 def plan_children(
-    bus_url: str, logs: Path, demo: bool, root: Path | None = None, bus_port: int = 4222
+    bus_url: str,
+    logs: Path,
+    demo: bool,
+    root: Path | None = None,
+    bus_port: int = 4222,
+    api: ApiAccess | None = None,
+    public_port: int | None = None,
 ) -> list[Child]:
     python = sys.executable
     base = {"TANDEM_BUS_SERVERS": bus_url}
+    api = api or ApiAccess.new()
     children = [
-        Child(e.name, [python, "-m", e.module], dict(base), logs / f"{e.name}.log") for e in CENTRAL
+        Child(
+            e.name,
+            [python, "-m", e.module],
+            {**base, **(api.env() if e.name == "orchestrator" else {})},
+            logs / f"{e.name}.log",
+        )
+        for e in CENTRAL
     ]
     if demo:
         agent = SERVICES["agent"]
         root = root if root is not None else Path(tempfile.mkdtemp(prefix="tandem-demo-"))
-        configs = write_demo_configs(root, bus_url, bus_port, demo_ports())
+        public = public_port or demo_public_port()
+        configs = write_demo_configs(root, bus_url, bus_port, demo_ports(), public)
         for node in DEMO_NODES:
             argv = [python, "-m", agent.module, "--config", str(configs[node])]
             children.append(Child(f"agent-{node}", argv, dict(base), logs / f"agent-{node}.log"))
     return children
+
+
+def demo_public_port() -> int:
+    """Where clients reach the demo application, whichever node is Active."""
+    return 8080 if _port_free(8080) else free_port()
 
 
 def demo_ports() -> dict[str, int]:
@@ -100,14 +147,18 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
         await asyncio.to_thread(server.start)
         bus = await Bus.connect(load_bus_settings(servers=[server.url]), name="tandem-up")
         await bus.provision(load_stream_settings())
-        children = plan_children(server.url, root / "logs", demo, root, server.client_port or 4222)
+        api = ApiAccess.new()
+        public_port = demo_public_port()
+        children = plan_children(
+            server.url, root / "logs", demo, root, server.client_port or 4222, api, public_port
+        )
         for child in children:
             await supervisor.start(child)
-        _write_state(server, root, children)
+        _write_state(server, root, children, api)
         started = await _wait_started(
             bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30
         )
-        console.print(_table(server, root, children, started))
+        console.print(_table(server, root, children, started, api, public_port))
         console.print("Follow events: [bold]tandem events tail[/]   Stop: [bold]Ctrl-C[/]")
         await stop.wait()
         console.print("stopping services...")
@@ -131,7 +182,7 @@ def _announces(child: Child) -> tuple[str, str]:
     return child.name, child.name.replace("_", "-")
 
 
-def _write_state(server: NatsServer, root: Path, children: list[Child]) -> None:
+def _write_state(server: NatsServer, root: Path, children: list[Child], api: ApiAccess) -> None:
     path = state_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -141,6 +192,9 @@ def _write_state(server: NatsServer, root: Path, children: list[Child]) -> None:
                 "bus_url": server.url,
                 "monitor_url": f"http://127.0.0.1:{server.http_port}" if server.http_port else None,
                 "store_dir": str(root),
+                "api_url": api.url,
+                "viewer_token": api.viewer_token,
+                "operator_token": api.operator_token,
                 "services": {c.name: c.pid for c in children},
             },
             indent=2,
@@ -149,7 +203,12 @@ def _write_state(server: NatsServer, root: Path, children: list[Child]) -> None:
 
 
 def _table(
-    server: NatsServer, root: Path, children: list[Child], started: list[ServiceStarted]
+    server: NatsServer,
+    root: Path,
+    children: list[Child],
+    started: list[ServiceStarted],
+    api: ApiAccess,
+    public_port: int,
 ) -> Table:
     table = Table(title="Tandem is up", show_lines=False)
     for col in ("component", "where", "status"):
@@ -158,7 +217,11 @@ def _table(
     if server.http_port:
         table.add_row("bus monitoring", f"http://127.0.0.1:{server.http_port}", "")
     table.add_row("store", str(root), "")
+    table.add_row("orchestrator API", f"{api.url}/api/v1  (docs: {api.url}/docs)", "")
+    table.add_row("operator token", api.operator_token, "switchover, failover")
+    table.add_row("viewer token", api.viewer_token, "read only")
     if any(c.name.startswith("agent-") for c in children):
+        table.add_row("demo app", f"http://127.0.0.1:{public_port}/items", "on the Active")
         table.add_row("demo data (Active)", str(demo_folder(root, DEMO_NODES[0])), "write here")
         table.add_row(
             "demo replica (Passive)", str(demo_folder(root, DEMO_NODES[1])), "see it here"

@@ -39,11 +39,13 @@ class _Section(BaseModel):
 
 
 class LeaseConfig(_Section):
-    ttl_s: float = Field(default=5.0, gt=0)
-    renew_every_s: float = Field(default=1.0, gt=0)
+    # Short by default: the orchestrator fails over only after the Active's lease has run
+    # out, so the lease bounds the recovery time (see [failover]).
+    ttl_s: float = Field(default=1.5, gt=0)
+    renew_every_s: float = Field(default=0.25, gt=0)
     #: An Active that has not renewed for ttl - margin hides itself (the margin is the time
-    #: it has to stop its applications and withdraw its address before the lease runs out).
-    fence_margin_s: float = Field(default=2.0, gt=0)
+    #: it has to withdraw its address and stop its applications before the lease runs out).
+    fence_margin_s: float = Field(default=0.75, gt=0)
 
     @model_validator(mode="after")
     def _fits(self) -> LeaseConfig:
@@ -61,7 +63,8 @@ class FailoverConfig(_Section):
     """How long the Active may be silent (no heartbeat, no lease) before a failover, and
     whether it is automatic or waits for an operator. Read by the orchestrator."""
 
-    timeout_s: float = Field(default=10.0, gt=0)
+    #: Never shorter in effect than the lease's ttl: the orchestrator waits for both.
+    timeout_s: float = Field(default=1.5, gt=0)
     mode: Literal["automatic", "managed"] = "automatic"
 
 
@@ -75,6 +78,10 @@ class PublicIdentityConfig(_Section):
     prefix_len: int | None = Field(default=None, ge=0, le=128)
     dns_name: str | None = None
     site_address: str | None = None
+    #: loopback only: the public TCP port only the Active listens on, and the application's
+    #: port on this node it forwards to (a stable address across switchovers on one machine).
+    port: int | None = Field(default=None, ge=1, le=65535)
+    forward_to: int | None = Field(default=None, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _complete(self) -> PublicIdentityConfig:
@@ -82,6 +89,10 @@ class PublicIdentityConfig(_Section):
         missing = [f for f in need.get(self.kind, ()) if getattr(self, f) is None]
         if missing:
             raise ValueError(f"a {self.kind} identity needs {' and '.join(missing)}")
+        if (self.port is None) != (self.forward_to is None):
+            raise ValueError("port and forward_to go together (the public port and the app's)")
+        if self.port is not None and self.kind != "loopback":
+            raise ValueError("port and forward_to are for the loopback identity only")
         return self
 
 

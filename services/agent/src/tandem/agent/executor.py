@@ -86,7 +86,10 @@ class StepExecutor:
                 raise ControlError(
                     f"{self.node} is isolated (every network check fails): it must not expose"
                 )
-            status = await self.identity.expose()
+            try:
+                status = await self.identity.expose()
+            except OSError as exc:
+                raise ControlError(f"could not expose: {exc}") from None
             self.board.fenced = False
             self.assume(Role.ACTIVE, f"exposed: {status.detail}", command.epoch)
             return f"exposed: {status.detail}"

@@ -44,6 +44,9 @@ class LeaseRecord(BaseModel):
     role: Role | None = None
     epoch: int = 0
     fenced: bool = False
+    #: The node's failover settings, for the orchestrator (from the node config).
+    failover_timeout_s: float | None = None
+    failover_mode: str | None = None
 
 
 class LeaseKeeper:
@@ -60,6 +63,8 @@ class LeaseKeeper:
         fence: Fence,
         emit: Callable[[Event], None],
         clock: Callable[[], float] = time.monotonic,
+        failover_timeout_s: float | None = None,
+        failover_mode: str | None = None,
     ) -> None:
         self.bus = bus
         self.cluster = cluster
@@ -71,6 +76,8 @@ class LeaseKeeper:
         self.fence = fence
         self.emit = emit
         self.clock = clock
+        self.failover_timeout_s = failover_timeout_s
+        self.failover_mode = failover_mode
         self.last_renewed: float | None = None
         self.renewals = 0
 
@@ -108,6 +115,8 @@ class LeaseKeeper:
                     role=self.board.role,
                     epoch=self.board.epoch,
                     fenced=self.board.fenced,
+                    failover_timeout_s=self.failover_timeout_s,
+                    failover_mode=self.failover_mode,
                 )
                 await asyncio.wait_for(
                     kv.put(key, record.model_dump_json().encode()), self.renew_every_s

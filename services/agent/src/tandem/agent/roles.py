@@ -112,7 +112,11 @@ class RoleWatch:
         self.executor.assume(Role.PASSIVE, why, self.board.epoch)
 
     async def _resume(self, record: RoleRecord) -> None:
-        status = await self.identity.expose()
+        try:
+            status = await self.identity.expose()
+        except OSError as exc:  # e.g. the public port is still held: try again next round
+            log.error("%s cannot resume as Active yet: %s", self.node, exc)
+            return
         try:
             started = await self.apps.start()
             detail = "; ".join(started) or "no applications"

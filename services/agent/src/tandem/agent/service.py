@@ -19,6 +19,7 @@ from tandem.agent.config import NodeConfig, load_node_config
 from tandem.agent.executor import COMMANDS, StepExecutor
 from tandem.agent.identity.base import NetworkIdentity
 from tandem.agent.identity.loopback import LoopbackIdentity
+from tandem.agent.identity.publicport import PublicPort
 from tandem.agent.lease import LeaseKeeper
 from tandem.agent.roles import RoleWatch
 from tandem.agent.settings import AgentSettings, load
@@ -39,7 +40,11 @@ log = logging.getLogger(__name__)
 def make_identity(config: NodeConfig) -> NetworkIdentity:
     public = config.public
     if public.kind == "loopback":
-        return LoopbackIdentity(config.state_dir / "identity.json", public.address or "127.0.0.1")
+        address = public.address or "127.0.0.1"
+        port = None
+        if public.port is not None and public.forward_to is not None:
+            port = PublicPort(address, public.port, "127.0.0.1", public.forward_to)
+        return LoopbackIdentity(config.state_dir / "identity.json", address, port)
     raise SettingsError(
         f"public identity kind {public.kind!r} is not available in this version: "
         'use kind = "loopback" (the LAN and DNS identities come with the network-identity work)'
@@ -88,6 +93,8 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         board=board,
         fence=executor.fence,
         emit=outbox.put,
+        failover_timeout_s=c.failover.timeout_s,
+        failover_mode=c.failover.mode,
     )
     roles = RoleWatch(
         bus,

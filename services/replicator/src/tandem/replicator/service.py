@@ -14,7 +14,7 @@ from tandem.replicator.apply import ReplicaWriter
 from tandem.replicator.manifest import SyncStats, scan
 from tandem.replicator.node import ReplicatorNode
 from tandem.replicator.settings import ReplicatorSettings, load
-from tandem.replicator.steps import COMMANDS, handle_step
+from tandem.replicator.steps import COMMANDS, handle_step, nothing_to_replicate
 from tandem.replicator.syncpass import sync_pass
 from tandem.replicator.verify import VerifyResult
 
@@ -30,7 +30,21 @@ async def run(
     is shared with the other parts of a node agent; ``on_result`` hears of every step."""
     async with service_lifetime(bus, "replicator", cluster=settings.cluster, node=settings.node):
         if settings.protected_root is None:
-            await idle_until_cancelled()
+            # Nothing to replicate, but a saga's replication steps still get an answer.
+            nothing = CommandServer(
+                bus,
+                settings.cluster,
+                settings.node,
+                nothing_to_replicate,
+                lambda: 0,
+                commands=COMMANDS,
+                on_result=on_result,
+            )
+            await nothing.start()
+            try:
+                await idle_until_cancelled()
+            finally:
+                await nothing.stop()
             return
         node = ReplicatorNode(settings, bus, board=board)
         steps = CommandServer(

@@ -36,6 +36,11 @@ async def handle_step(node: ReplicatorNode, command: Command) -> CommandResult:
     return _result(command, True, reason)
 
 
+async def nothing_to_replicate(command: Command) -> CommandResult:
+    """The answer of a node that protects no folder: every replication step is done."""
+    return _result(command, True, f"{command.node} replicates nothing: {command.type} is a no-op")
+
+
 class StepRefused(Exception):
     pass
 

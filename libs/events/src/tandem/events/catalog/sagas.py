@@ -12,6 +12,21 @@ from tandem.events.names import NodeName
 from tandem.events.registry import event_type
 
 
+class SagaStepSpec(Payload):
+    """One step of a saga as data: where it runs, what it sends, how long it may take, and
+    what undoes it. The ``pivot`` step (the role change) has no undo: after it the saga only
+    goes forward."""
+
+    name: str
+    #: The node the command goes to; the orchestrator itself for ``ChangeRole``.
+    node: str
+    command: str
+    timeout_s: float = Field(gt=0)
+    epoch: int = Field(ge=0)
+    compensation: str | None = None
+    pivot: bool = False
+
+
 class SagaStartedPayload(Payload):
     saga_id: str
     kind: SagaKind
@@ -19,6 +34,12 @@ class SagaStartedPayload(Payload):
     to_node: NodeName
     steps: list[str] = Field(min_length=1)
     reason: str
+    #: The steps as data (resumed from here by a new leader after a crash).
+    plan: list[SagaStepSpec] = Field(default_factory=list)
+    #: Asked for by a health rule or the network checks, not by an operator.
+    automatic: bool = False
+    #: For a member of a group saga: the group saga it belongs to.
+    parent: str | None = None
 
 
 @event_type

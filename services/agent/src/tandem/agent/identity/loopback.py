@@ -16,14 +16,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tandem.agent.identity.base import IdentityStatus
+from tandem.agent.identity.publicport import PublicPort
 
 log = logging.getLogger(__name__)
 
 
 class LoopbackIdentity:
-    def __init__(self, state_file: Path, address: str = "127.0.0.1") -> None:
+    def __init__(
+        self, state_file: Path, address: str = "127.0.0.1", public: PublicPort | None = None
+    ) -> None:
         self.state_file = state_file
         self.address = address
+        #: With a public port, exposing also listens on it (only one node can).
+        self.public = public
         self._lock = asyncio.Lock()
 
     async def status(self) -> IdentityStatus:
@@ -32,14 +37,19 @@ class LoopbackIdentity:
     async def expose(self) -> IdentityStatus:
         async with self._lock:
             current = await asyncio.to_thread(self._read)
-            if current.exposed and current.address == self.address:
+            listening = self.public is None or self.public.listening
+            if current.exposed and current.address == self.address and listening:
                 return current.model_copy(update={"detail": "already exposed"})
+            if self.public is not None:
+                await self.public.start()  # raises when another node still holds the port
             await asyncio.to_thread(self._write)
             log.info("identity %s exposed (%s)", self.address, self.state_file)
             return IdentityStatus(exposed=True, address=self.address, detail="exposed")
 
     async def hide(self) -> IdentityStatus:
         async with self._lock:
+            if self.public is not None:
+                await self.public.stop()
             removed = await asyncio.to_thread(self._remove)
             if not removed:
                 return IdentityStatus(exposed=False, detail="already hidden")

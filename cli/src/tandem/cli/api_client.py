@@ -1,0 +1,288 @@
+"""The orchestrator's REST API, as the CLI sees it: where it is, a small client, what it answers.
+
+The answers are parsed into local models (a subset of the orchestrator's views, with enums
+kept as plain strings) so the CLI never imports the orchestrator package and tolerates values
+a newer orchestrator adds.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from tandem.cli.busurl import read_up_state
+
+DEFAULT_API_URL = "http://127.0.0.1:8700"
+API_PREFIX = "/api/v1"
+
+
+# -- where the API is, and with which token ---------------------------------------------------
+
+
+def resolve_api_url(flag: str | None) -> str:
+    """--api, else TANDEM_API_URL, else a running ``tandem up``'s ``api_url``, else 8700."""
+    if flag:
+        return flag
+    env = os.environ.get("TANDEM_API_URL")
+    if env:
+        return env
+    state = read_up_state()
+    if state and isinstance(state.get("api_url"), str) and state["api_url"]:
+        return str(state["api_url"])
+    return DEFAULT_API_URL
+
+
+def resolve_token(flag: str | None) -> str | None:
+    """--token, else TANDEM_API_TOKEN, else a running ``tandem up``'s operator token."""
+    if flag:
+        return flag
+    env = os.environ.get("TANDEM_API_TOKEN")
+    if env:
+        return env
+    state = read_up_state()
+    if state and isinstance(state.get("operator_token"), str) and state["operator_token"]:
+        return str(state["operator_token"])
+    return None
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """The API answered, with an error status (or with something the CLI cannot read)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class ApiUnreachable(Exception):
+    """No answer from the API at ``url`` (refused, timed out, bad URL...)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the Tandem API at {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+# -- what it answers ----------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Node(_Model):
+    name: str
+    identity: str | None = None
+    role: str | None = None
+    health: str = "unknown"
+    alive: bool = False
+    isolated: bool = False
+    fenced: bool = False
+    replication: str | None = None
+    lag_batches: int = 0
+    lag_bytes: int = 0
+    awaiting_operator: bool = False
+
+
+class PendingFailover(_Model):
+    failed_node: str
+    to: str
+    reason: str = ""
+    recommended_at: datetime | None = None
+
+
+class Cluster(_Model):
+    name: str
+    active: str | None = None
+    epoch: int = 0
+    nodes: list[Node] = Field(default_factory=list)
+    saga: str | None = None
+    pending_failover: PendingFailover | None = None
+    health: str = "unknown"
+
+
+class SagaStep(_Model):
+    index: int
+    name: str
+    node: str = ""
+    command: str = ""
+    state: str = "pending"
+    reason: str = ""
+
+
+class Saga(_Model):
+    id: str
+    kind: str = ""
+    cluster: str = ""
+    from_node: str | None = None
+    to_node: str | None = None
+    state: str = "running"
+    reason: str = ""
+    steps: list[SagaStep] = Field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("completed", "failed")
+
+
+class GroupMember(_Model):
+    cluster: str
+    priority: int = 0
+    depends_on: list[str] = Field(default_factory=list)
+    active: str | None = None
+    health: str = "unknown"
+
+
+class Group(_Model):
+    name: str
+    members: list[GroupMember] = Field(default_factory=list)
+    health: str = "unknown"
+    saga: str | None = None
+
+
+class Accepted(_Model):
+    saga_id: str
+    status_url: str = ""
+
+
+M = TypeVar("M")
+
+
+def _detail(response: httpx.Response) -> str:
+    """The ``detail`` of an error answer, readable (a 422's list becomes ``loc: msg; ...``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:300] if text else response.reason_phrase or f"HTTP {response.status_code}"
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict) and "msg" in item:
+                loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                parts.append(f"{loc}: {item['msg']}" if loc else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def _segment(name: str) -> str:
+    return quote(name, safe="")
+
+
+class ApiClient:
+    """Synchronous client of the orchestrator API; every request bounded by ``timeout`` s."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Accept": "application/json", "User-Agent": "tandem-cli"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            self._http = httpx.Client(
+                base_url=self.base_url,
+                headers=headers,
+                timeout=httpx.Timeout(timeout),
+                transport=transport,
+            )
+        except httpx.InvalidURL as exc:
+            raise ApiUnreachable(self.base_url, f"invalid URL ({exc})") from exc
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, Any]:
+        """``(status, decoded JSON)`` of a 2xx answer; raises for anything else."""
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ApiUnreachable(self.base_url, reason) from exc
+        except httpx.InvalidURL as exc:
+            raise ApiUnreachable(self.base_url, f"invalid URL ({exc})") from exc
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, _detail(response))
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            raise ApiError(
+                response.status_code, f"the answer to {method} {path} is not JSON"
+            ) from None
+
+    def _get(self, path: str, kind: type[M]) -> M:
+        return _parse(kind, *self._request("GET", path), f"GET {path}")
+
+    def _post(self, path: str, body: dict[str, Any]) -> Accepted:
+        return _parse(Accepted, *self._request("POST", path, body), f"POST {path}")
+
+    def healthz(self) -> Any:
+        return self._request("GET", "/healthz")[1]
+
+    def clusters(self) -> list[Cluster]:
+        return self._get(f"{API_PREFIX}/clusters", list[Cluster])
+
+    def cluster(self, name: str) -> Cluster:
+        return self._get(f"{API_PREFIX}/clusters/{_segment(name)}", Cluster)
+
+    def groups(self) -> list[Group]:
+        return self._get(f"{API_PREFIX}/groups", list[Group])
+
+    def saga(self, saga_id: str) -> Saga:
+        return self._get(f"{API_PREFIX}/sagas/{_segment(saga_id)}", Saga)
+
+    def switchover(self, cluster: str, to: str | None, reason: str) -> Accepted:
+        path = f"{API_PREFIX}/clusters/{_segment(cluster)}/switchover"
+        return self._post(path, {"to": to, "reason": reason})
+
+    def failover(self, cluster: str, to: str | None, reason: str) -> Accepted:
+        path = f"{API_PREFIX}/clusters/{_segment(cluster)}/failover"
+        return self._post(path, {"to": to, "confirm": True, "reason": reason})
+
+    def group_switchover(self, group: str, reason: str) -> Accepted:
+        path = f"{API_PREFIX}/groups/{_segment(group)}/switchover"
+        return self._post(path, {"reason": reason})
+
+
+def _parse(kind: type[M], status: int, data: Any, what: str) -> M:
+    try:
+        return TypeAdapter(kind).validate_python(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+        why = errors[0]["msg"] if errors else str(exc)
+        raise ApiError(
+            status, f"unexpected answer to {what}: {where + ': ' if where else ''}{why}"
+        ) from None

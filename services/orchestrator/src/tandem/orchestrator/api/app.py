@@ -1,0 +1,64 @@
+"""``create_app``: the orchestrator's REST API assembled from its routers.
+
+Everything is under ``/api/v1`` (bearer tokens, see ``auth``) except ``/healthz`` and
+``/metrics``; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from tandem.orchestrator.api import routes_clusters, routes_groups, routes_ops, routes_sagas
+from tandem.orchestrator.api.auth import STATE_KEY, TokenStore
+from tandem.orchestrator.api.deps import FACADE_KEY
+from tandem.orchestrator.api.errors import install_error_handlers
+from tandem.orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
+from tandem.orchestrator.api.routes_ops import METRICS_KEY
+from tandem.orchestrator.facade import OrchestratorFacade
+
+API_VERSION = "1"
+
+DESCRIPTION = """\
+The orchestrator of Tandem: the state of the protected clusters, switchovers and failovers.
+
+Send a token as `Authorization: Bearer <token>`. Reading needs the *viewer* role; starting a
+switchover or failover needs *operator*. A mutation answers 202 with the saga that carries
+it out: follow its `status_url`. Errors are `{"detail": "<message>"}`.
+"""
+
+
+def create_app(
+    facade: OrchestratorFacade,
+    tokens: TokenStore,
+    *,
+    metrics_registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The API over ``facade``. Metrics go to ``metrics_registry`` or to a new registry of
+    this app (``app.state.metrics.registry``); never to the process-wide default one.
+    ``serve`` sets ``app.state.port`` once it listens."""
+    app = FastAPI(
+        title="Tandem orchestrator",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    metrics = ApiMetrics(metrics_registry)
+    setattr(app.state, FACADE_KEY, facade)
+    setattr(app.state, STATE_KEY, tokens)
+    setattr(app.state, METRICS_KEY, metrics)
+    app.state.port = None
+
+    install_error_handlers(app)
+    for module in (routes_clusters, routes_groups):
+        app.include_router(module.router)
+        app.include_router(module.mutations)
+    app.include_router(routes_sagas.router)
+    app.include_router(routes_ops.router)
+
+    docs = {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url}
+    known = frozenset(path for path in docs if path)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known)
+    return app

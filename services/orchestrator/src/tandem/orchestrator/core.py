@@ -1,0 +1,473 @@
+"""The orchestrator: what it shows (views over the projection and live heartbeats) and what
+it does when asked (switchover, failover, group switchover). Decisions it takes by itself
+live in ``decisions.py``; running sagas in ``runner.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from tandem.events.bus import Bus
+from tandem.events.catalog import OperatorActionRecorded, SagaStarted
+from tandem.events.catalog.operations import OperatorActionRecordedPayload
+from tandem.events.catalog.sagas import SagaStartedPayload, SagaStepSpec
+from tandem.events.catalog.vocabulary import HealthStatus, ReplicaState, SagaKind
+from tandem.events.errors import DecodeError
+from tandem.events.ids import new_id
+from tandem.events.names import SYSTEM_CLUSTER
+from tandem.events.registry import decode_event
+from tandem.events.subjects import EVENTS_STREAM, events_filter
+from tandem.orchestrator.facade import ConflictError, NotFoundError
+from tandem.orchestrator.groups import group_plan
+from tandem.orchestrator.leader import LeaderLease
+from tandem.orchestrator.liveness import Liveness
+from tandem.orchestrator.plans import failover_plan, switchover_plan
+from tandem.orchestrator.runner import SagaRunner, StepFailed
+from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
+from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord, worst
+from tandem.orchestrator.views import (
+    ClusterView,
+    EventView,
+    GroupMemberView,
+    GroupView,
+    NodeView,
+    SagaView,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: OrchestratorSettings,
+        file: OrchestratorFile,
+        state: ClusterState,
+        liveness: Liveness,
+        leader: LeaderLease,
+    ) -> None:
+        self.bus = bus
+        self.s = settings
+        self.file = file
+        self.state = state
+        self.liveness = liveness
+        self.leader = leader
+        self.runner = SagaRunner(bus, settings.instance, still_leader=leader.is_leader)
+        self.runner.member_step = self.member_step
+        self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster
+
+    # -- views ----------------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return self.leader.is_leader()
+
+    def _node_view(self, cluster: str, name: str) -> NodeView:
+        rec = self.state.cluster(cluster).node(name)
+        beat = self.liveness.heartbeat(cluster, name)
+        entry = self.liveness.seen.get((cluster, name))
+        alive = self.liveness.alive(cluster, name)
+        view = NodeView(
+            name=name,
+            identity=rec.identity,
+            role=rec.role,
+            health=rec.health,
+            checks=dict(rec.checks),
+            alive=alive,
+            isolated=rec.isolated,
+            fenced=rec.fenced,
+            replication=rec.replication,
+            lag_batches=rec.lag_batches,
+            lag_bytes=rec.lag_bytes,
+            awaiting_operator=rec.awaiting_operator,
+        )
+        if beat is not None and alive:
+            # A live heartbeat is newer than the record: it says what the node plays now.
+            view = view.model_copy(
+                update={
+                    "identity": beat.identity or rec.identity,
+                    "role": beat.role or rec.role,
+                    "health": beat.health,
+                    "checks": dict(beat.checks),
+                    "isolated": beat.isolated,
+                    "fenced": beat.fenced,
+                    "last_heartbeat_at": datetime.fromtimestamp(beat.sent_at, UTC),
+                }
+            )
+        elif entry is not None and beat is not None:
+            view = view.model_copy(
+                update={"last_heartbeat_at": datetime.fromtimestamp(beat.sent_at, UTC)}
+            )
+        return view
+
+    def _known(self, cluster: str) -> bool:
+        rec = self.state.clusters.get(cluster)
+        if rec is not None and (rec.active or rec.nodes):
+            return True
+        return any(c == cluster for c, _ in self.liveness.seen)
+
+    def _names(self) -> list[str]:
+        names = {c for c in self.state.clusters if self._known(c)}
+        names |= {c for c, _ in self.liveness.seen}
+        names -= {g.name for g in self.file.groups}
+        names.discard(SYSTEM_CLUSTER)
+        return sorted(names)
+
+    def _node_names(self, cluster: str) -> list[str]:
+        rec = self.state.cluster(cluster)
+        names = set(rec.nodes) | {n for c, n in self.liveness.seen if c == cluster}
+        if rec.active:
+            names.add(rec.active)
+        return sorted(names)
+
+    def cluster(self, name: str) -> ClusterView:
+        if not self._known(name) or name in {g.name for g in self.file.groups}:
+            raise NotFoundError(f"no cluster {name!r}")
+        rec = self.state.cluster(name)
+        nodes = [self._node_view(name, n) for n in self._node_names(name)]
+        running = self.state.running_saga(name)
+        return ClusterView(
+            name=name,
+            active=rec.active,
+            epoch=rec.epoch,
+            nodes=nodes,
+            saga=running.id if running else None,
+            pending_failover=rec.pending_failover,
+            health=worst([n.health for n in nodes if n.name == rec.active]),
+        )
+
+    def clusters(self) -> list[ClusterView]:
+        return [self.cluster(c) for c in self._names()]
+
+    def saga(self, saga_id: str) -> SagaView:
+        saga = self.state.sagas.get(saga_id)
+        if saga is None:
+            raise NotFoundError(f"no saga {saga_id!r}")
+        return saga.view()
+
+    def groups(self) -> list[GroupView]:
+        views = []
+        for group in self.file.groups:
+            members = []
+            for m in sorted(group.members, key=lambda m: m.priority):
+                known = self._known(m.cluster)
+                view = self.cluster(m.cluster) if known else None
+                members.append(
+                    GroupMemberView(
+                        cluster=m.cluster,
+                        priority=m.priority,
+                        depends_on=list(m.depends_on),
+                        active=view.active if view else None,
+                        health=view.health if view else HealthStatus.UNKNOWN,
+                    )
+                )
+            running = self.state.running_saga(group.name)
+            views.append(
+                GroupView(
+                    name=group.name,
+                    members=members,
+                    health=worst([m.health for m in members]),
+                    saga=running.id if running else None,
+                )
+            )
+        return views
+
+    async def events(self, cluster: str | None, after: int, limit: int) -> list[EventView]:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
+        )
+        sub = await self.bus.js.subscribe(
+            events_filter(cluster), stream=EVENTS_STREAM, ordered_consumer=True, config=config
+        )
+        out: list[EventView] = []
+        try:
+            while len(out) < limit:
+                try:
+                    msg = await sub.next_msg(timeout=0.5)
+                except Exception:
+                    break
+                try:
+                    event = decode_event(msg.data)
+                except DecodeError:
+                    continue
+                out.append(
+                    EventView(
+                        seq=msg.metadata.sequence.stream,
+                        id=event.id,
+                        type=event.type,
+                        cluster=event.cluster,
+                        node=event.node,
+                        epoch=event.epoch,
+                        occurred_at=event.occurred_at,
+                        correlation_id=event.correlation_id,
+                        payload=event.payload.model_dump(mode="json"),
+                    )
+                )
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return out
+
+    # -- choosing a target ----------------------------------------------------------------
+
+    def refusal(self, cluster: str, node: str) -> str:
+        """Why ``node`` may not become Active now, or ''."""
+        view = self._node_view(cluster, node)
+        if not view.alive:
+            return f"{node} is not alive (no heartbeat)"
+        if view.isolated:
+            return f"{node} is isolated: its network checks all fail"
+        if not self.s.guard:
+            return ""
+        if view.replication is ReplicaState.OUT_OF_SYNC:
+            return f"{node} is out of sync: verify & synchronize it first"
+        if view.lag_bytes > self.s.max_lag_bytes:
+            return f"{node} lags {view.lag_bytes} bytes (bound {self.s.max_lag_bytes})"
+        return ""
+
+    def choose_target(self, cluster: str, exclude: str | None, to: str | None) -> str:
+        """The node to make Active, or ConflictError with the reasons."""
+        rec = self.state.cluster(cluster)
+        if to is not None:
+            if to not in self._node_names(cluster):
+                raise NotFoundError(f"cluster {cluster} has no node {to!r}")
+            if to == exclude:
+                raise ConflictError(f"{to} is already the Active of {cluster}")
+            why = self.refusal(cluster, to)
+            if why:
+                raise ConflictError(f"cannot move {cluster} to {to}: {why}")
+            return to
+        candidates = [n for n in self._node_names(cluster) if n != exclude]
+        order = {identity: i for i, identity in enumerate(self.s.prefer)}
+
+        def rank(name: str) -> tuple[int, str]:
+            identity = self._node_view(cluster, name).identity
+            return (order.get(identity, len(order)) if identity else len(order), name)
+
+        reasons = []
+        for name in sorted(candidates, key=rank):
+            why = self.refusal(cluster, name)
+            if not why:
+                return name
+            reasons.append(why)
+        raise ConflictError(
+            f"no node of {cluster} can take over from {exclude or rec.active}: "
+            + ("; ".join(reasons) or "it has no other node")
+        )
+
+    # -- acting ---------------------------------------------------------------------------
+
+    def _require_leader(self) -> None:
+        if not self.is_leader():
+            holder = self.leader.holder or "nobody yet"
+            raise ConflictError(f"this orchestrator is not the leader (leader: {holder})")
+
+    async def begin(
+        self,
+        kind: SagaKind,
+        cluster: ClusterRecord,
+        old: str | None,
+        new: str,
+        plan: list[SagaStepSpec],
+        reason: str,
+        *,
+        automatic: bool = False,
+        cause: str | None = None,
+        parent: str | None = None,
+    ) -> SagaRecord:
+        saga_id = new_id()
+        payload = SagaStartedPayload(
+            saga_id=saga_id,
+            kind=kind,
+            from_node=old,
+            to_node=new,
+            steps=[s.name for s in plan],
+            reason=reason,
+            plan=plan,
+            automatic=automatic,
+            parent=parent,
+        )
+        started = SagaStarted(
+            cluster=cluster.name,
+            node=self.s.instance,
+            epoch=cluster.epoch,
+            correlation_id=saga_id,
+            causation_id=cause,
+            payload=payload,
+        )
+        await self.bus.publish(started, timeout=5)
+        # Fold our own event now: the live projection may not have it yet, and a second
+        # request must see this saga running.
+        self.state.apply(started)
+        saga = self.state.sagas[saga_id]
+        log.info(
+            "saga %s: %s of %s from %s to %s: %s", saga_id, kind, cluster.name, old, new, reason
+        )
+        self.runner.start(saga)
+        return saga
+
+    async def switchover(
+        self,
+        cluster: str,
+        to: str | None,
+        actor: str,
+        reason: str,
+        *,
+        automatic: bool = False,
+        cause: str | None = None,
+    ) -> str:
+        async with self._starting:
+            self._require_leader()
+            if not self._known(cluster):
+                raise NotFoundError(f"no cluster {cluster!r}")
+            rec = self.state.cluster(cluster)
+            if rec.active is None:
+                raise ConflictError(f"{cluster} has no Active yet")
+            running = self.state.running_saga(cluster)
+            if running is not None:
+                raise ConflictError(
+                    f"a {running.kind} saga ({running.id}) already runs on {cluster}"
+                )
+            target = self.choose_target(cluster, rec.active, to)
+            plan = switchover_plan(
+                rec.active, target, rec.epoch, timeout_s=self.s.step_timeout_s, automatic=automatic
+            )
+            saga = await self.begin(
+                SagaKind.SWITCHOVER,
+                rec,
+                rec.active,
+                target,
+                plan,
+                f"{reason} (by {actor})",
+                automatic=automatic,
+                cause=cause,
+            )
+            return saga.id
+
+    async def failover(self, cluster: str, to: str | None, actor: str, reason: str) -> str:
+        async with self._starting:
+            self._require_leader()
+            if not self._known(cluster):
+                raise NotFoundError(f"no cluster {cluster!r}")
+            return (await self._failover(cluster, to, f"{reason} (by {actor})", operator=True)).id
+
+    async def _failover(
+        self, cluster: str, to: str | None, reason: str, *, operator: bool
+    ) -> SagaRecord:
+        rec = self.state.cluster(cluster)
+        running = self.state.running_saga(cluster)
+        if running is not None:
+            raise ConflictError(f"a {running.kind} saga ({running.id}) already runs on {cluster}")
+        old = rec.active
+        if operator and old is not None and rec.pending_failover is None:
+            gone = self.liveness.gone(cluster, old)
+            if not gone:
+                raise ConflictError(
+                    f"{old} is alive (heartbeats or lease renewals arrive): use a switchover"
+                )
+        target = self.choose_target(
+            cluster, old, to or (rec.pending_failover.to if rec.pending_failover else None)
+        )
+        plan = failover_plan(target, rec.epoch, timeout_s=self.s.step_timeout_s)
+        return await self.begin(SagaKind.FAILOVER, rec, old, target, plan, reason)
+
+    async def group_switchover(self, group: str, actor: str, reason: str) -> str:
+        async with self._starting:
+            self._require_leader()
+            config = next((g for g in self.file.groups if g.name == group), None)
+            if config is None:
+                raise NotFoundError(f"no group {group!r}")
+            running = self.state.running_saga(group)
+            if running is not None:
+                raise ConflictError(f"a group saga ({running.id}) already runs on {group}")
+            for member in config.members:
+                rec = self.state.clusters.get(member.cluster)
+                if rec is None or rec.active is None:
+                    raise ConflictError(f"member {member.cluster} of {group} has no Active yet")
+                busy = self.state.running_saga(member.cluster)
+                if busy is not None:
+                    raise ConflictError(f"a {busy.kind} saga already runs on {member.cluster}")
+            plan = group_plan(config, timeout_s=self.s.step_timeout_s * 10)
+            saga = await self.begin(
+                SagaKind.GROUP_SWITCHOVER,
+                self.state.cluster(group),
+                None,
+                group,
+                plan,
+                f"{reason} (by {actor})",
+            )
+            return saga.id
+
+    async def member_step(self, parent: SagaRecord, spec: SagaStepSpec, back: bool) -> str:
+        """A group saga's step: move member ``spec.node`` by a child switchover saga (or
+        move it back), resuming the child a previous leader had started."""
+        cluster = spec.node
+        children = [
+            s for s in self.state.sagas.values() if s.parent == parent.id and s.cluster == cluster
+        ]
+        children.sort(key=lambda s: s.started_at)
+        child = children[1 if back else 0] if len(children) > (1 if back else 0) else None
+        if child is None:
+            async with self._starting:
+                rec = self.state.cluster(cluster)
+                if rec.active is None:
+                    raise StepFailed(f"{cluster} has no Active")
+                to = children[0].from_node if back and children else None
+                try:
+                    target = self.choose_target(cluster, rec.active, to)
+                except (ConflictError, NotFoundError) as exc:
+                    raise StepFailed(str(exc)) from None
+                plan = switchover_plan(
+                    rec.active, target, rec.epoch, timeout_s=self.s.step_timeout_s
+                )
+                why = f"{'moving back' if back else 'member of'} group {parent.cluster}"
+                child = await self.begin(
+                    SagaKind.SWITCHOVER, rec, rec.active, target, plan, why, parent=parent.id
+                )
+        if child.state == "running":
+            await self.runner.start(child)
+            await self._ended(child.id, timeout=30)
+        ended = self.state.sagas[child.id]
+        if ended.state != "completed":
+            raise StepFailed(f"{cluster}: {ended.reason or ended.state}")
+        return f"{cluster}: {ended.reason}"
+
+    async def _ended(self, saga_id: str, timeout: float) -> None:
+        """Wait until the projection has folded the saga's end (its last event)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.state.sagas[saga_id].state == "running" and loop.time() < deadline:  # noqa: ASYNC110 - the projection folds from its own task
+            await asyncio.sleep(0.05)
+
+    async def record_operator_action(
+        self, actor: str, action: str, arguments: dict[str, object], outcome: str, source: str
+    ) -> None:
+        cluster = arguments.get("cluster")
+        event = OperatorActionRecorded(
+            cluster=cluster
+            if isinstance(cluster, str) and self._known(cluster)
+            else SYSTEM_CLUSTER,
+            node=self.s.instance,
+            payload=OperatorActionRecordedPayload(
+                actor=actor,
+                action=action,
+                arguments={**arguments, "source": source},
+                outcome=outcome,
+            ),
+        )
+        try:
+            await self.bus.publish(event, timeout=5)
+        except Exception as exc:
+            log.error("operator action not recorded: %s (%s)", exc, event.payload)
+
+    async def resume(self) -> None:
+        """On election: carry on with the sagas a previous leader left running."""
+        for saga in list(self.state.sagas.values()):
+            if saga.state == "running" and saga.parent is None:
+                log.info("resuming saga %s (%s of %s)", saga.id, saga.kind, saga.cluster)
+                self.runner.start(saga)

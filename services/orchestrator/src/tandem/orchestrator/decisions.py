@@ -1,0 +1,184 @@
+"""What the leader decides by itself, every cycle: failover when an Active is gone (automatic,
+or a ``FailoverRecommended`` for an operator in managed mode), and automatic switchovers
+asked by a node's rules or network checks. Each decision is logged with its reason, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from tandem.events.catalog import AlertRaised, FailoverRecommended, RoleChanged
+from tandem.events.catalog.alerts import AlertRaisedPayload
+from tandem.events.catalog.operations import FailoverRecommendedPayload
+from tandem.events.catalog.roles import RoleChangedPayload
+from tandem.events.catalog.vocabulary import Severity
+from tandem.events.envelope import Event
+from tandem.events.names import SYSTEM_CLUSTER
+from tandem.events.roles import read_role
+from tandem.events.subjects import ROLES_BUCKET
+from tandem.orchestrator.core import Orchestrator
+from tandem.orchestrator.facade import ConflictError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+class Decisions:
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.o = orchestrator
+        self._said: dict[str, str] = {}  # what was last said per subject: say things once
+        self._refused_requests: set[str] = set()
+        self._roles_read_at = 0.0
+
+    async def run(self) -> None:
+        await self.o.state.caught_up.wait()
+        while True:
+            if self.o.is_leader():
+                try:
+                    for line in await self.cycle():
+                        log.info("decision: %s", line)
+                except Exception:
+                    log.exception("decision cycle failed")
+            await asyncio.sleep(self.o.s.decide_every_s)
+
+    def _once(self, subject: str, text: str) -> bool:
+        if self._said.get(subject) == text:
+            return False
+        self._said[subject] = text
+        return True
+
+    async def _emit(self, event: Event) -> None:
+        try:
+            await self.o.bus.publish(event, timeout=5)
+        except Exception as exc:
+            log.warning("decision event not stored: %s", exc)
+
+    async def roles(self) -> list[str]:
+        """Bring the record up to ``tandem_roles`` (the authority on roles): a cluster whose
+        first Active claimed epoch 1 by itself gets its ``RoleChanged`` event now."""
+        said = []
+        kv = await self.o.bus.kv(ROLES_BUCKET)
+        names = set(self.o.state.clusters) | {c for c, _ in self.o.liveness.seen}
+        for name in sorted(names - {SYSTEM_CLUSTER}):
+            try:
+                record, _ = await asyncio.wait_for(read_role(kv, name), 2)
+            except Exception as exc:
+                log.debug("role record of %s unreadable: %s", name, exc)
+                continue
+            rec = self.o.state.cluster(name)
+            if record is None or record.epoch <= rec.epoch:
+                continue
+            if self.o.state.running_saga(name) is not None:
+                continue  # the saga publishes its own RoleChanged
+            event = RoleChanged(
+                cluster=name,
+                node=self.o.s.instance,
+                epoch=record.epoch,
+                payload=RoleChangedPayload(
+                    active_node=record.active,
+                    previous_active=rec.active,
+                    new_epoch=record.epoch,
+                    reason=f"found in tandem_roles: {record.reason or 'no reason given'}",
+                ),
+            )
+            await self._emit(event)
+            self.o.state.apply(event)
+            said.append(f"{name}: {record.active} is Active at epoch {record.epoch} (role record)")
+        return said
+
+    async def cycle(self) -> list[str]:
+        said: list[str] = []
+        state = self.o.state
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._roles_read_at >= 1.0:
+            self._roles_read_at = loop.time()
+            said += await self.roles()
+        for name, rec in list(state.clusters.items()):
+            for node in rec.nodes:
+                self.o.liveness.watch(name, node)
+            if rec.active is None:
+                continue
+            self.o.liveness.watch(name, rec.active)
+            if state.running_saga(name) is not None:
+                continue
+            gone = self.o.liveness.gone(name, rec.active)
+            if gone:
+                said += await self._active_gone(name, rec.active, gone)
+                continue
+            said += await self._requests(name, rec.active)
+        return said
+
+    async def _active_gone(self, cluster: str, active: str, gone: str) -> list[str]:
+        rec = self.o.state.cluster(cluster)
+        try:
+            target = self.o.choose_target(cluster, active, None)
+        except (ConflictError, NotFoundError) as exc:
+            text = f"{cluster}: {gone}; no failover: {exc}"
+            if self._once(f"gone:{cluster}", text):
+                await self._emit(
+                    AlertRaised(
+                        cluster=cluster,
+                        node=self.o.s.instance,
+                        epoch=rec.epoch,
+                        payload=AlertRaisedPayload(
+                            code="failover.impossible", severity=Severity.CRITICAL, message=text
+                        ),
+                    )
+                )
+                return [text]
+            return []
+        if self.o.liveness.mode(cluster, active) == "managed":
+            pending = rec.pending_failover
+            if pending is not None and pending.failed_node == active:
+                return []
+            await self._emit(
+                FailoverRecommended(
+                    cluster=cluster,
+                    node=self.o.s.instance,
+                    epoch=rec.epoch,
+                    payload=FailoverRecommendedPayload(failed_node=active, to=target, reason=gone),
+                )
+            )
+            return [f"{cluster}: {gone}; failover to {target} recommended (managed mode)"]
+        async with self.o._starting:
+            if self.o.state.running_saga(cluster) is not None or not self.o.is_leader():
+                return []
+            saga = await self.o._failover(cluster, target, gone, operator=False)
+        self._said.pop(f"gone:{cluster}", None)
+        return [f"{cluster}: {gone}; failover to {target} (saga {saga.id})"]
+
+    async def _requests(self, cluster: str, active: str) -> list[str]:
+        said = []
+        now = datetime.now(UTC)
+        for req in list(self.o.state.requests.values()):
+            if req.cluster != cluster or req.event_id in self._refused_requests:
+                continue
+            age = (now - req.occurred_at).total_seconds()
+            if age > self.o.s.request_max_age_s or req.node != active:
+                self._refused_requests.add(req.event_id)
+                continue  # stale, or asked by a node that no longer is the Active
+            try:
+                saga_id = await self.o.switchover(
+                    cluster,
+                    req.to,
+                    f"{req.node} (automatic)",
+                    req.reason,
+                    automatic=True,
+                    cause=req.event_id,
+                )
+                said.append(f"{cluster}: automatic switchover ({req.reason}): saga {saga_id}")
+            except (ConflictError, NotFoundError) as exc:
+                self._refused_requests.add(req.event_id)
+                text = f"{cluster}: automatic switchover asked by {req.node} refused: {exc}"
+                await self._emit(
+                    AlertRaised(
+                        cluster=cluster,
+                        node=self.o.s.instance,
+                        payload=AlertRaisedPayload(
+                            code="switchover.refused", severity=Severity.WARNING, message=text
+                        ),
+                    )
+                )
+                said.append(text)
+        return said

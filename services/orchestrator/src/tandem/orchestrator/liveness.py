@@ -1,0 +1,157 @@
+"""Whether nodes are alive, as the orchestrator sees it: their heartbeats (core NATS) and
+their liveness leases in ``tandem_leases``.
+
+Both are judged by this process's monotonic clock: a heartbeat's arrival, a lease's
+revision changing. A node is *gone* when neither has moved for its failover timeout (never
+shorter than its lease's ttl, so that an Active that is merely cut off has hidden itself
+before anyone replaces it). Until this process has watched for that long, nobody is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
+from pydantic import ValidationError
+
+from tandem.events.bus import Bus
+from tandem.events.heartbeat import Heartbeat
+from tandem.events.subjects import LEASES_BUCKET, node_lease_key
+
+log = logging.getLogger(__name__)
+
+HEARTBEATS_ALL = "tandem.hb.*.*"
+
+
+@dataclass
+class Seen:
+    heartbeat: Heartbeat | None = None
+    heartbeat_at: float | None = None
+    lease_revision: int | None = None
+    lease_at: float | None = None
+    lease_ttl_s: float | None = None
+    failover_timeout_s: float | None = None
+    failover_mode: str | None = None
+
+
+class Liveness:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        default_timeout_s: float,
+        lease_poll_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bus = bus
+        self.default_timeout_s = default_timeout_s
+        self.lease_poll_s = lease_poll_s
+        self.clock = clock
+        self.started = clock()
+        self.seen: dict[tuple[str, str], Seen] = {}
+
+    def _entry(self, cluster: str, node: str) -> Seen:
+        return self.seen.setdefault((cluster, node), Seen())
+
+    async def run(self) -> None:
+        sub = await self.bus.nc.subscribe(HEARTBEATS_ALL, cb=self._on_heartbeat)
+        try:
+            while True:
+                await self.poll_leases()
+                await asyncio.sleep(self.lease_poll_s)
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                log.debug("heartbeat subscription already gone")
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            beat = Heartbeat.model_validate_json(msg.data)
+        except ValidationError:
+            return  # the node's peers dead-letter it; here it only is not a sign of life
+        entry = self._entry(beat.cluster, beat.node)
+        entry.heartbeat, entry.heartbeat_at = beat, self.clock()
+
+    def watch(self, cluster: str, node: str) -> None:
+        """Also poll this node's lease (nodes are learned from heartbeats and the record)."""
+        self._entry(cluster, node)
+
+    async def poll_leases(self) -> None:
+        try:
+            kv = await self.bus.kv(LEASES_BUCKET)
+        except Exception as exc:
+            log.debug("leases unreadable: %s", exc)
+            return
+        for (cluster, node), entry in list(self.seen.items()):
+            try:
+                got = await asyncio.wait_for(kv.get(node_lease_key(cluster, node)), 2)
+            except KeyNotFoundError:
+                continue
+            except Exception as exc:
+                log.debug("lease of %s/%s unreadable: %s", cluster, node, exc)
+                return
+            if got.revision != entry.lease_revision:
+                entry.lease_revision, entry.lease_at = got.revision, self.clock()
+                self._read_lease(entry, got.value or b"")
+
+    @staticmethod
+    def _read_lease(entry: Seen, value: bytes) -> None:
+        import json
+
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            ttl = data.get("ttl_s")
+            entry.lease_ttl_s = float(ttl) if isinstance(ttl, int | float) else None
+            timeout = data.get("failover_timeout_s")
+            entry.failover_timeout_s = float(timeout) if isinstance(timeout, int | float) else None
+            mode = data.get("failover_mode")
+            entry.failover_mode = mode if isinstance(mode, str) else None
+
+    def heartbeat(self, cluster: str, node: str) -> Heartbeat | None:
+        entry = self.seen.get((cluster, node))
+        return entry.heartbeat if entry else None
+
+    def timeout_s(self, cluster: str, node: str) -> float:
+        entry = self.seen.get((cluster, node))
+        timeout = self.default_timeout_s
+        if entry is not None:
+            timeout = entry.failover_timeout_s or timeout
+            timeout = max(timeout, entry.lease_ttl_s or 0.0)
+        return timeout
+
+    def mode(self, cluster: str, node: str) -> str:
+        entry = self.seen.get((cluster, node))
+        return (entry.failover_mode if entry else None) or "automatic"
+
+    def alive(self, cluster: str, node: str) -> bool:
+        """Heartbeats arriving (within the detection timeout)."""
+        entry = self.seen.get((cluster, node))
+        if entry is None or entry.heartbeat_at is None:
+            return False
+        return self.clock() - entry.heartbeat_at <= self.timeout_s(cluster, node)
+
+    def gone(self, cluster: str, node: str) -> str:
+        """Why the node is gone (no heartbeat and no lease renewal for its timeout), or ''."""
+        now = self.clock()
+        timeout = self.timeout_s(cluster, node)
+        if now - self.started < timeout:
+            return ""  # not watched long enough to tell
+        entry = self.seen.get((cluster, node)) or Seen()
+        last_beat = entry.heartbeat_at if entry.heartbeat_at is not None else self.started
+        last_lease = entry.lease_at if entry.lease_at is not None else self.started
+        silent = now - max(last_beat, last_lease)
+        if silent < timeout:
+            return ""
+        return (
+            f"{node} silent for {silent:.1f}s: no heartbeat and no lease renewal "
+            f"(failover timeout {timeout:g}s)"
+        )

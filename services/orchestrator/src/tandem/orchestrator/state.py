@@ -1,0 +1,255 @@
+"""The orchestrator's state: a fold of ``TANDEM_EVENTS`` (nothing else is authoritative).
+
+Clusters (Active, epoch), their nodes (identity, role played, health, isolation, fencing,
+replication state), sagas with their steps, pending operator decisions, and the automatic
+switchover requests not yet acted on. Live heartbeats refine the nodes' view (``Liveness``)
+but never replace the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tandem.events.catalog import (
+    FailoverRecommended,
+    HealthChanged,
+    NetworkReachabilityChanged,
+    NodeRoleAssumed,
+    NodeSelfFenced,
+    ReplicationStateChanged,
+    RoleChanged,
+    SagaCompleted,
+    SagaFailed,
+    SagaStarted,
+    SagaStepCompleted,
+    SagaStepFailed,
+    SagaStepStarted,
+    ServiceStarted,
+    SwitchoverRequested,
+)
+from tandem.events.catalog.sagas import SagaStepSpec
+from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaState, Role
+from tandem.events.envelope import Event
+from tandem.events.names import SYSTEM_CLUSTER
+from tandem.events.projection import Projection
+from tandem.orchestrator.views import PendingFailover, SagaStepView, SagaView
+
+ORDER = [HealthStatus.OK, HealthStatus.UNKNOWN, HealthStatus.WARNING, HealthStatus.CRITICAL]
+
+
+def worst(statuses: list[HealthStatus]) -> HealthStatus:
+    return max(statuses, key=ORDER.index, default=HealthStatus.UNKNOWN)
+
+
+@dataclass
+class NodeRecord:
+    name: str
+    identity: Identity | None = None
+    role: Role | None = None
+    checks: dict[str, HealthStatus] = field(default_factory=dict)
+    isolated: bool = False
+    fenced: bool = False
+    replication: ReplicaState | None = None
+    lag_batches: int = 0
+    lag_bytes: int = 0
+    awaiting_operator: bool = False
+
+    @property
+    def health(self) -> HealthStatus:
+        return worst(list(self.checks.values()))
+
+
+@dataclass
+class SagaRecord:
+    id: str
+    kind: str
+    cluster: str
+    from_node: str | None
+    to_node: str
+    plan: list[SagaStepSpec]
+    started_at: datetime
+    automatic: bool = False
+    parent: str | None = None
+    cause: str | None = None
+    state: str = "running"
+    reason: str = ""
+    ended_at: datetime | None = None
+    steps: dict[int, SagaStepView] = field(default_factory=dict)
+
+    def view(self) -> SagaView:
+        steps = [
+            self.steps.get(i, SagaStepView(index=i, name=s.name, node=s.node, command=s.command))
+            for i, s in enumerate(self.plan)
+        ]
+        return SagaView(
+            id=self.id,
+            kind=self.kind,
+            cluster=self.cluster,
+            from_node=self.from_node,
+            to_node=self.to_node,
+            state=self.state,
+            reason=self.reason,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            steps=steps,
+        )
+
+    def completed_steps(self) -> set[int]:
+        return {i for i, s in self.steps.items() if s.state == "completed"}
+
+
+@dataclass
+class ClusterRecord:
+    name: str
+    active: str | None = None
+    epoch: int = 0
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    pending_failover: PendingFailover | None = None
+
+    def node(self, name: str) -> NodeRecord:
+        if name not in self.nodes:
+            self.nodes[name] = NodeRecord(name)
+        return self.nodes[name]
+
+
+@dataclass
+class SwitchoverRequest:
+    event_id: str
+    cluster: str
+    node: str
+    to: str | None
+    reason: str
+    occurred_at: datetime
+
+
+class ClusterState(Projection):
+    name = "orchestrator-state"
+
+    def __init__(self, position: int = 0) -> None:
+        super().__init__(position)
+        self.clusters: dict[str, ClusterRecord] = {}
+        self.sagas: dict[str, SagaRecord] = {}
+        #: Automatic switchover requests no saga has answered yet, by event id.
+        self.requests: dict[str, SwitchoverRequest] = {}
+
+    def cluster(self, name: str) -> ClusterRecord:
+        if name not in self.clusters:
+            self.clusters[name] = ClusterRecord(name)
+        return self.clusters[name]
+
+    def running_saga(self, cluster: str) -> SagaRecord | None:
+        for saga in self.sagas.values():
+            if saga.cluster == cluster and saga.state == "running":
+                return saga
+        return None
+
+    def apply(self, event: Event) -> None:
+        if event.cluster == SYSTEM_CLUSTER:
+            return
+        c = self.cluster(event.cluster)
+        p = event.payload
+        if isinstance(event, RoleChanged):
+            c.active, c.epoch = event.payload.active_node, event.payload.new_epoch
+            c.pending_failover = None
+        elif isinstance(event, ServiceStarted):
+            if event.payload.service == "agent":
+                c.node(event.node)
+        elif isinstance(event, NodeRoleAssumed):
+            n = c.node(event.node)
+            n.identity, n.role = event.payload.identity, event.payload.role
+            if event.payload.role is Role.ACTIVE:
+                n.fenced = False
+                n.awaiting_operator = False
+        elif isinstance(event, HealthChanged):
+            n = c.node(event.node)
+            n.checks = {**n.checks, event.payload.plugin: event.payload.status}
+        elif isinstance(event, NetworkReachabilityChanged):
+            c.node(event.node).isolated = event.payload.isolated
+        elif isinstance(event, NodeSelfFenced):
+            c.node(event.node).fenced = True
+        elif isinstance(event, ReplicationStateChanged):
+            n = c.node(event.payload.target)
+            n.replication = event.payload.state
+            n.lag_batches, n.lag_bytes = event.payload.lag_ops, event.payload.lag_bytes
+        elif isinstance(event, FailoverRecommended):
+            c.pending_failover = PendingFailover(
+                failed_node=event.payload.failed_node,
+                to=event.payload.to,
+                reason=event.payload.reason,
+                recommended_at=event.occurred_at,
+            )
+        elif isinstance(event, SwitchoverRequested):
+            if event.payload.automatic:
+                self.requests[event.id] = SwitchoverRequest(
+                    event.id,
+                    event.cluster,
+                    event.node,
+                    event.payload.to,
+                    event.payload.reason,
+                    event.occurred_at,
+                )
+        elif isinstance(event, SagaStarted):
+            self._saga_started(event)
+        elif isinstance(event, SagaStepStarted | SagaStepCompleted | SagaStepFailed):
+            self._saga_step(event)
+        elif isinstance(event, SagaCompleted | SagaFailed):
+            saga = self.sagas.get(p.saga_id)  # type: ignore[attr-defined]
+            if saga is not None:
+                saga.state = "completed" if isinstance(event, SagaCompleted) else "failed"
+                saga.reason = p.reason  # type: ignore[attr-defined]
+                saga.ended_at = event.occurred_at
+                if saga.automatic and saga.state == "completed" and saga.from_node:
+                    self.cluster(saga.cluster).node(saga.from_node).awaiting_operator = True
+
+    def _saga_started(self, event: SagaStarted) -> None:
+        p = event.payload
+        if p.saga_id in self.sagas:
+            return  # the leader folded its own event before the stream delivered it
+        self.sagas[p.saga_id] = SagaRecord(
+            id=p.saga_id,
+            kind=p.kind,
+            cluster=event.cluster,
+            from_node=p.from_node,
+            to_node=p.to_node,
+            plan=list(p.plan),
+            started_at=event.occurred_at,
+            automatic=p.automatic,
+            parent=p.parent,
+            cause=event.causation_id,
+        )
+        if event.causation_id is not None:
+            self.requests.pop(event.causation_id, None)
+        if p.kind in ("failover", "group_failover"):
+            self.cluster(event.cluster).pending_failover = None
+
+    def _saga_step(self, event: SagaStepStarted | SagaStepCompleted | SagaStepFailed) -> None:
+        p = event.payload
+        saga = self.sagas.get(p.saga_id)
+        if saga is None:
+            return
+        old = saga.steps.get(p.index)
+        base = old or SagaStepView(
+            index=p.index, name=p.step, node=p.target_node, command=p.command
+        )
+        if isinstance(event, SagaStepStarted):
+            saga.steps[p.index] = base.model_copy(
+                update={"state": "running", "started_at": event.occurred_at, "reason": ""}
+            )
+        elif isinstance(event, SagaStepCompleted):
+            state = "compensated" if event.payload.result.get("compensation") else "completed"
+            saga.steps[p.index] = base.model_copy(
+                update={
+                    "state": state,
+                    "ended_at": event.occurred_at,
+                    "reason": str(event.payload.result.get("reason", "")),
+                }
+            )
+        else:
+            saga.steps[p.index] = base.model_copy(
+                update={
+                    "state": "failed",
+                    "ended_at": event.occurred_at,
+                    "reason": event.payload.reason,
+                }
+            )

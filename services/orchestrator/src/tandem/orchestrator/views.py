@@ -1,0 +1,114 @@
+"""What the orchestrator shows of its state: the REST API's response models (and the CLI's)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaState, Role, SagaKind
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class NodeView(_View):
+    name: str
+    identity: Identity | None = None
+    #: What the node reports it plays (None before it said).
+    role: Role | None = None
+    health: HealthStatus = HealthStatus.UNKNOWN
+    checks: dict[str, HealthStatus] = Field(default_factory=dict)
+    #: Heartbeats arriving (False: lost or never heard).
+    alive: bool = False
+    last_heartbeat_at: datetime | None = None
+    isolated: bool = False
+    fenced: bool = False
+    replication: ReplicaState | None = None
+    lag_batches: int = 0
+    lag_bytes: int = 0
+    #: Left stopped after an automatic switchover, for an operator to inspect.
+    awaiting_operator: bool = False
+
+
+class PendingFailover(_View):
+    failed_node: str
+    to: str
+    reason: str
+    recommended_at: datetime
+
+
+class ClusterView(_View):
+    name: str
+    active: str | None = None
+    epoch: int = 0
+    nodes: list[NodeView] = Field(default_factory=list)
+    #: The saga running now on this cluster, if any.
+    saga: str | None = None
+    pending_failover: PendingFailover | None = None
+    health: HealthStatus = HealthStatus.UNKNOWN
+
+
+StepState = Literal["pending", "running", "completed", "failed", "compensated"]
+SagaState = Literal["running", "completed", "failed"]
+
+
+class SagaStepView(_View):
+    index: int
+    name: str
+    node: str
+    command: str
+    state: StepState = "pending"
+    reason: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class SagaView(_View):
+    id: str
+    kind: SagaKind
+    cluster: str
+    from_node: str | None
+    to_node: str
+    state: SagaState = "running"
+    reason: str = ""
+    started_at: datetime
+    ended_at: datetime | None = None
+    steps: list[SagaStepView] = Field(default_factory=list)
+
+
+class GroupMemberView(_View):
+    cluster: str
+    priority: int
+    depends_on: list[str] = Field(default_factory=list)
+    active: str | None = None
+    health: HealthStatus = HealthStatus.UNKNOWN
+
+
+class GroupView(_View):
+    name: str
+    members: list[GroupMemberView]
+    #: The worst of its members.
+    health: HealthStatus = HealthStatus.UNKNOWN
+    saga: str | None = None
+
+
+class EventView(_View):
+    seq: int
+    id: str
+    type: str
+    cluster: str
+    node: str
+    epoch: int
+    occurred_at: datetime
+    correlation_id: str | None = None
+    payload: dict[str, object]
+
+
+class Accepted(_View):
+    """A mutation's answer (202): the saga that now carries it out."""
+
+    saga_id: str
+    status_url: str
