@@ -30,13 +30,16 @@ test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # The replication benchmark needs root (FUSE mounts) and rsync (its incremental baseline).
+# The failover benchmark runs a pair of agents, the demo app and an orchestrator on loopback.
 bench: install
 	$(VENV)/bin/python bench/bus.py --out bench/results/bus.json
 	$(VENV)/bin/python bench/replication.py --out bench/results/replication.json
+	$(VENV)/bin/python bench/failover.py --out bench/results/failover.json
 
 bench-quick: install
 	$(VENV)/bin/python bench/bus.py --quick --out bench/results/bus.json
 	$(VENV)/bin/python bench/replication.py --quick --out bench/results/replication.json
+	$(VENV)/bin/python bench/failover.py --quick --out bench/results/failover.json
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -52,7 +52,9 @@ class Pair:
         self.agents[node] = agent
         return agent
 
-    def add_orchestrator(self, instance: str = "orchestrator") -> ServiceProcess:
+    def add_orchestrator(
+        self, instance: str = "orchestrator", extra_env: dict[str, str] | None = None
+    ) -> ServiceProcess:
         port = free_port()
         env = {
             "TANDEM_BUS_SERVERS": self.bus_url,
@@ -60,6 +62,7 @@ class Pair:
             "TANDEM_ORCHESTRATOR_API_PORT": str(port),
             "TANDEM_ORCHESTRATOR_TOKENS": f"operator {OPERATOR};viewer {VIEWER}",
             "TANDEM_ORCHESTRATOR_STEP_TIMEOUT_S": "20",
+            **(extra_env or {}),
         }
         log = self.tmp / f"{instance}.log"
         orchestrator = ServiceProcess("tandem.orchestrator", env, log)

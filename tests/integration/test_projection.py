@@ -101,3 +101,19 @@ async def test_an_empty_stream_counts_as_caught_up(bus: Bus) -> None:
     async with running(projection, bus):
         await projection.wait_caught_up()
         assert projection.position == 0
+
+
+async def test_a_projection_replaying_a_busy_stream_stops_when_cancelled(bus: Bus) -> None:
+    """Python 3.11's wait_for can swallow a cancel when a message arrives at that moment; a
+    replaying projection must still stop (it once ran on for ever: a service that ignored
+    SIGTERM). Cancelled several times mid-replay; each run must end."""
+    for batch in range(10):
+        await bus.publish_many([alert(n=batch * 1000 + i) for i in range(1000)])
+    for delay in (0.05, 0.2, 0.5):
+        projection = OpenAlerts()
+        task = asyncio.create_task(projection.run(bus))
+        await asyncio.sleep(delay)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=30)
+        assert done, f"the projection did not stop when cancelled after {delay}s"
+        assert task.cancelled()

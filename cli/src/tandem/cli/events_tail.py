@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.envelope import Event
 from tandem.events.errors import DecodeError
 from tandem.events.registry import decode_event
@@ -62,6 +63,7 @@ async def tail(
         try:
             while count is None or printed < count:
                 try:
+                    raise_if_cancelled()  # 3.11's wait_for may have swallowed a cancel
                     msg = await sub.next_msg(timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):
                     if idle_timeout_s is not None and loop.time() - last > idle_timeout_s:

@@ -159,7 +159,13 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
             bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30
         )
         console.print(_table(server, root, children, started, api, public_port))
-        console.print("Follow events: [bold]tandem events tail[/]   Stop: [bold]Ctrl-C[/]")
+        console.print("API tokens for this run (the tandem commands here find them by themselves):")
+        console.print(f"  operator (switchover, failover): {api.operator_token}", soft_wrap=True)
+        console.print(f"  viewer (read only):              {api.viewer_token}", soft_wrap=True)
+        console.print(
+            "Try: [bold]tandem status[/]   [bold]tandem switchover demo[/]   "
+            "[bold]tandem events tail[/]   Stop: [bold]Ctrl-C[/]"
+        )
         await stop.wait()
         console.print("stopping services...")
         return 0
@@ -218,8 +224,6 @@ def _table(
         table.add_row("bus monitoring", f"http://127.0.0.1:{server.http_port}", "")
     table.add_row("store", str(root), "")
     table.add_row("orchestrator API", f"{api.url}/api/v1  (docs: {api.url}/docs)", "")
-    table.add_row("operator token", api.operator_token, "switchover, failover")
-    table.add_row("viewer token", api.viewer_token, "read only")
     if any(c.name.startswith("agent-") for c in children):
         table.add_row("demo app", f"http://127.0.0.1:{public_port}/items", "on the Active")
         table.add_row("demo data (Active)", str(demo_folder(root, DEMO_NODES[0])), "write here")

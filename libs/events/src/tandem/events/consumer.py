@@ -21,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from tandem.events import subjects
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.envelope import Event
 from tandem.events.errors import DecodeError, TransientError
@@ -86,6 +87,7 @@ class DurableConsumer:
         try:
             while not self._stopping.is_set():
                 try:
+                    raise_if_cancelled()  # 3.11's wait_for may have swallowed a cancel
                     msgs = await sub.fetch(o.batch, timeout=o.fetch_timeout_s)
                 except (NatsTimeoutError, TimeoutError):
                     continue

@@ -18,6 +18,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from tandem.events import subjects
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.envelope import Event
 from tandem.events.errors import DecodeError
@@ -63,6 +64,7 @@ class Projection(ABC):
         try:
             while True:
                 try:
+                    raise_if_cancelled()  # 3.11's wait_for may have swallowed a cancel
                     msg = await sub.next_msg(timeout=0.5)
                 except (NatsTimeoutError, TimeoutError):
                     if not self.caught_up.is_set() and sub.pending_msgs == 0:

@@ -115,13 +115,25 @@ def service_main(spec: ServiceSpec) -> int:
     configure_logging()
     try:
         asyncio.run(until_signalled(run_service(spec)))
-    except SettingsError as exc:
-        log.error("%s", exc)
-        return 2
-    except ConnectionError as exc:
-        log.error("%s", exc)
-        return 3
+    except (SettingsError, ConnectionError, BaseExceptionGroup) as exc:
+        # A task group wraps what its tasks raised: look inside for the reason.
+        cause = _first(exc, (SettingsError, ConnectionError))
+        if cause is None:
+            raise
+        log.error("%s", cause)
+        return 2 if isinstance(cause, SettingsError) else 3
     return 0
+
+
+def _first(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first(inner, kinds)
+            if found is not None:
+                return found
+    return None
 
 
 async def until_signalled(work: Awaitable[None]) -> None:

@@ -41,11 +41,11 @@ class _Section(BaseModel):
 class LeaseConfig(_Section):
     # Short by default: the orchestrator fails over only after the Active's lease has run
     # out, so the lease bounds the recovery time (see [failover]).
-    ttl_s: float = Field(default=1.5, gt=0)
-    renew_every_s: float = Field(default=0.25, gt=0)
+    ttl_s: float = Field(default=1.0, gt=0)
+    renew_every_s: float = Field(default=0.2, gt=0)
     #: An Active that has not renewed for ttl - margin hides itself (the margin is the time
     #: it has to withdraw its address and stop its applications before the lease runs out).
-    fence_margin_s: float = Field(default=0.75, gt=0)
+    fence_margin_s: float = Field(default=0.5, gt=0)
 
     @model_validator(mode="after")
     def _fits(self) -> LeaseConfig:
@@ -64,7 +64,7 @@ class FailoverConfig(_Section):
     whether it is automatic or waits for an operator. Read by the orchestrator."""
 
     #: Never shorter in effect than the lease's ttl: the orchestrator waits for both.
-    timeout_s: float = Field(default=1.5, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
     mode: Literal["automatic", "managed"] = "automatic"
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import OperatorActionRecorded, SagaStarted
 from tandem.events.catalog.operations import OperatorActionRecordedPayload
 from tandem.events.catalog.sagas import SagaStartedPayload, SagaStepSpec
@@ -187,6 +188,7 @@ class Orchestrator:
         try:
             while len(out) < limit:
                 try:
+                    raise_if_cancelled()  # 3.11's wait_for may have swallowed a cancel
                     msg = await sub.next_msg(timeout=0.5)
                 except Exception:
                     break

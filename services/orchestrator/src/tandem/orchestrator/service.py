@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
-from tandem.orchestrator.api.app import create_app
-from tandem.orchestrator.api.server import serve
+from typing import Any
 
 from tandem.events.bus import Bus
 from tandem.events.runtime import ServiceSpec, service_lifetime
+from tandem.events.settings import SettingsError
+from tandem.orchestrator.api.app import create_app
 from tandem.orchestrator.api.auth import load_tokens
+from tandem.orchestrator.api.server import ServerStartError, serve
 from tandem.orchestrator.core import Orchestrator
 from tandem.orchestrator.decisions import Decisions
 from tandem.orchestrator.leader import LeaderLease
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 async def run(settings: OrchestratorSettings, bus: Bus) -> None:
     s = settings
     file = load_file(s.config)
-    tokens = load_tokens(s.tokens_file, s.tokens)
+    tokens = load_tokens(s.tokens_file, s.tokens, env_name="TANDEM_ORCHESTRATOR_TOKENS")
     state = ClusterState()
     liveness = Liveness(bus, default_timeout_s=s.failover_timeout_s)
     orchestrator: Orchestrator | None = None
@@ -48,7 +49,7 @@ async def run(settings: OrchestratorSettings, bus: Bus) -> None:
         tasks.create_task(state.run(bus))
         tasks.create_task(liveness.run())
         ready = asyncio.Event()
-        api = tasks.create_task(serve(app, s.api_host, s.api_port, ready=ready))
+        api = tasks.create_task(serve_api(app, s.api_host, s.api_port, ready))
         await asyncio.wait(
             {api, asyncio.ensure_future(ready.wait())},
             timeout=30,
@@ -63,6 +64,13 @@ async def run(settings: OrchestratorSettings, bus: Bus) -> None:
                 await asyncio.Event().wait()
             finally:
                 await leader.resign()
+
+
+async def serve_api(app: Any, host: str, port: int, ready: asyncio.Event) -> None:
+    try:
+        await serve(app, host, port, ready=ready)
+    except ServerStartError as exc:  # a taken port is a configuration problem: exit 2
+        raise SettingsError(f"{exc} (set TANDEM_ORCHESTRATOR_API_HOST / _API_PORT)") from None
 
 
 SERVICE = ServiceSpec(name="orchestrator", load_settings=load, run=run)

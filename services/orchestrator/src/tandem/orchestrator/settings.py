@@ -63,7 +63,7 @@ class OrchestratorSettings(BaseSettings):
     leader_ttl_s: float = Field(default=3.0, gt=0)
     leader_renew_s: float = Field(default=0.5, gt=0)
     #: Used for a node whose lease does not say (older agents).
-    failover_timeout_s: float = Field(default=1.5, gt=0)
+    failover_timeout_s: float = Field(default=1.0, gt=0)
     step_timeout_s: float = Field(default=30.0, gt=0)
     #: Refuse a switchover or failover to a target out of sync or lagging more than this.
     guard: bool = True

@@ -78,6 +78,8 @@ class ReplicatorNode:
         #: StopIntercepting: no side until the record changes from this one.
         self._held_at: RoleRecord | None = None
         self._wake = asyncio.Event()
+        #: Read the role record now rather than at the next poll (a step is waiting on it).
+        self._poke = asyncio.Event()
         self._switched = asyncio.Condition()
 
     # -- what the steps use -------------------------------------------------------------
@@ -135,6 +137,10 @@ class ReplicatorNode:
         if self._held_at is not None and self.record is not None:
             self._held_at = None
             self._set_want(*self._side_for(self.record), "released")
+
+    def poke(self) -> None:
+        """Look at the role record at once (a saga step waits for the switch it brings)."""
+        self._poke.set()
 
     async def read_record(self) -> RoleRecord | None:
         """The role record as the bus holds it now (the follower may not have polled yet)."""
@@ -204,7 +210,9 @@ class ReplicatorNode:
     async def _follow_roles(self) -> None:
         kv = await self.bus.kv(ROLES_BUCKET)
         while True:
-            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.poll_s)
+            self._poke.clear()
             try:
                 record, _ = await read_role(kv, self.s.cluster)
             except Exception as exc:  # the bus may be away: keep the current side

@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.subjects import JOURNAL_STREAM, journal_subject
 from tandem.replicator.batch import H_EPOCH, H_SEQ, BatchError, unpack
@@ -74,6 +75,7 @@ class JournalReceiver:
         try:
             while True:
                 try:
+                    raise_if_cancelled()  # 3.11's wait_for may have swallowed a cancel
                     msgs = await sub.fetch(64, timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):
                     continue

@@ -60,6 +60,7 @@ async def _carry_out(node: ReplicatorNode, command: Command, timeout: float) -> 
                 f"the role record names {holder} Active: {node.s.node} cannot start intercepting"
             )
         node.release()
+        node.poke()
         return await node.wait_side("source", command.epoch, timeout)
     raise StepRefused(f"{command.type} is not a replication step")
 

@@ -50,6 +50,9 @@ class ApplicationConfig(BaseModel):
     # every control: grace before a forced stop, and the bound on a start
     stop_grace_s: float = Field(default=10.0, gt=0)
     start_timeout_s: float = Field(default=30.0, gt=0)
+    #: process: a start counts once the process is still alive this long after spawning (a
+    #: command that fails at once is caught; the health checks catch the rest).
+    settle_s: float = Field(default=0.3, gt=0)
     depends_on: list[str] = Field(default_factory=list)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
 
@@ -146,7 +149,7 @@ def make_control(
 ) -> ServiceControl:
     """The control for ``app``; ``state_dir`` holds the agent's pid files for spawned apps."""
     if app.control == "process":
-        return ProcessControl(app, state_dir)
+        return ProcessControl(app, state_dir, settle_s=app.settle_s)
     assert app.unit is not None  # guaranteed by the validator
     if app.control == "systemd":
         return SystemdControl(
