@@ -61,15 +61,22 @@ class HealthLoop:
         return self.board.role is Role.ACTIVE and not self.board.fenced
 
     async def _watch(self, check: HealthCheckConfig, plugin: HealthPlugin) -> None:
+        grace_until: float | None = self.clock() + check.start_grace_s
         while True:
             started = self.clock()
             if check.application is not None and not self.serving():
                 # A Passive's applications are stopped on purpose: checking them would only
                 # make its rules "repair" them, starting them on the wrong node.
                 self._pause(check)
+                grace_until = None  # a new grace starts when the node serves again
             else:
+                if grace_until is None:
+                    grace_until = started + check.start_grace_s
                 sample = await sample_within(plugin, check.timeout_s)
-                await self.observe(check, sample)
+                in_grace = sample.status is not HealthStatus.OK and started < grace_until
+                if sample.status is HealthStatus.OK:
+                    grace_until = started  # the first good sample ends the grace
+                await self.observe(check, sample, rules=not in_grace)
             await asyncio.sleep(max(0.0, check.interval_s - (self.clock() - started)))
 
     def _pause(self, check: HealthCheckConfig) -> None:
@@ -77,7 +84,9 @@ class HealthLoop:
             log.info("%s: check %s paused: this node does not serve", self.node, check.name)
             self.board.checks = {k: v for k, v in self.board.checks.items() if k != check.name}
 
-    async def observe(self, check: HealthCheckConfig, sample: Sample) -> None:
+    async def observe(
+        self, check: HealthCheckConfig, sample: Sample, *, rules: bool = True
+    ) -> None:
         previous = self.latest.get(check.name)
         self.latest[check.name] = sample
         self.board.checks = {**self.board.checks, check.name: sample.status}
@@ -98,6 +107,8 @@ class HealthLoop:
                     ),
                 )
             )
+        if not rules:
+            return  # still starting: the sample is shown, not held against the check
         for decision in self.engine.observe(check.name, sample, self.clock()):
             try:
                 await self.actions.carry_out(decision)

@@ -128,6 +128,11 @@ class ReplicatorNode:
 
     async def hold(self, timeout: float) -> str:
         """Stop the side that runs (a source drains first) and run none until released."""
+        # The record as the bus holds it now: a role change the follower has not polled yet
+        # must not undo the hold a moment later.
+        fresh = await self.read_record()
+        if fresh is not None:
+            self.record = fresh
         self._held_at = self.record
         self._set_want("none", self.epoch, "StopIntercepting")
         await self.wait_side("none", 0, timeout)

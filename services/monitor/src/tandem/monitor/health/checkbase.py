@@ -19,6 +19,10 @@ class CheckBase(BaseModel):
     interval_s: float = Field(default=5.0, gt=0)
     timeout_s: float = Field(default=5.0, gt=0)
     enabled: bool = True
+    #: After the check starts (and, for an application's check, each time the node starts
+    #: serving it), failures do not count for the rules until the first good sample or
+    #: this long: an application that is still starting is not a broken one.
+    start_grace_s: float = Field(default=10.0, ge=0)
 
 
 def elapsed_ms(start: float, end: float) -> float:
