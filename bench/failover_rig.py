@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import json
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ from typing import Any
 import httpx
 import psutil
 
+from tandem.cli.demo import loopback_public_toml, pair_node_toml
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, free_port
 from tandem.events.settings import load_bus_settings, load_stream_settings
@@ -40,11 +40,6 @@ NODES = ("primary", "secondary")
 APP = "web"
 CHECK = "web-http"
 OPERATOR = "operator-token-for-the-failover-bench-0123456789"
-
-
-def _q(value: object) -> str:
-    # JSON strings, numbers and arrays of them are valid TOML values.
-    return json.dumps(str(value) if isinstance(value, Path) else value)
 
 
 def http_status(port: int, path: str = "/health", timeout: float = 0.25) -> int | None:
@@ -116,51 +111,24 @@ def log_grep(path: Path, words: tuple[str, ...], since: str = "", limit: int = 4
     return out[-limit:]
 
 
-def node_config(
-    root: Path, node: str, bus_url: str, app_port: int, public_port: int, *, initial_role: str
-) -> str:
+def node_config(root: Path, node: str, bus_url: str, app_port: int, public_port: int) -> str:
     """One node of the pair: replication (watch) of its data folder, the demo app, an http check
     on it, the loopback public port. No heartbeat, lease or failover table: the defaults."""
     base = root / node
-    data = base / "data"
-    app = [sys.executable, "-m", "tandem.agent.demoapp", "--data", str(data)]
-    app += ["--port", str(app_port)]
-    peers = [n for n in NODES if n != node]
-    return f"""# Written by bench/failover.py.
-cluster = {_q(CLUSTER)}
-node = {_q(node)}
-identity = {_q(node)}
-peers = {_q(peers)}
-state_dir = {_q(base / "state")}
-
-[bus]
-servers = {_q([bus_url])}
-
-[replication]
-protected_root = {_q(data)}
-capture = "watch"
-initial_role = {_q(initial_role)}
-
-[[applications]]
-name = {_q(APP)}
-start = {_q(app)}
-log_file = {_q(base / "web.log")}
-stop_grace_s = 5
-
-[[checks]]
-name = {_q(CHECK)}
-plugin = "http"
-url = {_q(f"http://127.0.0.1:{app_port}/health")}
-application = {_q(APP)}
-interval_s = 0.5
-timeout_s = 1
-
-[public]
-kind = "loopback"
-address = "127.0.0.1"
-port = {public_port}
-forward_to = {app_port}
-"""
+    core = pair_node_toml(
+        cluster=CLUSTER,
+        node=node,
+        nodes=NODES,
+        base=base,
+        data=base / "data",
+        bus_url=bus_url,
+        app=APP,
+        app_port=app_port,
+        check=CHECK,
+        check_interval_s=0.5,
+        check_timeout_s=1,
+    )
+    return "# Written by bench/failover.py.\n" + core + loopback_public_toml(app_port, public_port)
 
 
 @dataclass
@@ -219,12 +187,9 @@ class Rig:
             base = self.root / node
             (base / "data").mkdir(parents=True, exist_ok=True)
             app_port = free_port()
-            role = "active" if node == NODES[0] else "passive"
             config = base / "node.toml"
             config.write_text(
-                node_config(
-                    self.root, node, self.nats.url, app_port, self.public_port, initial_role=role
-                )
+                node_config(self.root, node, self.nats.url, app_port, self.public_port)
             )
             self.nodes[node] = Node(node, config, base / "agent.log", base / "state", app_port)
         for node in NODES:

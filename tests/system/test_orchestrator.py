@@ -52,12 +52,24 @@ def _kill_app(pair: Pair, node: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-async def test_managed_switchover_moves_the_app_with_its_data(bus: Bus, pair: Pair) -> None:
-    pair.add_node("primary", "primary", initial_role="active").start()
-    pair.add_node("secondary", "secondary", initial_role="passive").start()
+def _lose_node(pair: Pair, node: str) -> None:
+    """The node is gone: its agent and its application are killed without a word."""
+    pair.agents[node].proc.kill()  # type: ignore[union-attr]
+    _kill_app(pair, node)
+
+
+async def start_pair(pair: Pair, extra: str = "") -> None:
+    """primary Active, secondary Passive (both with ``extra`` in their config), one
+    orchestrator; returns once it leads and both nodes are ready."""
+    pair.add_node("primary", "primary", initial_role="active", extra=extra).start()
+    pair.add_node("secondary", "secondary", initial_role="passive", extra=extra).start()
     pair.add_orchestrator().start()
     await leader_ready(pair)
     await both_nodes_ready(pair)
+
+
+async def test_managed_switchover_moves_the_app_with_its_data(bus: Bus, pair: Pair) -> None:
+    await start_pair(pair)
     assert pair.public_port is not None
     stored = await public_put(pair.public_port, "/items/before", b"written on primary")
     assert stored.status_code == 200, stored.text
@@ -90,11 +102,7 @@ async def test_sigkill_of_the_active_fails_over_to_the_passive_with_the_data(
     bus: Bus, pair: Pair
 ) -> None:
     rec = await EventRecorder().start(bus, pair.cluster)
-    pair.add_node("primary", "primary", initial_role="active").start()
-    pair.add_node("secondary", "secondary", initial_role="passive").start()
-    pair.add_orchestrator().start()
-    await leader_ready(pair)
-    await both_nodes_ready(pair)
+    await start_pair(pair)
     assert pair.public_port is not None
     stored = await public_put(pair.public_port, "/items/kept", b"acknowledged before the crash")
     assert stored.status_code == 200
@@ -107,8 +115,7 @@ async def test_sigkill_of_the_active_fails_over_to_the_passive_with_the_data(
 
     await eventually(replicated, 30, "the data replicated to the Passive")
 
-    pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
-    _kill_app(pair, "primary")
+    _lose_node(pair, "primary")
 
     await eventually(lambda: rec.of("SagaCompleted"), 60, "the failover saga to complete")
     started = rec.of("SagaStarted")[0]
@@ -133,8 +140,7 @@ async def test_no_failover_to_a_passive_whose_network_checks_fail(bus: Bus, pair
     await both_nodes_ready(pair)
     await eventually(lambda: rec.of("NetworkIsolated"), 30, "the Passive isolated")
 
-    pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
-    _kill_app(pair, "primary")
+    _lose_node(pair, "primary")
 
     def refused() -> bool:
         return any(
@@ -250,11 +256,7 @@ async def test_a_second_orchestrator_takes_over_leadership(bus: Bus, pair: Pair)
 
 
 async def test_rest_refuses_bad_requests_with_the_reason(pair: Pair) -> None:
-    pair.add_node("primary", "primary", initial_role="active").start()
-    pair.add_node("secondary", "secondary", initial_role="passive").start()
-    pair.add_orchestrator().start()
-    await leader_ready(pair)
-    await both_nodes_ready(pair)
+    await start_pair(pair)
     from orchestrator_rig import VIEWER
 
     async with pair.api(token="wrong-token-wrong-token") as api:
@@ -290,14 +292,9 @@ async def test_rest_refuses_bad_requests_with_the_reason(pair: Pair) -> None:
 async def test_managed_failover_waits_for_an_operator_to_confirm(bus: Bus, pair: Pair) -> None:
     rec = await EventRecorder().start(bus, pair.cluster)
     managed = '\n[failover]\nmode = "managed"\n'
-    pair.add_node("primary", "primary", initial_role="active", extra=managed).start()
-    pair.add_node("secondary", "secondary", initial_role="passive", extra=managed).start()
-    pair.add_orchestrator().start()
-    await leader_ready(pair)
-    await both_nodes_ready(pair)
+    await start_pair(pair, managed)
 
-    pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
-    _kill_app(pair, "primary")
+    _lose_node(pair, "primary")
     await eventually(lambda: rec.of("FailoverRecommended"), 60, "a failover recommended")
     recommended = rec.of("FailoverRecommended")[0]
     assert recommended.payload.failed_node == "primary"  # type: ignore[attr-defined]
@@ -331,11 +328,7 @@ threshold = 0
 consecutive = 2
 actions = [{ do = "switchover" }]
 """
-    pair.add_node("primary", "primary", initial_role="active", extra=rule).start()
-    pair.add_node("secondary", "secondary", initial_role="passive", extra=rule).start()
-    pair.add_orchestrator().start()
-    await leader_ready(pair)
-    await both_nodes_ready(pair)
+    await start_pair(pair, rule)
 
     _kill_app(pair, "primary")  # the application fails; the node is fine
     await eventually(lambda: rec.of("SagaCompleted"), 60, "the automatic switchover")
@@ -362,13 +355,8 @@ async def test_the_guard_refuses_a_failover_to_a_replica_out_of_sync(bus: Bus, p
 
     rec = await EventRecorder().start(bus, pair.cluster)
     managed = '\n[failover]\nmode = "managed"\n'
-    pair.add_node("primary", "primary", initial_role="active", extra=managed).start()
-    pair.add_node("secondary", "secondary", initial_role="passive", extra=managed).start()
-    pair.add_orchestrator().start()
-    await leader_ready(pair)
-    await both_nodes_ready(pair)
-    pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
-    _kill_app(pair, "primary")
+    await start_pair(pair, managed)
+    _lose_node(pair, "primary")
     await eventually(lambda: rec.of("FailoverRecommended"), 60, "a failover recommended")
     await bus.publish(
         ReplicationStateChanged(

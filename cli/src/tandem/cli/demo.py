@@ -22,20 +22,29 @@ def _q(value: object) -> str:
     return json.dumps(str(value) if isinstance(value, Path) else value)
 
 
-def demo_node_config(
-    root: Path, node: str, bus_url: str, port: int, bus_port: int, public_port: int
+def pair_node_toml(
+    *,
+    cluster: str,
+    node: str,
+    nodes: tuple[str, ...],
+    base: Path,
+    data: Path,
+    bus_url: str,
+    app: str,
+    app_port: int,
+    check: str,
+    check_interval_s: float,
+    check_timeout_s: float,
 ) -> str:
-    """The TOML config of one demo node (see examples/node.toml for every field)."""
-    base = root / "demo" / node
-    peers = [n for n in DEMO_NODES if n != node]
-    data = demo_folder(root, node)
+    """The part every node of a loopback pair shares (also used by the failover benchmark):
+    watch replication of ``data``, the demo app on ``app_port`` with an http check, and the
+    public port only the Active listens on is added by ``loopback_public_toml``."""
     app_argv = [sys.executable, "-m", "tandem.agent.demoapp", "--data", str(data)]
-    app_argv += ["--port", str(port)]
-    return f"""# Demo node written by `tandem up`.
-cluster = {_q(DEMO_CLUSTER)}
+    app_argv += ["--port", str(app_port)]
+    return f"""cluster = {_q(cluster)}
 node = {_q(node)}
 identity = {_q(node)}
-peers = {_q(peers)}
+peers = {_q([n for n in nodes if n != node])}
 state_dir = {_q(base / "state")}
 
 [bus]
@@ -44,22 +53,55 @@ servers = {_q([bus_url])}
 [replication]
 protected_root = {_q(data)}
 capture = "watch"
-initial_role = {_q("active" if node == DEMO_NODES[0] else "passive")}
+initial_role = {_q("active" if node == nodes[0] else "passive")}
 
 [[applications]]
-name = {_q(DEMO_APP)}
+name = {_q(app)}
 start = {_q(app_argv)}
-log_file = {_q(base / "demo-web.log")}
+log_file = {_q(base / f"{app}.log")}
 stop_grace_s = 5
 
 [[checks]]
-name = "demo-http"
+name = {_q(check)}
 plugin = "http"
-url = {_q(f"http://127.0.0.1:{port}/health")}
-application = {_q(DEMO_APP)}
-interval_s = 1
-timeout_s = 2
+url = {_q(f"http://127.0.0.1:{app_port}/health")}
+application = {_q(app)}
+interval_s = {check_interval_s}
+timeout_s = {check_timeout_s}
+"""
 
+
+def loopback_public_toml(app_port: int, public_port: int) -> str:
+    return f"""
+# Clients use 127.0.0.1:{public_port}: only the Active listens there, forwarding to its app.
+[public]
+kind = "loopback"
+address = "127.0.0.1"
+port = {public_port}
+forward_to = {app_port}
+"""
+
+
+def demo_node_config(
+    root: Path, node: str, bus_url: str, port: int, bus_port: int, public_port: int
+) -> str:
+    """The TOML config of one demo node (see examples/node.toml for every field)."""
+    base = root / "demo" / node
+    core = pair_node_toml(
+        cluster=DEMO_CLUSTER,
+        node=node,
+        nodes=DEMO_NODES,
+        base=base,
+        data=demo_folder(root, node),
+        bus_url=bus_url,
+        app=DEMO_APP,
+        app_port=port,
+        check="demo-http",
+        check_interval_s=1,
+        check_timeout_s=2,
+    )
+    return f"""# Demo node written by `tandem up`.
+{core}
 [[checks]]
 name = "disk"
 plugin = "perf"
@@ -85,14 +127,7 @@ actions = [
 interval_s = 5
 timeout_s = 2
 targets = [{{ kind = "tcp", host = "127.0.0.1", port = {bus_port} }}]
-
-# Clients use 127.0.0.1:{public_port}: only the Active listens there, forwarding to its app.
-[public]
-kind = "loopback"
-address = "127.0.0.1"
-port = {public_port}
-forward_to = {port}
-"""
+{loopback_public_toml(port, public_port)}"""
 
 
 def write_demo_configs(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from tandem.cli.busurl import resolve_bus_url
 from tandem.cli.services import SERVICES, lookup
+
+if TYPE_CHECKING:
+    from tandem.cli.operate import Action
 
 app = typer.Typer(
     help="Tandem: keep a critical application running across servers and sites.",
@@ -261,6 +264,13 @@ def status(
     raise typer.Exit(operate.run_status(console, err, api=api, token=token, cluster=cluster))
 
 
+def _run_action(action: Action, target: str, **options: Any) -> NoReturn:
+    """The operation commands differ only in their options: one place starts them."""
+    from tandem.cli import operate
+
+    raise typer.Exit(operate.run_action(console, err, action, target, **options))
+
+
 @app.command()
 def switchover(
     cluster: Annotated[str, typer.Argument(help="The cluster.")],
@@ -272,21 +282,15 @@ def switchover(
     token: TokenOption = None,
 ) -> None:
     """Planned switchover: move the Active role to a Passive, in order, with no data loss."""
-    from tandem.cli import operate
-
-    raise typer.Exit(
-        operate.run_action(
-            console,
-            err,
-            "switchover",
-            cluster,
-            api=api,
-            token=token,
-            to=to,
-            reason=reason,
-            wait=wait,
-            timeout_s=timeout,
-        )
+    _run_action(
+        "switchover",
+        cluster,
+        api=api,
+        token=token,
+        to=to,
+        reason=reason,
+        wait=wait,
+        timeout_s=timeout,
     )
 
 
@@ -304,22 +308,16 @@ def failover(
     token: TokenOption = None,
 ) -> None:
     """Failover: make a Passive the Active when the Active is lost (needs --confirm)."""
-    from tandem.cli import operate
-
-    raise typer.Exit(
-        operate.run_action(
-            console,
-            err,
-            "failover",
-            cluster,
-            api=api,
-            token=token,
-            to=to,
-            reason=reason,
-            wait=wait,
-            timeout_s=timeout,
-            confirm=confirm,
-        )
+    _run_action(
+        "failover",
+        cluster,
+        api=api,
+        token=token,
+        to=to,
+        reason=reason,
+        wait=wait,
+        timeout_s=timeout,
+        confirm=confirm,
     )
 
 
@@ -333,20 +331,14 @@ def group_switchover(
     token: TokenOption = None,
 ) -> None:
     """Switch every cluster of a group over, in dependency order."""
-    from tandem.cli import operate
-
-    raise typer.Exit(
-        operate.run_action(
-            console,
-            err,
-            "group switchover",
-            group,
-            api=api,
-            token=token,
-            reason=reason,
-            wait=wait,
-            timeout_s=timeout,
-        )
+    _run_action(
+        "group switchover",
+        group,
+        api=api,
+        token=token,
+        reason=reason,
+        wait=wait,
+        timeout_s=timeout,
     )
 
 

@@ -7,10 +7,25 @@ matters, and losing one is what the failure detectors are for. Only their state 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from tandem.events.catalog.vocabulary import HealthStatus, Identity, Role
 from tandem.events.names import ClusterName, NodeName
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from tandem.events.bus import Bus
+
+log = logging.getLogger(__name__)
+
+#: Every node of every cluster (a cluster's own: ``subjects.heartbeats_filter``).
+HEARTBEATS_ALL = "tandem.hb.*.*"
 
 
 class Heartbeat(BaseModel):
@@ -37,3 +52,19 @@ class Heartbeat(BaseModel):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    bus: Bus, subject: str, on_message: Callable[[Msg], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """Heartbeats on ``subject`` go to ``on_message`` while the block runs; the subscription
+    ends with it (quietly if the connection is already gone)."""
+    sub = await bus.nc.subscribe(subject, cb=on_message)
+    try:
+        yield
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:
+            log.debug("heartbeat subscription on %s already gone", subject)

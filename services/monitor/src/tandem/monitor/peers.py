@@ -22,7 +22,7 @@ from tandem.events.catalog import HeartbeatLost, HeartbeatRestored
 from tandem.events.catalog.roles import HeartbeatLostPayload, HeartbeatRestoredPayload
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.envelope import Event
-from tandem.events.heartbeat import Heartbeat
+from tandem.events.heartbeat import Heartbeat, listening
 from tandem.events.subjects import heartbeats_filter
 from tandem.monitor.detector import DetectorConfig, FailureDetector, make_detector
 
@@ -70,16 +70,10 @@ class PeerWatch:
         return Peer(name, make_detector(self.config, self.interval_s))
 
     async def run(self) -> None:
-        sub = await self.bus.nc.subscribe(heartbeats_filter(self.cluster), cb=self._on_heartbeat)
-        try:
+        async with listening(self.bus, heartbeats_filter(self.cluster), self._on_heartbeat):
             while True:
                 self.check(self.clock())
                 await asyncio.sleep(self.interval_s / 2)
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                log.debug("heartbeat subscription already gone")
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:

@@ -20,12 +20,10 @@ from nats.js.errors import KeyNotFoundError
 from pydantic import ValidationError
 
 from tandem.events.bus import Bus
-from tandem.events.heartbeat import Heartbeat
+from tandem.events.heartbeat import HEARTBEATS_ALL, Heartbeat, listening
 from tandem.events.subjects import LEASES_BUCKET, node_lease_key
 
 log = logging.getLogger(__name__)
-
-HEARTBEATS_ALL = "tandem.hb.*.*"
 
 
 @dataclass
@@ -59,16 +57,10 @@ class Liveness:
         return self.seen.setdefault((cluster, node), Seen())
 
     async def run(self) -> None:
-        sub = await self.bus.nc.subscribe(HEARTBEATS_ALL, cb=self._on_heartbeat)
-        try:
+        async with listening(self.bus, HEARTBEATS_ALL, self._on_heartbeat):
             while True:
                 await self.poll_leases()
                 await asyncio.sleep(self.lease_poll_s)
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                log.debug("heartbeat subscription already gone")
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:
