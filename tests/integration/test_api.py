@@ -471,7 +471,12 @@ async def test_a_group_switchover(client: httpx.AsyncClient, facade: FakeFacade)
         "/api/v1/groups/payments/switchover", json={"to": "a1"}, headers=bearer(OPERATOR)
     )
     assert response.status_code == 422
-    assert response.json()["detail"] == "unknown field 'to'"
+    assert response.json()["detail"] == "to: Input should be 'primary', 'secondary' or 'tertiary'"
+    response = await client.post(
+        "/api/v1/groups/payments/switchover", json={"towards": "a1"}, headers=bearer(OPERATOR)
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == "unknown field 'towards'"
 
 
 # -- the audit of mutations ------------------------------------------------------------------

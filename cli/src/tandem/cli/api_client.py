@@ -154,6 +154,14 @@ class Accepted(_Model):
     status_url: str = ""
 
 
+class GroupAccepted(Accepted):
+    """A group switchover's answer; a directed one also names the members skipped."""
+
+    to: str | None = None
+    #: Member cluster -> why the saga leaves it where it is (already Active there).
+    skipped: dict[str, str] = Field(default_factory=dict)
+
+
 M = TypeVar("M")
 
 
@@ -246,7 +254,10 @@ class ApiClient:
         return _parse(kind, *self._request("GET", path), f"GET {path}")
 
     def _post(self, path: str, body: dict[str, Any]) -> Accepted:
-        return _parse(Accepted, *self._request("POST", path, body), f"POST {path}")
+        return self._post_as(Accepted, path, body)
+
+    def _post_as(self, kind: type[M], path: str, body: dict[str, Any]) -> M:
+        return _parse(kind, *self._request("POST", path, body), f"POST {path}")
 
     def healthz(self) -> Any:
         return self._request("GET", "/healthz")[1]
@@ -271,9 +282,11 @@ class ApiClient:
         path = f"{API_PREFIX}/clusters/{_segment(cluster)}/failover"
         return self._post(path, {"to": to, "confirm": True, "reason": reason})
 
-    def group_switchover(self, group: str, reason: str) -> Accepted:
+    def group_switchover(self, group: str, reason: str, to: str | None = None) -> GroupAccepted:
+        """``to``: an identity (primary, secondary, tertiary) to move every member to."""
         path = f"{API_PREFIX}/groups/{_segment(group)}/switchover"
-        return self._post(path, {"reason": reason})
+        body: dict[str, Any] = {"reason": reason} if to is None else {"to": to, "reason": reason}
+        return self._post_as(GroupAccepted, path, body)
 
 
 def _parse(kind: type[M], status: int, data: Any, what: str) -> M:

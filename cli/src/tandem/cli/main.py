@@ -12,6 +12,7 @@ from rich.console import Console
 
 from tandem.cli.busurl import resolve_bus_url
 from tandem.cli.services import SERVICES, lookup
+from tandem.cli.srm import srm_app
 
 if TYPE_CHECKING:
     from tandem.cli.operate import Action
@@ -26,6 +27,7 @@ group_app = typer.Typer(help="Act on groups of clusters.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(bus_app, name="bus")
 app.add_typer(group_app, name="group")
+app.add_typer(srm_app, name="srm")
 
 console = Console()
 err = Console(stderr=True)

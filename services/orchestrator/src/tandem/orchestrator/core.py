@@ -16,14 +16,14 @@ from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import OperatorActionRecorded, SagaStarted
 from tandem.events.catalog.operations import OperatorActionRecordedPayload
 from tandem.events.catalog.sagas import SagaStartedPayload, SagaStepSpec
-from tandem.events.catalog.vocabulary import HealthStatus, ReplicaState, SagaKind
+from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaState, SagaKind
 from tandem.events.errors import DecodeError
 from tandem.events.ids import new_id
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.registry import decode_event
 from tandem.events.subjects import EVENTS_STREAM, events_filter
 from tandem.orchestrator.facade import ConflictError, NotFoundError
-from tandem.orchestrator.groups import group_plan
+from tandem.orchestrator.groups import group_plan, member_order, member_target
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.plans import failover_plan, switchover_plan
@@ -379,6 +379,19 @@ class Orchestrator:
         return await self.begin(SagaKind.FAILOVER, rec, old, target, plan, reason)
 
     async def group_switchover(self, group: str, actor: str, reason: str) -> str:
+        saga_id, _ = await self._group_switchover(group, None, actor, reason)
+        return saga_id
+
+    async def group_switchover_to(
+        self, group: str, to: Identity, actor: str, reason: str
+    ) -> tuple[str, dict[str, str]]:
+        """Move every member to its node of identity ``to``; returns the saga id and the
+        members already Active there (skipped), each with why."""
+        return await self._group_switchover(group, to, actor, reason)
+
+    async def _group_switchover(
+        self, group: str, to: Identity | None, actor: str, reason: str
+    ) -> tuple[str, dict[str, str]]:
         async with self._starting:
             self._require_leader()
             config = next((g for g in self.file.groups if g.name == group), None)
@@ -394,16 +407,46 @@ class Orchestrator:
                 busy = self.state.running_saga(member.cluster)
                 if busy is not None:
                     raise ConflictError(f"a {busy.kind} saga already runs on {member.cluster}")
-            plan = group_plan(config, timeout_s=self.s.step_timeout_s * 10)
+            skipped = self._already_there(group, member_order(config), to) if to else {}
+            plan = group_plan(config, timeout_s=self.s.step_timeout_s * 10, to=to)
             saga = await self.begin(
                 SagaKind.GROUP_SWITCHOVER,
                 self.state.cluster(group),
                 None,
-                group,
+                to or group,
                 plan,
                 f"{reason} (by {actor})",
             )
-            return saga.id
+            for cluster, why in skipped.items():
+                log.info("saga %s: %s is skipped: %s", saga.id, cluster, why)
+            return saga.id, skipped
+
+    def _node_of(self, cluster: str, identity: Identity) -> str | None:
+        """The node of ``cluster`` with that identity (as last reported), or None."""
+        for name in self._node_names(cluster):
+            if self._node_view(cluster, name).identity == identity:
+                return name
+        return None
+
+    def _already_there(self, group: str, members: list[str], to: Identity) -> dict[str, str]:
+        """The members whose Active already has identity ``to``; ConflictError naming the
+        members with no node of that identity."""
+        missing, skipped = [], {}
+        for cluster in members:
+            node = self._node_of(cluster, to)
+            if node is None:
+                known = ", ".join(
+                    f"{n} ({self._node_view(cluster, n).identity or 'identity unknown'})"
+                    for n in self._node_names(cluster)
+                )
+                missing.append(f"{cluster} (nodes: {known or 'none'})")
+            elif node == self.state.cluster(cluster).active:
+                skipped[cluster] = f"already Active on {node} ({to})"
+        if missing:
+            raise ConflictError(
+                f"cannot move group {group} to {to}: no {to} node in " + "; ".join(missing)
+            )
+        return skipped
 
     async def member_step(self, parent: SagaRecord, spec: SagaStepSpec, back: bool) -> str:
         """A group saga's step: move member ``spec.node`` by a child switchover saga (or
@@ -415,11 +458,18 @@ class Orchestrator:
         children.sort(key=lambda s: s.started_at)
         child = children[1 if back else 0] if len(children) > (1 if back else 0) else None
         if child is None:
+            if back and not children:
+                return f"{cluster}: nothing to undo (it was not moved)"
             async with self._starting:
                 rec = self.state.cluster(cluster)
                 if rec.active is None:
                     raise StepFailed(f"{cluster} has no Active")
-                to = children[0].from_node if back and children else None
+                if back:
+                    to = children[0].from_node
+                else:
+                    to, skip = self._member_destination(cluster, rec.active, spec)
+                    if skip:
+                        return f"{cluster}: skipped: {skip}"
                 try:
                     target = self.choose_target(cluster, rec.active, to)
                 except (ConflictError, NotFoundError) as exc:
@@ -438,6 +488,24 @@ class Orchestrator:
         if ended.state != "completed":
             raise StepFailed(f"{cluster}: {ended.reason or ended.state}")
         return f"{cluster}: {ended.reason}"
+
+    def _member_destination(
+        self, cluster: str, active: str, spec: SagaStepSpec
+    ) -> tuple[str | None, str]:
+        """Where a group saga's step moves ``cluster`` (None: the orchestrator's pick), and
+        why it moves nothing ('' when it moves)."""
+        try:
+            identity = member_target(spec)
+        except ValueError as exc:
+            raise StepFailed(f"{cluster}: unreadable step {spec.name!r}: {exc}") from None
+        if identity is None:
+            return None, ""
+        node = self._node_of(cluster, identity)
+        if node is None:
+            raise StepFailed(f"{cluster} has no {identity} node")
+        if node == active:
+            return node, f"already Active on {node} ({identity})"
+        return node, ""
 
     async def _ended(self, saga_id: str, timeout: float) -> None:
         """Wait until the projection has folded the saga's end (its last event)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from tandem.events.catalog.vocabulary import Identity
 from tandem.orchestrator.views import ClusterView, EventView, GroupView, SagaView
 
 
@@ -38,6 +39,13 @@ class OrchestratorFacade(Protocol):
         ...
 
     async def group_switchover(self, group: str, actor: str, reason: str) -> str: ...
+
+    async def group_switchover_to(
+        self, group: str, to: Identity, actor: str, reason: str
+    ) -> tuple[str, dict[str, str]]:
+        """A directed group switchover: every member to its node of identity ``to``; returns
+        the saga id and the members skipped (already Active there), each with why."""
+        ...
 
     async def record_operator_action(
         self, actor: str, action: str, arguments: dict[str, object], outcome: str, source: str

@@ -3,11 +3,18 @@ order, a member only after the members it depends on are up on their new Active 
 paper's SQL Server before SharePoint). Each member moves by its own switchover saga, a child
 of the group saga. When a member fails, the group saga stops there and, with
 ``on_failure = "compensate"``, moves the members already moved back, in reverse.
+
+A group switchover may be *directed* (``to``: an identity, e.g. ``secondary`` for a DR
+site): each member moves to its node of that identity, and a member already Active there is
+skipped (its step completes, moving nothing), so that asking twice is harmless. The
+direction is kept in the plan itself (the step's name), so a new leader resuming the saga
+moves the members the same way.
 """
 
 from __future__ import annotations
 
 from tandem.events.catalog.sagas import SagaStepSpec
+from tandem.events.catalog.vocabulary import Identity
 from tandem.orchestrator.settings import GroupConfig
 
 MEMBER_SWITCHOVER = "ClusterSwitchover"
@@ -29,11 +36,29 @@ def member_order(group: GroupConfig) -> list[str]:
     return placed
 
 
-def group_plan(group: GroupConfig, *, timeout_s: float) -> list[SagaStepSpec]:
+def member_step_name(cluster: str, to: Identity | None) -> str:
+    """``switchover <cluster>``, or ``switchover <cluster> to <identity>`` when directed."""
+    return f"switchover {cluster}" if to is None else f"switchover {cluster} to {to}"
+
+
+def member_target(spec: SagaStepSpec) -> Identity | None:
+    """The identity a directed group saga moves this member to; None when undirected.
+
+    Raises ValueError for a step name naming no identity (a plan this code did not write).
+    """
+    prefix = f"switchover {spec.node} to "
+    if not spec.name.startswith(prefix):
+        return None
+    return Identity(spec.name.removeprefix(prefix))
+
+
+def group_plan(
+    group: GroupConfig, *, timeout_s: float, to: Identity | None = None
+) -> list[SagaStepSpec]:
     undo = MEMBER_SWITCH_BACK if group.on_failure == "compensate" else None
     return [
         SagaStepSpec(
-            name=f"switchover {cluster}",
+            name=member_step_name(cluster, to),
             node=cluster,
             command=MEMBER_SWITCHOVER,
             timeout_s=timeout_s,

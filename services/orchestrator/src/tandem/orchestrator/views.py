@@ -112,3 +112,12 @@ class Accepted(_View):
 
     saga_id: str
     status_url: str
+
+
+class GroupSwitchoverAccepted(Accepted):
+    """A group switchover's answer; a directed one (``to``) also names the members already
+    Active on a node of that identity, which the saga skips."""
+
+    to: Identity | None = None
+    #: Member cluster -> why it is skipped (only for a directed switchover).
+    skipped: dict[str, str] | None = None

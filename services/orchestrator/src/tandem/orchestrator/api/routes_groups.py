@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Response, status
+from pydantic import Field
 
+from tandem.events.catalog.vocabulary import Identity
 from tandem.orchestrator.api.audit import AuditedRoute
 from tandem.orchestrator.api.deps import (
     DEFAULT_REASON,
@@ -19,7 +21,7 @@ from tandem.orchestrator.api.deps import (
     accepted,
 )
 from tandem.orchestrator.api.errors import error_responses
-from tandem.orchestrator.views import Accepted, GroupView
+from tandem.orchestrator.views import GroupSwitchoverAccepted, GroupView
 
 router = APIRouter(prefix=PREFIX, tags=["groups"])
 mutations = APIRouter(
@@ -30,6 +32,11 @@ mutations = APIRouter(
 class GroupSwitchoverRequest(RequestBody):
     """Switch every member of the group over, in the order of their dependencies."""
 
+    to: Identity | None = Field(
+        default=None,
+        description="Move each member to its node of this identity (members already Active "
+        "there are skipped); null: each member to the orchestrator's pick",
+    )
     reason: Reason = DEFAULT_REASON
 
 
@@ -44,6 +51,7 @@ async def list_groups(facade: Facade, _: Viewer) -> list[GroupView]:
     summary="Start a group switchover",
     status_code=status.HTTP_202_ACCEPTED,
     responses=error_responses(403, 404, 409, 413, 422),
+    response_model_exclude_none=True,
 )
 async def group_switchover(
     group: Annotated[str, Path(description="The group's name", max_length=200)],
@@ -51,7 +59,13 @@ async def group_switchover(
     principal: Operator,
     response: Response,
     body: Annotated[GroupSwitchoverRequest | None, Body()] = None,
-) -> Accepted:
+) -> GroupSwitchoverAccepted:
     request = body if body is not None else GroupSwitchoverRequest()
-    saga_id = await facade.group_switchover(group, principal.actor, request.reason)
-    return accepted(response, saga_id)
+    if request.to is None:
+        saga_id = await facade.group_switchover(group, principal.actor, request.reason)
+        return GroupSwitchoverAccepted(**accepted(response, saga_id).model_dump())
+    saga_id, skipped = await facade.group_switchover_to(
+        group, request.to, principal.actor, request.reason
+    )
+    answer = accepted(response, saga_id)
+    return GroupSwitchoverAccepted(**answer.model_dump(), to=request.to, skipped=skipped)
