@@ -114,7 +114,8 @@ class RoleWatch:
     async def _resume(self, record: RoleRecord) -> None:
         try:
             status = await self.identity.expose()
-        except OSError as exc:  # e.g. the public port is still held: try again next round
+        except (OSError, ControlError) as exc:  # e.g. the public port is still held, an
+            # address refused, a DNS name not confirmed: try again next round
             log.error("%s cannot resume as Active yet: %s", self.node, exc)
             return
         try:

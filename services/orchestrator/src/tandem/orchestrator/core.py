@@ -1,48 +1,34 @@
-"""The orchestrator: what it shows (views over the projection and live heartbeats) and what
-it does when asked (switchover, failover, group switchover). Decisions it takes by itself
-live in ``decisions.py``; running sagas in ``runner.py``.
+"""The orchestrator: what it does when asked (switchover, failover, group switchover); what
+it shows is in ``readside.py``, decisions it takes by itself in ``decisions.py``, running
+sagas in ``runner.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
-
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from tandem.events.bus import Bus
-from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import OperatorActionRecorded, SagaStarted
 from tandem.events.catalog.operations import OperatorActionRecordedPayload
 from tandem.events.catalog.sagas import SagaStartedPayload, SagaStepSpec
-from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaState, SagaKind
-from tandem.events.errors import DecodeError
+from tandem.events.catalog.vocabulary import Identity, ReplicaState, SagaKind
 from tandem.events.ids import new_id
 from tandem.events.names import SYSTEM_CLUSTER
-from tandem.events.registry import decode_event
-from tandem.events.subjects import EVENTS_STREAM, events_filter
 from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.groups import group_plan, member_order, member_target
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.plans import failover_plan, switchover_plan
+from tandem.orchestrator.readside import OrchestratorViews
 from tandem.orchestrator.runner import SagaRunner, StepFailed
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
-from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord, worst
-from tandem.orchestrator.views import (
-    ClusterView,
-    EventView,
-    GroupMemberView,
-    GroupView,
-    NodeView,
-    SagaView,
-)
+from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord
 
 log = logging.getLogger(__name__)
 
 
-class Orchestrator:
+class Orchestrator(OrchestratorViews):
     def __init__(
         self,
         bus: Bus,
@@ -61,159 +47,6 @@ class Orchestrator:
         self.runner = SagaRunner(bus, settings.instance, still_leader=leader.is_leader)
         self.runner.member_step = self.member_step
         self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster
-
-    # -- views ----------------------------------------------------------------------------
-
-    def is_leader(self) -> bool:
-        return self.leader.is_leader()
-
-    def _node_view(self, cluster: str, name: str) -> NodeView:
-        rec = self.state.cluster(cluster).node(name)
-        beat = self.liveness.heartbeat(cluster, name)
-        entry = self.liveness.seen.get((cluster, name))
-        alive = self.liveness.alive(cluster, name)
-        view = NodeView(
-            name=name,
-            identity=rec.identity,
-            role=rec.role,
-            health=rec.health,
-            checks=dict(rec.checks),
-            alive=alive,
-            isolated=rec.isolated,
-            fenced=rec.fenced,
-            replication=rec.replication,
-            lag_batches=rec.lag_batches,
-            lag_bytes=rec.lag_bytes,
-            awaiting_operator=rec.awaiting_operator,
-        )
-        if beat is not None and alive:
-            # A live heartbeat is newer than the record: it says what the node plays now.
-            view = view.model_copy(
-                update={
-                    "identity": beat.identity or rec.identity,
-                    "role": beat.role or rec.role,
-                    "health": beat.health,
-                    "checks": dict(beat.checks),
-                    "isolated": beat.isolated,
-                    "fenced": beat.fenced,
-                    "last_heartbeat_at": datetime.fromtimestamp(beat.sent_at, UTC),
-                }
-            )
-        elif entry is not None and beat is not None:
-            view = view.model_copy(
-                update={"last_heartbeat_at": datetime.fromtimestamp(beat.sent_at, UTC)}
-            )
-        return view
-
-    def _known(self, cluster: str) -> bool:
-        rec = self.state.clusters.get(cluster)
-        if rec is not None and (rec.active or rec.nodes):
-            return True
-        return any(c == cluster for c, _ in self.liveness.seen)
-
-    def _names(self) -> list[str]:
-        names = {c for c in self.state.clusters if self._known(c)}
-        names |= {c for c, _ in self.liveness.seen}
-        names -= {g.name for g in self.file.groups}
-        names.discard(SYSTEM_CLUSTER)
-        return sorted(names)
-
-    def _node_names(self, cluster: str) -> list[str]:
-        rec = self.state.cluster(cluster)
-        names = set(rec.nodes) | {n for c, n in self.liveness.seen if c == cluster}
-        if rec.active:
-            names.add(rec.active)
-        return sorted(names)
-
-    def cluster(self, name: str) -> ClusterView:
-        if not self._known(name) or name in {g.name for g in self.file.groups}:
-            raise NotFoundError(f"no cluster {name!r}")
-        rec = self.state.cluster(name)
-        nodes = [self._node_view(name, n) for n in self._node_names(name)]
-        running = self.state.running_saga(name)
-        return ClusterView(
-            name=name,
-            active=rec.active,
-            epoch=rec.epoch,
-            nodes=nodes,
-            saga=running.id if running else None,
-            pending_failover=rec.pending_failover,
-            health=worst([n.health for n in nodes if n.name == rec.active]),
-        )
-
-    def clusters(self) -> list[ClusterView]:
-        return [self.cluster(c) for c in self._names()]
-
-    def saga(self, saga_id: str) -> SagaView:
-        saga = self.state.sagas.get(saga_id)
-        if saga is None:
-            raise NotFoundError(f"no saga {saga_id!r}")
-        return saga.view()
-
-    def groups(self) -> list[GroupView]:
-        views = []
-        for group in self.file.groups:
-            members = []
-            for m in sorted(group.members, key=lambda m: m.priority):
-                known = self._known(m.cluster)
-                view = self.cluster(m.cluster) if known else None
-                members.append(
-                    GroupMemberView(
-                        cluster=m.cluster,
-                        priority=m.priority,
-                        depends_on=list(m.depends_on),
-                        active=view.active if view else None,
-                        health=view.health if view else HealthStatus.UNKNOWN,
-                    )
-                )
-            running = self.state.running_saga(group.name)
-            views.append(
-                GroupView(
-                    name=group.name,
-                    members=members,
-                    health=worst([m.health for m in members]),
-                    saga=running.id if running else None,
-                )
-            )
-        return views
-
-    async def events(self, cluster: str | None, after: int, limit: int) -> list[EventView]:
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
-        )
-        sub = await self.bus.js.subscribe(
-            events_filter(cluster), stream=EVENTS_STREAM, ordered_consumer=True, config=config
-        )
-        out: list[EventView] = []
-        try:
-            while len(out) < limit:
-                try:
-                    raise_if_cancelled()  # 3.11's wait_for may have swallowed a cancel
-                    msg = await sub.next_msg(timeout=0.5)
-                except Exception:
-                    break
-                try:
-                    event = decode_event(msg.data)
-                except DecodeError:
-                    continue
-                out.append(
-                    EventView(
-                        seq=msg.metadata.sequence.stream,
-                        id=event.id,
-                        type=event.type,
-                        cluster=event.cluster,
-                        node=event.node,
-                        epoch=event.epoch,
-                        occurred_at=event.occurred_at,
-                        correlation_id=event.correlation_id,
-                        payload=event.payload.model_dump(mode="json"),
-                    )
-                )
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await sub.unsubscribe()
-        return out
 
     # -- choosing a target ----------------------------------------------------------------
 
