@@ -15,6 +15,8 @@ class DnsUpdatedPayload(Payload):
     addresses: list[str] = Field(min_length=1)
     ttl: int = Field(ge=0)
     verified_by: list[str]
+    #: How many update attempts it took (None: not recorded, from an older dns_updater).
+    attempts: int | None = Field(default=None, ge=1)
 
 
 @event_type
