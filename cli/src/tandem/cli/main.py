@@ -13,6 +13,7 @@ from rich.console import Console
 from tandem.cli.busurl import resolve_bus_url
 from tandem.cli.services import SERVICES, lookup
 from tandem.cli.srm import srm_app
+from tandem.cli.vmware import vmware_app
 
 if TYPE_CHECKING:
     from tandem.cli.operate import Action
@@ -28,6 +29,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(bus_app, name="bus")
 app.add_typer(group_app, name="group")
 app.add_typer(srm_app, name="srm")
+app.add_typer(vmware_app, name="vmware")
 
 console = Console()
 err = Console(stderr=True)

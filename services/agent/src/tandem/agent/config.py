@@ -9,6 +9,8 @@ lists and tables (``TANDEM_NODE_BUS__SERVERS='["nats://10.0.0.2:4222"]'``,
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -74,8 +76,15 @@ class PublicIdentityConfig(_Section):
 
     kind: Literal["loopback", "lan", "dns"] = "loopback"
     address: str | None = None
+    #: lan: the interface clients reach the public address on (the "public" network).
     interface: str | None = None
+    #: lan: the address's prefix length on that interface (default 32 for IPv4, 128 for IPv6:
+    #: the address only, the interface's own address already brings the subnet's route).
     prefix_len: int | None = Field(default=None, ge=0, le=128)
+    #: lan only: the interface of the channel network (replication, heartbeats). Unset, or
+    #: the same as ``interface``: one NIC carries both. Either way only the public address is
+    #: ever added, removed or filtered, never the node's own channel address.
+    channel_interface: str | None = None
     dns_name: str | None = None
     site_address: str | None = None
     #: loopback only: the public TCP port only the Active listens on, and the application's
@@ -93,7 +102,42 @@ class PublicIdentityConfig(_Section):
             raise ValueError("port and forward_to go together (the public port and the app's)")
         if self.port is not None and self.kind != "loopback":
             raise ValueError("port and forward_to are for the loopback identity only")
+        if self.channel_interface is not None and self.kind != "lan":
+            raise ValueError("channel_interface is for the lan identity only")
+        if self.kind == "lan":
+            _check_lan(self)
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_prefix(cls, data: Any) -> Any:
+        # Filled in here (not left None) so that --check shows the prefix really used.
+        if isinstance(data, dict) and data.get("kind") == "lan" and data.get("prefix_len") is None:
+            try:
+                ip = ipaddress.ip_address(data.get("address") or "")
+            except ValueError:
+                return data  # the after-validator reports the bad address
+            return {**data, "prefix_len": ip.max_prefixlen}
+        return data
+
+
+_IFNAME = re.compile(r"[^\s/:]{1,15}")
+
+
+def _check_lan(public: PublicIdentityConfig) -> None:
+    try:
+        ip = ipaddress.ip_address(public.address or "")
+    except ValueError:
+        raise ValueError(f"address {public.address!r} is not an IPv4 or IPv6 address") from None
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local:
+        raise ValueError(f"address {ip} cannot be a shared public address")
+    if public.prefix_len is not None and public.prefix_len > ip.max_prefixlen:
+        raise ValueError(f"prefix_len {public.prefix_len} is too long for IPv{ip.version} {ip}")
+    for what in ("interface", "channel_interface"):
+        name = getattr(public, what)
+        # Linux: at most 15 bytes, no whitespace, '/' or ':' (IFNAMSIZ, dev_valid_name).
+        if name is not None and (not _IFNAME.fullmatch(name) or name in (".", "..")):
+            raise ValueError(f"{what} {name!r} is not a valid Linux interface name")
 
 
 class StartupConfig(_Section):

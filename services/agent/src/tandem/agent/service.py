@@ -19,6 +19,7 @@ from tandem.agent.config import NodeConfig, load_node_config
 from tandem.agent.executor import COMMANDS, StepExecutor
 from tandem.agent.identity.base import NetworkIdentity
 from tandem.agent.identity.loopback import LoopbackIdentity
+from tandem.agent.identity.nftables import table_name_for
 from tandem.agent.identity.publicport import PublicPort
 from tandem.agent.lease import LeaseKeeper
 from tandem.agent.roles import RoleWatch
@@ -45,9 +46,22 @@ def make_identity(config: NodeConfig) -> NetworkIdentity:
         if public.port is not None and public.forward_to is not None:
             port = PublicPort(address, public.port, "127.0.0.1", public.forward_to)
         return LoopbackIdentity(config.state_dir / "identity.json", address, port)
+    if public.kind == "lan":
+        # Imported here: netlink (pyroute2) is Linux only, the loopback demo runs anywhere.
+        from tandem.agent.identity.linux import LinuxLanIdentity
+
+        # The config validated that both are set for a lan identity.
+        assert public.address is not None and public.interface is not None
+        return LinuxLanIdentity(
+            public.address,
+            public.prefix_len,
+            public.interface,
+            table_name_for(config.cluster),
+            channel_interface=public.channel_interface,
+        )
     raise SettingsError(
         f"public identity kind {public.kind!r} is not available in this version: "
-        'use kind = "loopback" (the LAN and DNS identities come with the network-identity work)'
+        'use kind = "loopback" or "lan" (the DNS identity comes with the network-identity work)'
     )
 
 

@@ -53,6 +53,7 @@ from tandem.events.catalog.sagas import (
 )
 from tandem.events.catalog.services import ServiceStarted, ServiceStopped
 from tandem.events.catalog.vmware import (
+    ApplicationRestartRequested,
     VmRemediationCompleted,
     VmRemediationFailed,
     VmRemediationRequested,
@@ -62,6 +63,7 @@ from tandem.events.catalog.vmware import (
 __all__ = [
     "AlertCleared",
     "AlertRaised",
+    "ApplicationRestartRequested",
     "ApplicationRestarted",
     "ApplyReceiveQueue",
     "CommandExecuted",

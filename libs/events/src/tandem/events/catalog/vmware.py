@@ -30,6 +30,8 @@ class VmRemediationProgressPayload(Payload):
     action: VmAction
     task: str | None
     detail: str
+    #: Where the VM goes: the host (vMotion) or datastore (Storage vMotion), by name.
+    target: str | None = None
 
 
 @event_type
@@ -51,3 +53,20 @@ class VmRemediationFailed(Event):
     type: Literal["VmRemediationFailed"] = "VmRemediationFailed"
     version: Literal[1] = 1
     payload: VmRemediationProgressPayload
+
+
+class ApplicationRestartRequestedPayload(Payload):
+    application: str
+    reason: str
+    #: Who asks (for example ``vmware_bridge``).
+    requested_by: str
+
+
+@event_type
+class ApplicationRestartRequested(Event):
+    """Asks node ``node`` of ``cluster`` to restart one application (the VMware bridge does
+    after a remediation whose request named ``restart_application``)."""
+
+    type: Literal["ApplicationRestartRequested"] = "ApplicationRestartRequested"
+    version: Literal[1] = 1
+    payload: ApplicationRestartRequestedPayload
