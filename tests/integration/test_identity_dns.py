@@ -182,7 +182,7 @@ async def test_timeout_with_continue_exposes_and_raises_an_alert(bus: Bus) -> No
     [alert] = await alerts(bus)
     p = alert.payload
     assert (p.code, p.severity, alert.node, alert.epoch) == (
-        "dns.update_missing",
+        f"dns.update_missing.{NAME}",
         Severity.WARNING,
         NODE,
         4,
@@ -198,7 +198,10 @@ async def test_timeout_with_fail_raises_control_error_and_an_alert(bus: Bus) -> 
         await ident.expose()
     assert not (await ident.status()).exposed
     [alert] = await alerts(bus)
-    assert (alert.payload.code, alert.payload.severity) == ("dns.update_missing", Severity.CRITICAL)
+    assert (alert.payload.code, alert.payload.severity) == (
+        f"dns.update_missing.{NAME}",
+        Severity.CRITICAL,
+    )
 
 
 async def test_a_failed_update_fails_at_once_with_its_reason(bus: Bus) -> None:
@@ -211,7 +214,7 @@ async def test_a_failed_update_fails_at_once_with_its_reason(bus: Bus) -> None:
     with pytest.raises(ControlError, match=r"after 3 attempt\(s\): REFUSED from 192\.0\.2\.53"):
         await task
     [alert] = await alerts(bus)
-    assert alert.payload.code == "dns.update_failed"
+    assert alert.payload.code == f"dns.update_failed.{NAME}"
     assert "update not authorised" in alert.payload.message
 
 
@@ -220,7 +223,7 @@ async def test_a_failed_update_with_continue_exposes_saying_why(bus: Bus) -> Non
     await bus.publish(dns_failed("SERVFAIL from every primary"))
     status = await identity(bus, wait_s=60, on_missing="continue").expose()
     assert status.exposed and "SERVFAIL from every primary" in status.detail
-    assert [a.payload.code for a in await alerts(bus)] == ["dns.update_failed"]
+    assert [a.payload.code for a in await alerts(bus)] == [f"dns.update_failed.{NAME}"]
 
 
 async def test_a_later_success_overrides_an_earlier_failure(bus: Bus) -> None:
@@ -247,7 +250,7 @@ async def test_a_bus_that_is_gone_is_a_missing_confirmation(nats_server: NatsSer
     status = await identity(gone, wait_s=5, emit=emitted.append).expose()
     assert status.exposed and "could not read DNS events from the bus" in status.detail
     [alert] = emitted
-    assert isinstance(alert, AlertRaised) and alert.payload.code == "dns.update_missing"
+    assert isinstance(alert, AlertRaised) and alert.payload.code == f"dns.update_missing.{NAME}"
 
 
 # --- hide, idempotency --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The LAN identity without root: the ``[public]`` lan config and its checks, the nftables
 JSON the identity feeds to ``nft -j -f -`` and its reading of ``nft -j list table``, nft's
-failures as ``ControlError`` (with a stand-in nft), and ``make_identity`` choosing it."""
+failures as ``ControlError`` (with a stand-in nft)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tandem.agent.config import NodeConfig, PublicIdentityConfig
+from tandem.agent.config import PublicIdentityConfig
 from tandem.agent.control.base import ControlError
-from tandem.agent.identity.linux import LinuxLanIdentity
 from tandem.agent.identity.nftables import (
     Nft,
     families_for,
@@ -23,8 +22,6 @@ from tandem.agent.identity.nftables import (
     remove_batch,
     table_name_for,
 )
-from tandem.agent.service import make_identity
-from tandem.events.settings import SettingsError
 
 
 def lan(**fields: Any) -> PublicIdentityConfig:
@@ -72,29 +69,6 @@ def test_bad_lan_configs_say_what_is_wrong(fields: dict[str, Any], message: str)
 def test_channel_interface_is_for_the_lan_identity_only() -> None:
     with pytest.raises(ValidationError, match="channel_interface is for the lan identity only"):
         PublicIdentityConfig(kind="loopback", channel_interface="eth0")
-
-
-def node(tmp_path: Path, public: dict[str, Any]) -> NodeConfig:
-    return NodeConfig(
-        cluster="erp-db", node="n1", identity="primary", state_dir=tmp_path, public=public
-    )
-
-
-def test_make_identity_builds_the_lan_identity(tmp_path: Path) -> None:
-    public = {"kind": "lan", "address": "10.0.0.100", "interface": "eth1"}
-    ident = make_identity(node(tmp_path, {**public, "channel_interface": "eth0"}))
-    assert isinstance(ident, LinuxLanIdentity)
-    assert (ident.address, ident.prefix_len, ident.interface) == ("10.0.0.100", 32, "eth1")
-    assert ident.table_name == "tandem_erp_db"
-    assert ident.layout == "public NIC eth1, channel NIC eth0"
-    single = make_identity(node(tmp_path, public))
-    assert isinstance(single, LinuxLanIdentity) and single.layout == "single NIC eth1"
-
-
-def test_make_identity_still_refuses_dns(tmp_path: Path) -> None:
-    config = node(tmp_path, {"kind": "dns", "dns_name": "erp.example.", "site_address": "1.2.3.4"})
-    with pytest.raises(SettingsError, match="not available"):
-        make_identity(config)
 
 
 def test_table_names_are_safe_for_nft() -> None:

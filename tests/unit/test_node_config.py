@@ -17,6 +17,7 @@ from tandem.events.settings import SettingsError
 from tandem.monitor.rules_config import VmRemediationAction
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node.toml"
+DR_EXAMPLE = EXAMPLE.with_name("node-dr.toml")
 
 BASE = """\
 cluster = "c1"
@@ -93,18 +94,33 @@ def test_example_validates_and_shows_every_section() -> None:
     assert any(isinstance(a, VmRemediationAction) for r in config.rules for a in r.actions)
 
     assert len(config.network.targets) == 3
-    assert config.public.kind == "loopback"
+    public = config.public
+    assert (public.kind, public.address, public.interface) == ("lan", "10.0.0.100", "eth0")
+    assert public.channel_interface == "eth1"  # dual NIC
     assert config.heartbeat.detector.kind in ("fixed", "phi")
     assert config.lease.fence_margin_s < config.lease.ttl_s
+
+
+def test_the_dr_example_validates_with_a_dns_identity() -> None:
+    config = load_node_config(DR_EXAMPLE)
+    assert (config.cluster, config.node, config.identity) == ("billing", "dr", "tertiary")
+    public = config.public
+    assert (public.kind, public.dns_name, public.site_address) == (
+        "dns",
+        "billing.example.net",
+        "10.8.0.100",
+    )
+    assert (public.dns_wait_s, public.dns_on_missing) == (20.0, "continue")
 
 
 @pytest.mark.parametrize(
     "public",
     [
-        {"kind": "lan", "address": "10.0.0.100", "interface": "eth0", "prefix_len": 24},
-        {"kind": "dns", "dns_name": "billing.example.net", "site_address": "10.0.0.100"},
+        {"kind": "loopback", "address": "127.0.0.1"},
+        {"kind": "lan", "address": "10.0.0.100", "interface": "eth0"},
+        {"kind": "lan", "address": "10.0.0.100", "interface": "Ethernet 2", "platform": "windows"},
     ],
-    ids=["lan", "dns"],
+    ids=["loopback", "lan-single-nic", "lan-windows"],
 )
 def test_the_commented_public_variants_of_the_example_validate(public: dict[str, object]) -> None:
     config = load_node_config(EXAMPLE, public=public)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -85,8 +86,21 @@ class PublicIdentityConfig(_Section):
     #: the same as ``interface``: one NIC carries both. Either way only the public address is
     #: ever added, removed or filtered, never the node's own channel address.
     channel_interface: str | None = None
+    #: lan: the operating system whose tools plumb the address (``linux``: netlink and
+    #: nftables; ``windows``: PowerShell NetTCPIP and firewall rules). Unset: this machine's.
+    platform: Literal["linux", "windows"] | None = None
+    #: dns: the DR name, and this site's address it should point to while this node is Active.
     dns_name: str | None = None
     site_address: str | None = None
+    #: dns: how long the Expose step waits for the dns_updater's ``DnsUpdated`` naming
+    #: site_address. Keep it below the orchestrator's step timeout (30 s by default).
+    dns_wait_s: float = Field(default=20.0, gt=0, le=600)
+    #: dns: no confirmation in time (or the update failed): raise an alert, then ``continue``
+    #: (expose anyway) or ``fail`` (the Expose step fails, the saga compensates).
+    dns_on_missing: Literal["continue", "fail"] = "continue"
+    #: dns: without a role change naming this node in the events stream, how far back a
+    #: ``DnsUpdated`` still counts.
+    dns_lookback_s: float = Field(default=300.0, gt=0)
     #: loopback only: the public TCP port only the Active listens on, and the application's
     #: port on this node it forwards to (a stable address across switchovers on one machine).
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -106,7 +120,20 @@ class PublicIdentityConfig(_Section):
             raise ValueError("channel_interface is for the lan identity only")
         if self.kind == "lan":
             _check_lan(self)
+        elif self.platform is not None:
+            raise ValueError("platform is for the lan identity only")
+        if self.kind == "dns":
+            _check_dns(self)
+        else:
+            dns_only = sorted(f for f in self.model_fields_set if f.startswith("dns_"))
+            if dns_only:
+                raise ValueError(f"{', '.join(dns_only)} are for the dns identity only")
         return self
+
+    def resolved_platform(self) -> Literal["linux", "windows"]:
+        if self.platform is not None:
+            return self.platform
+        return "windows" if sys.platform == "win32" else "linux"
 
     @model_validator(mode="before")
     @classmethod
@@ -133,11 +160,39 @@ def _check_lan(public: PublicIdentityConfig) -> None:
         raise ValueError(f"address {ip} cannot be a shared public address")
     if public.prefix_len is not None and public.prefix_len > ip.max_prefixlen:
         raise ValueError(f"prefix_len {public.prefix_len} is too long for IPv{ip.version} {ip}")
+    if public.resolved_platform() == "windows":
+        if public.channel_interface is not None:
+            raise ValueError("channel_interface is for Linux nodes only (Windows: leave it out)")
+        # An interface alias ("Ethernet 2"): any text up to 255 characters but a quote.
+        if not 0 < len(public.interface or "") <= 255 or "'" in (public.interface or ""):
+            raise ValueError(f"interface {public.interface!r} is not a valid interface alias")
+        return
     for what in ("interface", "channel_interface"):
         name = getattr(public, what)
         # Linux: at most 15 bytes, no whitespace, '/' or ':' (IFNAMSIZ, dev_valid_name).
         if name is not None and (not _IFNAME.fullmatch(name) or name in (".", "..")):
             raise ValueError(f"{what} {name!r} is not a valid Linux interface name")
+
+
+def _check_dns(public: PublicIdentityConfig) -> None:
+    try:
+        ip = ipaddress.ip_address(public.site_address or "")
+    except ValueError:
+        raise ValueError(
+            f"site_address {public.site_address!r} is not an IPv4 or IPv6 address"
+        ) from None
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local:
+        raise ValueError(f"site_address {ip} cannot be a public address for clients")
+    name = (public.dns_name or "").strip().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_DNS_LABEL.fullmatch(x) for x in labels):
+        raise ValueError(
+            f"dns_name {public.dns_name!r} is not a fully qualified host name "
+            "(labels of a-z, 0-9 and '-', at least two)"
+        )
+
+
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 class StartupConfig(_Section):

@@ -12,19 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.config import NodeConfig, load_node_config
 from tandem.agent.executor import COMMANDS, StepExecutor
 from tandem.agent.identity.base import NetworkIdentity
+from tandem.agent.identity.dns import DnsIdentity
 from tandem.agent.identity.loopback import LoopbackIdentity
 from tandem.agent.identity.nftables import table_name_for
 from tandem.agent.identity.publicport import PublicPort
+from tandem.agent.identity.windows import WindowsLanIdentity
 from tandem.agent.lease import LeaseKeeper
 from tandem.agent.roles import RoleWatch
 from tandem.agent.settings import AgentSettings, load
 from tandem.events.bus import Bus
+from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.outbox import Outbox
 from tandem.events.rpc import CommandServer
@@ -38,7 +42,10 @@ from tandem.replicator.settings import ReplicatorSettings
 log = logging.getLogger(__name__)
 
 
-def make_identity(config: NodeConfig) -> NetworkIdentity:
+def make_identity(
+    config: NodeConfig, bus: Bus, emit: Callable[[Event], None] | None = None
+) -> NetworkIdentity:
+    """The public identity the config asks for; ``emit`` takes the alerts it raises."""
     public = config.public
     if public.kind == "loopback":
         address = public.address or "127.0.0.1"
@@ -46,22 +53,37 @@ def make_identity(config: NodeConfig) -> NetworkIdentity:
         if public.port is not None and public.forward_to is not None:
             port = PublicPort(address, public.port, "127.0.0.1", public.forward_to)
         return LoopbackIdentity(config.state_dir / "identity.json", address, port)
-    if public.kind == "lan":
-        # Imported here: netlink (pyroute2) is Linux only, the loopback demo runs anywhere.
-        from tandem.agent.identity.linux import LinuxLanIdentity
-
-        # The config validated that both are set for a lan identity.
-        assert public.address is not None and public.interface is not None
-        return LinuxLanIdentity(
-            public.address,
-            public.prefix_len,
-            public.interface,
-            table_name_for(config.cluster),
-            channel_interface=public.channel_interface,
+    if public.kind == "dns":
+        assert public.dns_name is not None and public.site_address is not None
+        return DnsIdentity(
+            bus,
+            config.cluster,
+            config.node,
+            public.dns_name,
+            public.site_address,
+            wait_s=public.dns_wait_s,
+            on_missing=public.dns_on_missing,
+            lookback_s=public.dns_lookback_s,
+            emit=emit,
         )
-    raise SettingsError(
-        f"public identity kind {public.kind!r} is not available in this version: "
-        'use kind = "loopback" or "lan" (the DNS identity comes with the network-identity work)'
+    # The config validated that both are set for a lan identity.
+    assert public.address is not None and public.interface is not None
+    if public.resolved_platform() == "windows":
+        try:
+            return WindowsLanIdentity(
+                config.cluster, public.address, public.interface, public.prefix_len
+            )
+        except ValueError as exc:
+            raise SettingsError(f"public: {exc}") from exc
+    # Imported here: netlink (pyroute2) is Linux only, the loopback demo runs anywhere.
+    from tandem.agent.identity.linux import LinuxLanIdentity
+
+    return LinuxLanIdentity(
+        public.address,
+        public.prefix_len,
+        public.interface,
+        table_name_for(config.cluster),
+        channel_interface=public.channel_interface,
     )
 
 
@@ -93,7 +115,7 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
     await asyncio.to_thread(c.state_dir.mkdir, parents=True, exist_ok=True)
     board = NodeBoard()
     outbox = Outbox(bus)
-    identity = make_identity(c)
+    identity = make_identity(c, bus, outbox.put)
     await identity.reset_on_start()  # type: ignore[attr-defined]
     apps = ApplicationSet(c.applications, c.state_dir)
     executor = StepExecutor(c.cluster, c.node, c.identity, apps, identity, board, outbox.put)

@@ -4,8 +4,10 @@ DR names to the site addresses of the new Active.
 - A ``RoleChanged`` with an epoch older than the last one handled for the cluster is ignored
   (acknowledged, nothing recorded). The same epoch again is applied again: the update replaces
   the records, so the result is the same.
-- Each outcome is recorded as ``DnsUpdated`` (with ``AlertCleared``) or ``DnsUpdateFailed``
-  (with ``AlertRaised``, code ``dns.update_failed.<name>``). Their ids derive from the role
+- Each outcome is recorded as ``DnsUpdated`` (with ``AlertCleared`` for
+  ``dns.update_failed.<name>`` and ``dns.update_missing.<name>``, the latter raised by an agent
+  that gave up waiting) or ``DnsUpdateFailed`` (with ``AlertRaised``,
+  ``dns.update_failed.<name>``). Their ids derive from the role
   change's id: a redelivered role change records nothing twice (the stream drops duplicates).
 - A failed update is recorded and the consumer goes on; only an outcome that cannot be
   recorded (the bus is away) makes the role change come back later (``TransientError``).
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, get_args
 
 from nats.js.api import DeliverPolicy
 
@@ -32,7 +34,12 @@ from tandem.events.catalog import (
     RoleChanged,
 )
 from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
-from tandem.events.catalog.dns import DnsUpdatedPayload, DnsUpdateFailedPayload
+from tandem.events.catalog.dns import (
+    DnsProblem,
+    DnsUpdatedPayload,
+    DnsUpdateFailedPayload,
+    dns_alert_code,
+)
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.consumer import ConsumerOptions, DurableConsumer
 from tandem.events.envelope import Event
@@ -51,7 +58,7 @@ def outcome_id(cause: Event, kind: str, name: str) -> str:
 
 
 def alert_code(entry: NameConfig) -> str:
-    return f"dns.update_failed.{entry.display_name}"
+    return dns_alert_code("update_failed", entry.display_name)
 
 
 class ClusterFollower:
@@ -146,8 +153,12 @@ class ClusterFollower:
         log.info("%s: %s now points to %s", self.cluster, name, ", ".join(payload.addresses))
         # Cleared at every success, not only after a failure this process saw: the failure
         # may have been recorded before a restart.
-        cleared = AlertClearedPayload(code=alert_code(entry), reason=f"{name} moved to {node}")
-        await self._record(AlertCleared(**self._envelope(cause), payload=cleared), cause, name)
+        # Also the alert of an agent that gave up waiting for this move (same name).
+        for problem in get_args(DnsProblem):
+            code = dns_alert_code(problem, name)
+            cleared = AlertClearedPayload(code=code, reason=f"{name} moved to {node}")
+            event = AlertCleared(**self._envelope(cause), payload=cleared)
+            await self._record(event, cause, f"{name}/{problem}")
 
     async def _failed(
         self, entry: NameConfig, cause: RoleChanged, attempts: int, reason: str

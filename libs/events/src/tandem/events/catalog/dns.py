@@ -37,3 +37,14 @@ class DnsUpdateFailed(Event):
     type: Literal["DnsUpdateFailed"] = "DnsUpdateFailed"
     version: Literal[1] = 1
     payload: DnsUpdateFailedPayload
+
+
+DnsProblem = Literal["update_failed", "update_missing"]
+
+
+def dns_alert_code(problem: DnsProblem, name: str) -> str:
+    """One alert code per DR name and problem, whoever raises it: the dns_updater (the update
+    failed) or an agent waiting to expose (failed, or no confirmation in time). The
+    dns_updater clears both when it moves the name. E.g. ``dns.update_failed.erp.example.net``.
+    """
+    return f"dns.{problem}.{name.strip().rstrip('.').lower()}"

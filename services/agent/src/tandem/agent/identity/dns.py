@@ -16,9 +16,10 @@ the key: whichever cluster the dns_updater files them under) and the latest one 
 decides: it includes the site address (confirmed), it is a failure (not confirmed), or neither
 (keep waiting).
 
-Not confirmed in time, or failed: an ``AlertRaised`` (``dns.update_missing`` or
-``dns.update_failed``), then ``on_missing`` decides: ``continue`` exposes anyway and says the
-name is not confirmed, ``fail`` raises ``ControlError``. ``hide`` changes nothing on the
+Not confirmed in time, or failed: an ``AlertRaised`` (``dns.update_missing.<name>`` or
+``dns.update_failed.<name>``: the dns_updater's codes, cleared by it once the name moves),
+then ``on_missing`` decides: ``continue`` exposes anyway and says the name is not confirmed,
+``fail`` raises ``ControlError``. ``hide`` changes nothing on the
 network (the dns_updater points the name at the new Active); the exposed flag is in memory.
 """
 
@@ -44,7 +45,7 @@ from tandem.agent.identity.base import IdentityStatus
 from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog.alerts import AlertRaised, AlertRaisedPayload
-from tandem.events.catalog.dns import DnsUpdated, DnsUpdateFailed
+from tandem.events.catalog.dns import DnsProblem, DnsUpdated, DnsUpdateFailed, dns_alert_code
 from tandem.events.catalog.roles import RoleChanged
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
@@ -200,12 +201,12 @@ class DnsIdentity:
                     f"{self.wait_s:g}s (looked from {window.describe}"
                     + (f"; last seen: {self._seen})" if self._seen else ")")
                 )
-                return _Verdict(False, missing, "dns.update_missing")
+                return _Verdict(False, missing, self._code("update_missing"))
             reason = f"could not read DNS events from the bus: {str(exc) or 'timed out'}"
-            return _Verdict(False, reason, "dns.update_missing")
+            return _Verdict(False, reason, self._code("update_missing"))
         except NatsError as exc:
             reason = f"could not read DNS events from the bus: {exc}"
-            return _Verdict(False, reason, "dns.update_missing")
+            return _Verdict(False, reason, self._code("update_missing"))
 
     async def _watch(self, window: _Window, generation: int) -> _Verdict:
         js = self.bus.js
@@ -278,10 +279,13 @@ class DnsIdentity:
                 f"the dns_updater could not update {self.dns_name} "
                 f"after {failed.attempts} attempt(s): {failed.reason}"
             )
-            return _Verdict(False, reason, "dns.update_failed")
+            return _Verdict(False, reason, self._code("update_failed"))
         return None
 
     # -- alerting -----------------------------------------------------------------------------
+
+    def _code(self, problem: DnsProblem) -> str:
+        return dns_alert_code(problem, self.dns_name)
 
     async def _alert(self, verdict: _Verdict, window: _Window) -> None:
         severity = Severity.CRITICAL if self.on_missing == "fail" else Severity.WARNING
