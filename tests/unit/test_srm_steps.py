@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from tandem.cli import operate
 from tandem.cli.api_client import ApiClient
-from tandem.cli.srm import StepOptions, command_lines, render_scripts, srm_app
+from tandem.cli.srm import srm_app
+from tandem.cli.srm_steps import StepOptions, command_lines, render_scripts
 
 TOKEN = "s3cret-token-never-in-a-script"
 URL = "http://orchestrator.example:8700"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from tandem.cli.busurl import resolve_bus_url
+from tandem.cli.options import ApiOption, TokenOption
 from tandem.cli.services import SERVICES, lookup
 from tandem.cli.srm import srm_app
 from tandem.cli.vmware import vmware_app
@@ -42,22 +43,6 @@ BusOption = Annotated[
     ),
 ]
 
-ApiOption = Annotated[
-    str | None,
-    typer.Option(
-        "--api",
-        help="Orchestrator API URL (default: TANDEM_API_URL, a running `tandem up`, "
-        "or http://127.0.0.1:8700).",
-    ),
-]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        help="API bearer token (default: TANDEM_API_TOKEN, or a running `tandem up`'s "
-        "operator token).",
-    ),
-]
 ToOption = Annotated[
     str | None,
     typer.Option("--to", help="The node to make Active (default: the orchestrator's pick)."),
