@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,12 @@ import dns.message
 import dns.rdatatype
 
 from conftest import require
+from process_rig import LoggedProcess, tail
 
 ZONE = "dr.tandem.test"
 KEY_NAME = "tandem-test"
+#: The line named -g logs once it serves.
+RUNNING = re.compile(r" running$")
 
 
 class NamedError(RuntimeError):
@@ -65,8 +67,7 @@ class BindServer:
     #: Records put in the zone at creation, as zone-file lines (relative names).
     records: list[str] = field(default_factory=list)
     port: int | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    _log_offset: int = field(default=0, init=False, repr=False)
+    process: LoggedProcess | None = field(default=None, init=False)
 
     @property
     def key_file(self) -> Path:
@@ -136,52 +137,28 @@ zone "{self.zone}" {{
             if first:
                 self.port = free_dns_port(self.host)
             self.prepare()
-            self._launch()
+            process = self.process = LoggedProcess.start(
+                "named",
+                # -g: foreground, log to stderr; -u root: we are root here, with no bind user.
+                ["named", "-g", "-u", "root", "-n", "1", "-c", str(self.config_path)],
+                self.log_path,
+            )
             try:
-                return self._wait_ready(timeout)
+                process.wait_for(RUNNING, timeout, NamedError)
+                return self
             except NamedError:
                 self.stop()
-                if not first or "address in use" not in self._new_log():
+                if not first or "address in use" not in process.new_log():
                     raise
         raise NamedError("named found no free port")
 
-    def _launch(self) -> None:
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                # -g: foreground, log to stderr; -u root: we are root here, with no bind user.
-                ["named", "-g", "-u", "root", "-n", "1", "-c", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def _wait_ready(self, timeout: float) -> BindServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self._new_log()
-            if any(line.endswith(" running") for line in text.splitlines()):
-                return self
-            if self.process is not None and self.process.poll() is not None:
-                raise NamedError(f"named exited with {self.process.returncode}:\n{_tail(text)}")
-            time.sleep(0.05)
-        raise NamedError(f"named not running after {timeout}s:\n{_tail(self._new_log())}")
-
     def stop(self, timeout: float = 10.0) -> None:
-        proc, self.process = self.process, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        process, self.process = self.process, None
+        if process is not None:
+            process.stop(timeout)
 
     def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and self.process.is_running()
 
     @property
     def server(self) -> dict[str, object]:
@@ -202,21 +179,9 @@ zone "{self.zone}" {{
 
     def log_tail(self, lines: int = 30) -> str:
         try:
-            return _tail(self.log_path.read_text(errors="replace"), lines)
+            return tail(self.log_path.read_text(errors="replace"), lines)
         except OSError:
             return "(no log)"
-
-    def _new_log(self) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(self._log_offset)
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def bind_server(workdir: Path, records: list[str] | None = None) -> Iterator[BindServer]:

@@ -22,13 +22,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import queue
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ from typing import Any
 import pytest
 
 from conftest import require
+from process_rig import LoggedProcess
 
 SOURCE_DIR = Path(__file__).parent / "vcsim"
 GOVMOMI = Path("/usr/share/gocode/src/github.com/vmware/govmomi/simulator")
@@ -112,9 +110,10 @@ class Vcsim:
         self.port = 0
         self.host = "127.0.0.1"
         self.url = ""
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
+        self.proc: LoggedProcess | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix="tandem-vcsim-"))
+        #: The simulator's output (stdout and stderr), appended to at each start.
+        self.log_path = self.workdir / "vcsim.log"
         #: The server's self-signed certificate (PEM), to verify it against.
         self.ca_file = self.workdir / "vcsim-ca.pem"
 
@@ -131,49 +130,19 @@ class Vcsim:
             str(self.ca_file),
             *self.args,
         ]
-        self.output = []
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.proc = proc
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def pump() -> None:  # keeps reading so that the pipe never fills up
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                self.output.append(line.rstrip())
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True, name="vcsim-output").start()
-        while True:
-            try:
-                line = lines.get(timeout=START_TIMEOUT_S)
-            except queue.Empty:
-                self.stop()
-                raise VcsimError(f"vcsim not ready within {START_TIMEOUT_S} s") from None
-            if line is None:
-                self.stop()
-                raise VcsimError("vcsim exited:\n" + "\n".join(self.output[-20:]))
-            match = READY.match(line)
-            if match:
-                self.url, self.host, self.port = match[1], match[2], int(match[3])
-                return self
+        self.proc = LoggedProcess.start("vcsim", cmd, self.log_path)
+        try:
+            match = self.proc.wait_for(READY, START_TIMEOUT_S, VcsimError)
+        except VcsimError:
+            self.stop()
+            raise
+        self.url, self.host, self.port = match[1], match[2], int(match[3])
+        return self
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # main.go removes its datastore folders on the way out
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc is not None:
+            proc.stop(timeout=10)  # SIGTERM: main.go removes its datastore folders on the way out
 
     def close(self) -> None:
         self.stop()

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
+from recording_runner import RecordingRunner, Reply
 from tandem.agent.control.base import ControlError
 from tandem.agent.identity.windows import WindowsLanIdentity, parse_state, ps_quote
-
-Reply = tuple[int, str, str]
 
 PS = ["powershell.exe", "-NoProfile", "-NonInteractive", "-Command"]
 PRE = "$ErrorActionPreference = 'Stop'; $ProgressPreference = 'SilentlyContinue'; "
@@ -111,22 +110,7 @@ MSFT_NetAddressFilter) [Get-NetFirewallAddressFilter], CimException
 """
 
 
-class FakeRunner:
-    """Answers each argv from a script (argv -> replies, the last one repeating) and records
-    every argv it was given."""
-
-    def __init__(self, script: dict[tuple[str, ...], list[Reply]]) -> None:
-        self.script = {k: list(v) for k, v in script.items()}
-        self.calls: list[list[str]] = []
-
-    async def __call__(self, argv: list[str], timeout: float) -> Reply:
-        assert timeout > 0
-        self.calls.append(argv)
-        replies = self.script[tuple(argv)]
-        return replies.pop(0) if len(replies) > 1 else replies[0]
-
-
-def lan(runner: FakeRunner, interface: str = "Ethernet 2") -> WindowsLanIdentity:
+def lan(runner: RecordingRunner, interface: str = "Ethernet 2") -> WindowsLanIdentity:
     return WindowsLanIdentity("demo", "10.0.0.50", interface, 24, runner=runner)
 
 
@@ -202,18 +186,20 @@ def test_bad_values_are_refused(
     address: str, interface: str, prefix: int, cluster: str, problem: str
 ) -> None:
     with pytest.raises(ValueError, match=problem):
-        WindowsLanIdentity(cluster, address, interface, prefix, runner=FakeRunner({}))
+        WindowsLanIdentity(cluster, address, interface, prefix, runner=RecordingRunner({}))
 
 
 def test_without_a_prefix_length_the_address_is_a_host_address() -> None:
-    v4 = WindowsLanIdentity("demo", "10.0.0.50", "Ethernet", runner=FakeRunner({}))
-    v6 = WindowsLanIdentity("demo", "2001:db8::50", "Ethernet", None, runner=FakeRunner({}))
+    v4 = WindowsLanIdentity("demo", "10.0.0.50", "Ethernet", runner=RecordingRunner({}))
+    v6 = WindowsLanIdentity("demo", "2001:db8::50", "Ethernet", None, runner=RecordingRunner({}))
     assert (v4.prefix_len, v6.prefix_len) == (32, 128)
     assert "-PrefixLength 32 " in v4.add_address()
 
 
 def test_ipv6_is_written_in_canonical_form() -> None:
-    ident = WindowsLanIdentity("demo", "2001:DB8:0::0:50", "Ethernet", 64, runner=FakeRunner({}))
+    ident = WindowsLanIdentity(
+        "demo", "2001:DB8:0::0:50", "Ethernet", 64, runner=RecordingRunner({})
+    )
     assert ident.address == "2001:db8::50"
     assert "-IPAddress '2001:db8::50' -PrefixLength 64 " in ident.add_address()
 
@@ -222,7 +208,7 @@ def test_ipv6_is_written_in_canonical_form() -> None:
 
 
 async def test_expose_adds_the_address_then_removes_the_hide_rules() -> None:
-    runner = FakeRunner({k(STATUS): [HIDDEN], k(EXPOSE): [(0, "", "")]})
+    runner = RecordingRunner({k(STATUS): [HIDDEN], k(EXPOSE): [(0, "", "")]})
     status = await lan(runner).expose()
     assert runner.calls == [STATUS, EXPOSE]
     assert (status.exposed, status.address, status.detail) == (True, "10.0.0.50", "exposed")
@@ -230,13 +216,13 @@ async def test_expose_adds_the_address_then_removes_the_hide_rules() -> None:
 
 async def test_expose_on_a_bare_node_only_adds_the_address() -> None:
     add_only = [*PS, PRE + ADD_ADDRESS]
-    runner = FakeRunner({k(STATUS): [BARE], k(add_only): [(0, "", "")]})
+    runner = RecordingRunner({k(STATUS): [BARE], k(add_only): [(0, "", "")]})
     assert (await lan(runner).expose()).exposed
     assert runner.calls == [STATUS, add_only]
 
 
 async def test_expose_of_an_exposed_address_does_nothing_and_says_so() -> None:
-    runner = FakeRunner({k(STATUS): [EXPOSED]})
+    runner = RecordingRunner({k(STATUS): [EXPOSED]})
     status = await lan(runner).expose()
     assert runner.calls == [STATUS]
     assert (status.exposed, status.detail) == (True, "already exposed")
@@ -246,28 +232,28 @@ async def test_expose_with_the_address_present_but_blocked_only_removes_the_rule
     # Interface aliases compare without case, as on Windows.
     present_blocked = state([address("ETHERNET 2")], [rule("Inbound")])
     remove_only = [*PS, PRE + REMOVE_RULES.replace("'Tandem-Hide-demo-Outbound',", "")]
-    runner = FakeRunner({k(STATUS): [present_blocked], k(remove_only): [(0, "", "")]})
+    runner = RecordingRunner({k(STATUS): [present_blocked], k(remove_only): [(0, "", "")]})
     status = await lan(runner).expose()
     assert runner.calls == [STATUS, remove_only]
     assert status.exposed and "hide rules removed" in status.detail
 
 
 async def test_expose_refuses_an_address_held_by_another_interface() -> None:
-    runner = FakeRunner({k(STATUS): [state([address("Ethernet 5")], [])]})
+    runner = RecordingRunner({k(STATUS): [state([address("Ethernet 5")], [])]})
     with pytest.raises(ControlError, match=r"10\.0\.0\.50 is on interface 'Ethernet 5', not on"):
         await lan(runner).expose()
     assert runner.calls == [STATUS]
 
 
 async def test_expose_refuses_a_duplicate_address() -> None:
-    runner = FakeRunner({k(STATUS): [state([address(state="Duplicate")], [])]})
+    runner = RecordingRunner({k(STATUS): [state([address(state="Duplicate")], [])]})
     with pytest.raises(ControlError, match="Duplicate: another host on the network"):
         await lan(runner).expose()
     assert runner.calls == [STATUS]
 
 
 async def test_a_failed_expose_names_the_command_and_its_error() -> None:
-    runner = FakeRunner({k(STATUS): [HIDDEN], k(EXPOSE): [(1, "", NO_ADAPTER)]})
+    runner = RecordingRunner({k(STATUS): [HIDDEN], k(EXPOSE): [(1, "", NO_ADAPTER)]})
     with pytest.raises(ControlError) as info:
         await lan(runner).expose()
     message = info.value.message
@@ -285,14 +271,14 @@ async def test_a_failed_expose_names_the_command_and_its_error() -> None:
 
 async def test_hide_removes_the_address_and_adds_both_block_rules() -> None:
     hide = attempt(REMOVE_ADDRESS, RULE_OUT, RULE_IN)
-    runner = FakeRunner({k(STATUS): [EXPOSED], k(hide): [(0, "", "")]})
+    runner = RecordingRunner({k(STATUS): [EXPOSED], k(hide): [(0, "", "")]})
     status = await lan(runner).hide()
     assert runner.calls == [STATUS, hide]
     assert (status.exposed, status.detail) == (False, "hidden")
 
 
 async def test_hide_of_a_hidden_address_does_nothing_and_says_so() -> None:
-    runner = FakeRunner({k(STATUS): [HIDDEN]})
+    runner = RecordingRunner({k(STATUS): [HIDDEN]})
     status = await lan(runner).hide()
     assert runner.calls == [STATUS]
     assert (status.exposed, status.detail) == (False, "already hidden")
@@ -301,7 +287,7 @@ async def test_hide_of_a_hidden_address_does_nothing_and_says_so() -> None:
 async def test_hide_removes_the_address_from_any_interface() -> None:
     hide = attempt(REMOVE_ADDRESS)
     elsewhere = state([address("Ethernet 5")], [rule("Outbound"), rule("Inbound")])
-    runner = FakeRunner({k(STATUS): [elsewhere], k(hide): [(0, "", "")]})
+    runner = RecordingRunner({k(STATUS): [elsewhere], k(hide): [(0, "", "")]})
     await lan(runner).hide()
     assert runner.calls == [STATUS, hide]
 
@@ -318,7 +304,7 @@ async def test_hide_replaces_a_rule_that_no_longer_blocks() -> None:
         rule("Inbound", local="Any"),
     ]:
         hide = attempt(replace_in)
-        runner = FakeRunner(
+        runner = RecordingRunner(
             {k(STATUS): [state([], [rule("Outbound"), altered])], k(hide): [(0, "", "")]}
         )
         assert (await lan(runner).hide()).detail == "hidden"
@@ -328,7 +314,7 @@ async def test_hide_replaces_a_rule_that_no_longer_blocks() -> None:
 async def test_a_failed_hide_names_the_commands_and_their_errors() -> None:
     hide = attempt(REMOVE_ADDRESS, RULE_OUT, RULE_IN)
     errors = "Access is denied.\r\nAccess is denied.\r\nAccess is denied.\r\n"
-    runner = FakeRunner({k(STATUS): [EXPOSED], k(hide): [(1, "", errors)]})
+    runner = RecordingRunner({k(STATUS): [EXPOSED], k(hide): [(1, "", errors)]})
     with pytest.raises(ControlError) as info:
         await lan(runner).hide()
     assert info.value.message == (
@@ -339,7 +325,7 @@ async def test_a_failed_hide_names_the_commands_and_their_errors() -> None:
 
 async def test_reset_on_start_hides() -> None:
     hide = attempt(REMOVE_ADDRESS, RULE_OUT, RULE_IN)
-    runner = FakeRunner({k(STATUS): [EXPOSED, HIDDEN], k(hide): [(0, "", "")]})
+    runner = RecordingRunner({k(STATUS): [EXPOSED, HIDDEN], k(hide): [(0, "", "")]})
     ident = lan(runner)
     assert (await ident.reset_on_start()).detail == "hidden at start (was not hidden)"
     assert (await ident.reset_on_start()).detail == "hidden at start"
@@ -364,7 +350,7 @@ async def test_status_reports_what_windows_says() -> None:
         (state([address(state="Duplicate")], []), False, "10.0.0.50", "Duplicate"),
     ]
     for reply, exposed, addr, detail in cases:
-        status = await lan(FakeRunner({k(STATUS): [reply]})).status()
+        status = await lan(RecordingRunner({k(STATUS): [reply]})).status()
         assert (status.exposed, status.address) == (exposed, addr), detail
         assert detail in status.detail
 
@@ -380,7 +366,7 @@ def test_status_json_in_every_shape_convertto_json_prints() -> None:
 
 
 async def test_a_status_query_that_fails_raises_with_its_error() -> None:
-    runner = FakeRunner({k(STATUS): [(1, "", ACCESS_DENIED)]})
+    runner = RecordingRunner({k(STATUS): [(1, "", ACCESS_DENIED)]})
     with pytest.raises(ControlError) as info:
         await lan(runner).status()
     assert info.value.message == (
@@ -396,7 +382,7 @@ async def test_a_status_query_that_fails_raises_with_its_error() -> None:
 
 async def test_output_that_is_not_the_status_json_raises() -> None:
     warning = "WARNING: The names of some imported commands include unapproved verbs.\r\n"
-    runner = FakeRunner({k(STATUS): [(0, warning, "")]})
+    runner = RecordingRunner({k(STATUS): [(0, warning, "")]})
     with pytest.raises(ControlError, match="not the expected JSON"):
         await lan(runner).status()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from recording_runner import RecordingRunner, Reply
 from tandem.agent.control import (
     ApplicationConfig,
     AppState,
@@ -26,23 +27,6 @@ from tandem.agent.control import (
 from tandem.agent.control.runner import Runner, run_command
 from tandem.agent.control.systemd import parse_show
 from tandem.agent.control.windows import parse_query
-
-Reply = tuple[int, str, str]
-
-
-class FakeRunner:
-    """Answers each command from a script (argv -> replies, the last one repeating) and records
-    every argv it was given."""
-
-    def __init__(self, script: dict[tuple[str, ...], list[Reply]]) -> None:
-        self.script = {k: list(v) for k, v in script.items()}
-        self.calls: list[list[str]] = []
-
-    async def __call__(self, argv: list[str], timeout: float) -> Reply:
-        assert timeout > 0
-        self.calls.append(argv)
-        replies = self.script[tuple(argv)]
-        return replies.pop(0) if len(replies) > 1 else replies[0]
 
 
 def app(**kw: object) -> ApplicationConfig:
@@ -226,7 +210,7 @@ def test_systemctl_show_output_is_parsed() -> None:
 
 
 async def test_systemd_start_issues_systemctl_start() -> None:
-    runner = FakeRunner(
+    runner = RecordingRunner(
         {tuple(SHOW): [(0, STOPPED_SHOW, ""), (0, RUNNING_SHOW, "")], tuple(START): [(0, "", "")]}
     )
     status = await SystemdControl("db.service", runner=runner).start()
@@ -235,14 +219,14 @@ async def test_systemd_start_issues_systemctl_start() -> None:
 
 
 async def test_systemd_start_of_a_running_unit_does_nothing_and_says_so() -> None:
-    runner = FakeRunner({tuple(SHOW): [(0, RUNNING_SHOW, "")]})
+    runner = RecordingRunner({tuple(SHOW): [(0, RUNNING_SHOW, "")]})
     status = await SystemdControl("db.service", runner=runner).start()
     assert runner.calls == [SHOW]
     assert status.state is AppState.RUNNING and "already running" in status.message
 
 
 async def test_systemd_stop_and_stop_again() -> None:
-    runner = FakeRunner(
+    runner = RecordingRunner(
         {tuple(SHOW): [(0, RUNNING_SHOW, ""), (0, STOPPED_SHOW, "")], tuple(STOP): [(0, "", "")]}
     )
     control = SystemdControl("db.service", runner=runner)
@@ -254,7 +238,7 @@ async def test_systemd_stop_and_stop_again() -> None:
 
 async def test_systemd_failed_start_raises_with_systemctl_message() -> None:
     err = "Job for db.service failed because the control process exited with error code.\n"
-    runner = FakeRunner({tuple(SHOW): [(0, STOPPED_SHOW, "")], tuple(START): [(1, "", err)]})
+    runner = RecordingRunner({tuple(SHOW): [(0, STOPPED_SHOW, "")], tuple(START): [(1, "", err)]})
     with pytest.raises(ControlError, match=r"exit code 1: Job for db.service failed"):
         await SystemdControl("db.service", runner=runner).start()
 
@@ -315,7 +299,7 @@ def test_sc_query_output_is_parsed() -> None:
 
 
 async def test_windows_start_waits_for_running() -> None:
-    runner = FakeRunner(
+    runner = RecordingRunner(
         {
             tuple(QUERY): [
                 (0, sc_query(1, "STOPPED"), ""),
@@ -331,7 +315,7 @@ async def test_windows_start_waits_for_running() -> None:
 
 
 async def test_windows_start_of_running_service_says_so() -> None:
-    runner = FakeRunner({tuple(QUERY): [(0, sc_query(4, "RUNNING", pid=99), "")]})
+    runner = RecordingRunner({tuple(QUERY): [(0, sc_query(4, "RUNNING", pid=99), "")]})
     status = await windows(runner).start()
     assert runner.calls == [QUERY]
     assert status.message == "already running"
@@ -339,7 +323,7 @@ async def test_windows_start_of_running_service_says_so() -> None:
 
 async def test_windows_start_of_missing_service_raises() -> None:
     start_failed = NOT_INSTALLED.replace("EnumQueryServicesStatus:OpenService", "StartService")
-    runner = FakeRunner(
+    runner = RecordingRunner(
         {tuple(QUERY): [(1060, NOT_INSTALLED, "")], tuple(SC_START): [(1060, start_failed, "")]}
     )
     with pytest.raises(ControlError, match=r"failed with code 1060: .* does not exist"):
@@ -347,7 +331,7 @@ async def test_windows_start_of_missing_service_raises() -> None:
 
 
 async def test_windows_stop_polls_until_stopped() -> None:
-    runner = FakeRunner(
+    runner = RecordingRunner(
         {
             tuple(QUERY): [
                 (0, sc_query(4, "RUNNING", pid=99), ""),
@@ -364,7 +348,7 @@ async def test_windows_stop_polls_until_stopped() -> None:
 
 
 async def test_windows_stop_of_stopped_service_says_so() -> None:
-    runner = FakeRunner({tuple(QUERY): [(0, sc_query(1, "STOPPED"), "")]})
+    runner = RecordingRunner({tuple(QUERY): [(0, sc_query(1, "STOPPED"), "")]})
     status = await windows(runner).stop()
     assert runner.calls == [QUERY]
     assert status.state is AppState.STOPPED and "already stopped" in status.message

@@ -21,9 +21,9 @@ The choices, when a request names no target:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pyVmomi import vim, vmodl
 from pyVmomi.VmomiSupport import ManagedObject
@@ -299,19 +299,46 @@ def _num(value: Any) -> float | None:
     return float(value) if value is not None else None
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+Candidate = TypeVar("Candidate", bound=_Named)
+
+
+def _most(
+    candidates: Sequence[Candidate],
+    unfit: Callable[[Candidate], str | None],
+    measure: Callable[[Candidate], float],
+    what: str,
+    when_none: str,
+) -> Candidate:
+    """Of the candidates ``unfit`` has no objection to, the one with the highest ``measure``
+    (equal: the first by name). ``NoChoice`` when none is fit: "no <what> to move the VM to:"
+    and each one left out with the reason, or ``when_none`` when there were none at all."""
+    fit, left_out = [], []
+    for c in candidates:
+        why = unfit(c)
+        if why is None:
+            fit.append(c)
+        else:
+            left_out.append(f"{c.name} ({why})")
+    if not fit:
+        others = "; ".join(left_out) or when_none
+        raise NoChoice(f"no {what} to move the VM to: {others}")
+    return min(fit, key=lambda c: (-measure(c), c.name))
+
+
 def choose_host(loads: Sequence[HostLoad], current: str | None) -> HostLoad:
     """The fit host other than ``current`` with the highest free CPU + memory."""
-    fit, left_out = [], []
-    for h in loads:
-        why = "the VM's current host" if h.moid == current else h.unfit()
-        if why is None:
-            fit.append(h)
-        else:
-            left_out.append(f"{h.name} ({why})")
-    if not fit:
-        others = "; ".join(left_out) or "the cluster has no other host"
-        raise NoChoice(f"no host to move the VM to: {others}")
-    return min(fit, key=lambda h: (-h.score, h.name))
+    return _most(
+        loads,
+        lambda h: "the VM's current host" if h.moid == current else h.unfit(),
+        lambda h: h.score,
+        "host",
+        "the cluster has no other host",
+    )
 
 
 def cluster_hosts(session: Session, host_moid: str) -> tuple[str, str, list[str], str | None]:
@@ -387,14 +414,10 @@ def choose_datastore(
     spaces: Sequence[DatastoreSpace], current: Sequence[str], needed_bytes: int
 ) -> DatastoreSpace:
     """The fit datastore not in ``current`` with the most free space."""
-    fit, left_out = [], []
-    for d in spaces:
-        why = "the VM is on it" if d.moid in current else d.unfit(needed_bytes)
-        if why is None:
-            fit.append(d)
-        else:
-            left_out.append(f"{d.name} ({why})")
-    if not fit:
-        others = "; ".join(left_out) or "its host has no other datastore"
-        raise NoChoice(f"no datastore to move the VM to: {others}")
-    return min(fit, key=lambda d: (-d.free_bytes, d.name))
+    return _most(
+        spaces,
+        lambda d: "the VM is on it" if d.moid in current else d.unfit(needed_bytes),
+        lambda d: d.free_bytes,
+        "datastore",
+        "its host has no other datastore",
+    )
