@@ -111,6 +111,7 @@ class Target:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self.applier.close()
+        self.queue.close()
 
 
 @dataclass

@@ -79,3 +79,67 @@ def test_a_batch_cut_short_resumes_at_the_next_operation(tmp_path: Path) -> None
     assert restarted.apply(Batch(1, 1, 0, ops)) == 1
     assert (tmp_path / "r/b").read_bytes() == b"first+more"
     assert not (tmp_path / "r/a").exists()
+
+
+MIXED = (
+    Op(OpKind.WRITE, "a", data=b"0123456789"),
+    Op(OpKind.WRITE, "a", offset=4, data=b"xy"),
+    Op(OpKind.TRUNCATE, "a", size=7),
+    Op(OpKind.RENAME, "a", target="b"),
+    Op(OpKind.WRITE, "b", offset=7, data=b"+tail"),
+    Op(OpKind.CREATE, "c", mode=0o600),
+    Op(OpKind.WRITE, "a", data=b"a again"),
+    Op(OpKind.WRITE, "c", data=b"see"),
+    Op(OpKind.UNLINK, "b"),
+    Op(OpKind.WRITE, "c", offset=3, data=b"!"),
+    Op(OpKind.CHMOD, "c", mode=0o640),
+    Op(OpKind.SYMLINK, "l", target="c"),
+    Op(OpKind.TRUNCATE, "a", size=1),
+)
+
+
+class Crash(Exception):
+    """The process dies here (the position on disk is whatever was recorded)."""
+
+
+def tree(root: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for p in sorted(root.iterdir()):
+        if p.is_symlink():
+            out[p.name] = ("link", os.readlink(p))
+        else:
+            out[p.name] = (p.read_bytes(), p.stat().st_mode & 0o777)
+    return out
+
+
+@pytest.mark.parametrize("crash_at", range(len(MIXED)))
+def test_a_crash_at_any_operation_then_a_restart_gives_the_same_replica(
+    tmp_path: Path, crash_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress is recorded only after renames, unlinks, rmdirs and symlinks (and at the end):
+    a restart replays the repeatable ops since then; the replica must end as a clean apply."""
+    batch = Batch(3, 9, 0, MIXED)
+    clean = BatchApplier(tmp_path / "clean", tmp_path / "clean-state")
+    clean.apply(batch)
+    clean.close()
+
+    crashing = BatchApplier(tmp_path / "r", tmp_path / "state")
+    real_apply = crashing.writer.apply
+    done = 0
+
+    def apply_until_crash(op: Op) -> None:
+        nonlocal done
+        if done == crash_at:
+            raise Crash
+        real_apply(op)
+        done += 1
+
+    monkeypatch.setattr(crashing.writer, "apply", apply_until_crash)
+    with pytest.raises(Crash):
+        crashing.apply(batch)
+    crashing.close()
+
+    restarted = BatchApplier(tmp_path / "r", tmp_path / "state")
+    restarted.apply(batch)
+    assert restarted.done(3, 9)
+    assert tree(tmp_path / "r") == tree(tmp_path / "clean")

@@ -2,9 +2,11 @@
 
 Every path is checked again here (``safe_path``) and resolved against the replica root
 without following symlinks in its parent components, so nothing is ever written outside the
-root, whatever a batch says. Progress is kept per operation in ``<state>/applied`` (epoch,
-seq, index of the next op): a batch cut short by a crash resumes at the exact operation, so
-replaying a batch never repeats a rename or an unlink (which would not be idempotent).
+root, whatever a batch says. Progress is kept in ``<state>/applied`` (epoch, seq, index of the
+next op), written after every operation that must not be repeated (rename, unlink, rmdir,
+symlink) and at the end of each batch: a batch cut short by a crash resumes after the last of
+those, so replaying never repeats one; the writes, truncates, creates and mode changes it may
+replay leave the replica as they found it.
 """
 
 from __future__ import annotations
@@ -36,22 +38,41 @@ class ApplyRefusedError(Exception):
     """An operation that must not be applied; the reason is in the message."""
 
 
+#: Operations whose replay would not leave the replica as it was (a second rename or unlink
+#: of the same name does something else, or fails). Every other kind, replayed in order from
+#: any earlier point of the same batch, rewrites the same bytes, sizes and modes: progress is
+#: recorded after these and at the end of a batch, not after every op.
+NOT_REPEATABLE = frozenset({OpKind.UNLINK, OpKind.RMDIR, OpKind.RENAME, OpKind.SYMLINK})
+
+
 class ReplicaWriter:
-    """Applies single operations under ``root``."""
+    """Applies single operations under ``root``.
+
+    Within a batch (``open_batch`` .. ``close_batch``) the checked local path and an open
+    descriptor of each written file are kept, so that a run of writes to one file costs one
+    ``open``; both are forgotten before any operation that changes names (rename, unlink,
+    rmdir, symlink), which could change what a path leads to."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._paths: dict[str, Path] = {}
+        self._fds: dict[str, int] = {}
 
     def local(self, rel: str) -> Path:
         """The replica path of ``rel``; refuses a path whose parents leave the root."""
+        known = self._paths.get(rel)
+        if known is not None:
+            return known
         clean = safe_path(rel)
         parent = self.root
         for part in Path(clean).parts[:-1]:
             parent = parent / part
             if parent.is_symlink():
                 raise PathRefusedError(f"path {rel!r} passes through the symlink {part!r}")
-        return parent / Path(clean).name
+        path = parent / Path(clean).name
+        self._paths[rel] = path
+        return path
 
     def apply(self, op: Op) -> None:
         try:
@@ -59,23 +80,29 @@ class ReplicaWriter:
         except PathRefusedError as exc:
             raise ApplyRefusedError(str(exc)) from None
 
+    def close_batch(self) -> None:
+        """Close what the batch kept open (also when it stopped at a failing op)."""
+        fds, self._fds, self._paths = self._fds, {}, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def _file(self, rel: str, path: Path) -> int:
+        fd = self._fds.get(rel)
+        if fd is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            self._fds[rel] = fd
+        return fd
+
     def _apply(self, op: Op) -> None:
-        path = self.local(op.path)
         kind = op.kind
+        if kind in NOT_REPEATABLE:
+            self.close_batch()  # names are about to change: nothing cached stays valid
+        path = self.local(op.path)
         if kind is OpKind.WRITE:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            try:
-                _write_all(fd, op.data, op.offset)
-            finally:
-                os.close(fd)
+            _write_all(self._file(op.path, path), op.data, op.offset)
         elif kind is OpKind.TRUNCATE:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            try:
-                os.ftruncate(fd, op.size)
-            finally:
-                os.close(fd)
+            os.ftruncate(self._file(op.path, path), op.size)
         elif kind is OpKind.CREATE:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, op.mode & 0o7777 or 0o644)
@@ -180,16 +207,21 @@ class BatchApplier:
             return 0
         p = self.position
         start = p.next_op if (batch.epoch, batch.seq) == (p.epoch, p.seq) else 0
-        for index in range(start, len(batch.ops)):
-            try:
+        try:
+            for index in range(start, len(batch.ops)):
                 op = batch.ops[index]
-                self.writer.apply(op)
-                self._touched.add(op.target if op.kind is OpKind.RENAME else op.path)
-            except (ApplyRefusedError, OSError) as exc:
-                exc.op_index = index  # type: ignore[union-attr]  # for skip_failed
-                raise
-            # Written (not fsynced) after each op: a killed process resumes at the next op.
-            self._record(Position(batch.epoch, batch.seq, index + 1))
+                try:
+                    self.writer.apply(op)
+                    self._touched.add(op.target if op.kind is OpKind.RENAME else op.path)
+                except (ApplyRefusedError, OSError) as exc:
+                    exc.op_index = index  # type: ignore[union-attr]  # for skip_failed
+                    raise
+                if op.kind in NOT_REPEATABLE:
+                    # Written (not fsynced): a killed process resumes after this op and
+                    # replays only repeatable ones.
+                    self._record(Position(batch.epoch, batch.seq, index + 1))
+        finally:
+            self.writer.close_batch()
         self._record(Position(batch.epoch, batch.seq, _ALL))
         return len(batch.ops) - start
 

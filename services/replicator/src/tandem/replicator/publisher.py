@@ -62,7 +62,11 @@ class JournalPublisher:
                 backoff = 0.2
 
     async def _ready(self, wait_s: float) -> list[Sealed]:
-        first = await asyncio.to_thread(self.queue.take, wait_s)
+        # In a thread: taking a batch encodes it (codec, checksum).
+        return await asyncio.to_thread(self._collect, wait_s)
+
+    def _collect(self, wait_s: float) -> list[Sealed]:
+        first = self.queue.take(wait_s)
         if first is None:
             return []
         batches = [first]

@@ -1,5 +1,6 @@
 """The journal consumer of one target node: check each batch, store it in the receive
-queue, then acknowledge it. A durable consumer per target (a trio's Active has two).
+queue, then acknowledge it. A durable consumer per target (a trio's Active has two). Each
+fetched group is stored with one fsync before any of it is acknowledged.
 
 Refusals are reported (``ReplicaRejectedBatch``) and dead-lettered with the reason:
 a batch from an older epoch; a corrupt one (bad checksum or body), after it was fetched
@@ -21,8 +22,8 @@ from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.subjects import JOURNAL_STREAM, journal_subject
-from tandem.replicator.batch import H_EPOCH, H_SEQ, BatchError, unpack
-from tandem.replicator.receivequeue import ReceiveQueue
+from tandem.replicator.batch import H_EPOCH, H_SEQ, Batch, BatchError, unpack
+from tandem.replicator.receivequeue import Incoming, ReceiveQueue
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +80,44 @@ class JournalReceiver:
                     msgs = await sub.fetch(64, timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):
                     continue
-                for msg in msgs:
-                    await self.receive(msg)
+                await self.receive(msgs)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def receive(self, msg: Msg) -> None:
+    async def receive(self, msgs: list[Msg]) -> None:
+        """Check a fetched group, store what is good with one fsync, then ack it."""
+        wanted: list[tuple[Msg, int, int, dict[str, str]]] = []
+        for msg in msgs:
+            screened = await self._screen(msg)
+            if screened is not None:
+                wanted.append((msg, *screened))
+        if not wanted:
+            return
+        # Off the event loop: decompressing and parsing batches is CPU work.
+        results = await asyncio.to_thread(_unpack_all, [(m.data, h) for m, _, _, h in wanted])
+        good: list[tuple[Msg, Incoming]] = []
+        for (msg, epoch, seq, headers), result in zip(wanted, results, strict=True):
+            if isinstance(result, BatchError):
+                await self._unusable(msg, epoch, seq, result)
+            else:
+                good.append((msg, Incoming(epoch, seq, msg.data, headers, result)))
+        if not good:
+            return
+        await asyncio.to_thread(self.queue.put_many, [item for _, item in good])
+        for msg, _ in good:
+            await msg.ack()
+        for _, item in good:
+            await self.on_stored(item.epoch, item.seq)
+
+    async def _screen(self, msg: Msg) -> tuple[int, int, dict[str, str]] | None:
+        """(epoch, seq, headers) of a batch to store; None if it was refused or is applied."""
         headers = dict(msg.headers or {})
         try:
             epoch, seq = int(headers[H_EPOCH]), int(headers[H_SEQ])
         except (KeyError, ValueError):
             await self._refuse(msg, -1, -1, "no valid epoch/sequence headers")
-            return
+            return None
         if epoch < self.current_epoch():
             await self._refuse(
                 msg,
@@ -99,24 +125,19 @@ class JournalReceiver:
                 seq,
                 f"stale epoch {epoch}: the cluster is at epoch {self.current_epoch()}",
             )
-            return
+            return None
         if (epoch, seq) <= self.applied_upto():
             await msg.ack()  # a redelivery of what is applied already: changes nothing
+            return None
+        return epoch, seq, headers
+
+    async def _unusable(self, msg: Msg, epoch: int, seq: int, exc: BatchError) -> None:
+        if "refused" not in str(exc) and msg.metadata.num_delivered < self.refetches:
+            log.warning("batch %s:%s unusable (%s); fetching it again", epoch, seq, exc)
+            self.refetched += 1
+            await msg.nak(delay=0.2)
             return
-        try:
-            # Off the event loop: decompressing and parsing a batch is CPU work.
-            batch = await asyncio.to_thread(unpack, msg.data, headers)
-        except BatchError as exc:
-            if "refused" not in str(exc) and msg.metadata.num_delivered < self.refetches:
-                log.warning("batch %s:%s unusable (%s); fetching it again", epoch, seq, exc)
-                self.refetched += 1
-                await msg.nak(delay=0.2)
-                return
-            await self._refuse(msg, epoch, seq, str(exc))
-            return
-        await asyncio.to_thread(self.queue.put, epoch, seq, msg.data, headers, batch)
-        await msg.ack()
-        await self.on_stored(epoch, seq)
+        await self._refuse(msg, epoch, seq, str(exc))
 
     async def _refuse(self, msg: Msg, epoch: int, seq: int, reason: str) -> None:
         log.warning("refused journal batch %s:%s: %s", epoch, seq, reason)
@@ -135,3 +156,13 @@ class JournalReceiver:
         )
         await msg.term()
         await self.report_refusal(epoch, seq, reason)
+
+
+def _unpack_all(items: list[tuple[bytes, dict[str, str]]]) -> list[Batch | BatchError]:
+    results: list[Batch | BatchError] = []
+    for data, headers in items:
+        try:
+            results.append(unpack(data, headers))
+        except BatchError as exc:
+            results.append(exc)
+    return results

@@ -3,7 +3,8 @@ bus has stored them.
 
 - ``submit`` (any thread, in capture order) adds an op to the open batch; the batch is sealed
   when it reaches ``batch_bytes`` or, via ``seal_if_older``, ``batch_age_s``.
-- Sealed batches wait in memory up to ``memory_bytes``; beyond that they are spilled to files
+- Sealed batches wait in memory (not yet encoded: ``take`` encodes, outside the lock) up to
+  ``memory_bytes``; beyond that they are spilled to files
   in ``spill_dir`` (the bus is slow or away). Past ``spill_quota_bytes`` an alert is raised
   and ``submit`` blocks the writer until the bus catches up: nothing is ever dropped.
 - ``acked(seq)`` releases a batch once JetStream acknowledged it.
@@ -72,7 +73,8 @@ class SendQueue:
         self._open_since = 0.0
         self._next_seq = first_seq
         self._next_op = 0
-        self._memory: OrderedDict[int, Sealed] = OrderedDict()
+        #: seq -> (batch, bytes it counts): sealed, not yet encoded or stored by the bus.
+        self._memory: OrderedDict[int, tuple[Batch, int]] = OrderedDict()
         self._memory_bytes = 0
         self._spilled: dict[int, int] = {}  # seq -> bytes on disk
         self._spilled_bytes = 0
@@ -131,17 +133,19 @@ class SendQueue:
         return self._spilled_bytes >= self.limits.spill_quota_bytes
 
     def _seal(self) -> None:
+        # Numbered here, in capture order; encoded (codec, checksum) by ``take``, outside the
+        # lock, so that writers do not wait for compression.
         batch = Batch(self.epoch, self._next_seq, self._next_op, tuple(self._open))
-        data, headers = pack(batch, self.codec)
-        sealed = Sealed(self.epoch, batch.seq, len(batch.ops), data, headers)
+        size = self._open_bytes
         self._next_seq += 1
         self._next_op += len(batch.ops)
         self._open, self._open_bytes = [], 0
-        if self._memory_bytes + len(data) > self.limits.memory_bytes:
-            self._spill(sealed)
+        if self._memory_bytes + size > self.limits.memory_bytes:
+            data, headers = pack(batch, self.codec)
+            self._spill(Sealed(self.epoch, batch.seq, len(batch.ops), data, headers))
         else:
-            self._memory[sealed.seq] = sealed
-            self._memory_bytes += len(data)
+            self._memory[batch.seq] = (batch, size)
+            self._memory_bytes += size
         self._cond.notify_all()
 
     def _spill(self, sealed: Sealed) -> None:
@@ -160,20 +164,24 @@ class SendQueue:
         with self._cond:
             while True:
                 seq = self._sent_upto + 1
-                sealed = self._get(seq)
-                if sealed is not None:
+                found = self._get(seq)
+                if found is not None:
                     self._sent_upto = seq
-                    return sealed
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 self._cond.wait(timeout=remaining)
+        if isinstance(found, Sealed):
+            return found
+        data, headers = pack(found, self.codec)
+        return Sealed(self.epoch, found.seq, len(found.ops), data, headers)
 
     def acked(self, seq: int) -> None:
         with self._cond:
-            sealed = self._memory.pop(seq, None)
-            if sealed is not None:
-                self._memory_bytes -= len(sealed.data)
+            kept = self._memory.pop(seq, None)
+            if kept is not None:
+                self._memory_bytes -= kept[1]
             size = self._spilled.pop(seq, None)
             if size is not None:
                 self._spilled_bytes -= size
@@ -183,9 +191,9 @@ class SendQueue:
                 log.info("send queue spill back under its quota")
             self._cond.notify_all()
 
-    def _get(self, seq: int) -> Sealed | None:
+    def _get(self, seq: int) -> Batch | Sealed | None:
         if seq in self._memory:
-            return self._memory[seq]
+            return self._memory[seq][0]
         if seq in self._spilled:
             raw = (self.spill_dir / f"{self.epoch:020d}-{seq:020d}").read_bytes()
             head, _, data = raw.partition(b"\n")

@@ -79,6 +79,7 @@ class TargetSide:
         finally:
             await self.manifests.stop()
             self.applier.close()
+            self.queue.close()
 
     def depths(self) -> dict[str, float]:
         batches, size = self.queue.depth()
