@@ -1,6 +1,7 @@
-"""Assembly of the node agent: replicator, monitor, step executor, lease and role watch of
-one node, in one process. They share a ``NodeBoard`` and an ``Outbox``; none imports another
-service's internals (only ``run``, settings and config models).
+"""Assembly of the node agent: replicator, monitor, step executor, lease, role watch and
+restart requests (``restarts.py``) of one node, in one process. They share a ``NodeBoard``
+and an ``Outbox``; none imports another service's internals (only ``run``, settings and
+config models).
 
 On a clean stop (SIGTERM) the agent hides the node and stops its applications before it
 goes: an agent that is gone cannot renew the lease, and the node must not be left serving
@@ -25,6 +26,7 @@ from tandem.agent.identity.nftables import table_name_for
 from tandem.agent.identity.publicport import PublicPort
 from tandem.agent.identity.windows import WindowsLanIdentity
 from tandem.agent.lease import LeaseKeeper
+from tandem.agent.restarts import RestartRequests
 from tandem.agent.roles import RoleWatch
 from tandem.agent.settings import AgentSettings, load
 from tandem.events.bus import Bus
@@ -144,6 +146,7 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         resume_active=c.startup.resume_active,
         claim_first=c.replication.initial_role == "active",
     )
+    restarts = RestartRequests(bus, c.cluster, c.node, board, apps, outbox.put)
     steps = CommandServer(
         bus,
         c.cluster,
@@ -162,6 +165,7 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
                 parts.create_task(outbox.run())
                 parts.create_task(lease.run())
                 parts.create_task(roles.run())
+                parts.create_task(restarts.run())
                 parts.create_task(
                     run_replicator(
                         replicator_settings(c), bus, board=board, on_result=executor.record
