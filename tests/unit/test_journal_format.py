@@ -137,3 +137,25 @@ def test_an_unknown_format_is_refused() -> None:
     body[3] = 7
     with pytest.raises(BatchError, match="format 7 is not supported"):
         decode_body(bytes(body))
+
+
+def test_the_zstd_codec_can_be_used_by_many_threads_at_once() -> None:
+    """The publisher's thread and capture threads (spilling) encode with one codec."""
+    import os
+    import threading
+
+    codec = codec_named("zstd")
+    bodies = [os.urandom(1 << 16) + bytes(1 << 16) for _ in range(4)]
+    failures: list[str] = []
+
+    def churn(body: bytes) -> None:
+        for _ in range(200):
+            if codec.decode(codec.encode(body)) != body:
+                failures.append("round trip differs")
+
+    threads = [threading.Thread(target=churn, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures and not any(t.is_alive() for t in threads)

@@ -3,6 +3,7 @@ content-defined deduplication) registers here later under its own name."""
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 import zstandard
@@ -27,18 +28,28 @@ class NoCodec:
 
 
 class ZstdCodec:
+    """zstd, one compression context per thread: a ``ZstdCompressor`` (or decompressor)
+    used by two threads at once corrupts memory, and batches are encoded by the publisher's
+    thread and, when spilled, by a capture thread."""
+
     name = "zstd"
 
     def __init__(self, level: int = 3) -> None:
-        self._c = zstandard.ZstdCompressor(level=level)
-        self._d = zstandard.ZstdDecompressor()
+        self.level = level
+        self._local = threading.local()
 
     def encode(self, body: bytes) -> bytes:
-        return self._c.compress(body)
+        c = getattr(self._local, "c", None)
+        if c is None:
+            c = self._local.c = zstandard.ZstdCompressor(level=self.level)
+        return c.compress(body)
 
     def decode(self, data: bytes) -> bytes:
+        d = getattr(self._local, "d", None)
+        if d is None:
+            d = self._local.d = zstandard.ZstdDecompressor()
         try:
-            return self._d.decompress(data)
+            return d.decompress(data)
         except zstandard.ZstdError as exc:
             raise ValueError(f"zstd: {exc}") from None
 
