@@ -17,7 +17,10 @@ Scenarios (sizes: full / ``--quick``):
    and last MiB, which the target applies last; then the whole file's hash is checked, untimed);
    baseline: the same
    writes through the same ``InterceptCapture`` with a sink that discards every op (FUSE
-   passthrough, no journal). Target: ``ratios.intercept_over_passthrough`` >= 0.65.
+   passthrough, no journal). Target: ``ratios.intercept_over_passthrough`` >= 0.65. For
+   context: ``disk_seq_mb_s`` (the same writes to a plain folder, no FUSE) and
+   ``seq_disk_write_amplification`` (bytes source, nats-server and target wrote per byte: on
+   one machine they share one disk, which two hosts would not).
 2. incremental: 64 files (1 GiB / 64 MiB in all) in sync on both sides; 5 % of their 64 KiB
    blocks are rewritten (seeded choice and content, the same for every method); time until
    the replica matches, for ``watch`` and ``intercept``; baseline: ``rsync -a --no-whole-file
@@ -26,6 +29,8 @@ Scenarios (sizes: full / ``--quick``):
 3. lag: 4 KiB writes at random 4 KiB slots of a 64 MiB file, paced at 20 MB/s for 30 / 10 s
    through an intercept pair; each write carries its sequence number, a poller process maps
    the replica file and stamps when each write shows up (every 1 ms). Target: p99 <= 100 ms.
+   ``lag_achieved_mb_s`` says what the writer reached; ``fuse_passthrough_4k_mb_s`` is the
+   ceiling: one unpaced writer's 4 KiB random writes through a bare FUSE passthrough.
 4. sync mode: 4 KiB ``pwrite`` + ``fsync`` on the mount, 500 / 200 times, with
    ``mode="sync", sync_policy="block"`` against plain async replication (both intercept pairs
    with a running target). Target: p99 added by sync mode <= 3 ms.
@@ -145,6 +150,23 @@ def write_zeros(path: Path, size: int) -> None:
         for _ in range(size // len(chunk)):
             f.write(chunk)
         f.write(bytes(size % len(chunk)))
+
+
+def random_4k_rate(path: Path, size: int, seconds: float) -> float:
+    """Bytes per second of unpaced 4 KiB pwrites at random 4 KiB slots of ``path``."""
+    rng = random.Random(SEED)
+    buf = os.urandom(4096)
+    slots = size // 4096
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        n, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            for _ in range(64):
+                os.pwrite(fd, buf, rng.randrange(slots) * 4096)
+            n += 64
+        return n * 4096 / (time.monotonic() - t0)
+    finally:
+        os.close(fd)
 
 
 def pread_or_none(path: Path, size: int, offset: int) -> bytes | None:
@@ -493,6 +515,12 @@ class Bench:
             if await asyncio.to_thread(file_digest, base / "seq.bin") != expected:
                 raise BenchError("the passthrough file differs from what was written")
         passthrough_s = t1 - t0
+        # The disk itself: the same writes to a plain folder of the same filesystem.
+        plain = self.root / "seq-disk"
+        plain.mkdir(parents=True)
+        d0, d1 = await asyncio.to_thread(write_all, plain / "seq.bin")
+        await asyncio.to_thread((plain / "seq.bin").unlink)
+        disk_s = d1 - d0
 
         src, dst = self.sides("seq")
         replica = dst / "seq.bin"
@@ -508,11 +536,16 @@ class Bench:
             t_done = await until(complete, 60 + n, "the replica to hold the file")
             if await asyncio.to_thread(file_digest, replica) != expected:
                 raise BenchError("the replica differs from what was written")
+        written_mb = self.observations.get("seq", {}).get("write_bytes_mb", {})
         return {
             "metrics": {
                 "intercept_seq_mb_s": round(size / MB / (t_done - t0), 1),
                 "fuse_passthrough_seq_mb_s": round(size / MB / passthrough_s, 1),
                 "intercept_seq_source_mb_s": round(size / MB / (t_src - t0), 1),
+                "disk_seq_mb_s": round(size / MB / disk_s, 1),
+                # Bytes the source, nats-server and target wrote to the (one, shared) disk per
+                # byte replicated: the send spill, the journal, the receive queue, the replica.
+                "seq_disk_write_amplification": round(sum(written_mb.values()) / (size / MB), 2),
             },
             "ratios": {
                 "intercept_over_passthrough": round(passthrough_s / (t_done - t0), 3),
@@ -646,6 +679,15 @@ class Bench:
         }
         write_spec = {**common, "path": str(src / "lag.bin"), "out": str(written_out)}
         write_spec["rate_bytes_s"] = rate
+        # Baseline: how fast one unpaced writer gets 4 KiB random writes through a bare FUSE
+        # passthrough on this machine (the ceiling for the paced writer below).
+        base = self.root / "lag-passthrough" / "data"
+        base.mkdir(parents=True)
+        await asyncio.to_thread(write_zeros, base / "lag.bin", size)
+        async with self.passthrough("lag-passthrough", base):
+            ceiling = await asyncio.to_thread(
+                random_4k_rate, base / "lag.bin", size, min(5.0, duration)
+            )
         poller = writer = None
         async with self.pair("lag", src, dst, "intercept"):
             try:
@@ -682,6 +724,8 @@ class Bench:
                 "lag_ms_p99": ms(percentile(lags, 99)),
                 "lag_ms_max": ms(max(lags)),
                 "lag_writes_measured": measured,
+                "lag_achieved_mb_s": round(n * 4096 / MB / span, 2),
+                "fuse_passthrough_4k_mb_s": round(ceiling / MB, 2),
             },
             "ratios": {},
             "details": {

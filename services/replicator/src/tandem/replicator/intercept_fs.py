@@ -13,6 +13,7 @@ Imported lazily by ``tandem.replicator.intercept`` because importing ``mfusepy``
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import stat
@@ -110,18 +111,7 @@ class PassthroughOps(mfusepy.Operations):
         """The journal path of ``path``; EINVAL for a name a replica could not reproduce."""
         if path is None:  # an open file that was unlinked: only fh-based calls get here
             raise mfusepy.FuseOSError(errno.ENOENT)
-        rel = path.lstrip("/")
-        try:
-            clean = safe_path(rel)
-        except PathRefusedError as exc:
-            log.warning("intercept: refusing a change to %r: %s", path, exc)
-            raise mfusepy.FuseOSError(errno.EINVAL) from None
-        if clean != rel:  # e.g. a backslash, which the journal reads as a separator
-            log.warning(
-                "intercept: refusing a change to %r: the journal would name it %r", path, clean
-            )
-            raise mfusepy.FuseOSError(errno.EINVAL)
-        return rel
+        return _journal_path(path)
 
     def _meta_rel(self, path: str | None) -> str | None:
         """Like ``_rel`` but None for the root itself, whose metadata is not replicated."""
@@ -436,3 +426,19 @@ class PassthroughFuse(mfusepy.FUSE):
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
         result: int = self.operations.rename(self._decode(old), self._decode(new), flags)
         return result
+
+
+@functools.lru_cache(maxsize=4096)
+def _journal_path(path: str) -> str:
+    """``_rel``'s check, remembered per path string (it depends on nothing else): a run of
+    small writes to one file pays for it once. A refusal is not remembered (it raises)."""
+    rel = path.lstrip("/")
+    try:
+        clean = safe_path(rel)
+    except PathRefusedError as exc:
+        log.warning("intercept: refusing a change to %r: %s", path, exc)
+        raise mfusepy.FuseOSError(errno.EINVAL) from None
+    if clean != rel:  # e.g. a backslash, which the journal reads as a separator
+        log.warning("intercept: refusing a change to %r: the journal would name it %r", path, clean)
+        raise mfusepy.FuseOSError(errno.EINVAL)
+    return rel

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +23,7 @@ from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.subjects import JOURNAL_STREAM, journal_subject
-from tandem.replicator.batch import H_EPOCH, H_SEQ, Batch, BatchError, unpack
+from tandem.replicator.batch import H_EPOCH, H_SEQ, BatchError, unpack
 from tandem.replicator.receivequeue import Incoming, ReceiveQueue
 
 log = logging.getLogger(__name__)
@@ -94,21 +95,33 @@ class JournalReceiver:
                 wanted.append((msg, *screened))
         if not wanted:
             return
-        # Off the event loop: decompressing and parsing batches is CPU work.
-        results = await asyncio.to_thread(_unpack_all, [(m.data, h) for m, _, _, h in wanted])
-        good: list[tuple[Msg, Incoming]] = []
-        for (msg, epoch, seq, headers), result in zip(wanted, results, strict=True):
+        # Off the event loop, in one hop: decompressing and parsing is CPU work, storing waits
+        # for the disk.
+        items = [Incoming(epoch, seq, m.data, h) for m, epoch, seq, h in wanted]
+        results = await asyncio.to_thread(self._check_and_store, items)
+        stored: list[Incoming] = []
+        for (msg, epoch, seq, _), result in zip(wanted, results, strict=True):
             if isinstance(result, BatchError):
                 await self._unusable(msg, epoch, seq, result)
             else:
-                good.append((msg, Incoming(epoch, seq, msg.data, headers, result)))
-        if not good:
-            return
-        await asyncio.to_thread(self.queue.put_many, [item for _, item in good])
-        for msg, _ in good:
-            await msg.ack()
-        for _, item in good:
+                await msg.ack()
+                stored.append(result)
+        for item in stored:
             await self.on_stored(item.epoch, item.seq)
+
+    def _check_and_store(self, items: list[Incoming]) -> list[Incoming | BatchError]:
+        """Decode each batch (refusing what is unusable), then store the good ones with one
+        fsync. Returns, per item, the stored item (with its decoded batch) or the error."""
+        results: list[Incoming | BatchError] = []
+        for item in items:
+            try:
+                batch = unpack(item.data, item.headers)
+            except BatchError as exc:
+                results.append(exc)
+            else:
+                results.append(dataclasses.replace(item, decoded=batch))
+        self.queue.put_many([r for r in results if isinstance(r, Incoming)])
+        return results
 
     async def _screen(self, msg: Msg) -> tuple[int, int, dict[str, str]] | None:
         """(epoch, seq, headers) of a batch to store; None if it was refused or is applied."""
@@ -156,13 +169,3 @@ class JournalReceiver:
         )
         await msg.term()
         await self.report_refusal(epoch, seq, reason)
-
-
-def _unpack_all(items: list[tuple[bytes, dict[str, str]]]) -> list[Batch | BatchError]:
-    results: list[Batch | BatchError] = []
-    for data, headers in items:
-        try:
-            results.append(unpack(data, headers))
-        except BatchError as exc:
-            results.append(exc)
-    return results

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from tandem.events.bus import Bus
 from tandem.events.names import check_name
-from tandem.replicator.ops import Op
+from tandem.replicator.ops import Op, OpKind
 from tandem.replicator.sendqueue import SendQueue
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,10 @@ class SyncSink:
 
     def submit(self, op: Op) -> None:
         self.queue.submit(op)
+        if op.kind is OpKind.FSYNC:
+            # Every change before it already waited for a target to store it: an fsync adds
+            # nothing a target must hold first (it travels with the next batch).
+            return
         self.queue.seal_now()
         seq = self.queue.last_sealed_seq
         while not self.waiter.wait(seq, 0 if self.degraded else self.timeout_s):
