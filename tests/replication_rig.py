@@ -53,9 +53,12 @@ class Target:
     states: list[tuple[ReplicaState, str]] = field(default_factory=list)
     refusals: list[tuple[int, int, str]] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    #: What the receiver said after each store: (epoch, every batch up to this seq is here).
+    held: list[tuple[int, int]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stored(self, epoch: int, seq: int) -> None:
+        self.held.append((epoch, seq))
         self.loop.wakeup.set()
 
     def start(self) -> None:

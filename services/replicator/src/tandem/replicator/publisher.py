@@ -30,6 +30,7 @@ class JournalPublisher:
         window: int = 256,
         ack_timeout_s: float = 10.0,
         on_stored: Callable[[Sealed], None] = lambda sealed: None,
+        direct_subject: str | None = None,
     ) -> None:
         self.bus = bus
         self.cluster = cluster
@@ -38,6 +39,8 @@ class JournalPublisher:
         self.window = window
         self.ack_timeout_s = ack_timeout_s
         self.on_stored = on_stored
+        #: Sync mode: each batch is also sent here (core NATS), straight to the targets.
+        self.direct_subject = direct_subject
         self.stored_upto = 0
         self._retry: list[Sealed] = []
 
@@ -83,6 +86,8 @@ class JournalPublisher:
         try:
             for b in batches:
                 headers = {**b.headers, hdr.MSG_ID: journal_msg_id(self.cluster, b.epoch, b.seq)}
+                if self.direct_subject is not None:
+                    await self.bus.nc.publish(self.direct_subject, b.data, headers=headers)
                 futures.append(
                     await self.bus.js.publish_async(self.subject, b.data, headers=headers)
                 )

@@ -193,6 +193,10 @@ class ReceiveQueue:
         del self._live[segment]
         (self.dir / segment).unlink(missing_ok=True)
 
+    def has(self, epoch: int, seq: int) -> bool:
+        with self._lock:
+            return (epoch, seq) in self._where
+
     def pending(self) -> list[tuple[int, int]]:
         """(epoch, seq) of every stored batch, in order."""
         with self._lock:

@@ -1,6 +1,9 @@
 """The journal consumer of one target node: check each batch, store it in the receive
 queue, then acknowledge it. A durable consumer per target (a trio's Active has two). Each
-fetched group is stored with one fsync before any of it is acknowledged.
+fetched group is stored with one fsync before any of it is acknowledged. A sync-mode source
+also sends each batch directly (``syncmode.direct_subject``): stored at once when new and
+usable, and its journal copy is then acknowledged without storing it again. After each store
+``on_stored(epoch, seq)`` says up to which seq every batch of the epoch is here.
 
 Refusals are reported (``ReplicaRejectedBatch``) and dead-lettered with the reason:
 a batch from an older epoch; a corrupt one (bad checksum or body), after it was fetched
@@ -25,6 +28,7 @@ from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.subjects import JOURNAL_STREAM, journal_subject
 from tandem.replicator.batch import H_EPOCH, H_SEQ, BatchError, unpack
 from tandem.replicator.receivequeue import Incoming, ReceiveQueue
+from tandem.replicator.syncmode import direct_subject
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,9 @@ class JournalReceiver:
         self.refetches = refetches
         self.refetched = 0
         self.on_ready = on_ready
+        # The journal's group and a direct batch are stored one at a time (one appender).
+        self._store_lock = asyncio.Lock()
+        self._held: dict[int, int] = {}  # epoch -> every batch up to this seq is here
 
     async def run(self) -> None:
         subject = journal_subject(self.cluster)
@@ -72,6 +79,7 @@ class JournalReceiver:
                 filter_subject=subject,
             ),
         )
+        direct = await self.bus.nc.subscribe(direct_subject(self.cluster), cb=self._direct)
         if self.on_ready is not None:
             await self.on_ready()
         try:
@@ -85,6 +93,8 @@ class JournalReceiver:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await direct.unsubscribe()
 
     async def receive(self, msgs: list[Msg]) -> None:
         """Check a fetched group, store what is good with one fsync, then ack it."""
@@ -98,16 +108,58 @@ class JournalReceiver:
         # Off the event loop, in one hop: decompressing and parsing is CPU work, storing waits
         # for the disk.
         items = [Incoming(epoch, seq, m.data, h) for m, epoch, seq, h in wanted]
-        results = await asyncio.to_thread(self._check_and_store, items)
-        stored: list[Incoming] = []
+        async with self._store_lock:
+            results = await asyncio.to_thread(self._check_and_store, items)
+        epochs: set[int] = set()
         for (msg, epoch, seq, _), result in zip(wanted, results, strict=True):
             if isinstance(result, BatchError):
                 await self._unusable(msg, epoch, seq, result)
             else:
                 await msg.ack()
-                stored.append(result)
-        for item in stored:
-            await self.on_stored(item.epoch, item.seq)
+                epochs.add(epoch)
+        await self._announce(epochs)
+
+    async def _direct(self, msg: Msg) -> None:
+        """A batch sent straight from a sync-mode source: stored now if it is new and usable;
+        anything else is left to the journal's copy (refusals, refetches, dead letters)."""
+        headers = dict(msg.headers or {})
+        try:
+            epoch, seq = int(headers[H_EPOCH]), int(headers[H_SEQ])
+        except (KeyError, ValueError):
+            return
+        try:
+            async with self._store_lock:
+                if (
+                    epoch < self.current_epoch()
+                    or (epoch, seq) <= self.applied_upto()
+                    or self.queue.has(epoch, seq)
+                ):
+                    return
+                item = Incoming(epoch, seq, msg.data, headers)
+                [result] = await asyncio.to_thread(self._check_and_store, [item])
+        except OSError as exc:  # the journal's copy is stored (or paused on) later
+            log.warning("direct batch %s:%s not stored: %s", epoch, seq, exc)
+            return
+        if isinstance(result, BatchError):
+            log.info("direct batch %s:%s unusable: %s", epoch, seq, result)
+            return
+        await self._announce({epoch})
+
+    async def _announce(self, epochs: set[int]) -> None:
+        for epoch in sorted(epochs):
+            await self.on_stored(epoch, self._held_upto(epoch))
+
+    def _held_upto(self, epoch: int) -> int:
+        """The highest seq of ``epoch`` up to which every batch is stored or applied: what
+        a sync-mode writer may count as held by this target."""
+        applied_epoch, applied = self.applied_upto()
+        seq = max(self._held.get(epoch, 0), applied if applied_epoch == epoch else 0)
+        while self.queue.has(epoch, seq + 1):
+            seq += 1
+        self._held[epoch] = seq
+        for old in sorted(self._held)[:-4]:
+            del self._held[old]
+        return seq
 
     def _check_and_store(self, items: list[Incoming]) -> list[Incoming | BatchError]:
         """Decode each batch (refusing what is unusable), then store the good ones with one
@@ -141,6 +193,9 @@ class JournalReceiver:
             return None
         if (epoch, seq) <= self.applied_upto():
             await msg.ack()  # a redelivery of what is applied already: changes nothing
+            return None
+        if self.queue.has(epoch, seq):
+            await msg.ack()  # stored already (sent directly, or delivered twice)
             return None
         return epoch, seq, headers
 

@@ -43,7 +43,7 @@ from tandem.replicator.manifest import Entry, SyncStats
 from tandem.replicator.publisher import JournalPublisher
 from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
 from tandem.replicator.settings import ReplicatorSettings
-from tandem.replicator.syncmode import SyncSink, SyncWaiter
+from tandem.replicator.syncmode import SyncSink, SyncWaiter, direct_subject
 from tandem.replicator.syncproto import fetch_manifest, tell_end
 from tandem.replicator.verify import Throttle, VerifyResult, verify_and_sync
 
@@ -117,7 +117,8 @@ class SourceSide:
                 self._alert("replicator.spill_quota", reason)
             ),
         )
-        self.publisher = JournalPublisher(self.bus, s.cluster, self.queue)
+        direct = direct_subject(s.cluster) if s.mode == "sync" else None
+        self.publisher = JournalPublisher(self.bus, s.cluster, self.queue, direct_subject=direct)
         sink: OpSink = self.queue
         if s.mode == "sync":
             waiter = SyncWaiter(self.epoch)

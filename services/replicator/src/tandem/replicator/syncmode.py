@@ -1,10 +1,16 @@
 """Sync mode: an application's write returns only once a target has the batch on disk.
 
-Targets announce what they stored on ``tandem.jack.<cluster>.<node>`` (core NATS, "epoch seq");
-``SyncWaiter`` keeps the highest per epoch. ``SyncSink`` wraps the send queue for the capture:
-it submits, seals at once, then waits. When no target answers within the timeout the policy
-decides: ``degrade`` (the default) stops waiting, raises an alert and replicates
-asynchronously until a target acks again; ``block`` keeps the writer waiting.
+In sync mode the source also sends each batch straight to the targets on
+``tandem.jdirect.<cluster>`` (core NATS) before the journal stores it: a target stores it from
+there (the journal's copy, delivered later, is then acknowledged without storing it again), so
+a write waits for one fsync on the target, not also for the journal's. Targets announce on
+``tandem.jack.<cluster>.<node>`` (core NATS, "epoch seq") the highest sequence up to which
+they hold every batch (stored or applied): a batch that came directly before an earlier one
+did is not announced until that one is there. ``SyncWaiter`` keeps the highest per epoch.
+``SyncSink`` wraps the send queue for the capture: it submits, seals at once, then waits
+(not for an fsync op: everything before it already waited). When no target answers within
+the timeout the policy decides: ``degrade`` (the default) stops waiting, raises an alert and
+replicates asynchronously until a target acks again; ``block`` keeps the writer waiting.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ log = logging.getLogger(__name__)
 def stored_subject(cluster: str, node: str = "*") -> str:
     node_token = node if node == "*" else check_name(node, "node name")
     return f"tandem.jack.{check_name(cluster, 'cluster name')}.{node_token}"
+
+
+def direct_subject(cluster: str) -> str:
+    """Sync mode's direct copy of each batch to the targets (core NATS, next to the journal):
+    a target stores it without waiting for the journal's own fsync and delivery."""
+    return f"tandem.jdirect.{check_name(cluster, 'cluster name')}"
 
 
 async def announce_stored(bus: Bus, cluster: str, node: str, epoch: int, seq: int) -> None:
