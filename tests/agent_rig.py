@@ -8,10 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -189,6 +191,23 @@ class ServiceProcess:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def process_alive(pid: int | None) -> bool:
+    """The process runs (a zombie, dead but not yet reaped, does not count)."""
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def http_status(url: str) -> int:
+    """The status of a GET of ``url`` (HTTP errors raise, as urllib does)."""
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        status: int = resp.status
+        return status
 
 
 def demo_app_toml(data: Path, app_port: int, public_port: int | None = None) -> str:

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import psutil
 import pytest
 from nats.js.errors import NotFoundError
 
-from agent_rig import EventRecorder, read_pid
+from agent_rig import EventRecorder, http_status, process_alive, read_pid
 from helpers import eventually
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.control import ApplicationConfig, AppState
@@ -31,6 +28,7 @@ from tandem.events.bus import Bus
 from tandem.events.catalog import ApplicationRestarted, ApplicationRestartRequested
 from tandem.events.catalog.vmware import ApplicationRestartRequestedPayload
 from tandem.events.catalog.vocabulary import Role
+from tandem.events.embedded import free_port
 from tandem.events.envelope import utcnow
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.outbox import Outbox
@@ -44,28 +42,6 @@ STUBBORN = (
     "signal.signal(signal.SIGTERM, lambda *_: pathlib.Path(sys.argv[1]).touch()); "
     "time.sleep(600)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        status: int = resp.status
-        return status
 
 
 def request(
@@ -99,7 +75,9 @@ class Node:
 
     async def healthy(self) -> bool:
         try:
-            return await asyncio.to_thread(_get, f"http://127.0.0.1:{self.port}/health") == 200
+            return (
+                await asyncio.to_thread(http_status, f"http://127.0.0.1:{self.port}/health") == 200
+            )
         except OSError:
             return False
 
@@ -107,7 +85,7 @@ class Node:
         await self.apps.start(["web"])
         await eventually(self.healthy, WAIT_S, "the demo app healthy")
         pid = self.pid()
-        assert alive(pid)
+        assert process_alive(pid)
         assert pid is not None
         return pid
 
@@ -211,7 +189,7 @@ async def test_the_active_restarts_the_application_and_records_it(make_node: Mak
 
     after = node.pid()
     assert after is not None and after != before
-    assert alive(after) and not alive(before)
+    assert process_alive(after) and not process_alive(before)
     await eventually(node.healthy, WAIT_S, "the restarted demo app healthy")
 
 

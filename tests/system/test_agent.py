@@ -12,10 +12,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from agent_rig import AgentProcess, EventRecorder, node_toml, read_pid, write_agent
+from agent_rig import AgentProcess, EventRecorder, node_toml, process_alive, read_pid, write_agent
 from helpers import eventually
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
@@ -39,15 +38,6 @@ def agents() -> Iterator[list[AgentProcess]]:
     for agent in started:
         code = agent.stop()
         assert code is not None
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def demo_app(tmp: Path, port: int) -> str:
@@ -93,7 +83,7 @@ actions = [{ do = "restart", tries = 2, delay_s = 0.1 }, { do = "switchover" }]
 
     for kill in range(1, 4):
         pid = read_pid(pid_file)
-        assert _alive(pid), agent.tail()
+        assert process_alive(pid), agent.tail()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         if kill < 3:
@@ -103,7 +93,7 @@ actions = [{ do = "restart", tries = 2, delay_s = 0.1 }, { do = "switchover" }]
                 f"restart {kill}",
             )
             await eventually(
-                lambda p=pid: _alive(read_pid(pid_file)) and read_pid(pid_file) != p,
+                lambda p=pid: process_alive(read_pid(pid_file)) and read_pid(pid_file) != p,
                 30,
                 "the app back with a new pid",
             )
@@ -172,7 +162,7 @@ async def test_an_active_frozen_past_its_lease_has_hidden_and_stopped_its_apps_o
     identity = state / "identity.json"
     await eventually(lambda: rec.of("NodeRoleAssumed", role="active"), 30, "n1 Active")
     app_pid = read_pid(state / "apps" / "web.pid")
-    assert _alive(app_pid) and identity.exists()
+    assert process_alive(app_pid) and identity.exists()
 
     agent.signal(signal.SIGSTOP)
     await asyncio.sleep(5)  # frozen longer than its lease (3 s): nothing runs in the agent
@@ -181,7 +171,7 @@ async def test_an_active_frozen_past_its_lease_has_hidden_and_stopped_its_apps_o
     await eventually(lambda: rec.of("NodeSelfFenced"), 30, "NodeSelfFenced")
     fenced = rec.of("NodeSelfFenced")[0]
     assert not identity.exists()
-    assert not _alive(app_pid)
+    assert not process_alive(app_pid)
     actions = fenced.payload.actions  # type: ignore[attr-defined]
     assert actions[0].startswith("hid public identity")
     assert any("web" in a for a in actions[1:])

@@ -5,15 +5,22 @@ running the demo application: the Active restarts it (new pid, healthy again) an
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from nats.js.errors import NotFoundError
 
-from agent_rig import AgentProcess, EventRecorder, demo_app_toml, node_toml, read_pid, write_agent
+from agent_rig import (
+    AgentProcess,
+    EventRecorder,
+    demo_app_toml,
+    http_status,
+    node_toml,
+    process_alive,
+    read_pid,
+    write_agent,
+)
 from helpers import eventually
 from tandem.agent.restarts import durable_name
 from tandem.events.bus import Bus
@@ -41,24 +48,9 @@ def agents() -> Iterator[list[AgentProcess]]:
         assert agent.stop() is not None
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        status: int = resp.status
-        return status
-
-
 async def healthy(port: int) -> bool:
     try:
-        return await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/health") == 200
+        return await asyncio.to_thread(http_status, f"http://127.0.0.1:{port}/health") == 200
     except OSError:
         return False
 
@@ -118,7 +110,7 @@ async def test_the_active_restarts_and_the_passive_ignores(
 
     pid_file = tmp_path / "p" / "state" / "apps" / "web.pid"
     before = read_pid(pid_file)
-    assert _alive(before), agents[0].tail()
+    assert process_alive(before), agents[0].tail()
     to_active = ask("p")
     await bus.publish(to_active)
     await eventually(lambda: answers(to_active), WAIT_S, "the Active's answer")
@@ -126,7 +118,7 @@ async def test_the_active_restarts_and_the_passive_ignores(
     assert done.node == "p"
     assert done.payload.ok, done.payload.reason  # type: ignore[attr-defined]
     after = read_pid(pid_file)
-    assert after != before and _alive(after) and not _alive(before)
+    assert after != before and process_alive(after) and not process_alive(before)
     await eventually(lambda: healthy(ports["p"]), WAIT_S, "the restarted app healthy")
 
     to_passive = ask("s")
