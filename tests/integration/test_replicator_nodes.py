@@ -23,9 +23,11 @@ from tandem.events.catalog import VerifyReplica
 from tandem.events.catalog.commands import VerifyReplicaPayload
 from tandem.events.registry import decode_event
 from tandem.events.rpc import send_command
-from tandem.events.subjects import EVENTS_STREAM, JOURNAL_STREAM
+from tandem.events.subjects import EVENTS_STREAM, JOURNAL_STREAM, journal_subject
+from tandem.replicator.batch import unpack
 from tandem.replicator.service import run
 from tandem.replicator.settings import ReplicatorSettings
+from tandem.replicator.source import CLEAN_MARK
 
 
 def fuse_ready() -> None:
@@ -318,3 +320,30 @@ async def test_sync_mode_with_block_policy_holds_the_writer_until_a_target_store
             await asyncio.wait_for(writer, timeout=60)
             # Stored (the write returned) comes before applied: wait for the content.
             await eventually(lambda: _content(replica / "f") == b"waits", timeout=30, what="apply")
+
+
+async def test_a_stopped_source_publishes_what_it_captured_then_marks_the_stop_clean(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """The last change before a stop (in a batch still open when the node is cancelled) is in
+    the journal afterwards, and only then is the stop marked clean."""
+    fuse_ready()
+    source, state = tmp_path / "a" / "data", tmp_path / "a" / "state"
+    source.mkdir(parents=True)
+    # A batch waits up to a minute to fill: only the stop's drain can send this one. Intercept
+    # queues the op before the write returns.
+    async with node(
+        bus,
+        source,
+        "primary",
+        capture="intercept",
+        initial_role="active",
+        state_dir=state,
+        batch_age_s=60,
+    ):
+        await eventually(lambda: started(bus, 1), timeout=30, what="the source to start")
+        await asyncio.to_thread((source / "last-words").write_bytes, b"written before the stop")
+    assert (state / CLEAN_MARK).exists(), "the drain completed"
+    last = await bus.js.get_last_msg(JOURNAL_STREAM, journal_subject("demo"))
+    batch = unpack(last.data, dict(last.headers or {}))
+    assert any(op.path == "last-words" and op.data for op in batch.ops)

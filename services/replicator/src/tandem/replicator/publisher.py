@@ -9,7 +9,9 @@ harmless. A batch whose ack failed is sent again, with every later unacked one, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import Callable
 
 from tandem.events import headers as hdr
@@ -42,43 +44,53 @@ class JournalPublisher:
         #: Sync mode: each batch is also sent here (core NATS), straight to the targets.
         self.direct_subject = direct_subject
         self.stored_upto = 0
-        self._retry: list[Sealed] = []
+        # Taken from the queue, not yet stored by the bus, in order. Kept here (not in a local
+        # of ``run``) so that a batch taken by a thread whose ``run`` was cancelled meanwhile
+        # is still sent: by the next ``run`` (the drain at a stop runs one).
+        self._unsent: list[Sealed] = []
+        self._take_lock = threading.Lock()
 
     async def run(self) -> None:
         tick = max(0.005, self.queue.limits.batch_age_s / 2)
         backoff = 0.2
+        loop = asyncio.get_running_loop()
+        sealed = asyncio.Event()
+
+        def on_sealed() -> None:  # any thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(sealed.set)
+
+        self.queue.on_sealed = on_sealed
         while True:
             self.queue.seal_if_older()
-            batches = self._retry or await self._ready(tick)
+            if not self._unsent:
+                sealed.clear()  # before looking: a seal from now on wakes the wait below
+                # In a thread, without waiting there (a cancelled run must not leave a taker
+                # behind): taking a batch encodes it (codec, checksum).
+                await asyncio.to_thread(self._collect)
+            batches = self._unsent[: self.window]
             if not batches:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sealed.wait(), tick)
                 continue
             failed = await self._send(batches)
+            del self._unsent[: len(batches) - len(failed)]
             if failed:
-                self._retry = failed
                 log.warning(
                     "journal: %d batches not stored; retrying in %.1fs", len(failed), backoff
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             else:
-                self._retry = []
                 backoff = 0.2
 
-    async def _ready(self, wait_s: float) -> list[Sealed]:
-        # In a thread: taking a batch encodes it (codec, checksum).
-        return await asyncio.to_thread(self._collect, wait_s)
-
-    def _collect(self, wait_s: float) -> list[Sealed]:
-        first = self.queue.take(wait_s)
-        if first is None:
-            return []
-        batches = [first]
-        while len(batches) < self.window:
-            more = self.queue.take(0)
-            if more is None:
-                break
-            batches.append(more)
-        return batches
+    def _collect(self) -> None:
+        with self._take_lock:  # two takers (one left by a cancelled run) keep the order
+            for _ in range(self.window):
+                taken = self.queue.take(0)
+                if taken is None:
+                    break
+                self._unsent.append(taken)
 
     async def _send(self, batches: list[Sealed]) -> list[Sealed]:
         """Publish ``batches`` in order; return those (from the first failure on) to resend."""

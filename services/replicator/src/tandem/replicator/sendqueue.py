@@ -80,6 +80,9 @@ class SendQueue:
         self._spilled_bytes = 0
         self._sent_upto = first_seq - 1  # highest seq handed to the publisher
         self._over_quota = False
+        #: Called (under the queue's lock, from the sealing thread) after each seal: must be
+        #: quick and thread-safe (the publisher wakes its event loop with it).
+        self.on_sealed: Callable[[], None] | None = None
 
     # -- producer side (capture threads) -------------------------------------------------
 
@@ -147,6 +150,8 @@ class SendQueue:
             self._memory[batch.seq] = (batch, size)
             self._memory_bytes += size
         self._cond.notify_all()
+        if self.on_sealed is not None:
+            self.on_sealed()
 
     def _spill(self, sealed: Sealed) -> None:
         path = self.spill_dir / f"{sealed.epoch:020d}-{sealed.seq:020d}"

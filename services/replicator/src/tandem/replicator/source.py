@@ -170,8 +170,10 @@ class SourceSide:
                 await watcher.unsubscribe()
             await commands.stop()
             await asyncio.to_thread(self.capture.stop)
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.shield(self._drain_then_mark(mark))
+            except Exception as exc:
+                log.warning("the send queue was not drained at stop: %s", exc)
 
     def depths(self) -> dict[str, float]:
         if not self.ready.is_set():
@@ -180,7 +182,17 @@ class SourceSide:
         return {"send_queue_batches": batches, "send_queue_bytes": size}
 
     async def _drain_then_mark(self, mark: Any) -> None:
-        await self.publisher.drain(timeout=10)
+        """Publish what capture queued, then mark the stop clean (no verify at next start).
+        The publisher's own task is cancelled with the source by now: it runs again here for
+        the drain (without it, the drain only waited out its timeout, delaying the agent's
+        stop and the applications' with it)."""
+        publishing = asyncio.create_task(self.publisher.run())
+        try:
+            await self.publisher.drain(timeout=10)
+        finally:
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publishing
         mark.touch()
 
     async def _on_replica_state(self, msg: Msg) -> None:
