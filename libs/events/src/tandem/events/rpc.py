@@ -101,6 +101,20 @@ class CommandServer:
         try:
             command = decode_command(msg.data)
         except DecodeError as exc:
+            # Dead-lettered before the answer: whoever gets the error finds the message kept.
+            try:
+                await dead_letter(
+                    self.bus,
+                    Rejected(
+                        consumer=f"cmd-{self.cluster}-{self.node}",
+                        reason=f"undecodable: {exc.reason}",
+                        subject=msg.subject,
+                        data=msg.data,
+                        original_headers=msg.headers,
+                    ),
+                )
+            except Exception as dlq_exc:  # the answer still goes out
+                log.error("could not dead-letter an undecodable command: %s", dlq_exc)
             await self._answer(
                 msg,
                 CommandResult(
@@ -108,16 +122,6 @@ class CommandServer:
                     idempotency_key=None,
                     ok=False,
                     reason=f"undecodable command: {exc.reason}",
-                ),
-            )
-            await dead_letter(
-                self.bus,
-                Rejected(
-                    consumer=f"cmd-{self.cluster}-{self.node}",
-                    reason=f"undecodable: {exc.reason}",
-                    subject=msg.subject,
-                    data=msg.data,
-                    original_headers=msg.headers,
                 ),
             )
             return
