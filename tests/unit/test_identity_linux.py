@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from tandem.agent.config import PublicIdentityConfig
 from tandem.agent.control.base import ControlError
+from tandem.agent.identity.linux import LinuxLanIdentity
 from tandem.agent.identity.nftables import (
     Nft,
     families_for,
@@ -179,3 +180,30 @@ async def test_an_absent_table_is_not_an_error(tmp_path: Path) -> None:
     absent = Nft(fake_nft(tmp_path, "Error: No such file or directory", 1))
     state = await absent.state("t")
     assert not state.any_present and not state.installed_for("10.0.0.1")
+
+
+def stand_in(tmp_path: Path, name: str, body: str) -> str:
+    script = tmp_path / name
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def announcer(arping: str, timeout_s: float = 10.0) -> LinuxLanIdentity:
+    return LinuxLanIdentity(
+        "10.0.0.100", None, "eth0", "tandem_t", arping=arping, timeout_s=timeout_s
+    )
+
+
+async def test_a_failed_announcement_is_said_not_raised(tmp_path: Path) -> None:
+    """arping (a stand-in here; the real one runs in the namespace tests) missing, failing or
+    hanging: the exposure stands, and the detail says why clients were not told."""
+    missing = await announcer(str(tmp_path / "no-arping"))._announce()
+    assert missing.startswith("not announced: cannot run")
+    failing = stand_in(tmp_path, "arping-fails", "echo 'arping: bad interface' >&2; exit 2")
+    assert await announcer(failing)._announce() == "announcement failed: arping: bad interface"
+    hanging = stand_in(tmp_path, "arping-hangs", "exec sleep 30")
+    slow = await announcer(hanging, timeout_s=0.2)._announce()
+    assert slow.startswith("not announced:") and "did not finish within 0.2s" in slow
+    works = stand_in(tmp_path, "arping-works", "exit 0")
+    assert await announcer(works)._announce() == "announced by gratuitous ARP"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute, NetlinkError
 
 from tandem.agent.control.base import ControlError
+from tandem.agent.control.runner import run_command
 from tandem.agent.identity.base import IdentityStatus
 from tandem.agent.identity.nftables import FilterState, Nft, hide_batch, remove_batch
 
@@ -244,24 +245,12 @@ class LinuxLanIdentity:
         argv = [self.arping, "-U", "-c", "2", "-w", "1", "-I", self.interface]
         argv += ["-s", self.address, self.address]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as exc:
-            log.warning("cannot announce %s: %s", self.address, exc)
-            return f"not announced: cannot run {self.arping}: {exc.strerror or exc}"
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            log.warning("announcing %s took over %gs; stopped", self.address, self.timeout_s)
-            return f"announcement stopped after {self.timeout_s:g}s"
-        if proc.returncode != 0:
-            message = " ".join(err.decode(errors="replace").split()) or f"exit {proc.returncode}"
+            rc, _, err = await run_command(argv, self.timeout_s)
+        except ControlError as exc:  # cannot run it, or it did not finish in time (killed)
+            log.warning("cannot announce %s: %s", self.address, exc.message)
+            return f"not announced: {exc.message}"
+        if rc != 0:
+            message = " ".join(err.split()) or f"exit {rc}"
             log.warning("announcing %s failed: %s", self.address, message)
             return f"announcement failed: {message}"
         return "announced by gratuitous ARP"
