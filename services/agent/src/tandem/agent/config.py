@@ -151,13 +151,21 @@ class PublicIdentityConfig(_Section):
 _IFNAME = re.compile(r"[^\s/:]{1,15}")
 
 
-def _check_lan(public: PublicIdentityConfig) -> None:
+def _public_ip(
+    field: str, value: str | None, role: str
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``value`` as an address clients can be sent to (``role`` words the refusal)."""
     try:
-        ip = ipaddress.ip_address(public.address or "")
+        ip = ipaddress.ip_address(value or "")
     except ValueError:
-        raise ValueError(f"address {public.address!r} is not an IPv4 or IPv6 address") from None
+        raise ValueError(f"{field} {value!r} is not an IPv4 or IPv6 address") from None
     if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local:
-        raise ValueError(f"address {ip} cannot be a shared public address")
+        raise ValueError(f"{field} {ip} cannot be {role}")
+    return ip
+
+
+def _check_lan(public: PublicIdentityConfig) -> None:
+    ip = _public_ip("address", public.address, "a shared public address")
     if public.prefix_len is not None and public.prefix_len > ip.max_prefixlen:
         raise ValueError(f"prefix_len {public.prefix_len} is too long for IPv{ip.version} {ip}")
     if public.resolved_platform() == "windows":
@@ -175,14 +183,7 @@ def _check_lan(public: PublicIdentityConfig) -> None:
 
 
 def _check_dns(public: PublicIdentityConfig) -> None:
-    try:
-        ip = ipaddress.ip_address(public.site_address or "")
-    except ValueError:
-        raise ValueError(
-            f"site_address {public.site_address!r} is not an IPv4 or IPv6 address"
-        ) from None
-    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local:
-        raise ValueError(f"site_address {ip} cannot be a public address for clients")
+    _public_ip("site_address", public.site_address, "a public address for clients")
     name = (public.dns_name or "").strip().rstrip(".")
     labels = name.split(".")
     if len(name) > 253 or len(labels) < 2 or not all(_DNS_LABEL.fullmatch(x) for x in labels):
