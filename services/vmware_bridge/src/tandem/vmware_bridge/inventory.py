@@ -142,21 +142,20 @@ def find_vm(session: Session, ref: VmRef) -> vim.VirtualMachine:
 
 
 def find_host(session: Session, name: str) -> vim.HostSystem:
-    if re.fullmatch(r"host-\d+", name):
-        return _exists(session, bind(session, vim.HostSystem, name), f"host with MoRef {name}")
-    host: vim.HostSystem = _one(
-        named(session, vim.HostSystem, name), f"host named {name!r}", "use its MoRef"
-    )
+    host: vim.HostSystem = _by_name_or_moref(session, vim.HostSystem, "host", name)
     return host
 
 
 def find_datastore(session: Session, name: str) -> vim.Datastore:
-    if re.fullmatch(r"datastore-\d+", name):
-        return _exists(session, bind(session, vim.Datastore, name), f"datastore with MoRef {name}")
-    ds: vim.Datastore = _one(
-        named(session, vim.Datastore, name), f"datastore named {name!r}", "use its MoRef"
-    )
+    ds: vim.Datastore = _by_name_or_moref(session, vim.Datastore, "datastore", name)
     return ds
+
+
+def _by_name_or_moref(session: Session, kind: Any, word: str, name: str) -> Any:
+    """``name`` is a MoRef ("host-12") or the object's name, which must be unique."""
+    if re.fullmatch(rf"{word}-\d+", name):
+        return _exists(session, bind(session, kind, name), f"{word} with MoRef {name}")
+    return _one(named(session, kind, name), f"{word} named {name!r}", "use its MoRef")
 
 
 # -- facts about a VM ---------------------------------------------------------------------
