@@ -210,10 +210,15 @@ def http_status(url: str) -> int:
         return status
 
 
-def demo_app_toml(data: Path, app_port: int, public_port: int | None = None) -> str:
-    """The demo application on a node, its http check, and (optionally) the public port."""
+def demo_app_toml(
+    data: Path, app_port: int, public_port: int | None = None, *, host: str | None = None
+) -> str:
+    """The demo application on a node (listening on ``host``, default 127.0.0.1), its http
+    check, and (optionally) the loopback public port."""
     argv = [sys.executable, "-m", "tandem.agent.demoapp", "--data", str(data)]
     argv += ["--port", str(app_port)]
+    if host is not None:
+        argv += ["--host", host]
     text = f"""
 [[applications]]
 name = "web"

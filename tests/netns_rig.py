@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_rig import AgentProcess, node_toml
+from agent_rig import AgentProcess, demo_app_toml, node_toml
 from tandem.agent.identity.nftables import TableState, parse_table
 
 log = logging.getLogger(__name__)
@@ -352,22 +352,8 @@ def lan_agent(
         initial_role=initial_role,
         protected_root=data,
     )
-    argv = [sys.executable, "-m", "tandem.agent.demoapp", "--data", str(app)]
-    argv += ["--port", str(app_port), "--host", "0.0.0.0"]
+    toml += demo_app_toml(app, app_port, host="0.0.0.0")
     toml += f"""
-[[applications]]
-name = "web"
-start = {json.dumps(argv)}
-stop_grace_s = 5
-
-[[checks]]
-name = "web-http"
-plugin = "http"
-url = "http://127.0.0.1:{app_port}/health"
-application = "web"
-interval_s = 0.2
-timeout_s = 1
-
 [public]
 kind = "lan"
 address = {json.dumps(public)}

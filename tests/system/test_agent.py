@@ -5,16 +5,22 @@ an Active frozen past its lease (SIGSTOP), network isolation, and the step comma
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent_rig import AgentProcess, EventRecorder, node_toml, process_alive, read_pid, write_agent
+from agent_rig import (
+    AgentProcess,
+    EventRecorder,
+    demo_app_toml,
+    node_toml,
+    process_alive,
+    read_pid,
+    write_agent,
+)
 from helpers import eventually
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
@@ -41,22 +47,7 @@ def agents() -> Iterator[list[AgentProcess]]:
 
 
 def demo_app(tmp: Path, port: int) -> str:
-    argv = [sys.executable, "-m", "tandem.agent.demoapp", "--data", str(tmp / "data")]
-    argv += ["--port", str(port)]
-    return f"""
-[[applications]]
-name = "web"
-start = {json.dumps(argv)}
-stop_grace_s = 5
-
-[[checks]]
-name = "web-http"
-plugin = "http"
-url = "http://127.0.0.1:{port}/health"
-application = "web"
-interval_s = 0.2
-timeout_s = 1
-"""
+    return demo_app_toml(tmp / "data", port)
 
 
 async def test_restart_rule_repairs_the_app_then_repeated_failure_requests_a_switchover(
