@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -109,6 +110,9 @@ class Bench:
         """A fresh nats-server, a target node and a source node, both live on return."""
         base = self.root / name
         cluster = f"bench-{name}"
+        # Each measurement starts with no dirty pages of the one before: their writeback
+        # would otherwise land in this one's time.
+        await asyncio.to_thread(os.sync)
         server = NatsServer(store_dir=base / "nats", name=cluster, sync_always=True)
         await asyncio.to_thread(server.start)
         bus: Bus | None = None
@@ -202,6 +206,7 @@ class Bench:
     async def passthrough(self, name: str, src: Path) -> AsyncIterator[None]:
         spec = {"kind": "passthrough", "source": str(src), "log_level": LOG_LEVEL}
         base = self.root / name
+        await asyncio.to_thread(os.sync)  # as in ``pair``: no earlier writeback in its time
         proc = await self.spawn(
             "repl_node.py", [json.dumps(spec)], base / "passthrough.log", pipe=True
         )

@@ -59,6 +59,7 @@ async def sequential(bench: Bench) -> dict[str, Any]:
     # The disk itself: the same writes to a plain folder of the same filesystem.
     plain = bench.root / "seq-disk"
     plain.mkdir(parents=True)
+    await asyncio.to_thread(os.sync)
     d0, d1 = await asyncio.to_thread(write_all, plain / "seq.bin")
     await asyncio.to_thread((plain / "seq.bin").unlink)
     disk_s = d1 - d0
@@ -172,6 +173,7 @@ async def incremental(bench: Bench) -> dict[str, Any]:
     await asyncio.to_thread(copy, new)
     await asyncio.to_thread(rewrite, new)
     cmd = ["rsync", "-a", "--no-whole-file", "--inplace", f"{new}/", f"{old}/"]
+    await asyncio.to_thread(os.sync)  # as before each pair: no earlier writeback in its time
     t0 = time.monotonic()
     done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, timeout=1800)
     rsync_s = time.monotonic() - t0

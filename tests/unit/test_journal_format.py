@@ -159,3 +159,14 @@ def test_the_zstd_codec_can_be_used_by_many_threads_at_once() -> None:
     for t in threads:
         t.join(60)
     assert not failures and not any(t.is_alive() for t in threads)
+
+
+def test_decoded_write_data_is_a_view_of_the_body_and_encodes_again() -> None:
+    """The target does not copy write data out of a received batch; such ops (and views given
+    to the send queue) encode like bytes."""
+    batch = Batch(3, 9, 0, (Op(OpKind.WRITE, "f", offset=5, data=b"abc" * 1000),))
+    body = encode_body(batch)
+    decoded = decode_body(body)
+    data = decoded.ops[0].data
+    assert isinstance(data, memoryview) and data.obj is body
+    assert decoded == batch and encode_body(decoded) == body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from tandem.replicator.batch import unpack
+from tandem.replicator.batch import decode_body, unpack
 from tandem.replicator.codec import codec_named
 from tandem.replicator.ops import Op, OpKind
 from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
@@ -93,3 +93,25 @@ def test_over_quota_writers_wait_and_nothing_is_dropped(tmp_path: Path) -> None:
     while (s := q.take(0)) is not None:
         paths.append(unpack(s.data, s.headers).ops[0].path)
     assert paths == ["f1", "f2", "f3"]
+
+
+def test_a_spilled_batch_is_kept_plain_and_encoded_when_taken(tmp_path: Path) -> None:
+    """Spilling does not run the codec in the writer's path: the file holds the plain body,
+    and ``take`` compresses it like a batch kept in memory."""
+    q = SendQueue(
+        epoch=4,
+        codec=codec_named("zstd"),
+        spill_dir=tmp_path / "spill",
+        limits=SendQueueLimits(batch_bytes=1, memory_bytes=0),
+    )
+    q.submit(Op(OpKind.WRITE, "a", offset=7, data=b"x" * 5000))
+    q.submit(Op(OpKind.TRUNCATE, "a", size=3))
+    [first, second] = sorted((tmp_path / "spill").iterdir())
+    assert decode_body(first.read_bytes()).ops == (
+        Op(OpKind.WRITE, "a", offset=7, data=b"x" * 5000),
+    )
+    taken = q.take(0)
+    assert taken is not None and taken.headers["Tandem-Codec"] == "zstd"
+    assert taken.ops == 1 and len(taken.data) < 5000, "compressed when taken"
+    assert unpack(taken.data, taken.headers).ops == decode_body(first.read_bytes()).ops
+    assert second.exists()

@@ -153,7 +153,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
+def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     """pwrite until every byte is written: a short write (a filling disk) is not success;
     the next call then raises ENOSPC and apply pauses at this very operation."""
     view = memoryview(data)

@@ -32,6 +32,7 @@ MAGIC = b"TJB"
 _HEADER = struct.Struct("<3sBQQQI")
 _REC = struct.Struct("<BH")
 _U64 = struct.Struct("<Q")
+_WRITE = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 _IDS = struct.Struct("<ii")
@@ -58,27 +59,37 @@ class Batch:
 
 
 def encode_body(batch: Batch) -> bytes:
-    out = bytearray(
+    # Pieces joined once: write data (most of the bytes) is copied a single time.
+    parts: list[bytes | memoryview] = [
         _HEADER.pack(MAGIC, FORMAT, batch.epoch, batch.seq, batch.first_op, len(batch.ops))
-    )
+    ]
+    add = parts.append
     for op in batch.ops:
         path = op.path.encode()
-        out += _REC.pack(op.kind, len(path)) + path
         kind = op.kind
+        add(_REC.pack(kind, len(path)))
+        add(path)
         if kind is OpKind.WRITE:
-            out += _U64.pack(op.offset) + _U32.pack(len(op.data)) + op.data
+            add(_WRITE.pack(op.offset, len(op.data)))
+            add(op.data)
         elif kind is OpKind.TRUNCATE:
-            out += _U64.pack(op.size)
+            add(_U64.pack(op.size))
         elif kind in (OpKind.CREATE, OpKind.MKDIR, OpKind.CHMOD):
-            out += _U32.pack(op.mode)
+            add(_U32.pack(op.mode))
         elif kind in (OpKind.RENAME, OpKind.SYMLINK):
             target = op.target.encode()
-            out += _U16.pack(len(target)) + target
+            add(_U16.pack(len(target)))
+            add(target)
         elif kind is OpKind.CHOWN:
-            out += _IDS.pack(op.uid, op.gid)
+            add(_IDS.pack(op.uid, op.gid))
         elif kind is OpKind.SET_TIMES:
-            out += _TIMES.pack(op.atime_ns, op.mtime_ns)
-    return bytes(out)
+            add(_TIMES.pack(op.atime_ns, op.mtime_ns))
+    return b"".join(parts)
+
+
+def body_op_count(body: bytes) -> int:
+    """The number of operations an encoded body says it holds."""
+    return int(_HEADER.unpack_from(body, 0)[-1])
 
 
 def decode_body(body: bytes) -> Batch:
@@ -92,6 +103,7 @@ def decode_body(body: bytes) -> Batch:
     if fmt != FORMAT:
         raise BatchError(f"batch format {fmt} is not supported (this build reads {FORMAT})")
     pos = _HEADER.size
+    view = memoryview(body)
     ops = []
     try:
         for _ in range(count):
@@ -100,7 +112,7 @@ def decode_body(body: bytes) -> Batch:
             path = body[pos : pos + plen].decode()
             pos += plen
             kind = OpKind(kind_raw)
-            op, pos = _fields(kind, path, body, pos)
+            op, pos = _fields(kind, path, body, view, pos)
             ops.append(checked(op))
     except PathRefusedError as exc:
         raise BatchError(f"refused: {exc}") from None
@@ -111,15 +123,14 @@ def decode_body(body: bytes) -> Batch:
     return Batch(epoch=epoch, seq=seq, first_op=first_op, ops=tuple(ops))
 
 
-def _fields(kind: OpKind, path: str, body: bytes, pos: int) -> tuple[Op, int]:
+def _fields(kind: OpKind, path: str, body: bytes, view: memoryview, pos: int) -> tuple[Op, int]:
     if kind is OpKind.WRITE:
-        (offset,) = _U64.unpack_from(body, pos)
-        (n,) = _U32.unpack_from(body, pos + 8)
+        offset, n = _WRITE.unpack_from(body, pos)
         start = pos + 12
-        data = body[start : start + n]
-        if len(data) != n:
+        if start + n > len(body):
             raise ValueError("write data is cut short")
-        return Op(kind, path, offset=offset, data=data), start + n
+        # A view, not a copy: the body stays alive as long as its ops do.
+        return Op(kind, path, offset=offset, data=view[start : start + n]), start + n
     if kind is OpKind.TRUNCATE:
         return Op(kind, path, size=_U64.unpack_from(body, pos)[0]), pos + 8
     if kind in (OpKind.CREATE, OpKind.MKDIR, OpKind.CHMOD):
@@ -138,10 +149,15 @@ def _fields(kind: OpKind, path: str, body: bytes, pos: int) -> tuple[Op, int]:
 
 def pack(batch: Batch, codec: Codec) -> tuple[bytes, dict[str, str]]:
     """Wire bytes and headers of ``batch``."""
-    data = codec.encode(encode_body(batch))
+    return pack_body(batch.epoch, batch.seq, encode_body(batch), codec)
+
+
+def pack_body(epoch: int, seq: int, body: bytes, codec: Codec) -> tuple[bytes, dict[str, str]]:
+    """Wire bytes and headers of a batch already encoded by ``encode_body``."""
+    data = codec.encode(body)
     return data, {
-        H_EPOCH: str(batch.epoch),
-        H_SEQ: str(batch.seq),
+        H_EPOCH: str(epoch),
+        H_SEQ: str(seq),
         H_FORMAT: str(FORMAT),
         H_CODEC: codec.name,
         H_CHECKSUM: xxhash.xxh64_hexdigest(data),

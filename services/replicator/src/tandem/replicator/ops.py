@@ -45,7 +45,8 @@ class Op:
     kind: OpKind
     path: str
     offset: int = 0
-    data: bytes = b""
+    #: bytes, or a read-only view into a received batch (no copy on the target)
+    data: bytes | memoryview = b""
     size: int = 0
     mode: int = 0
     target: str = ""

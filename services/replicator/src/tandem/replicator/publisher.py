@@ -1,9 +1,11 @@
 """Publish sealed batches to ``TANDEM_JOURNAL``: pipelined, in order, retried until stored.
 
-Each round takes every sealed batch that is ready (up to ``window``), sends them all with
-``publish_async`` and then awaits the acks together, so a round trip is paid per round, not
-per batch. The message id ``<cluster>:<epoch>:<seq>`` makes a re-send after a lost ack
-harmless. A batch whose ack failed is sent again, with every later unacked one, in order.
+A sliding window: up to ``window`` batches are published (``publish_async``) and not yet
+acknowledged at any time; as the oldest is acknowledged the next ones go out, so the bus
+stores one batch while the following ones are on the way and the next are being encoded.
+Acks are handled in order. The message id ``<cluster>:<epoch>:<seq>`` makes a re-send after a
+lost ack harmless: a batch whose ack failed is sent again, with every later unacked one, in
+order.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from tandem.events import headers as hdr
 from tandem.events.bus import Bus
@@ -22,6 +25,10 @@ from tandem.replicator.sendqueue import Sealed, SendQueue
 log = logging.getLogger(__name__)
 
 
+class _RoundFailed(Exception):
+    """The bus did not store a published batch: it and every later one are sent again."""
+
+
 class JournalPublisher:
     def __init__(
         self,
@@ -29,7 +36,7 @@ class JournalPublisher:
         cluster: str,
         queue: SendQueue,
         *,
-        window: int = 256,
+        window: int = 32,
         ack_timeout_s: float = 10.0,
         on_stored: Callable[[Sealed], None] = lambda sealed: None,
         direct_subject: str | None = None,
@@ -54,74 +61,93 @@ class JournalPublisher:
         tick = max(0.005, self.queue.limits.batch_age_s / 2)
         backoff = 0.2
         loop = asyncio.get_running_loop()
-        sealed = asyncio.Event()
+        wake = asyncio.Event()  # a batch was sealed, or an ack arrived
 
         def on_sealed() -> None:  # any thread
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(sealed.set)
+                loop.call_soon_threadsafe(wake.set)
 
         self.queue.on_sealed = on_sealed
-        while True:
-            self.queue.seal_if_older()
-            if not self._unsent:
-                sealed.clear()  # before looking: a seal from now on wakes the wait below
-                # In a thread, without waiting there (a cancelled run must not leave a taker
-                # behind): taking a batch encodes it (codec, checksum).
-                await asyncio.to_thread(self._collect)
-            batches = self._unsent[: self.window]
-            if not batches:
+        # Published, not yet acknowledged: the first len(acks) batches of ``_unsent``.
+        acks: list[tuple[asyncio.Future[Any], float]] = []
+        try:
+            while True:
+                wake.clear()  # before looking: what happens from now on wakes the wait below
+                self.queue.seal_if_older()
+                if len(self._unsent) < self.window and self.queue.ready():
+                    # In a thread, without waiting there (a cancelled run must not leave a
+                    # taker behind): taking a batch encodes it (codec, checksum).
+                    await asyncio.to_thread(self._collect, self.window - len(self._unsent))
+                try:
+                    await self._publish_more(acks, wake)
+                    stored = self._settle_acks(acks, loop.time())
+                except _RoundFailed as exc:
+                    log.warning(
+                        "journal: %d batches not stored (%s); retrying in %.1fs",
+                        len(self._unsent), exc, backoff,
+                    )  # fmt: skip
+                    for future, _ in acks:
+                        future.cancel()
+                    acks.clear()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if stored:
+                    backoff = 0.2
+                    continue  # room in the window: look for more at once
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sealed.wait(), tick)
-                continue
-            failed = await self._send(batches)
-            del self._unsent[: len(batches) - len(failed)]
-            if failed:
-                log.warning(
-                    "journal: %d batches not stored; retrying in %.1fs", len(failed), backoff
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            else:
-                backoff = 0.2
+                    await asyncio.wait_for(wake.wait(), tick)
+        finally:
+            for future, _ in acks:
+                future.cancel()
 
-    def _collect(self) -> None:
+    def _collect(self, room: int) -> None:
         with self._take_lock:  # two takers (one left by a cancelled run) keep the order
-            for _ in range(self.window):
+            for _ in range(room):
                 taken = self.queue.take(0)
                 if taken is None:
                     break
                 self._unsent.append(taken)
 
-    async def _send(self, batches: list[Sealed]) -> list[Sealed]:
-        """Publish ``batches`` in order; return those (from the first failure on) to resend."""
-        futures = []
-        try:
-            for b in batches:
-                headers = {**b.headers, hdr.MSG_ID: journal_msg_id(self.cluster, b.epoch, b.seq)}
+    async def _publish_more(
+        self, acks: list[tuple[asyncio.Future[Any], float]], wake: asyncio.Event
+    ) -> None:
+        """Publish the taken batches that are not out yet, within the window."""
+        loop = asyncio.get_running_loop()
+        while len(acks) < min(self.window, len(self._unsent)):
+            b = self._unsent[len(acks)]
+            headers = {**b.headers, hdr.MSG_ID: journal_msg_id(self.cluster, b.epoch, b.seq)}
+            try:
                 if self.direct_subject is not None:
                     await self.bus.nc.publish(self.direct_subject, b.data, headers=headers)
-                futures.append(
-                    await self.bus.js.publish_async(self.subject, b.data, headers=headers)
-                )
-            results = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), timeout=self.ack_timeout_s
-            )
-        except Exception as exc:  # the connection is away, a stall, a timeout
-            log.warning("journal publish round failed: %s", exc)
-            for f in futures:
-                f.cancel()
-            return batches
-        for i, (b, result) in enumerate(zip(batches, results, strict=True)):
-            if (
-                isinstance(result, BaseException)
-                or getattr(result, "stream", None) != JOURNAL_STREAM
-            ):
-                log.warning("journal batch %s:%s not stored: %s", b.epoch, b.seq, result)
-                return batches[i:]
+                future = await self.bus.js.publish_async(self.subject, b.data, headers=headers)
+            except Exception as exc:  # the connection is away, a stall
+                raise _RoundFailed(f"publish failed: {exc}") from exc
+            future.add_done_callback(lambda _: wake.set())
+            acks.append((future, loop.time()))
+
+    def _settle_acks(self, acks: list[tuple[asyncio.Future[Any], float]], now: float) -> int:
+        """Release the acknowledged batches at the head of the window, in order; return how
+        many. ``_RoundFailed`` when the oldest was refused or is overdue."""
+        stored = 0
+        while acks:
+            future, sent_at = acks[0]
+            if not future.done():
+                if now - sent_at > self.ack_timeout_s:
+                    raise _RoundFailed(f"no ack within {self.ack_timeout_s}s")
+                break
+            b = self._unsent[0]
+            exc = future.exception() if not future.cancelled() else asyncio.CancelledError()
+            result = None if exc is not None else future.result()
+            if exc is not None or getattr(result, "stream", None) != JOURNAL_STREAM:
+                raise _RoundFailed(f"batch {b.epoch}:{b.seq}: {exc or result}")
+            acks.pop(0)
+            del self._unsent[0]
             self.queue.acked(b.seq)
             self.stored_upto = b.seq
             self.on_stored(b)
-        return []
+            stored += 1
+        return stored
 
     async def drain(self, timeout: float) -> None:
         """Seal what is open and wait until every batch is stored (switchover step 2)."""

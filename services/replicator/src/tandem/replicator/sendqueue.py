@@ -12,7 +12,6 @@ bus has stored them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tandem.replicator.batch import Batch, pack
+from tandem.replicator.batch import Batch, body_op_count, encode_body, pack, pack_body
 from tandem.replicator.codec import Codec
 from tandem.replicator.ops import Op, OpKind
 
@@ -89,8 +88,9 @@ class SendQueue:
     def submit(self, op: Op) -> None:
         step = self.limits.max_write_bytes
         if op.kind is OpKind.WRITE and len(op.data) > step:
-            for start in range(0, len(op.data), step):
-                part = op.data[start : start + step]
+            data = memoryview(op.data)  # parts are views: the data is copied once, at encode
+            for start in range(0, len(data), step):
+                part = data[start : start + step]
                 self._submit_one(Op(OpKind.WRITE, op.path, offset=op.offset + start, data=part))
         else:
             self._submit_one(op)
@@ -144,8 +144,9 @@ class SendQueue:
         self._next_op += len(batch.ops)
         self._open, self._open_bytes = [], 0
         if self._memory_bytes + size > self.limits.memory_bytes:
-            data, headers = pack(batch, self.codec)
-            self._spill(Sealed(self.epoch, batch.seq, len(batch.ops), data, headers))
+            # Spilled as the plain body: the codec runs later, in ``take``, not in the writer's
+            # path (the writer holds the capture's lock while it seals).
+            self._spill(batch.seq, encode_body(batch))
         else:
             self._memory[batch.seq] = (batch, size)
             self._memory_bytes += size
@@ -153,13 +154,16 @@ class SendQueue:
         if self.on_sealed is not None:
             self.on_sealed()
 
-    def _spill(self, sealed: Sealed) -> None:
-        path = self.spill_dir / f"{sealed.epoch:020d}-{sealed.seq:020d}"
+    def _spill(self, seq: int, body: bytes) -> None:
+        path = self._spill_path(seq)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(json.dumps(sealed.headers).encode() + b"\n" + sealed.data)
+        tmp.write_bytes(body)
         os.replace(tmp, path)
-        self._spilled[sealed.seq] = len(sealed.data)
-        self._spilled_bytes += len(sealed.data)
+        self._spilled[seq] = len(body)
+        self._spilled_bytes += len(body)
+
+    def _spill_path(self, seq: int) -> Path:
+        return self.spill_dir / f"{self.epoch:020d}-{seq:020d}"
 
     # -- consumer side (the publisher) ----------------------------------------------------
 
@@ -177,10 +181,16 @@ class SendQueue:
                 if remaining <= 0:
                     return None
                 self._cond.wait(timeout=remaining)
-        if isinstance(found, Sealed):
-            return found
-        data, headers = pack(found, self.codec)
-        return Sealed(self.epoch, found.seq, len(found.ops), data, headers)
+        if isinstance(found, Batch):
+            data, headers = pack(found, self.codec)
+            return Sealed(self.epoch, found.seq, len(found.ops), data, headers)
+        data, headers = pack_body(self.epoch, seq, found, self.codec)
+        return Sealed(self.epoch, seq, body_op_count(found), data, headers)
+
+    def ready(self) -> bool:
+        """True when a sealed batch waits to be taken."""
+        with self._cond:
+            return self._sent_upto < self._next_seq - 1
 
     def acked(self, seq: int) -> None:
         with self._cond:
@@ -190,19 +200,18 @@ class SendQueue:
             size = self._spilled.pop(seq, None)
             if size is not None:
                 self._spilled_bytes -= size
-                (self.spill_dir / f"{self.epoch:020d}-{seq:020d}").unlink(missing_ok=True)
+                self._spill_path(seq).unlink(missing_ok=True)
             if self._over_quota and not self._full():
                 self._over_quota = False
                 log.info("send queue spill back under its quota")
             self._cond.notify_all()
 
-    def _get(self, seq: int) -> Batch | Sealed | None:
+    def _get(self, seq: int) -> Batch | bytes | None:
+        """The batch, or the encoded body of a spilled one."""
         if seq in self._memory:
             return self._memory[seq][0]
         if seq in self._spilled:
-            raw = (self.spill_dir / f"{self.epoch:020d}-{seq:020d}").read_bytes()
-            head, _, data = raw.partition(b"\n")
-            return Sealed(self.epoch, seq, -1, data, json.loads(head))
+            return self._spill_path(seq).read_bytes()
         return None
 
     # -- status ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from tandem.events.bus import Bus
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.rpc import CommandServer, ResultListener
 from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
+from tandem.replicator.allocator import tune_allocator
 from tandem.replicator.apply import ReplicaWriter
 from tandem.replicator.manifest import SyncStats, scan
 from tandem.replicator.node import ReplicatorNode
@@ -46,6 +47,7 @@ async def run(
             finally:
                 await nothing.stop()
             return
+        tune_allocator()  # process-wide: batches' large buffers are reused, not re-faulted
         node = ReplicatorNode(settings, bus, board=board)
         steps = CommandServer(
             bus,
