@@ -25,6 +25,10 @@ from tandem.replicator.sendqueue import Sealed, SendQueue
 log = logging.getLogger(__name__)
 
 
+#: Waiting batches up to this many bytes are taken (encoded) in the event loop itself.
+INLINE_TAKE_BYTES = 64 << 10
+
+
 class _RoundFailed(Exception):
     """The bus did not store a published batch: it and every later one are sent again."""
 
@@ -74,7 +78,12 @@ class JournalPublisher:
             while True:
                 wake.clear()  # before looking: what happens from now on wakes the wait below
                 self.queue.seal_if_older()
-                if len(self._unsent) < self.window and self.queue.ready():
+                ready = self.queue.ready() if len(self._unsent) < self.window else 0
+                if 0 < ready <= INLINE_TAKE_BYTES:
+                    # A few small batches (a sync-mode writer waits for each): encoding them
+                    # costs less than the hop to a thread and back.
+                    self._collect(min(4, self.window - len(self._unsent)))
+                elif ready:
                     # In a thread, without waiting there (a cancelled run must not leave a
                     # taker behind): taking a batch encodes it (codec, checksum).
                     await asyncio.to_thread(self._collect, self.window - len(self._unsent))

@@ -187,10 +187,19 @@ class SendQueue:
         data, headers = pack_body(self.epoch, seq, found, self.codec)
         return Sealed(self.epoch, seq, body_op_count(found), data, headers)
 
-    def ready(self) -> bool:
-        """True when a sealed batch waits to be taken."""
+    def ready(self) -> int:
+        """Bytes of the sealed batches waiting to be taken (0: none); a spilled one counts
+        as ``batch_bytes``."""
         with self._cond:
-            return self._sent_upto < self._next_seq - 1
+            if self._sent_upto >= self._next_seq - 1:
+                return 0
+            total = 0
+            for seq in range(self._sent_upto + 1, self._next_seq):
+                kept = self._memory.get(seq)
+                total += kept[1] if kept is not None else self.limits.batch_bytes
+                if total >= self.limits.batch_bytes:
+                    break  # enough to know it is not small
+            return max(total, 1)
 
     def acked(self, seq: int) -> None:
         with self._cond:
