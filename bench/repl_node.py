@@ -37,8 +37,10 @@ class _Discard:
 
 
 def run_passthrough(spec: dict[str, Any]) -> int:
+    from tandem.replicator.allocator import tune_allocator
     from tandem.replicator.intercept import InterceptCapture
 
+    tune_allocator()  # as a replicator node does: the baseline gets the same allocator
     stop = threading.Event()
     # Our own handlers first: libfuse takes SIGTERM over when it is at its default.
     for sig in (signal.SIGTERM, signal.SIGINT):

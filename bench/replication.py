@@ -6,6 +6,10 @@ the same run.
                                 [--only seq,incremental,lag,sync] [--tmp DIR] [--keep]
                                 [--profile DIR] [--lag-mb-s 20]
 
+Every measured phase (each pair, each baseline, rsync) starts after ``os.sync()``: the
+writeback of the phase before must not land in its time. The passthrough baseline tunes the
+C allocator as a replicator node does (``tandem.replicator.allocator``).
+
 ``--profile DIR`` samples each node with py-spy (if on PATH) while a pair is measured;
 ``--keep`` keeps the folders and node logs; ``--lag-mb-s`` changes the lag scenario's rate
 (diagnosis only: the target is defined at 20 MB/s).
