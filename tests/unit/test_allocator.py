@@ -13,4 +13,3 @@ def test_thresholds_are_set_on_glibc_and_left_alone_elsewhere() -> None:
     assert tune_allocator() is glibc
     big = [bytes(1 << 20) for _ in range(8)]  # large buffers still allocate and free
     assert sum(map(len, big)) == 8 << 20
-
