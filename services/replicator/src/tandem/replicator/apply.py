@@ -16,7 +16,6 @@ import errno
 import os
 import stat
 import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,8 +185,6 @@ class BatchApplier:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._state_path = state_dir / "applied"
         self._touched: set[str] = set()
-        # ``apply`` (one thread) adds, ``sync`` (another) takes: both under this lock.
-        self._touched_lock = threading.Lock()
         self._fd = os.open(self._state_path, os.O_RDWR | os.O_CREAT, 0o600)
         raw = os.pread(self._fd, _POSITION.size, 0)
         self.position = (
@@ -215,8 +212,7 @@ class BatchApplier:
                 op = batch.ops[index]
                 try:
                     self.writer.apply(op)
-                    with self._touched_lock:
-                        self._touched.add(op.target if op.kind is OpKind.RENAME else op.path)
+                    self._touched.add(op.target if op.kind is OpKind.RENAME else op.path)
                 except (ApplyRefusedError, OSError) as exc:
                     exc.op_index = index  # type: ignore[union-attr]  # for skip_failed
                     raise
@@ -229,13 +225,6 @@ class BatchApplier:
         self._record(Position(batch.epoch, batch.seq, _ALL))
         return len(batch.ops) - start
 
-    def touch_all(self, batch: Batch) -> None:
-        """Count every path of ``batch`` as touched, for the next ``sync`` (a batch applied
-        before a restart whose changes were not yet made durable)."""
-        with self._touched_lock:
-            for op in batch.ops:
-                self._touched.add(op.target if op.kind is OpKind.RENAME else op.path)
-
     def skip_failed(self, batch: Batch, index: int) -> None:
         """Record op ``index`` of ``batch`` as done without applying it (during verify &
         synchronize only: the verify repairs whatever the op would have changed)."""
@@ -245,8 +234,7 @@ class BatchApplier:
     def sync(self) -> None:
         """Make the data and the position durable (called after a group of batches): fsync
         what the batches touched and their folders, then the position."""
-        with self._touched_lock:
-            touched, self._touched = self._touched, set()
+        touched, self._touched = self._touched, set()
         folders = {str(Path(p).parent) for p in touched}
         for rel in sorted(touched):
             _fsync_path(self.writer.root / rel)

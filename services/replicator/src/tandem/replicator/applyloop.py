@@ -9,7 +9,6 @@ apply with an alert and retries; nothing is ever skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
@@ -41,18 +40,18 @@ class ApplyLoop:
         report_state: StateReporter,
         raise_alert: Callable[[str, str], Awaitable[None]],
         gap_timeout_s: float = 30.0,
+        sync_every: int = 64,
     ) -> None:
         self.queue = queue
         self.applier = applier
         self.report_state = report_state
         self.raise_alert = raise_alert
         self.gap_timeout_s = gap_timeout_s
+        self.sync_every = sync_every
         self.wakeup = asyncio.Event()
         self.state = ReplicaState.IN_SYNC
         self._gap_since: float | None = None
-        #: Applied batches still in the receive queue until their changes are fsynced.
-        self._applied: list[tuple[int, int]] = []
-        self._applied_event = asyncio.Event()
+        self._unsynced = 0
         #: During verify & synchronize a missing batch is skipped: the verify repairs it.
         self._skip_gaps = False
         self._before_sync = ReplicaState.IN_SYNC
@@ -101,50 +100,17 @@ class ApplyLoop:
                 await self._pause(reason)
                 return Cycle(0, reason)
             return await self._diverged(batch, exc)
-        self._applied.append((batch.epoch, batch.seq))
-        self._applied_event.set()
+        self._unsynced += 1
+        if self._unsynced >= self.sync_every or self.queue.count() <= 1:
+            await asyncio.to_thread(self.applier.sync)
+            self._unsynced = 0
+        await asyncio.to_thread(self.queue.remove, batch.epoch, batch.seq)
         if self.state is ReplicaState.PAUSED:
             self.state = ReplicaState.IN_SYNC
             await self.report_state(
                 self.state, f"applying again from batch {batch.epoch}:{batch.seq}"
             )
         return Cycle(n, f"applied batch {batch.epoch}:{batch.seq} ({n} ops)")
-
-    async def keep_durable(self) -> None:
-        """Alongside apply: fsync what the applied batches changed, then drop them from the
-        receive queue (until then a crash re-applies them). Apply does not wait for it; each
-        round takes every batch applied since the last one."""
-        while True:
-            await self._applied_event.wait()
-            self._applied_event.clear()
-            await self.make_durable()
-
-    async def make_durable(self) -> None:
-        if not self._applied:
-            return
-        done, self._applied = self._applied, []
-        await asyncio.to_thread(self._sync_and_remove, done)
-
-    def settle_leftovers(self) -> int:
-        """Batches applied before a restart but not yet made durable are still queued: make
-        what they changed durable and drop them. Returns how many."""
-        applied = self.applied_upto()
-        left = [k for k in self.queue.pending() if k <= applied]
-        for epoch, seq in left:
-            try:
-                batch = self.queue.get(epoch, seq)
-            except BatchError:
-                continue  # unreadable, and applied already: only its removal is left
-            if batch is not None:
-                self.applier.touch_all(batch)
-        if left:
-            self._sync_and_remove(left)
-        return len(left)
-
-    def _sync_and_remove(self, done: list[tuple[int, int]]) -> None:
-        self.applier.sync()
-        for epoch, seq in done:
-            self.queue.remove(epoch, seq)
 
     async def _diverged(self, batch: Batch, exc: Exception) -> Cycle:
         """The replica is not what the journal expects (changed behind Tandem's back, or a
@@ -184,30 +150,17 @@ class ApplyLoop:
             await self.report_state(self.state, reason)
 
     async def run(self, idle_s: float = 0.5) -> None:
-        settled = await asyncio.to_thread(self.settle_leftovers)
-        if settled:
-            log.info("apply: %d batches applied before a restart made durable", settled)
-        durable = asyncio.create_task(self.keep_durable())
-        try:
-            while True:
-                cycle = await self.cycle()
-                if cycle.applied:
-                    continue
-                log.debug("apply: %s", cycle.reason)
-                self.wakeup.clear()
-                delay = 1.0 if self.state is ReplicaState.PAUSED else idle_s
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-        finally:
-            durable.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await durable
-            # What was applied is made durable before the loop ends (if this is cut short,
-            # the receive queue still holds those batches: they are applied again).
-            with contextlib.suppress(Exception):
-                await self.make_durable()
+        while True:
+            cycle = await self.cycle()
+            if cycle.applied:
+                continue
+            log.debug("apply: %s", cycle.reason)
+            self.wakeup.clear()
+            delay = 1.0 if self.state is ReplicaState.PAUSED else idle_s
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
+            except TimeoutError:
+                pass
 
     async def begin_resync(self) -> None:
         """Verify & synchronize started: apply everything there is, skipping gaps."""
