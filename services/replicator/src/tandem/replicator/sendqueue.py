@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tandem.replicator.batch import Batch, body_op_count, encode_body, pack, pack_body
+from tandem.replicator.batch import Batch, body_op_count, encode_body, pack_body
 from tandem.replicator.codec import Codec
 from tandem.replicator.ops import Op, OpKind
 
@@ -181,11 +181,9 @@ class SendQueue:
                 if remaining <= 0:
                     return None
                 self._cond.wait(timeout=remaining)
-        if isinstance(found, Batch):
-            data, headers = pack(found, self.codec)
-            return Sealed(self.epoch, found.seq, len(found.ops), data, headers)
-        data, headers = pack_body(self.epoch, seq, found, self.codec)
-        return Sealed(self.epoch, seq, body_op_count(found), data, headers)
+        body = encode_body(found) if isinstance(found, Batch) else found  # or spilled
+        data, headers = pack_body(self.epoch, seq, body, self.codec)
+        return Sealed(self.epoch, seq, body_op_count(body), data, headers)
 
     def ready(self) -> int:
         """Bytes of the sealed batches waiting to be taken (0: none); a spilled one counts
