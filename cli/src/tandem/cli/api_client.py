@@ -87,6 +87,9 @@ class Node(_Model):
     alive: bool = False
     isolated: bool = False
     fenced: bool = False
+    fenced_reason: str = ""
+    fenced_since: datetime | None = None
+    guard_deadline: datetime | None = None
     replication: str | None = None
     lag_batches: int = 0
     lag_bytes: int = 0

@@ -98,8 +98,13 @@ def _notes(node: Node) -> str:
     notes = []
     if node.replication and node.replication != "in_sync":
         notes.append(node.replication.replace("_", " "))
+    if node.fenced:
+        since = f" since {node.fenced_since:%H:%M:%S}" if node.fenced_since else ""
+        why = f": {node.fenced_reason}" if node.fenced_reason else ""
+        notes.append(f"fenced{since}{why}")
+    elif node.guard_deadline is not None:
+        notes.append(f"guard deadline {node.guard_deadline.astimezone():%H:%M:%S.%f}"[:-3])
     for flag, text in (
-        (node.fenced, "fenced"),
         (node.isolated, "isolated"),
         (node.awaiting_operator, "awaiting operator"),
     ):

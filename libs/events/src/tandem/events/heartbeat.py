@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +45,10 @@ class Heartbeat(BaseModel):
     queues: dict[str, float] = Field(default_factory=dict)
     isolated: bool = False
     fenced: bool = False
+    fenced_reason: str = ""
+    fenced_since: datetime | None = None
+    #: Wall clock: the node guard hides the node then unless the lease is renewed.
+    serve_until: float | None = None
     #: Counts up per heartbeat of one agent run; a restart starts again at 1.
     seq: int = Field(ge=1)
     interval_s: float = Field(gt=0)

@@ -9,6 +9,7 @@ carries the union. Writes replace whole values, so no lock is needed on one even
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from tandem.events.catalog.vocabulary import HealthStatus, Role
 
@@ -19,6 +20,12 @@ class NodeBoard:
     epoch: int = 0
     #: The node hid itself because it could not renew its lease (until told otherwise).
     fenced: bool = False
+    fenced_reason: str = ""
+    fenced_since: datetime | None = None
+    #: The node serves or is about to: its node guard hides it if the lease is not renewed.
+    guarded: bool = False
+    #: Wall clock: when the guard hides the node unless the lease is renewed (None: unguarded).
+    serve_until: float | None = None
     isolated: bool = False
     checks: dict[str, HealthStatus] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)

@@ -96,7 +96,10 @@ def bucket_configs(settings: StreamSettings) -> list[KeyValueConfig]:
             bucket=subjects.LEASES_BUCKET,
             description="Orchestrator leader and node liveness leases",
             history=1,
-            storage=StorageType.FILE,
+            # Liveness is not a record: a lease lost with the servers only looks like
+            # silence, which is waited out. In memory, a renewal never queues behind disk
+            # writes (fsync of the journal, an operator's backup): no false fence from that.
+            storage=StorageType.MEMORY,
             replicas=settings.replicas,
         ),
     ]

@@ -44,11 +44,13 @@ class _Section(BaseModel):
 class LeaseConfig(_Section):
     # Short by default: the orchestrator fails over only after the Active's lease has run
     # out, so the lease bounds the recovery time (see [failover]).
-    ttl_s: float = Field(default=1.0, gt=0)
+    # The arithmetic is in lease.py: the agent hides at ttl - margin, its node guard at
+    # ttl - margin/2; a stall of the bus shorter than ttl - margin - renew_every fences nothing.
+    ttl_s: float = Field(default=1.5, gt=0)
     renew_every_s: float = Field(default=0.2, gt=0)
     #: An Active that has not renewed for ttl - margin hides itself (the margin is the time
     #: it has to withdraw its address and stop its applications before the lease runs out).
-    fence_margin_s: float = Field(default=0.5, gt=0)
+    fence_margin_s: float = Field(default=0.4, gt=0)
 
     @model_validator(mode="after")
     def _fits(self) -> LeaseConfig:
@@ -60,6 +62,19 @@ class LeaseConfig(_Section):
                 f"({self.ttl_s - self.fence_margin_s:g}), or one late renewal fences the node"
             )
         return self
+
+
+class FencingConfig(_Section):
+    """The node guard: a separate process that hides the node and kills its applications
+    when the agent's deadline passes (agent frozen, killed or starved)."""
+
+    guard: bool = True
+    #: Optional backstop: the Linux watchdog device the guard arms while the node serves.
+    watchdog: str | None = None
+    watchdog_timeout_s: int = Field(default=10, ge=1, le=3600)
+    #: A node that fenced itself serves again when the role record still names it, no saga
+    #: moved it and it holds its lease again (false: it waits for a step or an operator).
+    unfence: bool = True
 
 
 class FailoverConfig(_Section):
@@ -223,6 +238,7 @@ class NodeConfig(BaseSettings):
     public: PublicIdentityConfig = Field(default_factory=PublicIdentityConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     lease: LeaseConfig = Field(default_factory=LeaseConfig)
+    fencing: FencingConfig = Field(default_factory=FencingConfig)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
     startup: StartupConfig = Field(default_factory=StartupConfig)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.control.base import ControlError
@@ -35,6 +36,28 @@ log = logging.getLogger(__name__)
 COMMANDS = ["StopApplications", "StartApplications", "Hide", "Expose", "Ping"]
 
 
+class ServeGate(Protocol):
+    """The lease keeper's say on serving: a node serves only while it holds its lease, and
+    its node guard is armed before it exposes anything."""
+
+    def refusal(self) -> str: ...
+
+    def arm(self) -> None: ...
+
+    def disarm(self) -> None: ...
+
+
+class _OpenGate:
+    def refusal(self) -> str:
+        return ""
+
+    def arm(self) -> None:
+        pass
+
+    def disarm(self) -> None:
+        pass
+
+
 class StepExecutor:
     def __init__(
         self,
@@ -45,7 +68,9 @@ class StepExecutor:
         identity: NetworkIdentity,
         board: NodeBoard,
         emit: Callable[[Event], None],
+        gate: ServeGate | None = None,
     ) -> None:
+        self.gate: ServeGate = gate or _OpenGate()
         self.cluster = cluster
         self.node = node
         self.identity_kind = identity_kind
@@ -70,13 +95,17 @@ class StepExecutor:
 
     async def _carry_out(self, command: Command) -> str:
         if isinstance(command, StopApplications):
+            # A saga steers the node now: a self-fenced node no longer unfences by itself.
+            self.board.fenced = False
             done = await self.apps.stop(command.payload.applications)
             return "stopped: " + ("; ".join(done) or "no applications configured")
         if isinstance(command, StartApplications):
+            self._may_serve()
             done = await self.apps.start(command.payload.applications)
             self.board.fenced = False  # told to serve: whatever fenced it is over
             return "started: " + ("; ".join(done) or "no applications configured")
         if isinstance(command, Hide):
+            self.board.fenced = False  # steered by a saga (see StopApplications)
             status = await self.identity.hide()
             self.assume(Role.PASSIVE, f"hidden: {status.detail}", command.epoch)
             return f"hidden: {status.detail}"
@@ -86,6 +115,7 @@ class StepExecutor:
                 raise ControlError(
                     f"{self.node} is isolated (every network check fails): it must not expose"
                 )
+            self._may_serve()
             try:
                 status = await self.identity.expose()
             except OSError as exc:
@@ -98,10 +128,19 @@ class StepExecutor:
             return f"{self.node} answers: {role} at epoch {self.board.epoch}"
         raise ControlError(f"{command.type} is not a step this executor carries out")
 
+    def _may_serve(self) -> None:
+        """Refuse to serve without a lease; arm the guard before anything is exposed."""
+        refusal = self.gate.refusal()
+        if refusal:
+            raise ControlError(f"{refusal}: it must not serve")
+        self.gate.arm()
+
     def assume(self, role: Role, reason: str, epoch: int) -> None:
         """Record the role the node now really plays (after expose/hide took effect)."""
         changed = self.board.role is not role
         self.board.role = role
+        if role is Role.PASSIVE:
+            self.gate.disarm()
         if epoch > self.board.epoch:
             self.board.epoch = epoch
         if changed:

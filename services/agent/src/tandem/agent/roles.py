@@ -5,13 +5,17 @@ node should play when no step tells it otherwise.
   not know yet), it hides and stops its applications, then plays Passive.
 - The record names this node and it has no role yet (the agent just started): with
   ``resume_active`` it exposes and starts its applications once it holds its lease.
-  A node that fenced itself stays hidden until a step (or an operator) says otherwise.
+- The record names this node, it fenced itself (its lease lapsed, or its guard hid it), no
+  saga has steered it since and it holds its lease again: it unfences (``NodeUnfenced``),
+  so a false fence never leaves a cluster where nobody serves. The record is read once more
+  right before, so a record that moved on while the agent was frozen is never missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.control.base import ControlError
@@ -19,7 +23,10 @@ from tandem.agent.executor import StepExecutor
 from tandem.agent.identity.base import NetworkIdentity
 from tandem.agent.lease import LeaseKeeper
 from tandem.events.bus import Bus
+from tandem.events.catalog import NodeUnfenced
+from tandem.events.catalog.roles import NodeUnfencedPayload
 from tandem.events.catalog.vocabulary import Role
+from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.roles import RoleRecord, claim_first_role, read_role
 from tandem.events.subjects import ROLES_BUCKET
@@ -42,7 +49,11 @@ class RoleWatch:
         resume_active: bool,
         claim_first: bool = False,
         poll_s: float = 0.5,
+        unfence: bool = True,
+        emit: Callable[[Event], None] | None = None,
     ) -> None:
+        self.unfence = unfence
+        self.emit = emit or (lambda event: None)
         self.bus = bus
         self.cluster = cluster
         self.node = node
@@ -89,10 +100,14 @@ class RoleWatch:
             why = f"the role record names {record.active} Active at epoch {record.epoch}"
             await self._demote(why)
             return f"demoted: {why}"
+        if self.board.fenced:
+            if not self.unfence:
+                return "fenced: waits for a step or an operator"
+            if not self.lease.held_since(self.lease.fenced_clock):
+                return "fenced: waits to hold its lease again"
+            return await self._unfence()
         if self.board.role is not None:
             return f"plays {self.board.role}"
-        if self.board.fenced:
-            return "fenced: waits for a step"
         if not self.resume_active:
             return "Active by the record: waits for the orchestrator's steps"
         if self.lease.renewals == 0:
@@ -111,7 +126,52 @@ class RoleWatch:
             log.error("could not stop every application: %s", exc.message)
         self.executor.assume(Role.PASSIVE, why, self.board.epoch)
 
+    async def _unfence(self) -> str:
+        try:
+            kv = await self.bus.kv(ROLES_BUCKET)
+            fresh, _ = await asyncio.wait_for(read_role(kv, self.cluster), 2)
+        except Exception as exc:
+            return f"fenced: the role record is unreadable ({exc or type(exc).__name__})"
+        if fresh is None or fresh.active != self.node or fresh.epoch != self.board.epoch:
+            return "fenced: the role record moved on"
+        refusal = self.lease.refusal()
+        if refusal or not self.board.fenced:
+            return f"fenced: {refusal or 'a step took over'}"
+        why = self.board.fenced_reason or "no reason recorded"
+        self.lease.arm()
+        try:
+            status = await self.identity.expose()
+        except (OSError, ControlError) as exc:
+            log.error("%s cannot unfence yet: %s", self.node, exc)
+            return f"fenced: cannot expose yet: {exc}"
+        actions = [f"exposed: {status.detail}"]
+        try:
+            actions += [f"started {line}" for line in await self.apps.start()]
+        except ControlError as exc:
+            actions.append(f"applications not all started: {exc.message}")
+        self.board.fenced, self.board.fenced_reason, self.board.fenced_since = False, "", None
+        reason = (
+            f"the role record still names {self.node} Active at epoch {fresh.epoch}, no saga "
+            f"moved it and its lease is held again (it had fenced itself: {why})"
+        )
+        self.executor.assume(Role.ACTIVE, f"unfenced: {reason}", fresh.epoch)
+        self.emit(
+            NodeUnfenced(
+                cluster=self.cluster,
+                node=self.node,
+                epoch=fresh.epoch,
+                payload=NodeUnfencedPayload(reason=reason, actions=actions),
+            )
+        )
+        log.warning("%s unfenced: %s", self.node, reason)
+        return "unfenced: serves again"
+
     async def _resume(self, record: RoleRecord) -> None:
+        refusal = self.lease.refusal()
+        if refusal:
+            log.info("%s cannot resume as Active yet: %s", self.node, refusal)
+            return
+        self.lease.arm()
         try:
             status = await self.identity.expose()
         except (OSError, ControlError) as exc:  # e.g. the public port is still held, an

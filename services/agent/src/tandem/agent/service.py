@@ -19,6 +19,8 @@ from typing import Any
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.config import NodeConfig, load_node_config
 from tandem.agent.executor import COMMANDS, StepExecutor
+from tandem.agent.guard.link import GuardLink
+from tandem.agent.guard.plan import plan_for
 from tandem.agent.identity.base import NetworkIdentity
 from tandem.agent.identity.dns import DnsIdentity
 from tandem.agent.identity.loopback import LoopbackIdentity
@@ -118,9 +120,13 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
     board = NodeBoard()
     outbox = Outbox(bus)
     identity = make_identity(c, bus, outbox.put)
+    guard = None
+    if c.fencing.guard:
+        # First: a previous run's guard may still be fencing (it holds the lock till done).
+        guard = GuardLink(plan_for(c), c.state_dir / "guard" / "plan.json")
+        await guard.start()
     await identity.reset_on_start()  # type: ignore[attr-defined]
     apps = ApplicationSet(c.applications, c.state_dir)
-    executor = StepExecutor(c.cluster, c.node, c.identity, apps, identity, board, outbox.put)
     lease = LeaseKeeper(
         bus,
         c.cluster,
@@ -129,11 +135,17 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         renew_every_s=c.lease.renew_every_s,
         fence_margin_s=c.lease.fence_margin_s,
         board=board,
-        fence=executor.fence,
+        fence=_unset_fence,
         emit=outbox.put,
         failover_timeout_s=c.failover.timeout_s,
         failover_mode=c.failover.mode,
+        guard=guard,
+        own_connection=True,
     )
+    executor = StepExecutor(
+        c.cluster, c.node, c.identity, apps, identity, board, outbox.put, gate=lease
+    )
+    lease.fence = executor.fence
     roles = RoleWatch(
         bus,
         c.cluster,
@@ -145,6 +157,8 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         lease,
         resume_active=c.startup.resume_active,
         claim_first=c.replication.initial_role == "active",
+        unfence=c.fencing.unfence,
+        emit=outbox.put,
     )
     restarts = RestartRequests(bus, c.cluster, c.node, board, apps, outbox.put)
     steps = CommandServer(
@@ -179,16 +193,25 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         finally:
             await steps.stop()
             with contextlib.suppress(Exception):
-                await asyncio.shield(_leave(identity, apps, outbox))
+                await asyncio.shield(_leave(identity, apps, outbox, guard))
 
 
-async def _leave(identity: NetworkIdentity, apps: ApplicationSet, outbox: Outbox) -> None:
-    """Hide and stop the applications; give the outbox a moment to deliver what it holds."""
+async def _unset_fence(reason: str) -> list[str]:
+    raise RuntimeError("the lease keeper fences through the step executor")
+
+
+async def _leave(
+    identity: NetworkIdentity, apps: ApplicationSet, outbox: Outbox, guard: GuardLink | None
+) -> None:
+    """Hide and stop the applications; give the outbox a moment to deliver what it holds.
+    The guard is told last: until the node is hidden, it still hides it if this hangs."""
     await identity.hide()
     try:
         await apps.stop()
     except Exception as exc:
         log.error("stopping the applications on the way out: %s", exc)
+    if guard is not None:
+        await guard.stop()
     await outbox.flush(timeout=3)
 
 

@@ -56,6 +56,8 @@ class OrchestratorViews:
             alive=alive,
             isolated=rec.isolated,
             fenced=rec.fenced,
+            fenced_reason=rec.fenced_reason if rec.fenced else "",
+            fenced_since=rec.fenced_since if rec.fenced else None,
             replication=rec.replication,
             lag_batches=rec.lag_batches,
             lag_bytes=rec.lag_bytes,
@@ -71,6 +73,13 @@ class OrchestratorViews:
                     "checks": dict(beat.checks),
                     "isolated": beat.isolated,
                     "fenced": beat.fenced,
+                    "fenced_reason": beat.fenced_reason if beat.fenced else "",
+                    "fenced_since": beat.fenced_since if beat.fenced else None,
+                    "guard_deadline": (
+                        datetime.fromtimestamp(beat.serve_until, UTC)
+                        if beat.serve_until is not None
+                        else None
+                    ),
                     "last_heartbeat_at": datetime.fromtimestamp(beat.sent_at, UTC),
                 }
             )

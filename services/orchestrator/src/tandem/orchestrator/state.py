@@ -50,6 +50,8 @@ class NodeRecord:
     checks: dict[str, HealthStatus] = field(default_factory=dict)
     isolated: bool = False
     fenced: bool = False
+    fenced_reason: str = ""
+    fenced_since: datetime | None = None
     replication: ReplicaState | None = None
     lag_batches: int = 0
     lag_bytes: int = 0
@@ -167,7 +169,9 @@ class ClusterState(Projection):
         elif isinstance(event, NetworkReachabilityChanged):
             c.node(event.node).isolated = event.payload.isolated
         elif isinstance(event, NodeSelfFenced):
-            c.node(event.node).fenced = True
+            n = c.node(event.node)
+            n.fenced = True
+            n.fenced_reason, n.fenced_since = event.payload.reason, event.payload.fenced_at
         elif isinstance(event, ReplicationStateChanged):
             n = c.node(event.payload.target)
             n.replication = event.payload.state

@@ -26,6 +26,11 @@ class NodeView(_View):
     last_heartbeat_at: datetime | None = None
     isolated: bool = False
     fenced: bool = False
+    #: Why the node fenced itself, and since when (from its NodeSelfFenced or heartbeat).
+    fenced_reason: str = ""
+    fenced_since: datetime | None = None
+    #: When the node guard hides the node unless its lease is renewed (None: not serving).
+    guard_deadline: datetime | None = None
     replication: ReplicaState | None = None
     lag_batches: int = 0
     lag_bytes: int = 0

@@ -41,6 +41,7 @@ from tandem.events.catalog.roles import (
     HeartbeatRestored,
     NodeRoleAssumed,
     NodeSelfFenced,
+    NodeUnfenced,
     RoleChanged,
 )
 from tandem.events.catalog.sagas import (
@@ -81,6 +82,7 @@ __all__ = [
     "NetworkReachabilityChanged",
     "NodeRoleAssumed",
     "NodeSelfFenced",
+    "NodeUnfenced",
     "OperatorActionRecorded",
     "Ping",
     "ReplicaRejectedBatch",

@@ -75,6 +75,10 @@ class NodeSelfFencedPayload(Payload):
     #: What the node did to hide itself, in order (e.g. ["stopped app db", "hid 10.0.0.5"]).
     actions: list[str]
     fenced_at: datetime
+    #: Who hid the node: the agent itself, or its node guard (the agent was frozen or gone).
+    by: Literal["agent", "guard"] = "agent"
+    #: guard: how long after the deadline it hid the node.
+    late_s: float | None = None
 
 
 @event_type
@@ -84,3 +88,19 @@ class NodeSelfFenced(Event):
     type: Literal["NodeSelfFenced"] = "NodeSelfFenced"
     version: Literal[1] = 1
     payload: NodeSelfFencedPayload
+
+
+class NodeUnfencedPayload(Payload):
+    reason: str
+    #: What the node did to serve again, in order.
+    actions: list[str]
+
+
+@event_type
+class NodeUnfenced(Event):
+    """A node that had fenced itself serves again: the role record still names it at the
+    same epoch, no saga moved it, and it holds its lease again."""
+
+    type: Literal["NodeUnfenced"] = "NodeUnfenced"
+    version: Literal[1] = 1
+    payload: NodeUnfencedPayload

@@ -118,6 +118,15 @@ class LinuxLanIdentity:
             removed = f"removed from {', '.join(seen.holders)}; " if seen.holders else ""
             return IdentityStatus(exposed=False, detail=f"{removed}{self._hidden_detail}")
 
+    def hide_blocking(self) -> str:
+        """``hide`` without an event loop, for the node guard: the same filter first, then
+        the same address removal. Returns what it did."""
+        self.nft.apply_blocking(hide_batch(self.table_name, self.address))
+        holders = self._holders()
+        self._unplumb(holders)
+        removed = f"removed from {', '.join(holders)}; " if holders else ""
+        return f"{removed}{self._hidden_detail}"
+
     async def reset_on_start(self) -> IdentityStatus:
         """Hide whatever a previous run exposed: a node that (re)starts comes up hidden."""
         before = await asyncio.to_thread(self._holders)

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +226,26 @@ class Nft:
     async def apply(self, batch: dict[str, Any]) -> None:
         code, _, err = await self._run(["-j", "-f", "-"], json.dumps(batch).encode())
         if code != 0:
+            raise ControlError(f"nft refused the filter change: {_explain(err)}")
+
+    def apply_blocking(self, batch: dict[str, Any]) -> None:
+        """``apply`` for a caller without an event loop (the node guard)."""
+        env = {**os.environ, "LC_ALL": "C"}
+        try:
+            done = subprocess.run(
+                [self.binary, "-j", "-f", "-"],
+                input=json.dumps(batch).encode(),
+                capture_output=True,
+                env=env,
+                timeout=self.timeout_s,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise ControlError(f"{self.binary} not found: install nftables") from None
+        except subprocess.TimeoutExpired:
+            raise ControlError(f"{self.binary} did not finish within {self.timeout_s:g}s") from None
+        if done.returncode != 0:
+            err = done.stderr.decode(errors="replace")
             raise ControlError(f"nft refused the filter change: {_explain(err)}")
 
     async def list_table(self, family: str, table: str) -> TableState:
