@@ -15,6 +15,7 @@ from tandem.events.catalog.commands import (
 )
 from tandem.events.catalog.dns import DnsUpdated, DnsUpdateFailed
 from tandem.events.catalog.execution import CommandExecuted
+from tandem.events.catalog.fencing import VmFenced, VmFenceFailed, VmFenceRequested
 from tandem.events.catalog.health import (
     ApplicationRestarted,
     HealthChanged,
@@ -107,6 +108,9 @@ __all__ = [
     "SyncProgress",
     "SyncStarted",
     "VerifyReplica",
+    "VmFenceFailed",
+    "VmFenceRequested",
+    "VmFenced",
     "VmRemediationCompleted",
     "VmRemediationFailed",
     "VmRemediationRequested",
