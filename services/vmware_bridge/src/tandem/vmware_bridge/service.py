@@ -16,6 +16,10 @@ vCenter task may still finish); a request is never carried out twice.
 
 Outcome events belong to the request's cluster and node (the node whose VM it is), carry
 the request's epoch and name the request as their cause.
+
+A second durable consumer (``vmware_bridge_fencing``) reads ``VmFenceRequested`` (a
+failover fencing the old Active): the VM is powered off (``fencing.py``) and the answer is
+``VmFenced`` or ``VmFenceFailed``, by the same rules.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from tandem.events.runtime import ServiceSpec, service_lifetime
 from tandem.events.subjects import events_filter
 from tandem.vmware_bridge.config import BridgeConfig, load_config
 from tandem.vmware_bridge.connection import VCenter, VCenterError, describe_fault
+from tandem.vmware_bridge.fencing import VmFencing
 from tandem.vmware_bridge.inventory import NotFound
 from tandem.vmware_bridge.remediation import RemediationError, Remediator
 from tandem.vmware_bridge.settings import VmwareBridgeSettings, load
@@ -57,6 +62,7 @@ from tandem.vmware_bridge.settings import VmwareBridgeSettings, load
 log = logging.getLogger(__name__)
 
 DURABLE = "vmware_bridge"
+FENCING_DURABLE = "vmware_bridge_fencing"
 REMEMBER_REQUESTS = 4096
 
 
@@ -89,6 +95,7 @@ class Bridge:
         self.running: dict[str, Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self.fencing = VmFencing(settings, config, self.vcenter, emit)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -239,7 +246,9 @@ class Bridge:
         )
 
     async def stop(self) -> None:
-        """Cancel the remediations still running (each says so) and log out of vCenter."""
+        """Cancel the remediations and power-offs still running (each says so) and log out
+        of vCenter."""
+        await self.fencing.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -278,6 +287,13 @@ async def run(settings: VmwareBridgeSettings, bus: Bus) -> None:
         ),
         bridge.handle,
     )
+    fencing = DurableConsumer(
+        bus,
+        ConsumerOptions(
+            durable=FENCING_DURABLE, filter_subject=events_filter(event_type="VmFenceRequested")
+        ),
+        bridge.fencing.handle,
+    )
     async with service_lifetime(bus, "vmware_bridge", node=settings.instance):
         if config is None:
             log.warning("no vCenter configured (TANDEM_VMWARE_BRIDGE_CONFIG): requests will fail")
@@ -285,6 +301,7 @@ async def run(settings: VmwareBridgeSettings, bus: Bus) -> None:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(outbox.run())
                 tasks.create_task(consumer.run())
+                tasks.create_task(fencing.run())
         finally:
             await bridge.stop()
             await _flush(outbox)
