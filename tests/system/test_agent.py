@@ -4,7 +4,6 @@ an Active frozen past its lease (SIGSTOP), network isolation, and the step comma
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections.abc import Iterator
@@ -140,9 +139,12 @@ async def test_a_sigkilled_peer_is_reported_lost_and_restored(
     await rec.stop()
 
 
-async def test_an_active_frozen_past_its_lease_has_hidden_and_stopped_its_apps_on_resume(
+async def test_a_frozen_active_is_hidden_by_its_guard_and_unfences_when_it_runs_again(
     bus: Bus, nats_server: NatsServer, tmp_path: Path, agents: list[AgentProcess]
 ) -> None:
+    """While the agent is frozen its guard hides the node and kills the application; once it
+    runs again, alone in its cluster, the record still names it and no saga moved it: it
+    records the fence and serves again (nobody else would)."""
     port = free_port()
     state = tmp_path / "state"
     agent = write_agent(
@@ -156,17 +158,27 @@ async def test_an_active_frozen_past_its_lease_has_hidden_and_stopped_its_apps_o
     assert process_alive(app_pid) and identity.exists()
 
     agent.signal(signal.SIGSTOP)
-    await asyncio.sleep(5)  # frozen longer than its lease (3 s): nothing runs in the agent
-    agent.signal(signal.SIGCONT)
+    try:
+        # Nothing runs in the agent now: only the guard can hide the node.
+        await eventually(lambda: not process_alive(app_pid), 30, "the guard kills the app")
+        assert not identity.exists()
+    finally:
+        agent.signal(signal.SIGCONT)
 
     await eventually(lambda: rec.of("NodeSelfFenced"), 30, "NodeSelfFenced")
     fenced = rec.of("NodeSelfFenced")[0]
-    assert not identity.exists()
-    assert not process_alive(app_pid)
+    assert fenced.payload.by == "guard"  # type: ignore[attr-defined]
+    assert "deadline passed" in fenced.payload.reason  # type: ignore[attr-defined]
     actions = fenced.payload.actions  # type: ignore[attr-defined]
-    assert actions[0].startswith("hid public identity")
-    assert any("web" in a for a in actions[1:])
-    assert "lease not renewed" in fenced.payload.reason  # type: ignore[attr-defined]
+    assert actions[0].startswith("guard: marked the loopback identity hidden")
+    assert any("killed process group" in a for a in actions)
+
+    await eventually(lambda: rec.of("NodeUnfenced"), 30, "NodeUnfenced")
+    unfenced = rec.of("NodeUnfenced")[0]
+    assert "lease is held again" in unfenced.payload.reason  # type: ignore[attr-defined]
+    await eventually(identity.exists, 30, "exposed again")
+    new_pid = read_pid(state / "apps" / "web.pid")
+    assert new_pid != app_pid and process_alive(new_pid)
     await rec.stop()
 
 

@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import secrets
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import has_binary, require
 from helpers import eventually
 from netns_rig import (
     TOOLS,
@@ -47,22 +44,6 @@ log = logging.getLogger(__name__)
 
 TABLE = table_name_for("lan-test")
 PORT = 8080
-
-
-@pytest.fixture
-async def lan() -> AsyncIterator[Lan]:
-    require("root", os.geteuid() == 0, "network namespaces and nftables need root")
-    for binary, package in (("ip", "iproute2"), ("nft", "nftables"), ("arping", "iputils-arping")):
-        require(binary, has_binary(binary), f"install {package}")
-    net = Lan()
-    try:
-        try:
-            net.create("chan", "pub")
-        except RuntimeError as exc:
-            require("network namespaces", False, str(exc))
-        yield net
-    finally:
-        await net.close()
 
 
 @dataclass

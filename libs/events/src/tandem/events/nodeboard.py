@@ -22,6 +22,8 @@ class NodeBoard:
     fenced: bool = False
     fenced_reason: str = ""
     fenced_since: datetime | None = None
+    #: The epoch it fenced itself at: a role record at a later one means a saga moved it.
+    fenced_epoch: int = 0
     #: The node serves or is about to: its node guard hides it if the lease is not renewed.
     guarded: bool = False
     #: Wall clock: when the guard hides the node unless the lease is renewed (None: unguarded).

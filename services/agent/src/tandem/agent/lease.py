@@ -331,6 +331,7 @@ class LeaseKeeper:
         log.error("%s fences itself: %s", self.node, reason)
         self.board.fenced = True
         self.fenced_clock = self.clock()
+        self.board.fenced_epoch = self.board.epoch
         self.board.fenced_reason = reason
         self.board.fenced_since = datetime.now(UTC)
         try:

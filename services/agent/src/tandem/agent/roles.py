@@ -103,6 +103,8 @@ class RoleWatch:
         if self.board.fenced:
             if not self.unfence:
                 return "fenced: waits for a step or an operator"
+            if record.epoch != self.board.fenced_epoch:
+                return "fenced: a saga made it Active again: waits for the saga's steps"
             if not self.lease.held_since(self.lease.fenced_clock):
                 return "fenced: waits to hold its lease again"
             return await self._unfence()
@@ -132,8 +134,9 @@ class RoleWatch:
             fresh, _ = await asyncio.wait_for(read_role(kv, self.cluster), 2)
         except Exception as exc:
             return f"fenced: the role record is unreadable ({exc or type(exc).__name__})"
-        if fresh is None or fresh.active != self.node or fresh.epoch != self.board.epoch:
-            return "fenced: the role record moved on"
+        if fresh is None or fresh.active != self.node or fresh.epoch != self.board.fenced_epoch:
+            # A saga made it Active again (a later epoch): the saga's steps bring it up.
+            return "fenced: the role record moved on; waits for the saga's steps"
         refusal = self.lease.refusal()
         if refusal or not self.board.fenced:
             return f"fenced: {refusal or 'a step took over'}"
