@@ -9,6 +9,7 @@ the lan identity's hide is tested for real in network namespaces (tests/system).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -64,9 +65,9 @@ def _wait_for(check, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-
 def link(tmp_path: Path):  # type: ignore[no-untyped-def]
     links: list[GuardLink] = []
 
-    async def make(watchdog: str | None = None) -> GuardLink:
+    def make(watchdog: str | None = None) -> GuardLink:
         g = GuardLink(_plan(tmp_path, watchdog), tmp_path / "plan.json")
-        await g.start()
+        g._start()
         links.append(g)
         return g
 
@@ -77,9 +78,9 @@ def link(tmp_path: Path):  # type: ignore[no-untyped-def]
             g.proc.wait(5)
 
 
-async def test_deadline_passed_hides_and_kills_and_reports(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
+def test_deadline_passed_hides_and_kills_and_reports(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
     child = _start_app(tmp_path)
-    guard = await link()
+    guard = link()
     assert guard.send(boot_clock() + 0.3)
     assert _gone(child), "the guard killed the application when the deadline passed"
     assert not (tmp_path / "identity.json").exists()
@@ -92,9 +93,9 @@ async def test_deadline_passed_hides_and_kills_and_reports(tmp_path: Path, link)
     assert guard.exit_code() is None, "the guard goes on, waiting to be armed again"
 
 
-async def test_a_renewed_deadline_keeps_the_node_serving(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
+def test_a_renewed_deadline_keeps_the_node_serving(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
     child = _start_app(tmp_path)
-    guard = await link()
+    guard = link()
     for _ in range(10):
         assert guard.send(boot_clock() + 0.5)
         time.sleep(0.1)
@@ -107,9 +108,9 @@ async def test_a_renewed_deadline_keeps_the_node_serving(tmp_path: Path, link) -
     child.wait()
 
 
-async def test_agent_killed_the_guard_fences_at_once_and_exits(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
+def test_agent_killed_the_guard_fences_at_once_and_exits(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
     child = _start_app(tmp_path)
-    guard = await link()
+    guard = link()
     guard.send(boot_clock() + 600)  # far away: only the closed pipe can trigger it
     assert guard.proc is not None and guard.proc.stdin is not None
     guard.proc.stdin.close()  # what the agent's death does to the pipe
@@ -119,20 +120,20 @@ async def test_agent_killed_the_guard_fences_at_once_and_exits(tmp_path: Path, l
     assert report["reason"] == "the agent exited without stopping cleanly"
 
 
-async def test_a_clean_stop_fences_nothing(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
+def test_a_clean_stop_fences_nothing(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
     child = _start_app(tmp_path)
-    guard = await link()
+    guard = link()
     guard.send(None)
-    await guard.stop()
+    asyncio.run(guard.stop())
     assert child.poll() is None
     assert guard.take_reports() == []
     child.kill()
     child.wait()
 
 
-async def test_sigterm_while_serving_fences(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_while_serving_fences(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
     child = _start_app(tmp_path)
-    guard = await link()
+    guard = link()
     guard.send(boot_clock() + 600)
     assert guard.proc is not None
     time.sleep(0.2)
@@ -141,8 +142,8 @@ async def test_sigterm_while_serving_fences(tmp_path: Path, link) -> None:  # ty
     assert guard.proc.wait(10) == 0
 
 
-async def test_a_second_guard_waits_for_the_first(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
-    first = await link()
+def test_a_second_guard_waits_for_the_first(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
+    first = link()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tandem.agent.guard", str(tmp_path / "plan.json")],
         stdin=subprocess.PIPE,
@@ -150,32 +151,32 @@ async def test_a_second_guard_waits_for_the_first(tmp_path: Path, link) -> None:
     )
     try:
         assert _readline(proc.stdout, 1.0) == b"", "not ready while the first holds the lock"
-        await first.stop()
+        asyncio.run(first.stop())
         assert _readline(proc.stdout, 10.0) == b"ready\n"
     finally:
         proc.kill()
         proc.wait(5)
 
 
-async def test_watchdog_is_fed_while_serving_and_closed_with_the_magic_character(
+def test_watchdog_is_fed_while_serving_and_closed_with_the_magic_character(
     tmp_path: Path, link
 ) -> None:  # type: ignore[no-untyped-def]
     device = tmp_path / "watchdog"
     device.write_bytes(b"")
-    guard = await link(str(device))
+    guard = link(str(device))
     guard.send(boot_clock() + 600)
     assert _wait_for(lambda: len(device.read_bytes()) >= 3)
     guard.send(None)
     assert _wait_for(lambda: device.read_bytes().endswith(b"V"))
     written = device.read_bytes()
     assert set(written[:-1]) == {ord("1")}, written  # keepalives, then the magic close
-    await guard.stop()
+    asyncio.run(guard.stop())
     assert device.read_bytes() == written  # nothing after the close
 
 
-async def test_report_is_json_per_fence(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
+def test_report_is_json_per_fence(tmp_path: Path, link) -> None:  # type: ignore[no-untyped-def]
     _start_app(tmp_path)
-    guard = await link()
+    guard = link()
     guard.send(boot_clock() + 0.1)
     assert _wait_for(lambda: list((tmp_path / "reports").glob("fenced-*.json")))
     path = next((tmp_path / "reports").glob("fenced-*.json"))

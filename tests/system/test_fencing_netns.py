@@ -24,8 +24,8 @@ goals are the benchmark's, not asserted here).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import ipaddress
+import itertools
 import logging
 import signal
 from pathlib import Path
