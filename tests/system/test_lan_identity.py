@@ -109,7 +109,7 @@ async def test_expose_hide_and_switch_on_one_nic(lan: Lan) -> None:
 
     first = await site.identity("a", "expose")
     assert first["exposed"] and first["address"] == site.public, first
-    assert "announced by gratuitous ARP" in first["detail"]
+    assert "announcing by gratuitous ARP" in first["detail"]
     again = await site.identity("a", "expose")
     assert again["exposed"] and again["detail"].startswith("already exposed"), again
     status = await site.identity("a", "status")

@@ -189,10 +189,32 @@ def stand_in(tmp_path: Path, name: str, body: str) -> str:
     return str(script)
 
 
-def announcer(arping: str, timeout_s: float = 10.0) -> LinuxLanIdentity:
+def announcer(arping: str, timeout_s: float = 10.0, count: int = 1) -> LinuxLanIdentity:
     return LinuxLanIdentity(
-        "10.0.0.100", None, "eth0", "tandem_t", arping=arping, timeout_s=timeout_s
+        "10.0.0.100",
+        None,
+        "eth0",
+        "tandem_t",
+        arping=arping,
+        timeout_s=timeout_s,
+        announce_count=count,
     )
+
+
+async def test_the_announcement_repeats_as_configured_in_the_background(tmp_path: Path) -> None:
+    """Expose does not wait for the announcements (arping waits a second after each one);
+    the configured count and interval reach arping."""
+    record = tmp_path / "argv"
+    arping = stand_in(tmp_path, "arping-records", f'sleep 1; echo "$@" > {record}')
+    identity = announcer(arping, count=3)
+    said = identity.reannounce()
+    assert said == "announcing by gratuitous ARP (3 times, 1s apart)"
+    assert not record.exists()  # still running: the caller did not wait
+    assert identity._announcing is not None
+    assert await identity._announcing == "announced by gratuitous ARP"
+    assert record.read_text().split() == [
+        "-U", "-c", "3", "-i", "1", "-I", "eth0", "-s", "10.0.0.100", "10.0.0.100"
+    ]  # fmt: skip
 
 
 async def test_a_failed_announcement_is_said_not_raised(tmp_path: Path) -> None:

@@ -120,6 +120,10 @@ class PublicIdentityConfig(_Section):
     #: port on this node it forwards to (a stable address across switchovers on one machine).
     port: int | None = Field(default=None, ge=1, le=65535)
     forward_to: int | None = Field(default=None, ge=1, le=65535)
+    #: lan (IPv4): gratuitous ARP after expose, this many times this many seconds apart (in
+    #: the background: expose does not wait), so every client's ARP cache moves.
+    announce_count: int = Field(default=3, ge=1, le=20)
+    announce_interval_s: int = Field(default=1, ge=1, le=10)
 
     @model_validator(mode="after")
     def _complete(self) -> PublicIdentityConfig:

@@ -28,6 +28,7 @@ from tandem.agent.identity.nftables import table_name_for
 from tandem.agent.identity.publicport import PublicPort
 from tandem.agent.identity.windows import WindowsLanIdentity
 from tandem.agent.lease import LeaseKeeper
+from tandem.agent.reannounce import reannounce_when_others_hide
 from tandem.agent.restarts import RestartRequests
 from tandem.agent.roles import RoleWatch
 from tandem.agent.settings import AgentSettings, load
@@ -88,6 +89,8 @@ def make_identity(
         public.interface,
         table_name_for(config.cluster),
         channel_interface=public.channel_interface,
+        announce_count=public.announce_count,
+        announce_interval_s=public.announce_interval_s,
     )
 
 
@@ -180,6 +183,9 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
                 parts.create_task(lease.run())
                 parts.create_task(roles.run())
                 parts.create_task(restarts.run())
+                parts.create_task(
+                    reannounce_when_others_hide(bus, c.cluster, c.node, board, identity)
+                )
                 parts.create_task(
                     run_replicator(
                         replicator_settings(c), bus, board=board, on_result=executor.record

@@ -12,9 +12,9 @@ import asyncio
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
-import select
 import threading
 import time
 from pathlib import Path

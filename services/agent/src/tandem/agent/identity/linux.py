@@ -54,7 +54,13 @@ class LinuxLanIdentity:
         nft: str = "nft",
         arping: str = "arping",
         timeout_s: float = 10.0,
+        announce_count: int = 3,
+        announce_interval_s: int = 1,
     ) -> None:
+        self.announce_count = announce_count
+        self.announce_interval_s = announce_interval_s
+        #: The announcement running in the background (expose does not wait for it).
+        self._announcing: asyncio.Task[str] | None = None
         ip = ipaddress.ip_address(address)
         self.address = str(ip)  # canonical form: netlink answers IPv6 compressed
         self.version = ip.version
@@ -95,7 +101,7 @@ class LinuxLanIdentity:
             # address but stays silent, never the other way round.
             await asyncio.to_thread(self._plumb, seen.holders)
             await self.nft.apply(remove_batch(self.table_name))
-            announced = await self._announce()
+            announced = self.reannounce()
             log.info("identity %s exposed (%s); %s", self.address, self.layout, announced)
             # No leading "exposed": the executor reports "exposed: <detail>".
             detail = f"{self._where}; {announced}"
@@ -113,6 +119,8 @@ class LinuxLanIdentity:
             # The filter first: from this instant the node never answers for the address,
             # even while it is still configured (removing it comes right after).
             await self.nft.apply(hide_batch(self.table_name, self.address))
+            if self._announcing is not None:
+                self._announcing.cancel()  # (the filter would drop the rest anyway)
             await asyncio.to_thread(self._unplumb, seen.holders)
             log.info("identity %s hidden (%s)", self.address, self.layout)
             removed = f"removed from {', '.join(seen.holders)}; " if seen.holders else ""
@@ -244,17 +252,32 @@ class LinuxLanIdentity:
 
     # --- announcement ---------------------------------------------------------------------
 
-    async def _announce(self) -> str:
-        """Gratuitous ARP, twice (a cache may ignore one). A failed announcement does not fail
-        the exposure: the address is up and answers; clients catch up when their ARP entry
-        expires. It is logged and said in ``detail``."""
+    def reannounce(self) -> str:
+        """Announce the address again, in the background: after expose, and when an old
+        Active reports it hid late (a client may have taken its answer last). Returns what
+        is being done, for ``detail``."""
         if self.version == 6:
             return "no announcement for IPv6 (gratuitous ARP is IPv4 only)"
-        # -w 1: both announcements within a second, instead of waiting a second after each.
-        argv = [self.arping, "-U", "-c", "2", "-w", "1", "-I", self.interface]
+        if self._announcing is not None and not self._announcing.done():
+            self._announcing.cancel()
+        self._announcing = asyncio.get_running_loop().create_task(self._announce())
+        return (
+            f"announcing by gratuitous ARP ({self.announce_count} times, "
+            f"{self.announce_interval_s}s apart)"
+        )
+
+    async def _announce(self) -> str:
+        """Gratuitous ARP, ``announce_count`` times (a cache may miss one). A failed
+        announcement does not fail the exposure: the address is up and answers; clients catch
+        up when their ARP entry expires. It is logged (and returned, for the tests)."""
+        if self.version == 6:
+            return "no announcement for IPv6 (gratuitous ARP is IPv4 only)"
+        count, interval = str(self.announce_count), str(self.announce_interval_s)
+        argv = [self.arping, "-U", "-c", count, "-i", interval, "-I", self.interface]
         argv += ["-s", self.address, self.address]
         try:
-            rc, _, err = await run_command(argv, self.timeout_s)
+            bound = self.timeout_s + (self.announce_count - 1) * self.announce_interval_s
+            rc, _, err = await run_command(argv, bound)
         except ControlError as exc:  # cannot run it, or it did not finish in time (killed)
             log.warning("cannot announce %s: %s", self.address, exc.message)
             return f"not announced: {exc.message}"
