@@ -92,6 +92,48 @@ def test_already_fenced_does_not_fence_again() -> None:
     assert k.must_fence(200.0) == ""
 
 
+def test_a_slow_ack_is_waited_for_as_long_as_it_can_still_help() -> None:
+    """ttl 5, margin 2: hide after 3 s. A renewal sent 0.5 s after the last good one may take
+    2.5 s to be acknowledged and still count; never less than one renewal period."""
+    k = keeper(NodeBoard(role=Role.ACTIVE))
+    assert k._wait_for_ack_s(0.0) == 3.0  # nothing held yet: up to the fence time
+    k.last_renewed = 100.0
+    assert k._wait_for_ack_s(100.5) == 2.5
+    assert k._wait_for_ack_s(102.9) == 1.0  # renew_every_s: a late one still gets a period
+    assert k.guard_after_s == 4.0  # the guard hides at ttl - margin/2, after the agent would
+
+
+class GuardStandIn:
+    def __init__(self) -> None:
+        self.sent: list[float | None] = []
+        self.broken = ""
+
+    def exit_code(self) -> int | None:
+        return None
+
+    def send(self, until: float | None) -> bool:
+        self.sent.append(until)
+        return True
+
+
+def test_serving_needs_the_lease_and_arms_the_guard_with_its_deadline() -> None:
+    board = NodeBoard(role=Role.PASSIVE)
+    clock = FakeClock(now=100.0)
+    k = keeper(board, clock)
+    guard = GuardStandIn()
+    k.guard = guard  # type: ignore[assignment]
+    assert "does not hold its lease yet" in k.refusal()
+    k.last_renewed, k._renewed_boot, k._renewed_wall = 99.0, 5000.0, 1_700_000_000.0
+    assert k.refusal() == ""
+    k.arm()
+    assert board.guarded and guard.sent == [5004.0]  # renewal start + ttl - margin/2
+    assert board.serve_until == 1_700_000_004.0
+    clock.now = 102.5  # 3.5 s after that renewal started: past ttl - margin
+    assert "does not hold its lease (last renewal 3.5s ago" in k.refusal()
+    k.disarm()
+    assert not board.guarded and guard.sent[-1] is None and board.serve_until is None
+
+
 def test_never_renewed_does_not_fence() -> None:
     k = keeper(NodeBoard(role=Role.ACTIVE))
     assert k.last_renewed is None
