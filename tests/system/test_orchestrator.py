@@ -121,6 +121,11 @@ async def test_sigkill_of_the_active_fails_over_to_the_passive_with_the_data(
     started = rec.of("SagaStarted")[0]
     assert started.payload.kind == "failover"  # type: ignore[attr-defined]
     assert "silent" in started.payload.reason  # type: ignore[attr-defined]
+    # The old Active was fenced (its lease waited out: its guard hid it) before the expose.
+    steps = [e.payload.step for e in rec.of("SagaStepCompleted")]  # type: ignore[attr-defined]
+    assert steps.index("fence old Active") < steps.index("expose")
+    [fenced] = rec.of("SagaStepCompleted", step="fence old Active")
+    assert "primary's lease silent for" in fenced.payload.result["reason"]  # type: ignore[attr-defined]
     got = await public_get(pair.public_port, "/items/kept")
     assert got is not None and got.content == b"acknowledged before the crash"
     record, _ = await read_role(await bus.kv(ROLES_BUCKET), pair.cluster)
@@ -175,6 +180,8 @@ async def test_a_frozen_old_active_wakes_up_hidden_and_fenced_off_by_the_epoch(
         await eventually(lambda: rec.of("SagaCompleted"), 60, "the failover while frozen")
     finally:
         primary.signal(signal.SIGCONT)
+    [fenced] = rec.of("SagaStepCompleted", step="fence old Active")
+    assert "its guard has hidden it" in fenced.payload.result["reason"]  # type: ignore[attr-defined]
     await eventually(lambda: rec.of("NodeSelfFenced"), 30, "the old Active to fence itself")
     assert not (pair.tmp / "primary" / "state" / "identity.json").exists()
     app_pid = read_pid(pair.tmp / "primary" / "state" / "apps" / "web.pid")
@@ -310,6 +317,7 @@ async def test_managed_failover_waits_for_an_operator_to_confirm(bus: Bus, pair:
     assert answer.status_code == 202, answer.text
     saga = await wait_saga(pair, answer.json()["saga_id"])
     assert saga["state"] == "completed" and saga["kind"] == "failover", saga
+    assert [s["name"] for s in saga["steps"]][:2] == ["change role", "fence old Active"]
     assert rec.of("OperatorActionRecorded")
     await rec.stop()
 

@@ -16,6 +16,7 @@ from tandem.events.catalog.vocabulary import Identity, ReplicaState, SagaKind
 from tandem.events.ids import new_id
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.orchestrator.facade import ConflictError, NotFoundError
+from tandem.orchestrator.fencing import Fencer
 from tandem.orchestrator.groups import group_plan, member_order, member_target
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
@@ -44,7 +45,12 @@ class Orchestrator(OrchestratorViews):
         self.state = state
         self.liveness = liveness
         self.leader = leader
-        self.runner = SagaRunner(bus, settings.instance, still_leader=leader.is_leader)
+        self.runner = SagaRunner(
+            bus,
+            settings.instance,
+            still_leader=leader.is_leader,
+            fencer=Fencer(bus, liveness, file),
+        )
         self.runner.member_step = self.member_step
         self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster
 
@@ -208,7 +214,7 @@ class Orchestrator(OrchestratorViews):
         target = self.choose_target(
             cluster, old, to or (rec.pending_failover.to if rec.pending_failover else None)
         )
-        plan = failover_plan(target, rec.epoch, timeout_s=self.s.step_timeout_s)
+        plan = failover_plan(old, target, rec.epoch, timeout_s=self.s.step_timeout_s)
         return await self.begin(SagaKind.FAILOVER, rec, old, target, plan, reason)
 
     async def group_switchover(self, group: str, actor: str, reason: str) -> str:

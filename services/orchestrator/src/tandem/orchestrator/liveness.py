@@ -5,6 +5,10 @@ Both are judged by this process's monotonic clock: a heartbeat's arrival, a leas
 revision changing. A node is *gone* when neither has moved for its failover timeout (never
 shorter than its lease's ttl, so that an Active that is merely cut off has hidden itself
 before anyone replaces it). Until this process has watched for that long, nobody is gone.
+
+The lease's last value is kept too (its role and epoch: a node that hid at a new epoch says
+so there), with when the lease was last read at all (``lease_read_at``): a revision that has
+not changed is known unchanged only up to that read.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ class Seen:
     lease_ttl_s: float | None = None
     failover_timeout_s: float | None = None
     failover_mode: str | None = None
+    #: The role and epoch the lease's last value says the node plays.
+    lease_role: str | None = None
+    lease_epoch: int | None = None
+    #: When the lease was last read (found, or found absent): this process's clock.
+    lease_read_at: float | None = None
 
 
 class Liveness:
@@ -81,16 +90,20 @@ class Liveness:
             log.debug("leases unreadable: %s", exc)
             return
         for (cluster, node), entry in list(self.seen.items()):
+            asked = self.clock()  # the value read is at least as new as this
             try:
                 got = await asyncio.wait_for(kv.get(node_lease_key(cluster, node)), 2)
             except KeyNotFoundError:
+                entry.lease_read_at = asked
                 continue
             except Exception as exc:
                 log.debug("lease of %s/%s unreadable: %s", cluster, node, exc)
                 return
             if got.revision != entry.lease_revision:
+                # Renewed at the latest now: judged from when it was seen, never earlier.
                 entry.lease_revision, entry.lease_at = got.revision, self.clock()
                 self._read_lease(entry, got.value or b"")
+            entry.lease_read_at = asked
 
     @staticmethod
     def _read_lease(entry: Seen, value: bytes) -> None:
@@ -107,6 +120,11 @@ class Liveness:
             entry.failover_timeout_s = float(timeout) if isinstance(timeout, int | float) else None
             mode = data.get("failover_mode")
             entry.failover_mode = mode if isinstance(mode, str) else None
+            role = data.get("role")
+            entry.lease_role = role if isinstance(role, str) else None
+            epoch = data.get("epoch")
+            ok = isinstance(epoch, int) and not isinstance(epoch, bool)
+            entry.lease_epoch = epoch if ok else None
 
     def heartbeat(self, cluster: str, node: str) -> Heartbeat | None:
         entry = self.seen.get((cluster, node))

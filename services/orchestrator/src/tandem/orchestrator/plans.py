@@ -8,8 +8,11 @@ reverse; after it the saga only goes forward (retries, then an alert for an oper
 old Active has already been fenced off by the new epoch. An automatic switchover (asked by a
 rule) ends by stopping the old Active's replication, left for an operator to inspect.
 
-Failover (4 steps after the pivot) on the target: apply the receive queue, expose, start
-intercepting, start the applications.
+Failover: the pivot, then the old Active is fenced (by the orchestrator itself, as
+``fencing.py`` says: its guard's deadline, an operator's fence command or its VM powered
+off) before anything is exposed; then the 4 steps on the target: apply the receive queue,
+expose, start intercepting, start the applications. A failover from no Active (the record
+named none) has nothing to fence.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 from tandem.events.catalog.sagas import SagaStepSpec
 
 CHANGE_ROLE = "ChangeRole"
+#: Carried out by the orchestrator, not sent: the step's node is the node to fence.
+FENCE = "FenceOldActive"
 
 
 def _step(
@@ -59,10 +64,17 @@ def switchover_plan(
     return plan
 
 
-def failover_plan(new: str, epoch: int, *, timeout_s: float) -> list[SagaStepSpec]:
+def failover_plan(old: str | None, new: str, epoch: int, *, timeout_s: float) -> list[SagaStepSpec]:
+    """``old``: the Active lost (fenced after the pivot), None when there was none."""
     after = epoch + 1
+    fence = (
+        []
+        if old is None or old == new
+        else [_step("fence old Active", old, FENCE, after, timeout_s)]
+    )
     return [
         _step("change role", new, CHANGE_ROLE, after, timeout_s, pivot=True),
+        *fence,
         _step("apply receive queue", new, "ApplyReceiveQueue", after, timeout_s),
         _step("expose", new, "Expose", after, timeout_s),
         _step("start intercepting", new, "StartIntercepting", after, timeout_s),

@@ -4,7 +4,9 @@ reverse; a saga interrupted by a crash resumes at the step it had reached.
 A step's command carries the idempotency key ``<saga>:<index>`` (an undo ``<saga>:<index>:undo``),
 so resending it after a crash is answered from the node's memory or, after the node itself
 restarted, carried out again by an idempotent step. The pivot (the role change) is a
-compare-and-set that recognises its own earlier success.
+compare-and-set that recognises its own earlier success. A failover's fence step is carried
+out here too, by the ``Fencer`` (``fencing.py``), and is not retried: it waits within its own
+deadline, and when it fails the new Active stays unexposed for an operator.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ from tandem.events.kv import compare_and_set
 from tandem.events.roles import RoleRecord, read_role
 from tandem.events.rpc import send_command
 from tandem.events.subjects import ROLES_BUCKET, role_key
+from tandem.orchestrator.fencing import FenceFailed, Fencer
 from tandem.orchestrator.groups import MEMBER_SWITCH_BACK, MEMBER_SWITCHOVER
-from tandem.orchestrator.plans import CHANGE_ROLE
+from tandem.orchestrator.plans import CHANGE_ROLE, FENCE
 from tandem.orchestrator.state import SagaRecord
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ class SagaRunner:
         forward_retries: int = 3,
         retry_pause_s: float = 1.0,
         transport_slack_s: float = 5.0,
+        fencer: Fencer | None = None,
     ) -> None:
         self.bus = bus
         self.instance = instance
@@ -92,6 +96,7 @@ class SagaRunner:
         self.forward_retries = forward_retries
         self.retry_pause_s = retry_pause_s
         self.transport_slack_s = transport_slack_s
+        self.fencer = fencer
         self.running: dict[str, asyncio.Task[str]] = {}
         #: Group sagas: run a member's switchover (or move it back) as a child saga and
         #: return how it ended; set by the orchestrator.
@@ -130,7 +135,9 @@ class SagaRunner:
                 continue
             if not self.still_leader():
                 return "no longer the leader: the new leader resumes this saga"
-            tries = 1 + (self.forward_retries if pivoted or spec.pivot else 0)
+            # Fencing retries within its own deadline: waiting it out again only delays the alert.
+            forward = (pivoted or spec.pivot) and spec.command != FENCE
+            tries = 1 + (self.forward_retries if forward else 0)
             reason = ""
             for attempt in range(1, tries + 1):
                 ok, reason = await self._run_step(saga, index, spec, attempt)
@@ -179,6 +186,13 @@ class SagaRunner:
             return await self.change_role(saga, spec)
         if spec.command == MEMBER_SWITCHOVER:
             return await self._member(saga, spec, back=False)
+        if spec.command == FENCE:
+            if self.fencer is None:
+                raise StepFailed("fencing is not available here")
+            try:
+                return await self.fencer.fence(saga, spec, self._publish)
+            except FenceFailed as exc:
+                raise StepFailed(str(exc)) from None
         return await self._send(saga, spec, spec.command, f"{saga.id}:{index}")
 
     async def _member(self, saga: SagaRecord, spec: SagaStepSpec, *, back: bool) -> str:
@@ -241,7 +255,12 @@ class SagaRunner:
     async def _fail(
         self, saga: SagaRecord, index: int, spec: SagaStepSpec, reason: str, pivoted: bool
     ) -> str:
-        if pivoted or spec.pivot:
+        if spec.command == FENCE:  # the fencer raised fence.failed
+            why = (
+                f"step {index} ({spec.name}) failed after the role changed: {reason}; "
+                f"{saga.to_node} was not exposed: it needs an operator"
+            )
+        elif pivoted or spec.pivot:
             why = (
                 f"step {index} ({spec.name}) failed after the role changed: {reason}; "
                 "the new Active needs an operator"

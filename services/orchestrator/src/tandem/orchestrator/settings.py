@@ -7,7 +7,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem.events.catalog.vocabulary import Identity
@@ -47,6 +54,52 @@ class GroupConfig(_Model):
         return self
 
 
+FenceMethod = Literal["guard", "command", "vmware"]
+
+
+class FencingConfig(_Model):
+    """How the failover saga fences the old Active of ``cluster`` (one node, or every node
+    of the cluster when ``node`` is absent) before it exposes the new one."""
+
+    cluster: ClusterName
+    node: NodeName | None = None
+    #: guard: wait until the node's own guard has hidden it (its lease silent for ttl +
+    #: allowance, or its lease says it hid at the new epoch); command: run ``command`` on
+    #: this host; vmware: power the node's VM off through the VMware bridge.
+    method: FenceMethod = "guard"
+    #: argv; ``{cluster}`` and ``{node}`` are replaced in each argument. Exit 0 = fenced.
+    command: list[str] | None = None
+    #: command: how long one run may take; vmware: how long to wait for the bridge. Never
+    #: longer than the step's deadline (the default).
+    timeout_s: float | None = Field(default=None, gt=0)
+    #: vmware: the VM (name, MoRef or instance UUID); absent: the node's VM in the bridge's
+    #: ``[vms]`` map.
+    vm: str | None = Field(default=None, min_length=1)
+    #: guard: how much the node's clock may run slow against this host's over one lease.
+    clock_allowance_s: float = Field(default=0.25, ge=0)
+    #: When fencing fails: leave the new Active hidden for an operator (needs_operator) or
+    #: expose it anyway (expose: two Actives are possible; an alert says so either way).
+    on_failure: Literal["needs_operator", "expose"] = "needs_operator"
+
+    @model_validator(mode="after")
+    def _method_fields(self) -> FencingConfig:
+        where = f"cluster {self.cluster}" + (f" node {self.node}" if self.node else "")
+        if self.method == "command":
+            if not self.command or not self.command[0].strip():
+                raise ValueError(f'{where}: command: required (an argv list) with method "command"')
+        elif self.command is not None:
+            raise ValueError(f'{where}: command: only for method "command" (not {self.method})')
+        if self.vm is not None:
+            if self.method != "vmware":
+                raise ValueError(f'{where}: vm: only for method "vmware" (not {self.method})')
+            if self.node is None:
+                raise ValueError(
+                    f"{where}: vm: names one VM, so give the node too (or leave vm out to "
+                    "use the VMware bridge's [vms] map)"
+                )
+        return self
+
+
 class OrchestratorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TANDEM_ORCHESTRATOR_", extra="forbid")
 
@@ -79,6 +132,25 @@ class OrchestratorSettings(BaseSettings):
 
 class OrchestratorFile(_Model):
     groups: list[GroupConfig] = Field(default_factory=list)
+    fencing: list[FencingConfig] = Field(default_factory=list)
+
+    @field_validator("fencing")
+    @classmethod
+    def _one_table_each(cls, value: list[FencingConfig]) -> list[FencingConfig]:
+        seen: set[tuple[str, str | None]] = set()
+        for f in value:
+            key = (f.cluster, f.node)
+            if key in seen:
+                which = f"node {f.node}" if f.node else "every node"
+                raise ValueError(f"two [[fencing]] tables for cluster {f.cluster}, {which}")
+            seen.add(key)
+        return value
+
+    def fencing_for(self, cluster: str, node: str) -> FencingConfig:
+        """The node's own table, else its cluster's, else the guard with its defaults."""
+        by_key = {(f.cluster, f.node): f for f in self.fencing}
+        found = by_key.get((cluster, node)) or by_key.get((cluster, None))
+        return found or FencingConfig(cluster=cluster, node=node)
 
 
 def load() -> OrchestratorSettings:

@@ -1,0 +1,212 @@
+"""The failover plan's fence step, the ``[[fencing]]`` tables of the orchestrator's file, and
+the guard's verdict from what ``Liveness`` saw (a clock of the test's own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tandem.events.settings import SettingsError
+from tandem.orchestrator.fencing import Fencer
+from tandem.orchestrator.liveness import Liveness, Seen
+from tandem.orchestrator.plans import CHANGE_ROLE, FENCE, failover_plan, switchover_plan
+from tandem.orchestrator.settings import OrchestratorFile, load_file
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "orchestrator.toml"
+
+
+# -- the plan -------------------------------------------------------------------------------
+
+
+def test_a_failover_fences_the_old_active_right_after_the_pivot() -> None:
+    plan = failover_plan("primary", "secondary", 4, timeout_s=7)
+    assert [s.name for s in plan] == [
+        "change role",
+        "fence old Active",
+        "apply receive queue",
+        "expose",
+        "start intercepting",
+        "start applications",
+    ]
+    pivot, fence = plan[0], plan[1]
+    assert pivot.command == CHANGE_ROLE and pivot.pivot
+    assert (fence.node, fence.command, fence.epoch, fence.timeout_s) == ("primary", FENCE, 5, 7)
+    assert fence.compensation is None and not fence.pivot
+    assert all(s.node == "secondary" for s in plan if s is not fence)
+    assert all(s.epoch == 5 for s in plan)
+
+
+def test_a_failover_from_no_active_has_nothing_to_fence() -> None:
+    plan = failover_plan(None, "secondary", 0, timeout_s=7)
+    assert FENCE not in [s.command for s in plan]
+    assert plan[0].command == CHANGE_ROLE and plan[1].name == "apply receive queue"
+
+
+def test_a_switchover_does_not_fence_the_old_active_hides_itself() -> None:
+    plan = switchover_plan("primary", "secondary", 1, timeout_s=7)
+    assert FENCE not in [s.command for s in plan]
+    assert [s.name for s in plan].index("hide") < [s.name for s in plan].index("change role")
+
+
+# -- the config -----------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "orchestrator.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_example_file_parses_with_its_groups_and_fencing() -> None:
+    file = load_file(EXAMPLE)
+    assert [g.name for g in file.groups] == ["erp"]
+    methods = {(f.cluster, f.node): f.method for f in file.fencing}
+    assert methods == {
+        ("erp-db", None): "guard",
+        ("erp-app", "primary"): "command",
+        ("erp-app", "secondary"): "vmware",
+    }
+
+
+def test_a_node_table_wins_over_its_cluster_table_and_the_default_is_the_guard(
+    tmp_path: Path,
+) -> None:
+    file = load_file(
+        write(
+            tmp_path,
+            """
+[[fencing]]
+cluster = "erp"
+method = "command"
+command = ["fence", "{cluster}", "{node}"]
+timeout_s = 3
+on_failure = "expose"
+
+[[fencing]]
+cluster = "erp"
+node = "secondary"
+method = "guard"
+clock_allowance_s = 0.5
+""",
+        )
+    )
+    primary = file.fencing_for("erp", "primary")
+    assert primary.method == "command" and primary.command == ["fence", "{cluster}", "{node}"]
+    assert primary.timeout_s == 3 and primary.on_failure == "expose"
+    secondary = file.fencing_for("erp", "secondary")
+    assert secondary.method == "guard" and secondary.clock_allowance_s == 0.5
+    other = file.fencing_for("crm", "primary")
+    assert other.method == "guard" and other.clock_allowance_s == 0.25
+    assert other.on_failure == "needs_operator" and other.timeout_s is None
+
+
+@pytest.mark.parametrize(
+    ("table", "field", "problem"),
+    [
+        ('method = "stonith"', "fencing.0.method", "'guard', 'command' or 'vmware'"),
+        ('on_failure = "pray"', "fencing.0.on_failure", "'needs_operator' or 'expose'"),
+        ("timeout_s = -1", "fencing.0.timeout_s", "greater than 0"),
+        ("clock_allowance_s = -0.1", "fencing.0.clock_allowance_s", "greater than or equal"),
+        ('colour = "red"', "fencing.0.colour", "Extra inputs are not permitted"),
+        (
+            'method = "command"',
+            "fencing.0",
+            'command: required (an argv list) with method "command"',
+        ),
+        ('method = "command"\ncommand = []', "fencing.0", "command: required"),
+        ('command = ["x"]', "fencing.0", 'command: only for method "command"'),
+        ('vm = "vm-1"\nnode = "a"', "fencing.0", 'vm: only for method "vmware"'),
+        ('method = "vmware"\nvm = "vm-1"', "fencing.0", "vm: names one VM, so give the node too"),
+        ('node = "Bad Node"', "fencing.0.node", ""),
+        ("command = 3", "fencing.0.command", "valid list"),
+    ],
+)
+def test_a_bad_fencing_field_is_refused_naming_the_file_and_the_field(
+    tmp_path: Path, table: str, field: str, problem: str
+) -> None:
+    path = write(tmp_path, f'[[fencing]]\ncluster = "erp"\n{table}\n')
+    with pytest.raises(SettingsError) as info:
+        load_file(path)
+    text = str(info.value)
+    assert str(path) in text
+    line = next((ln for ln in text.splitlines() if ln.strip().startswith(f"{field}:")), None)
+    assert line is not None, text
+    assert problem in line, text
+
+
+def test_two_tables_for_the_same_node_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[fencing]]\ncluster = "erp"\n\n[[fencing]]\ncluster = "erp"\n')
+    with pytest.raises(SettingsError) as info:
+        load_file(path)
+    assert str(path) in str(info.value)
+    assert "fencing: " in str(info.value) and "two [[fencing]] tables for cluster erp" in str(
+        info.value
+    )
+
+
+# -- the guard's verdict --------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fencer_with(seen: Seen | None, clock: Clock) -> Fencer:
+    liveness = Liveness(bus=None, default_timeout_s=1.0, clock=clock)  # type: ignore[arg-type]
+    if seen is not None:
+        liveness.seen[("erp", "primary")] = seen
+    return Fencer(None, liveness, OrchestratorFile())  # type: ignore[arg-type]
+
+
+def lease(**kw: Any) -> Seen:
+    base: dict[str, Any] = {"lease_revision": 7, "lease_ttl_s": 1.5, "lease_role": "active"}
+    return Seen(**(base | kw))
+
+
+def test_the_guard_counts_silence_from_first_sight_to_the_last_read() -> None:
+    clock = Clock()
+    fencer = fencer_with(lease(lease_at=100.0, lease_read_at=101.7), clock)
+    assert fencer.guard_verdict("erp", "primary", 2, 0.25) == ""  # 1.7 < 1.5 + 0.25
+    clock.now = 500.0  # time alone proves nothing: the lease was not read since
+    assert fencer.guard_verdict("erp", "primary", 2, 0.25) == ""
+    fencer.liveness.seen["erp", "primary"].lease_read_at = 101.8
+    verdict = fencer.guard_verdict("erp", "primary", 2, 0.25)
+    assert verdict == (
+        "primary's lease silent for 1.8s (ttl 1.5s + 0.25s allowance): its guard has hidden it"
+    )
+
+
+def test_the_guard_takes_a_passive_lease_at_the_new_epoch_as_hidden() -> None:
+    clock = Clock()
+    seen = lease(lease_at=100.0, lease_read_at=100.1, lease_role="passive", lease_epoch=1)
+    fencer = fencer_with(seen, clock)
+    assert fencer.guard_verdict("erp", "primary", 2, 0.25) == ""  # passive, but at the old epoch
+    seen.lease_epoch = 2
+    assert fencer.guard_verdict("erp", "primary", 2, 0.25) == (
+        "primary hid itself (lease: passive at epoch 2)"
+    )
+    seen.lease_role = "active"
+    assert fencer.guard_verdict("erp", "primary", 2, 0.25) == ""
+
+
+def test_the_guard_knows_nothing_before_the_lease_is_read() -> None:
+    clock = Clock()
+    assert fencer_with(None, clock).guard_verdict("erp", "primary", 2, 0.25) == ""
+    unread = Seen(heartbeat_at=50.0)
+    assert fencer_with(unread, clock).guard_verdict("erp", "primary", 2, 0.25) == ""
+
+
+def test_a_lease_never_found_counts_from_the_watch_start_with_the_default_ttl() -> None:
+    clock = Clock()
+    fencer = fencer_with(Seen(lease_read_at=101.3), clock)  # read, and absent
+    assert fencer.liveness.started == 100.0
+    assert fencer.guard_verdict("erp", "primary", 2, 0.25) == (
+        "primary's lease silent for 1.3s (ttl 1s + 0.25s allowance; no lease value seen, its "
+        "ttl taken as 1s): its guard has hidden it"
+    )
