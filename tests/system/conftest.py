@@ -25,5 +25,3 @@ async def lan() -> AsyncIterator[Lan]:
         yield net
     finally:
         await net.close()
-
-

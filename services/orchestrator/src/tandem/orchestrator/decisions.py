@@ -30,6 +30,8 @@ class Decisions:
         self._said: dict[str, str] = {}  # what was last said per subject: say things once
         self._refused_requests: set[str] = set()
         self._roles_read_at = 0.0
+        #: When this process first saw each Active report itself fenced (its monotonic clock).
+        self._fenced_seen: dict[tuple[str, str], float] = {}
 
     async def run(self) -> None:
         await self.o.state.caught_up.wait()
@@ -102,12 +104,34 @@ class Decisions:
             self.o.liveness.watch(name, rec.active)
             if state.running_saga(name) is not None:
                 continue
-            gone = self.o.liveness.gone(name, rec.active)
+            gone = self.o.liveness.gone(name, rec.active) or self._stuck_fenced(name, rec.active)
             if gone:
                 said += await self._active_gone(name, rec.active, gone)
                 continue
             said += await self._requests(name, rec.active)
         return said
+
+    def _stuck_fenced(self, cluster: str, active: str) -> str:
+        """Why an Active that fenced itself but is alive counts as gone, or ''.
+
+        Such a node unfences by itself once it holds its lease again; if it does not within
+        the grace, nobody would serve: it is failed over like a silent one (the failover
+        fences it first)."""
+        beat = self.o.liveness.heartbeat(cluster, active)
+        key = (cluster, active)
+        if beat is None or not beat.fenced or not self.o.liveness.alive(cluster, active):
+            self._fenced_seen.pop(key, None)
+            return ""
+        now = asyncio.get_running_loop().time()
+        since = self._fenced_seen.setdefault(key, now)
+        grace = self.o.s.fenced_grace_s
+        if now - since < grace:
+            return ""
+        why = beat.fenced_reason or "no reason given"
+        return (
+            f"{active} fenced itself ({why}) and has not served again for {now - since:.1f}s "
+            f"(grace {grace:g}s): nobody serves"
+        )
 
     async def _active_gone(self, cluster: str, active: str, gone: str) -> list[str]:
         rec = self.o.state.cluster(cluster)

@@ -118,6 +118,9 @@ class OrchestratorSettings(BaseSettings):
     #: Used for a node whose lease does not say (older agents).
     failover_timeout_s: float = Field(default=1.0, gt=0)
     step_timeout_s: float = Field(default=30.0, gt=0)
+    #: An Active that fenced itself, is alive and has not unfenced within this is failed over
+    #: (it unfences by itself once it holds its lease again: a few lease periods at most).
+    fenced_grace_s: float = Field(default=10.0, gt=0)
     #: Refuse a switchover or failover to a target out of sync or lagging more than this.
     guard: bool = True
     max_lag_bytes: int = Field(default=64 << 20, ge=0)
