@@ -182,3 +182,43 @@ def test_report_is_json_per_fence(tmp_path: Path, link) -> None:  # type: ignore
     path = next((tmp_path / "reports").glob("fenced-*.json"))
     data = json.loads(path.read_text())
     assert set(data) == {"reason", "actions", "fenced_at", "late_s", "took_s"}
+
+
+AGENT_STAND_IN = """
+import sys, time
+from pathlib import Path
+from tandem.agent.guard.link import GuardLink
+from tandem.agent.guard.plan import FencePlan, boot_clock
+plan = FencePlan.model_validate_json(Path(sys.argv[1]).read_text())
+link = GuardLink(plan, Path(sys.argv[2]))
+link._start()
+link.send(boot_clock() + 0.3)
+print("armed", flush=True)
+time.sleep(60)  # as a frozen agent would: it never renews
+"""
+
+
+def test_a_frozen_agent_holding_the_loopback_port_is_killed(tmp_path: Path) -> None:
+    """The loopback stand-in's public port is a socket of the agent itself: hiding it means
+    killing the agent (its supervisor restarts it, hidden). A stand-in agent process here."""
+    child = _start_app(tmp_path)
+    plan = _plan(tmp_path).model_copy(
+        update={
+            "identity": GuardedIdentity(
+                kind="loopback", state_file=str(tmp_path / "identity.json"), held_by_agent=True
+            )
+        }
+    )
+    (tmp_path / "in.json").write_text(plan.model_dump_json())
+    agent = subprocess.Popen(
+        [sys.executable, "-c", AGENT_STAND_IN, str(tmp_path / "in.json"), str(tmp_path / "p.json")],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert _readline(agent.stdout, 20) == b"armed\n"
+        assert agent.wait(20) == -9, "the guard SIGKILLed the agent"
+        assert _gone(child)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()

@@ -16,6 +16,7 @@ agent's work. It runs in a session of its own, so it outlives a SIGKILL of the a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -47,6 +48,7 @@ class Guard:
         self.until: float | None = None
         self.buffer = b""
         self.terminated = False
+        self.agent_pid = os.getppid()
 
     # --- messages ------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class Guard:
                 if now >= self.until:
                     late = now - self.until
                     self._fence(f"the agent's deadline passed {late:.2f}s ago", late)
+                    self._kill_agent_holding_the_identity()
                 else:
                     self._watchdog_serving()
             else:
@@ -122,6 +125,17 @@ class Guard:
             else:
                 self.watchdog.abandon()  # could not hide: let the machine reboot
         self._report(reason, actions, late_s, took)
+
+    def _kill_agent_holding_the_identity(self) -> None:
+        """The loopback stand-in's public port is a socket of the agent: a frozen agent keeps
+        answering on it until it is killed (its supervisor restarts it, hidden)."""
+        if not self.plan.identity.held_by_agent:
+            return
+        agent = self.agent_pid
+        if os.getppid() == agent:  # still our parent: not a reused pid, not a subreaper
+            log.error("guard: killing the agent (pid %d): it holds the public port", agent)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(agent, signal.SIGKILL)
 
     def _report(self, reason: str, actions: list[str], late_s: float, took: float) -> None:
         directory = Path(self.plan.report_dir)

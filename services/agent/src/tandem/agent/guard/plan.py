@@ -40,6 +40,9 @@ class GuardedIdentity(_Model):
     table: str | None = None
     #: loopback: the identity's state file.
     state_file: str | None = None
+    #: loopback with a public port: the agent process itself listens on it, so a frozen
+    #: agent keeps it until it is killed (the stand-in's only way to hide).
+    held_by_agent: bool = False
 
 
 class GuardedApp(_Model):
@@ -81,7 +84,9 @@ def plan_for(config: NodeConfig) -> FencePlan:
         )
     elif public.kind == "loopback":
         identity = GuardedIdentity(
-            kind="loopback", state_file=str(config.state_dir / "identity.json")
+            kind="loopback",
+            state_file=str(config.state_dir / "identity.json"),
+            held_by_agent=public.port is not None,
         )
     else:
         identity = GuardedIdentity(kind="dns")
