@@ -98,13 +98,17 @@ def log_tail(path: Path, lines: int = 30) -> list[str]:
         return []
 
 
-def log_grep(path: Path, words: tuple[str, ...], since: str = "", limit: int = 40) -> list[str]:
-    """Lines of a log holding any of ``words`` (case-insensitive), from ``since`` (a wall-clock
-    ``YYYY-mm-dd HH:MM:SS`` prefix compared as text) on."""
+def log_grep(
+    path: Path, words: tuple[str, ...], since: str = "", until: str = "", limit: int = 40
+) -> list[str]:
+    """Lines of a log holding any of ``words`` (case-insensitive), from ``since`` to ``until``
+    (wall-clock ``YYYY-mm-dd HH:MM:SS`` prefixes compared as text, ``until`` included)."""
     out = []
     for line in log_tail(path, 100_000):
         if since and line[:19] < since:
             continue
+        if until and line[:2] == "20" and line[:19] > until:
+            break  # a stamped line past the window (a traceback's lines are not stamped)
         low = line.lower()
         if any(w in low for w in words):
             out.append(line[:400])
@@ -224,14 +228,15 @@ class Rig:
             [sys.executable, "-m", "tandem.agent", "--config", str(n.config)], n.log, **self._env()
         )
 
-    def kill_node(self, node: str) -> dict[str, Any]:
-        """SIGKILL the node's agent and its demo app (pid file read first); what was killed."""
+    def kill_node(self, node: str, app: bool = True) -> dict[str, Any]:
+        """SIGKILL the node's agent and (unless ``app`` is false) its demo app (pid file read
+        first); what was killed."""
         n = self.nodes[node]
         app_pid = read_pid(n.app_pid_file)
         assert n.proc is not None
         n.proc.kill()
         killed_app = False
-        if app_pid is not None and _is_ours(app_pid, self.root):
+        if app and app_pid is not None and _is_ours(app_pid, self.root):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(app_pid, signal.SIGKILL)
                 killed_app = True

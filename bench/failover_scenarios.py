@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import psutil
 
@@ -30,6 +31,45 @@ while os.getppid() == parent:
     for _ in range(200_000):
         pass
 """
+
+
+#: Kills the named Active for an RTO cycle; returns what it killed (merged into the cycle).
+Kill = Callable[[str], dict[str, Any]]
+#: Looks at the killed node before its agent is restarted; adds what it found to the cycle.
+Inspect = Callable[[str, dict[str, Any]], None]
+
+
+class Load(Protocol):
+    def stop(self) -> dict[str, Any]:
+        """End the load; what it did (for the report)."""
+        ...
+
+
+class Burners:
+    """``n`` busy loops (one core each), until ``stop`` or until this benchmark is gone."""
+
+    def __init__(self, rig: Rig, n: int = 1) -> None:
+        argv = [sys.executable, "-c", BUSY_LOOP, str(rig.root)]
+        self.procs = [rig.spawn(argv, rig.root / "busy.log", **os.environ) for _ in range(n)]
+        self.started = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        cpu: float | None = 0.0
+        for proc in self.procs:
+            try:
+                cpu = None if cpu is None else cpu + sum(psutil.Process(proc.pid).cpu_times()[:2])
+            except psutil.Error:
+                cpu = None
+        wall = time.monotonic() - self.started
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(10)
+        return {
+            "cpu_s": round(cpu, 1) if cpu is not None else None,
+            "wall_s": round(wall, 1),
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        }
 
 
 def say(text: str) -> None:
@@ -95,7 +135,12 @@ def app_cold_starts(rig: Rig, n: int) -> dict[str, Any]:
 # -- 1. RTO -------------------------------------------------------------------------------------
 
 
-def rto_cycle(rig: Rig, i: int, cursor: int) -> tuple[dict[str, Any], int]:
+def rto_cycle(
+    rig: Rig, i: int, cursor: int, kill: Kill | None = None, inspect: Inspect | None = None
+) -> tuple[dict[str, Any], int]:
+    """One kill of the Active (by default its agent and its app: ``Rig.kill_node``) and the
+    time until the public port answers 200 again; ``inspect`` runs before the killed node's
+    agent is restarted."""
     cycle: dict[str, Any] = {"cycle": i}
     ok, why = rig.wait_ready(CYCLE_TIMEOUT_S, SETTLE_S)
     if not ok:
@@ -113,7 +158,7 @@ def rto_cycle(rig: Rig, i: int, cursor: int) -> tuple[dict[str, Any], int]:
 
     kill_wall = time.time()
     t0 = time.monotonic()
-    cycle.update(rig.kill_node(active or ""))
+    cycle.update((kill or rig.kill_node)(active or ""))
     served = poll_until_ok(rig.public_port, t0 + CYCLE_TIMEOUT_S, POLL_S, REQUEST_TIMEOUT_S)
     rto = time.monotonic() - t0
     served_wall = kill_wall + rto
@@ -159,29 +204,38 @@ def rto_cycle(rig: Rig, i: int, cursor: int) -> tuple[dict[str, Any], int]:
     view = rig.view() or {}
     cycle.update(active_after=view.get("active"), epoch_after=view.get("epoch"))
 
+    if inspect is not None:
+        inspect(active or "", cycle)
     # The killed node's agent comes back (Passive) before the next cycle.
     rig.start_agent(active or "")
     cycle["window"] = [local_stamp(kill_wall - 1), local_stamp(served_wall + 2)]
     return cycle, cursor
 
 
-def rto_cycles(rig: Rig, n: int, cursor: int) -> tuple[dict[str, Any], int]:
+def rto_cycles(
+    rig: Rig,
+    n: int,
+    cursor: int,
+    kill: Kill | None = None,
+    inspect: Inspect | None = None,
+    label: str = "RTO",
+) -> tuple[dict[str, Any], int]:
     cycles = []
     failed_in_row = 0
     for i in range(n):
-        cycle, cursor = rto_cycle(rig, i, cursor)
+        cycle, cursor = rto_cycle(rig, i, cursor, kill, inspect)
         cycles.append(cycle)
         if cycle.get("ok"):
             failed_in_row = 0
             say(
-                f"RTO cycle {i + 1}/{n}: {cycle['rto_s']:.3f}s (killed {cycle['killed']}; "
+                f"{label} cycle {i + 1}/{n}: {cycle['rto_s']:.3f}s (killed {cycle['killed']}; "
                 f"detect {cycle.get('detect_s')}s, saga {cycle.get('saga_s')}s)"
             )
         else:
             failed_in_row += 1
-            say(f"RTO cycle {i + 1}/{n}: FAILED: {cycle.get('error')}")
+            say(f"{label} cycle {i + 1}/{n}: FAILED: {cycle.get('error')}")
             if failed_in_row >= 2:
-                say("two cycles failed in a row: giving up the RTO scenario")
+                say(f"two cycles failed in a row: giving up the {label} scenario")
                 break
     return {"cycles": cycles, "planned": n}, cursor
 
@@ -271,7 +325,15 @@ def switchovers(rig: Rig, n: int) -> dict[str, Any]:
 # -- 3. soak ------------------------------------------------------------------------------------
 
 
-def soak(rig: Rig, duration: float, cursor: int) -> tuple[dict[str, Any], int]:
+def soak(
+    rig: Rig,
+    duration: float,
+    cursor: int,
+    load: Callable[[], Load] | None = None,
+    load_key: str = "busy_loop",
+) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    """The pair idle for ``duration`` s under ``load`` (by default one busy core); what
+    changed, and the cluster's events of the soak."""
     out: dict[str, Any] = {"duration_s": duration}
     ok, why = rig.wait_ready(CYCLE_TIMEOUT_S, SETTLE_S)
     if not ok:
@@ -280,10 +342,8 @@ def soak(rig: Rig, duration: float, cursor: int) -> tuple[dict[str, Any], int]:
     view = rig.view() or {}
     epoch0, active0 = view.get("epoch"), view.get("active")
     out.update(epoch_at_start=epoch0, active_at_start=active0)
-    busy = rig.spawn(
-        [sys.executable, "-c", BUSY_LOOP, str(rig.root)], rig.root / "busy.log", **os.environ
-    )
-    busy_started = time.monotonic()
+    running = load() if load is not None else Burners(rig)
+    load_started = time.monotonic()
     epoch_changes: list[dict[str, Any]] = []
     not_alive: dict[str, int] = {}
     public_failures = 0
@@ -299,7 +359,7 @@ def soak(rig: Rig, duration: float, cursor: int) -> tuple[dict[str, Any], int]:
                 if v.get("epoch") != last_epoch:
                     epoch_changes.append(
                         {
-                            "at_s": round(time.monotonic() - busy_started, 1),
+                            "at_s": round(time.monotonic() - load_started, 1),
                             "epoch": v.get("epoch"),
                             "active": v.get("active"),
                         }
@@ -312,18 +372,7 @@ def soak(rig: Rig, duration: float, cursor: int) -> tuple[dict[str, Any], int]:
                 public_failures += 1
             time.sleep(0.5)
     finally:
-        try:
-            cpu = sum(psutil.Process(busy.pid).cpu_times()[:2])
-        except psutil.Error:
-            cpu = None
-        wall = time.monotonic() - busy_started
-        busy.terminate()
-        busy.wait(10)
-    out["busy_loop"] = {
-        "cpu_s": round(cpu, 1) if cpu is not None else None,
-        "wall_s": round(wall, 1),
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }
+        out[load_key] = running.stop()
     events, cursor = rig.events_after(cursor)
     failover_sagas = [
         e for e in events if e["type"] == "SagaStarted" and e["payload"].get("kind") == "failover"
@@ -352,4 +401,4 @@ def soak(rig: Rig, duration: float, cursor: int) -> tuple[dict[str, Any], int]:
         view_unreadable=unreadable,
         public_health_failures=public_failures,
     )
-    return out, cursor
+    return out, events, cursor
