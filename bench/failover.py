@@ -26,6 +26,19 @@ Scenarios (full / ``--quick``):
    ``false_failovers`` == 0.
 4. Baseline (same run): the demo app's own cold start (spawn, first 200 on /health), 10 / 3
    times; ``ratios.rto_over_app_start``.
+5. Loaded soak, 1800 / 180 s: the pair idle while both cores are kept busy (two busy loops)
+   and an fsync writer (1 MiB writes, an fsync after each) works on nats-server's disk. A
+   ``NodeSelfFenced`` event (or an agent's "fences itself" log line) is a false fence, an
+   outage: nothing was killed. Targets: ``false_fences`` == 0, ``loaded_false_failovers`` ==
+   0 (epoch change or failover saga, as in 3).
+6. Loaded RTO, 10 / 3 cycles under the same load: as 1, but SIGKILL of the Active's agent
+   only; its node guard must kill the app and hide the node (``guard_killed_app`` per
+   cycle). Target: ``loaded_rto_s_p99`` <= 3 s; beside it the idle RTO of the same run
+   (``idle_rto_s_p50``, ``ratios.loaded_rto_over_idle_rto``). The load is in
+   bench/failover_load.py.
+
+``metrics.split_windows`` (probes answered by both nodes) is measured by
+tests/system/test_fencing_netns.py in network namespaces, not here (``notes.split_windows``).
 
 Everything runs on this one machine (agents, apps, orchestrator, nats-server and the poller
 share its CPUs), which a real pair (two hosts) would not.
@@ -45,7 +58,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from failover_report import attach_logs, breakdown, judge, summarize, write_table
+from failover_load import loaded_rto, loaded_soak
+from failover_report import (
+    attach_logs,
+    breakdown,
+    default_timings,
+    judge,
+    summarize,
+    write_table,
+)
 from failover_rig import CLUSTER, Rig, wait_until
 from failover_scenarios import (
     CYCLE_TIMEOUT_S,
@@ -68,12 +89,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="small run (a minute or two)")
+    parser.add_argument("--quick", action="store_true", help="small run (about ten minutes)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/failover.json"))
     parser.add_argument("--keep", action="store_true", help="keep the folder and the logs")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
-    n, soak_s = (3, 60.0) if args.quick else (10, 600.0)
+    n, soak_s, loaded_soak_s = (3, 60.0, 180.0) if args.quick else (10, 600.0, 1800.0)
+    timings = default_timings()
     started = time.monotonic()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     found: dict[str, Any] = {}
@@ -116,8 +138,23 @@ def main() -> int:
         def idle() -> None:
             nonlocal cursor
             say(f"soak: {soak_s:g}s idle with one core busy")
-            found["soak"], cursor = soak(rig, soak_s, cursor)
+            found["soak"], _, cursor = soak(rig, soak_s, cursor)
             say(f"soak: {found['soak']['false_failovers']} false failover(s)")
+
+        def loaded_idle() -> None:
+            nonlocal cursor
+            say(f"loaded soak: {loaded_soak_s:g}s idle, both cores busy and an fsync writer")
+            found["loaded_soak"], cursor = loaded_soak(rig, loaded_soak_s, cursor)
+            got = found["loaded_soak"]
+            reasons = "; ".join(f"{f['node']}: {f['reason']}" for f in got["fences"])
+            say(
+                f"loaded soak: {got['false_fences']} false fence(s), {got['false_failovers']} "
+                f"false failover(s){': ' + reasons if reasons else ''}"
+            )
+
+        def loaded_kills() -> None:
+            nonlocal cursor
+            found["loaded_rto"], cursor = loaded_rto(rig, n, cursor)
 
         phase("baseline", baseline)
         phase("setup", setup)
@@ -125,6 +162,8 @@ def main() -> int:
             phase("rto", rto)
             phase("switchover", switch)
             phase("soak", idle)
+            phase("loaded_soak", loaded_idle)
+            phase("loaded_rto", loaded_kills)
         attach_logs(rig, found)
     finally:
         forced = rig.close()
@@ -139,19 +178,28 @@ def main() -> int:
         "targets": judge(metrics),
         "notes": notes,
         "errors": errors,
-        "details": {k: found[k] for k in ("rto", "switchover", "soak", "baseline") if k in found},
+        "details": {
+            k: found[k]
+            for k in ("rto", "switchover", "soak", "baseline", "loaded_soak", "loaded_rto")
+            if k in found
+        },
         "cleanup_forced": forced,
         "phase_seconds": durations,
         "runtime_s": round(time.monotonic() - started, 1),
         "setup": (
             f"one host, loopback; cluster {CLUSTER!r}, nodes primary/secondary, each with "
             "replication (watch) of its data folder, the demo app, an http check (0.5 s) and "
-            "the loopback public port; default heartbeat (0.25 s), lease (ttl 1.5 s) and "
-            "failover (1.5 s) timings; one orchestrator with default settings; one embedded "
+            "the loopback public port; default heartbeat (every "
+            f"{timings['heartbeat_interval_s']:g} s), lease (ttl {timings['lease_ttl_s']:g} s, "
+            f"renewed every {timings['lease_renew_every_s']:g} s, fence margin "
+            f"{timings['lease_fence_margin_s']:g} s) and failover "
+            f"({timings['failover_timeout_s']:g} s) timings and the node guard; "
+            "one orchestrator with default settings; one embedded "
             "nats-server (file storage, sync_interval: always); public /health polled every "
             f"{POLL_S * 1000:g} ms with a {REQUEST_TIMEOUT_S:g} s timeout per request; "
             f"the pair ready for {SETTLE_S:g} s in a row before each kill or switchover"
         ),
+        "timings": timings,
         "breakdown": breakdown(found),
         "machine": {
             "cpus": os.cpu_count(),

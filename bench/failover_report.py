@@ -17,6 +17,9 @@ TARGETS: dict[str, tuple[str, str, float]] = {
     "rto_s_p99": ("metrics.rto_s_p99", "max", 3.0),
     "switchover_s_p50": ("metrics.switchover_s_p50", "max", 0.5),
     "false_failovers": ("metrics.false_failovers", "max", 0),
+    "false_fences": ("metrics.false_fences", "max", 0),
+    "loaded_false_failovers": ("metrics.loaded_false_failovers", "max", 0),
+    "loaded_rto_s_p99": ("metrics.loaded_rto_s_p99", "max", 3.0),
 }
 
 LOG_WORDS = (
@@ -51,6 +54,21 @@ def p99(values: list[float]) -> float | None:
 # -- report -------------------------------------------------------------------------------------
 
 
+def default_timings() -> dict[str, float]:
+    """The timings the bench nodes run with: the defaults (their configs set none)."""
+    from tandem.agent.config import FailoverConfig, LeaseConfig
+    from tandem.monitor.settings import HeartbeatConfig
+
+    lease, failover = LeaseConfig(), FailoverConfig()
+    return {
+        "heartbeat_interval_s": HeartbeatConfig().interval_s,
+        "lease_ttl_s": lease.ttl_s,
+        "lease_renew_every_s": lease.renew_every_s,
+        "lease_fence_margin_s": lease.fence_margin_s,
+        "failover_timeout_s": failover.timeout_s,
+    }
+
+
 def judge(metrics: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (where, kind, bound) in TARGETS.items():
@@ -63,30 +81,36 @@ def judge(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def rto_metrics(
+    cycles: list[dict[str, Any]], pre: str, metrics: dict[str, Any], notes: dict[str, str]
+) -> None:
+    """The RTO figures of ``cycles``, their keys prefixed with ``pre`` ("" or "loaded_")."""
+    # A failed cycle counts at the give-up time: a lower bound of its RTO.
+    values = [c["rto_s"] if c.get("ok") else CYCLE_TIMEOUT_S for c in cycles]
+    metrics[f"{pre}rto_s_p50"] = p50(values)
+    metrics[f"{pre}rto_s_p99"] = p99(values)
+    metrics[f"{pre}rto_s_max"] = round(max(values), 3) if values else None
+    metrics[f"{pre}rto_cycles"] = len(cycles)
+    metrics[f"{pre}rto_failed_cycles"] = sum(1 for c in cycles if not c.get("ok"))
+    metrics[f"{pre}failover_detect_s_p50"] = p50(
+        [c["detect_s"] for c in cycles if c.get("detect_s") is not None]
+    )
+    metrics[f"{pre}failover_saga_s_p50"] = p50(
+        [c["saga_s"] for c in cycles if c.get("saga_s") is not None]
+    )
+    if len(values) < 100:
+        notes[f"{pre}rto_s_p99"] = f"the max of {len(values)} cycles (fewer than 100)"
+    if metrics[f"{pre}rto_failed_cycles"]:
+        notes[f"{pre}rto_s"] = f"failed cycles count as {CYCLE_TIMEOUT_S:g} s (a lower bound)"
+
+
 def summarize(found: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     metrics: dict[str, Any] = {}
     ratios: dict[str, Any] = {}
     notes: dict[str, str] = {}
     rto = found.get("rto")
     if rto is not None:
-        cycles = rto["cycles"]
-        # A failed cycle counts at the give-up time: a lower bound of its RTO.
-        values = [c["rto_s"] if c.get("ok") else CYCLE_TIMEOUT_S for c in cycles]
-        metrics["rto_s_p50"] = p50(values)
-        metrics["rto_s_p99"] = p99(values)
-        metrics["rto_s_max"] = round(max(values), 3) if values else None
-        metrics["rto_cycles"] = len(cycles)
-        metrics["rto_failed_cycles"] = sum(1 for c in cycles if not c.get("ok"))
-        metrics["failover_detect_s_p50"] = p50(
-            [c["detect_s"] for c in cycles if c.get("detect_s") is not None]
-        )
-        metrics["failover_saga_s_p50"] = p50(
-            [c["saga_s"] for c in cycles if c.get("saga_s") is not None]
-        )
-        if len(values) < 100:
-            notes["rto_s_p99"] = f"the max of {len(values)} cycles (fewer than 100)"
-        if metrics["rto_failed_cycles"]:
-            notes["rto_s"] = f"failed cycles count as {CYCLE_TIMEOUT_S:g} s (a lower bound)"
+        rto_metrics(rto["cycles"], "", metrics, notes)
     sw = found.get("switchover")
     if sw is not None:
         runs = [r for r in sw["runs"] if r.get("ok")]
@@ -115,7 +139,57 @@ def summarize(found: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], di
         ratios["rto_over_app_start"] = round(
             metrics["rto_s_p50"] / metrics["app_cold_start_s_p50"], 2
         )
+    summarize_loaded(found, metrics, ratios, notes)
     return metrics, ratios, notes
+
+
+def summarize_loaded(
+    found: dict[str, Any], metrics: dict[str, Any], ratios: dict[str, Any], notes: dict[str, str]
+) -> None:
+    """The loaded soak and the loaded RTO, each beside its idle figure of the same run."""
+    ls = found.get("loaded_soak")
+    if ls is not None:
+        metrics["false_fences"] = ls["false_fences"]
+        metrics["loaded_false_failovers"] = ls["false_failovers"]
+        metrics["loaded_soak_s"] = ls["duration_s"]
+        metrics["loaded_soak_heartbeat_lost"] = ls["event_counts"].get("HeartbeatLost", 0)
+        metrics["loaded_soak_lease_not_renewed"] = sum(
+            v["counts"]["lease_not_renewed"] for v in ls["logs"].values()
+        )
+        notes["false_fences"] = (
+            "during the loaded soak (nothing killed): the larger of the NodeSelfFenced events "
+            "on the bus and the agents' 'fences itself' log lines; each one's reason is in "
+            "details.loaded_soak.fences"
+        )
+    lr = found.get("loaded_rto")
+    if lr is not None:
+        cycles = lr["cycles"]
+        rto_metrics(cycles, "loaded_", metrics, notes)
+        metrics["idle_rto_s_p50"] = metrics.get("rto_s_p50")  # the same run's, beside it
+        metrics["loaded_guard_missed_app"] = sum(
+            1 for c in cycles if "guard_killed_app" in c and not c["guard_killed_app"]
+        )
+        metrics["loaded_app_gone_s_p50"] = p50(
+            [c["app_gone_after_s"] for c in cycles if c.get("app_gone_after_s") is not None]
+        )
+        metrics["loaded_rto_unexpected_fences"] = len(lr["unexpected_fences"])
+        if metrics.get("rto_s_p50") and metrics.get("loaded_rto_s_p50"):
+            ratios["loaded_rto_over_idle_rto"] = round(
+                metrics["loaded_rto_s_p50"] / metrics["rto_s_p50"], 2
+            )
+        notes["loaded_rto_s"] = (
+            "SIGKILL of the Active's agent only (the idle RTO kills its app too): the node guard "
+            "kills the app and hides the node; guard_killed_app per cycle in "
+            "details.loaded_rto.cycles, app_gone_s from the agent's kill"
+        )
+    if ls is not None or lr is not None:
+        notes["load"] = (
+            "two busy loops (both cores) and an fsync writer (1 MiB writes, an fsync after "
+            "each, in the rig's folder on nats-server's disk, file truncated every 64 MiB)"
+        )
+    notes["split_windows"] = (
+        "measured by tests/system/test_fencing_netns.py (network namespaces), not by this benchmark"
+    )
 
 
 def breakdown(found: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +198,7 @@ def breakdown(found: dict[str, Any]) -> dict[str, Any]:
     for key, items in (
         ("failover", (found.get("rto") or {}).get("cycles", [])),
         ("switchover", (found.get("switchover") or {}).get("runs", [])),
+        ("loaded_failover", (found.get("loaded_rto") or {}).get("cycles", [])),
     ):
         steps: dict[str, list[float]] = {}
         for item in items:
@@ -138,20 +213,23 @@ def breakdown(found: dict[str, Any]) -> dict[str, Any]:
 
 def attach_logs(rig: Rig, found: dict[str, Any]) -> None:
     """For a failed or slow RTO cycle (over 1.5 x the median), the logs' telling lines."""
-    rto = found.get("rto")
-    if not rto:
-        return
-    ok = [c["rto_s"] for c in rto["cycles"] if c.get("ok")]
-    median = statistics.median(ok) if ok else 0.0
-    for c in rto["cycles"]:
-        slow = not c.get("ok") or (median and c["rto_s"] > 1.5 * median)
-        if not slow or "window" not in c:
+    for key in ("rto", "loaded_rto"):
+        rto = found.get(key)
+        if not rto:
             continue
-        since = c["window"][0]
-        logs = {"orchestrator": log_grep(rig.root / "orchestrator.log", LOG_WORDS, since)}
-        for name, node in rig.nodes.items():
-            logs[name] = log_grep(node.log, LOG_WORDS, since)
-        c["logs"] = logs
+        ok = [c["rto_s"] for c in rto["cycles"] if c.get("ok")]
+        median = statistics.median(ok) if ok else 0.0
+        for c in rto["cycles"]:
+            slow = not c.get("ok") or (median and c["rto_s"] > 1.5 * median)
+            if not slow or "window" not in c:
+                continue
+            since, until = c["window"]
+            logs = {
+                "orchestrator": log_grep(rig.root / "orchestrator.log", LOG_WORDS, since, until)
+            }
+            for name, node in rig.nodes.items():
+                logs[name] = log_grep(node.log, LOG_WORDS, since, until)
+            c["logs"] = logs
 
 
 def write_table(result: dict[str, Any]) -> None:
