@@ -1,9 +1,10 @@
 """The loaded scenarios of the failover benchmark (bench/failover.py), and their load.
 
 The load (``HeavyLoad``): two busy loops (both cores of this machine saturated) and an
-fsync-heavy writer on the disk nats-server writes to (1 MiB chunks into a file in the rig's
-folder, an fsync after each, the file truncated every ``FSYNC_FILE_MAX`` bytes so it never
-grows past that). Each load process stops by itself once the benchmark's process is gone.
+fsync-heavy writer on the disk nats-server writes to (256 KiB chunks into a file in the
+rig's folder, an fsync after each, at most ``FSYNC_RATE`` bytes a second, the file truncated
+every ``FSYNC_FILE_MAX`` bytes so it never grows past that).
+Each load process stops by itself once the benchmark's process is gone.
 
 * Loaded soak: the pair idle under that load. A ``NodeSelfFenced`` event is a false fence (an
   outage: nothing was killed), as is an agent's "fences itself" log line (the count is the
@@ -29,7 +30,9 @@ import psutil
 from failover_rig import APP, Rig, log_tail, parse_time, read_pid, wait_until
 from failover_scenarios import Burners, local_stamp, rto_cycles, say, soak
 
-FSYNC_CHUNK = 1 << 20
+FSYNC_CHUNK = 256 << 10
+#: A cap on the writer, so a 30 min soak does not write a terabyte: still ~128 fsyncs/s.
+FSYNC_RATE = 32 << 20
 FSYNC_FILE_MAX = 64 << 20
 #: A cycle's app must be gone this long after the agent's kill at the latest.
 APP_GONE_WAIT_S = 10.0
@@ -41,7 +44,7 @@ GRACE_S = 3.0
 # every 5 s and at the end; stops on SIGTERM or once its parent (this benchmark) is gone.
 FSYNC_WRITER = """
 import json, os, signal, sys, time
-path, chunk, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, chunk, limit, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 parent = os.getppid()
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -67,6 +70,9 @@ while not stop and os.getppid() == parent:
     took = time.monotonic() - t
     size, written, fsyncs = size + chunk, written + chunk, fsyncs + 1
     fsync_s, fsync_max = fsync_s + took, max(fsync_max, took)
+    ahead = written / rate - (time.monotonic() - started)
+    if ahead > 0:
+        time.sleep(ahead)
     if time.monotonic() - said >= 5:
         report()
         said = time.monotonic()
@@ -92,7 +98,7 @@ class FsyncWriter:
         folder.mkdir(exist_ok=True)
         self.log = folder / "fsync.log"
         argv = [sys.executable, "-c", FSYNC_WRITER, str(folder / "fsync.bin")]
-        argv += [str(FSYNC_CHUNK), str(FSYNC_FILE_MAX)]
+        argv += [str(FSYNC_CHUNK), str(FSYNC_FILE_MAX), str(FSYNC_RATE)]
         self.proc = rig.spawn(argv, self.log, **os.environ)
 
     def stop(self) -> dict[str, Any]:
