@@ -181,7 +181,7 @@ def test_report_is_json_per_fence(tmp_path: Path, link) -> None:  # type: ignore
     assert _wait_for(lambda: list((tmp_path / "reports").glob("fenced-*.json")))
     path = next((tmp_path / "reports").glob("fenced-*.json"))
     data = json.loads(path.read_text())
-    assert set(data) == {"reason", "actions", "fenced_at", "late_s", "took_s"}
+    assert set(data) == {"reason", "actions", "fenced_at", "late_s", "took_s", "epoch"}
 
 
 AGENT_STAND_IN = """

@@ -111,7 +111,7 @@ class GuardStandIn:
     def exit_code(self) -> int | None:
         return None
 
-    def send(self, until: float | None) -> bool:
+    def send(self, until: float | None, epoch: int = 0) -> bool:
         self.sent.append(until)
         return True
 

@@ -180,7 +180,7 @@ class LeaseKeeper:
         else:
             self.board.serve_until = None
         if self.guard is not None:
-            self.guard.send(self._serve_until_boot())
+            self.guard.send(self._serve_until_boot(), self.board.epoch)
 
     # --- renewing -------------------------------------------------------------------------
 
@@ -348,7 +348,10 @@ class LeaseKeeper:
     ) -> None:
         fenced_at = self.board.fenced_since or datetime.now(UTC)
         late_s = None
+        epoch = self.board.epoch
         if report is not None:
+            if isinstance(report.get("epoch"), int) and report["epoch"] > 0:
+                epoch = report["epoch"]  # a restarted agent reports an earlier run's fence
             with contextlib.suppress(KeyError, ValueError, TypeError):
                 fenced_at = datetime.fromisoformat(report["fenced_at"])
             late = report.get("late_s")
@@ -357,7 +360,7 @@ class LeaseKeeper:
             NodeSelfFenced(
                 cluster=self.cluster,
                 node=self.node,
-                epoch=self.board.epoch,
+                epoch=epoch,
                 payload=NodeSelfFencedPayload(
                     reason=reason, actions=actions, fenced_at=fenced_at, by=by, late_s=late_s
                 ),

@@ -17,6 +17,7 @@ from tandem.events.catalog import (
     NetworkReachabilityChanged,
     NodeRoleAssumed,
     NodeSelfFenced,
+    NodeUnfenced,
     ReplicationStateChanged,
     RoleChanged,
     SagaCompleted,
@@ -52,6 +53,8 @@ class NodeRecord:
     fenced: bool = False
     fenced_reason: str = ""
     fenced_since: datetime | None = None
+    #: When its agent last started (a fence from before belongs to an earlier run).
+    agent_started_at: datetime | None = None
     replication: ReplicaState | None = None
     lag_batches: int = 0
     lag_bytes: int = 0
@@ -156,7 +159,10 @@ class ClusterState(Projection):
             c.pending_failover = None
         elif isinstance(event, ServiceStarted):
             if event.payload.service == "agent":
-                c.node(event.node)
+                # A (re)started agent starts hidden and unfenced; a fence it then reports
+                # from its previous run is history (its heartbeats say what it is now).
+                n = c.node(event.node)
+                n.fenced, n.agent_started_at = False, event.occurred_at
         elif isinstance(event, NodeRoleAssumed):
             n = c.node(event.node)
             n.identity, n.role = event.payload.identity, event.payload.role
@@ -168,7 +174,11 @@ class ClusterState(Projection):
             n.checks = {**n.checks, event.payload.plugin: event.payload.status}
         elif isinstance(event, NetworkReachabilityChanged):
             c.node(event.node).isolated = event.payload.isolated
-        elif isinstance(event, NodeSelfFenced):
+        elif isinstance(event, NodeUnfenced):
+            c.node(event.node).fenced = False
+        elif isinstance(event, NodeSelfFenced) and _of_this_run(
+            event.payload.fenced_at, c.node(event.node).agent_started_at
+        ):
             n = c.node(event.node)
             n.fenced = True
             n.fenced_reason, n.fenced_since = event.payload.reason, event.payload.fenced_at
@@ -257,3 +267,7 @@ class ClusterState(Projection):
                     "reason": event.payload.reason,
                 }
             )
+
+
+def _of_this_run(fenced_at: datetime, agent_started_at: datetime | None) -> bool:
+    return agent_started_at is None or fenced_at >= agent_started_at

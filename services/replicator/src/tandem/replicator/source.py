@@ -44,7 +44,7 @@ from tandem.replicator.publisher import JournalPublisher
 from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
 from tandem.replicator.settings import ReplicatorSettings
 from tandem.replicator.syncmode import SyncSink, SyncWaiter, direct_subject
-from tandem.replicator.syncproto import fetch_manifest, tell_end
+from tandem.replicator.syncproto import TargetNotServingError, fetch_manifest, tell_end
 from tandem.replicator.verify import Throttle, VerifyResult, verify_and_sync
 
 log = logging.getLogger(__name__)
@@ -290,6 +290,9 @@ class SourceSide:
                 max_passes=max_passes,
                 on_progress=progress,
             )
+        except TargetNotServingError as exc:  # not up yet: expected, said without a trace
+            log.warning("verify of %s not done yet: %s", target, exc)
+            result = VerifyResult(False, 0, 0, 0, 0, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             log.exception("verify of %s failed", target)
             result = VerifyResult(False, 0, 0, 0, 0, f"{type(exc).__name__}: {exc}")

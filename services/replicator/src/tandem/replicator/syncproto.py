@@ -25,6 +25,12 @@ from tandem.replicator.manifest import Entry
 
 log = logging.getLogger(__name__)
 
+
+class TargetNotServingError(RuntimeError):
+    """The target does not answer manifest requests (yet): after a role change it may still
+    be starting, so a verify that meets this is retried, not an error."""
+
+
 CHUNK = 512 * 1024
 
 
@@ -104,7 +110,9 @@ async def fetch_manifest(
             if "Tandem-Error" in h:
                 raise RuntimeError(f"{node} cannot send its manifest: {h['Tandem-Error']}")
             if "Tandem-Chunk" not in h:  # the server's "no responders" status
-                raise RuntimeError(f"{node} is not serving manifests (is it running as a target?)")
+                raise TargetNotServingError(
+                    f"{node} is not serving manifests (is it running as a target?)"
+                )
             parts[int(h["Tandem-Chunk"])] = msg.data
             total = int(h["Tandem-Chunks"])
     finally:

@@ -73,10 +73,11 @@ class GuardLink:
             return -1
         return self.proc.poll()
 
-    def send(self, until: float | None) -> bool:
-        """Tell the guard the node may serve until ``until`` (None: it does not serve)."""
+    def send(self, until: float | None, epoch: int = 0) -> bool:
+        """Tell the guard the node may serve until ``until`` (None: it does not serve) at
+        ``epoch`` (carried into its report)."""
         self.last_until = until
-        return self._write({"until": until})
+        return self._write({"until": until, "epoch": epoch})
 
     def _write(self, message: dict[str, Any]) -> bool:
         proc = self.proc

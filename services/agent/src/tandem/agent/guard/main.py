@@ -3,8 +3,9 @@
 It owns the node's "may serve until" deadline, kept on CLOCK_BOOTTIME. The agent is its
 parent and writes to its stdin, one JSON object a line:
 
-* ``{"until": T}``: the node may serve until ``T`` (set after each lease renewal, and just
-  before the node exposes); ``{"until": null}``: the node does not serve, nothing to guard;
+* ``{"until": T, "epoch": E}``: the node may serve (at epoch ``E``) until ``T`` (set after
+  each lease renewal, and just before the node exposes); ``{"until": null}``: the node does
+  not serve, nothing to guard;
 * ``{"stop": true}``: the agent is stopping cleanly (it hid the node itself): exit.
 
 When ``T`` passes (the agent is frozen, starved or cut off from the bus), when stdin closes
@@ -49,6 +50,7 @@ class Guard:
         self.buffer = b""
         self.terminated = False
         self.agent_pid = os.getppid()
+        self.epoch = 0  # the epoch the node serves at, for the report
 
     # --- messages ------------------------------------------------------------------------
 
@@ -78,6 +80,8 @@ class Guard:
             raise _Stop("the agent stopped cleanly")
         until = message.get("until")
         self.until = float(until) if isinstance(until, int | float) else None
+        epoch = message.get("epoch")
+        self.epoch = epoch if isinstance(epoch, int) else self.epoch
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -146,6 +150,7 @@ class Guard:
             "fenced_at": datetime.now(UTC).isoformat(),
             "late_s": round(late_s, 3),
             "took_s": round(took, 3),
+            "epoch": self.epoch,
         }
         path = directory / f"fenced-{time.time_ns()}.json"
         tmp = path.with_name(f".{path.name}.tmp")
