@@ -43,6 +43,9 @@ def identity_server(args: argparse.Namespace) -> int:
     from tandem.agent.control.base import ControlError
     from tandem.agent.identity.linux import LinuxLanIdentity
 
+    # One loop for every request: an expose leaves its announcement running in the
+    # background, which an asyncio.run per request would cancel at its end.
+    loop = asyncio.new_event_loop()
     for line in sys.stdin:
         request = json.loads(line)
         ident = LinuxLanIdentity(
@@ -60,7 +63,7 @@ def identity_server(args: argparse.Namespace) -> int:
             "reset": ident.reset_on_start,
         }[request["op"]]
         try:
-            emit(asyncio.run(call()).model_dump())
+            emit(loop.run_until_complete(call()).model_dump())
         except ControlError as exc:
             emit({"error": exc.message})
     return 0

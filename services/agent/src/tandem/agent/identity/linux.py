@@ -119,8 +119,7 @@ class LinuxLanIdentity:
             # The filter first: from this instant the node never answers for the address,
             # even while it is still configured (removing it comes right after).
             await self.nft.apply(hide_batch(self.table_name, self.address))
-            if self._announcing is not None:
-                self._announcing.cancel()  # (the filter would drop the rest anyway)
+            await self._stop_announcing()  # (the filter would drop the rest anyway)
             await asyncio.to_thread(self._unplumb, seen.holders)
             log.info("identity %s hidden (%s)", self.address, self.layout)
             removed = f"removed from {', '.join(seen.holders)}; " if seen.holders else ""
@@ -251,6 +250,14 @@ class LinuxLanIdentity:
         return ControlError(f"cannot {what}: netlink error {exc.code}: {exc}")
 
     # --- announcement ---------------------------------------------------------------------
+
+    async def _stop_announcing(self) -> None:
+        """Cancel the announcement and wait for it (it kills its arping), boundedly: a task
+        left to the loop's shutdown to cancel can hang it there."""
+        task, self._announcing = self._announcing, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=self.timeout_s)
 
     def reannounce(self) -> str:
         """Announce the address again, in the background: after expose, and when an old
