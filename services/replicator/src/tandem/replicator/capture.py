@@ -29,6 +29,10 @@ class Capture(Protocol):
     def stop(self) -> None:
         """Stop capturing; every operation that took effect has been submitted on return."""
 
+    def flush(self, timeout: float) -> None:
+        """Return once every change made before the call has been submitted (a drain needs
+        it: a capture that learns of changes late, like ``watch``, may still hold some)."""
+
 
 class ListSink:
     """An ``OpSink`` that keeps operations in a list (tests, tools)."""

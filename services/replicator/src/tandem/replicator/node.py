@@ -93,6 +93,9 @@ class ReplicatorNode:
         if not isinstance(side, SourceSide):
             return f"{self.s.node} is not the source ({self.side_name}): nothing to drain"
         await asyncio.wait_for(side.ready.wait(), timeout)
+        # What the application wrote before the drain must be in it: a capture that learns
+        # of changes late (watch: notifications, then a coalescing delay) hands it over first.
+        await asyncio.to_thread(side.capture.flush, timeout)
         await side.publisher.drain(timeout)
         stored = f"{side.epoch}:{side.publisher.stored_upto}"
         return f"send queue drained: the journal holds up to batch {stored}"
