@@ -35,11 +35,13 @@ bench: install
 	$(VENV)/bin/python bench/bus.py --out bench/results/bus.json
 	$(VENV)/bin/python bench/replication.py --out bench/results/replication.json
 	$(VENV)/bin/python bench/failover.py --out bench/results/failover.json
+	$(VENV)/bin/python bench/fencing_wire.py --out bench/results/failover.json
 
 bench-quick: install
 	$(VENV)/bin/python bench/bus.py --quick --out bench/results/bus.json
 	$(VENV)/bin/python bench/replication.py --quick --out bench/results/replication.json
 	$(VENV)/bin/python bench/failover.py --quick --out bench/results/failover.json
+	$(VENV)/bin/python bench/fencing_wire.py --out bench/results/failover.json
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -184,11 +184,13 @@ def summarize_loaded(
         )
     if ls is not None or lr is not None:
         notes["load"] = (
-            "two busy loops (both cores) and an fsync writer (1 MiB writes, an fsync after "
-            "each, in the rig's folder on nats-server's disk, file truncated every 64 MiB)"
+            "two busy loops (both cores) and an fsync writer (256 KiB writes, an fsync after "
+            "each, at most 32 MiB/s, in the rig's folder on nats-server's disk, file truncated "
+            "every 64 MiB)"
         )
     notes["split_windows"] = (
-        "measured by tests/system/test_fencing_netns.py (network namespaces), not by this benchmark"
+        "probes answered by both nodes, from tests/system/test_fencing_netns.py (network "
+        "namespaces) run by bench/fencing_wire.py, which adds metrics.split_windows"
     )
 
 

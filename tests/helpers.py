@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 from tandem.events.catalog import AlertRaised
 from tandem.events.catalog.alerts import AlertRaisedPayload
@@ -17,6 +19,18 @@ def alert(cluster: str = "demo", code: str = "test", n: int = 0, **kw: object) -
         payload=AlertRaisedPayload(code=code, severity=Severity.INFO, message=f"message {n}"),
         **kw,  # type: ignore[arg-type]
     )
+
+
+@contextlib.asynccontextmanager
+async def running(work: Coroutine[Any, Any, Any]) -> AsyncIterator[asyncio.Task[Any]]:
+    """``work`` runs as a task while the block runs; cancelled and awaited at its end."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def eventually(

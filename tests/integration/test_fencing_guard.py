@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fencing_rig import FailoverRig, failover_rig
-from helpers import eventually
+from helpers import eventually, running
 from tandem.events.bus import Bus
 from tandem.events.catalog.vocabulary import Severity
 from tandem.orchestrator.settings import FencingConfig
@@ -27,13 +27,8 @@ async def renewing(rig: FailoverRig, **lease: object) -> AsyncIterator[None]:
             await rig.write_lease(**lease)  # type: ignore[arg-type]
             await asyncio.sleep(0.2)
 
-    task = asyncio.create_task(renew())
-    try:
+    async with running(renew()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def lease_seen(rig: FailoverRig) -> None:

@@ -5,7 +5,6 @@ only once the VM is off, and a VM that cannot be fenced fails the step."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from pyVim.connect import Disconnect
 from pyVmomi import vim
 
 from fencing_rig import failover_rig
+from helpers import running
 from tandem.events.bus import Bus
 from tandem.events.catalog.vocabulary import Severity
 from tandem.orchestrator.settings import FencingConfig
@@ -31,13 +31,8 @@ AFTER_FENCE = ["ApplyReceiveQueue", "Expose", "StartIntercepting", "StartApplica
 
 @contextlib.asynccontextmanager
 async def bridge(bus: Bus, config: Path) -> AsyncIterator[None]:
-    task = asyncio.create_task(run(VmwareBridgeSettings(config=config), bus))
-    try:
+    async with running(run(VmwareBridgeSettings(config=config), bus)):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @contextlib.contextmanager

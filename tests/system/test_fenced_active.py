@@ -51,6 +51,9 @@ async def test_an_alive_active_that_stays_fenced_is_failed_over_after_the_grace(
     pair.add_orchestrator(extra_env={"TANDEM_ORCHESTRATOR_FENCED_GRACE_S": "2"}).start()
     await leader_ready(pair)
     await both_nodes_ready(pair)
+    nodes = {n["name"]: n for n in (await cluster_view(pair))["nodes"]}
+    assert nodes["primary"]["guard_deadline"] is not None  # serving: its guard is armed
+    assert nodes["secondary"]["guard_deadline"] is None
 
     primary.signal(signal.SIGSTOP)
     try:
@@ -60,6 +63,18 @@ async def test_an_alive_active_that_stays_fenced_is_failed_over_after_the_grace(
         primary.signal(signal.SIGCONT)
     await eventually(lambda: rec.of("NodeSelfFenced"), 30, "primary fenced")
     assert not rec.of("SagaStarted"), "not gone: its heartbeats came back"
+
+    async def shown_fenced() -> bool:
+        nodes = {n["name"]: n for n in (await cluster_view(pair))["nodes"]}
+        node = nodes["primary"]
+        return (
+            node["fenced"]
+            and "deadline passed" in node["fenced_reason"]
+            and node["fenced_since"] is not None
+            and node["guard_deadline"] is None
+        )
+
+    await eventually(shown_fenced, 10, "the API to show why and since when primary is fenced")
 
     await eventually(lambda: rec.of("SagaCompleted"), 60, "the failover of the fenced Active")
     [started] = rec.of("SagaStarted")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require
-from helpers import eventually
+from helpers import eventually, running
 from replication_rig import tree
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer
@@ -51,13 +51,8 @@ async def active(bus: Bus, root: Path):  # type: ignore[no-untyped-def]
         protected_root=root,
         initial_role="active",
     )
-    task = asyncio.create_task(run(settings, bus))
-    try:
+    async with running(run(settings, bus)):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def churn(root: Path, rounds: int) -> None:

@@ -59,6 +59,14 @@ class PublicPort:
             await asyncio.wait(self._links, timeout=2)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # asyncio logs a cancelled connection handler as an error in a callback: a link cut
+        # by ``stop`` (the node hides) is how it is meant to end, so it ends quietly.
+        try:
+            await self._link(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._links.add(task)
