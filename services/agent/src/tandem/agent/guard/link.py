@@ -38,7 +38,6 @@ class GuardLink:
         self.proc: subprocess.Popen[bytes] | None = None
         self._write_lock = threading.Lock()
         self.broken = ""  # why the last write failed
-        self.last_until: float | None = None
 
     @property
     def report_dir(self) -> Path:
@@ -76,7 +75,6 @@ class GuardLink:
     def send(self, until: float | None, epoch: int = 0) -> bool:
         """Tell the guard the node may serve until ``until`` (None: it does not serve) at
         ``epoch`` (carried into its report)."""
-        self.last_until = until
         return self._write({"until": until, "epoch": epoch})
 
     def _write(self, message: dict[str, Any]) -> bool:

@@ -8,7 +8,6 @@ so it cannot fail on a config the agent has already accepted, and it needs no bu
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -109,7 +108,3 @@ def plan_for(config: NodeConfig) -> FencePlan:
         watchdog=config.fencing.watchdog,
         watchdog_timeout_s=config.fencing.watchdog_timeout_s,
     )
-
-
-def report_dir(config: NodeConfig) -> Path:
-    return config.state_dir / "guard" / "reports"
