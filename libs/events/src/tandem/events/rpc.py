@@ -14,6 +14,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
@@ -35,25 +36,94 @@ CommandHandler = Callable[[Command], Awaitable[CommandResult]]
 ResultListener = Callable[[Command, CommandResult, float], None]
 
 
-async def send_command(bus: Bus, command: Command, *, timeout: float = 5.0) -> CommandResult:
-    """Send ``command`` to its node and wait for the answer; raise on no answer in time."""
+class NoAnswerError(CommandFailedError):
+    """A command that got no answer at all: no agent listening (yet), no answer in time, or
+    the connection away. The node may not have seen it, or may have answered into a bus that
+    was electing a leader or reconnecting: sending it again with the same idempotency key is
+    safe (a node that has it replays its first answer). An answered failure is not this."""
+
+
+#: nats-py's errors for a request that could not be sent or whose answer never came back.
+_NO_ANSWER = (
+    NoRespondersError,
+    NatsTimeoutError,
+    TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+)
+
+
+async def _request_once(bus: Bus, command: Command, timeout: float) -> CommandResult:
     subject = subjects.command_subject(command.cluster, command.node, command.type)
+    where = f"{command.type} to {command.cluster}/{command.node}"
     try:
         reply = await bus.nc.request(subject, command.to_json(), timeout=timeout)
     except NoRespondersError:
-        raise CommandFailedError(
-            f"{command.type} to {command.cluster}/{command.node}: no agent is listening"
-        ) from None
+        raise NoAnswerError(f"{where}: no agent is listening") from None
     except (NatsTimeoutError, TimeoutError):
-        raise CommandFailedError(
-            f"{command.type} to {command.cluster}/{command.node}: no answer within {timeout}s"
-        ) from None
+        raise NoAnswerError(f"{where}: no answer within {timeout:g}s") from None
+    except _NO_ANSWER as exc:
+        raise NoAnswerError(f"{where}: the bus is away ({type(exc).__name__})") from None
     try:
         return CommandResult.model_validate_json(reply.data)
     except ValidationError as exc:
         raise CommandFailedError(
             f"{command.type}: the answer is not a command result: {exc}"
         ) from None
+
+
+async def send_command(
+    bus: Bus,
+    command: Command,
+    *,
+    timeout: float = 5.0,
+    retry_for_s: float = 0.0,
+    keep_going: Callable[[], bool] | None = None,
+) -> CommandResult:
+    """Send ``command`` to its node and wait for the answer (ok or not).
+
+    ``timeout`` bounds one request. With ``retry_for_s`` > 0 a request that got no answer
+    (``NoAnswerError``: no agent listening, no answer in time, the connection away) is sent
+    again, the same command with the same idempotency key, with backoff, until an answer
+    comes, ``retry_for_s`` has passed since the first send, or ``keep_going()`` turns false;
+    then the last ``NoAnswerError`` is raised, saying how long it was tried. An answer is
+    returned as it is, a failure too: the node carried the command out (or refused it), and
+    asking again would only replay that answer. An undecodable answer raises
+    ``CommandFailedError`` at once.
+    """
+    if retry_for_s <= 0:
+        return await _request_once(bus, command, timeout)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    give_up = started + retry_for_s
+    delay, attempts = 0.1, 0
+    while True:
+        attempts += 1
+        left = give_up - loop.time()
+        try:
+            result = await _request_once(bus, command, max(0.1, min(timeout, left)))
+        except NoAnswerError as exc:
+            stop = keep_going is not None and not keep_going()
+            if stop or loop.time() + delay >= give_up:
+                raise NoAnswerError(
+                    f"{exc} (sent {attempts} times over {loop.time() - started:.1f}s)"
+                ) from None
+            level = logging.WARNING if attempts == 1 else logging.DEBUG
+            log.log(level, "%s; sending it again (key %s)", exc, command.idempotency_key)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        if attempts > 1:
+            log.info(
+                "%s to %s/%s answered after %s sends",
+                command.type,
+                command.cluster,
+                command.node,
+                attempts,
+            )
+        return result
 
 
 class CommandServer:
