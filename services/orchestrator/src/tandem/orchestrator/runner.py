@@ -2,11 +2,23 @@
 reverse; a saga interrupted by a crash resumes at the step it had reached.
 
 A step's command carries the idempotency key ``<saga>:<index>`` (an undo ``<saga>:<index>:undo``),
-so resending it after a crash is answered from the node's memory or, after the node itself
-restarted, carried out again by an idempotent step. The pivot (the role change) is a
-compare-and-set that recognises its own earlier success. A failover's fence step is carried
-out here too, by the ``Fencer`` (``fencing.py``), and is not retried: it waits within its own
-deadline, and when it fails the new Active stays unexposed for an operator.
+so resending it after a crash, or after it got no answer because the bus was electing a
+leader or reconnecting (``steps.py``), is answered from the node's memory or, after the node
+itself restarted, carried out again by an idempotent step. The pivot (the role change) is a
+compare-and-set that recognises its own earlier success.
+
+Before the pivot a failed step is compensated. After it the saga only goes forward: a
+failed step is tried again with backoff (after an answered failure under a new key
+``<saga>:<index>:try<n>``, since the old one only replays that answer) for at most
+``forward_budget_s``; then ``saga.stuck`` is raised and the saga ends ``needs_operator``
+(``SagaFailed`` with ``needs_operator``). A failover's fence step is carried out here too,
+by the ``Fencer`` (``fencing.py``), and is not retried: it waits within its own deadline, and
+when it fails the new Active stays unexposed for an operator.
+
+Every event of a saga is stored before the saga goes on (``Publisher.stored``). When this
+orchestrator loses the leadership meanwhile (the bus away for longer than the lease), the
+saga stops where it is, saying so; the next leader, or this one when it leads again,
+resumes it from the stream.
 """
 
 from __future__ import annotations
@@ -19,24 +31,13 @@ from typing import Any
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
     AlertRaised,
-    ApplyReceiveQueue,
-    DrainSendQueue,
-    Expose,
-    Hide,
-    RoleChanged,
     SagaCompleted,
     SagaFailed,
     SagaStepCompleted,
     SagaStepFailed,
     SagaStepStarted,
-    StartApplications,
-    StartIntercepting,
-    StopApplications,
-    StopIntercepting,
 )
 from tandem.events.catalog.alerts import AlertRaisedPayload
-from tandem.events.catalog.commands import ApplicationsPayload, StepPayload
-from tandem.events.catalog.roles import RoleChangedPayload
 from tandem.events.catalog.sagas import (
     SagaEndedPayload,
     SagaStepCompletedPayload,
@@ -46,36 +47,18 @@ from tandem.events.catalog.sagas import (
 )
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
-from tandem.events.errors import CasConflictError, CommandFailedError
-from tandem.events.kv import compare_and_set
-from tandem.events.roles import RoleRecord, read_role
-from tandem.events.rpc import send_command
-from tandem.events.subjects import ROLES_BUCKET, role_key
 from tandem.orchestrator.fencing import FenceFailed, Fencer
 from tandem.orchestrator.groups import MEMBER_SWITCH_BACK, MEMBER_SWITCHOVER
 from tandem.orchestrator.plans import CHANGE_ROLE, FENCE
+from tandem.orchestrator.publishing import LeadershipLost, Publisher, describe, is_transient
 from tandem.orchestrator.state import SagaRecord
+from tandem.orchestrator.steps import COMMANDS, StepCommands, StepFailed
+
+__all__ = ["COMMANDS", "SagaRunner", "StepFailed"]
 
 log = logging.getLogger(__name__)
 
-COMMANDS: dict[str, Any] = {
-    c.__name__: c
-    for c in (
-        StopApplications,
-        DrainSendQueue,
-        Hide,
-        ApplyReceiveQueue,
-        Expose,
-        StartIntercepting,
-        StartApplications,
-        StopIntercepting,
-    )
-}
-APP_COMMANDS = {"StopApplications", "StartApplications"}
-
-
-class StepFailed(Exception):
-    pass
+STUCK = "saga.stuck"
 
 
 class SagaRunner:
@@ -85,30 +68,50 @@ class SagaRunner:
         instance: str,
         *,
         still_leader: Callable[[], bool],
-        forward_retries: int = 3,
+        forward_budget_s: float = 120.0,
         retry_pause_s: float = 1.0,
+        max_retry_pause_s: float = 10.0,
         transport_slack_s: float = 5.0,
+        command_attempt_s: float = 10.0,
         fencer: Fencer | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.bus = bus
         self.instance = instance
         self.still_leader = still_leader
-        self.forward_retries = forward_retries
+        #: After the pivot: how long a failing step is tried again before the saga stops
+        #: for an operator (from its first attempt in this process).
+        self.forward_budget_s = forward_budget_s
         self.retry_pause_s = retry_pause_s
-        self.transport_slack_s = transport_slack_s
+        self.max_retry_pause_s = max_retry_pause_s
         self.fencer = fencer
+        self.publisher = publisher or Publisher(bus)
+        self.steps = StepCommands(
+            bus,
+            instance,
+            still_leader=still_leader,
+            publish=self._store,
+            transport_slack_s=transport_slack_s,
+            command_attempt_s=command_attempt_s,
+        )
         self.running: dict[str, asyncio.Task[str]] = {}
         #: Group sagas: run a member's switchover (or move it back) as a child saga and
         #: return how it ended; set by the orchestrator.
         self.member_step: Callable[[SagaRecord, SagaStepSpec, bool], Awaitable[str]] | None = None
 
     def start(self, saga: SagaRecord) -> asyncio.Task[str]:
-        """Run (or resume) ``saga`` in the background, once per process."""
+        """Run (or resume) ``saga`` in the background, once per process at a time."""
         task = self.running.get(saga.id)
         if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self.execute(saga))
+            task.add_done_callback(lambda t: _said_how_it_ended(saga.id, t))
             self.running[saga.id] = task
         return task
+
+    async def _store(self, saga: SagaRecord, event: Event) -> None:
+        await self.publisher.stored(
+            event, keep_going=self.still_leader, what=f"saga {saga.id}: {event.type}"
+        )
 
     async def _publish(self, saga: SagaRecord, event_cls: Any, payload: Any, epoch: int) -> None:
         event: Event = event_cls(
@@ -118,34 +121,32 @@ class SagaRunner:
             correlation_id=saga.id,
             payload=payload,
         )
-        for attempt in range(10):
-            try:
-                await self.bus.publish(event, timeout=5)
-                return
-            except Exception as exc:  # the same id: a retry is stored once
-                log.warning("saga %s: event not stored (%s), retrying", saga.id, exc)
-                await asyncio.sleep(min(0.2 * 2**attempt, 5))
-        raise RuntimeError(f"saga {saga.id}: the bus does not store events")
+        await self._store(saga, event)
 
     async def execute(self, saga: SagaRecord) -> str:
+        """Run ``saga`` from the step it reached; returns how it ended (or why it stopped)."""
+        try:
+            return await self._execute(saga)
+        except LeadershipLost as exc:
+            why = f"stopped, the next leader resumes it: {exc}"
+            log.warning("saga %s: %s", saga.id, why)
+            return why
+
+    def _require_leader(self, saga: SagaRecord, what: str) -> None:
+        if not self.still_leader():
+            raise LeadershipLost(f"saga {saga.id}: no longer the leader before {what}")
+
+    async def _execute(self, saga: SagaRecord) -> str:
         done = saga.completed_steps()
         pivoted = any(saga.plan[i].pivot for i in done)
         for index, spec in enumerate(saga.plan):
             if index in done:
                 continue
-            if not self.still_leader():
-                return "no longer the leader: the new leader resumes this saga"
+            self._require_leader(saga, f"step {index} ({spec.name})")
             # Fencing retries within its own deadline: waiting it out again only delays the alert.
             forward = (pivoted or spec.pivot) and spec.command != FENCE
-            tries = 1 + (self.forward_retries if forward else 0)
-            reason = ""
-            for attempt in range(1, tries + 1):
-                ok, reason = await self._run_step(saga, index, spec, attempt)
-                if ok:
-                    break
-                if attempt < tries:
-                    await asyncio.sleep(self.retry_pause_s)
-            else:
+            ok, reason = await self._attempts(saga, index, spec, forward)
+            if not ok:
                 return await self._fail(saga, index, spec, reason, pivoted)
             done.add(index)
             pivoted = pivoted or spec.pivot
@@ -156,9 +157,45 @@ class SagaRunner:
         log.info("saga %s: %s", saga.id, why)
         return why
 
-    async def _run_step(
-        self, saga: SagaRecord, index: int, spec: SagaStepSpec, attempt: int
+    async def _attempts(
+        self, saga: SagaRecord, index: int, spec: SagaStepSpec, forward: bool
     ) -> tuple[bool, str]:
+        """Run a step; going forward, again with backoff within the forward budget."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pause, attempt, fresh_keys = self.retry_pause_s, 0, 0
+        while True:
+            attempt += 1
+            key = f"{saga.id}:{index}" + (f":try{fresh_keys + 1}" if fresh_keys else "")
+            try:
+                reason = await self._run_step(saga, index, spec, attempt, key)
+                return True, reason
+            except StepFailed as exc:
+                reason = str(exc)
+                if not forward or exc.final:
+                    return False, reason
+                fresh_keys += 1 if exc.answered else 0
+            spent = loop.time() - started
+            if spent + pause > self.forward_budget_s:
+                return False, (
+                    f"{reason} (tried {attempt} times over {spent:.0f}s, "
+                    f"forward budget {self.forward_budget_s:g}s)"
+                )
+            log.info(
+                "saga %s step %s (%s): past the pivot, trying again in %.1fs",
+                saga.id,
+                index,
+                spec.name,
+                pause,
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.max_retry_pause_s)
+            self._require_leader(saga, f"attempt {attempt + 1} of step {index} ({spec.name})")
+
+    async def _run_step(
+        self, saga: SagaRecord, index: int, spec: SagaStepSpec, attempt: int, key: str
+    ) -> str:
+        """One attempt: its events, and its reason; ``StepFailed`` after the failure event."""
         step = SagaStepPayload(
             saga_id=saga.id,
             index=index,
@@ -168,22 +205,30 @@ class SagaRunner:
         )
         await self._publish(saga, SagaStepStarted, step, spec.epoch)
         try:
-            reason = await self._carry_out(saga, index, spec)
+            reason = await self._carry_out(saga, spec, key)
         except StepFailed as exc:
-            reason = str(exc)
-            log.warning("saga %s step %s (%s) failed: %s", saga.id, index, spec.name, reason)
-            failed = SagaStepFailedPayload(
-                **step.model_dump(), reason=f"attempt {attempt}: {reason}", compensating=False
+            failure: StepFailed = exc
+        except (LeadershipLost, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bus error or a bug: the step fails with the reason
+            log.warning(
+                "saga %s step %s: %s", saga.id, index, describe(exc), exc_info=not is_transient(exc)
             )
-            await self._publish(saga, SagaStepFailed, failed, spec.epoch)
-            return False, reason
-        completed = SagaStepCompletedPayload(**step.model_dump(), result={"reason": reason})
-        await self._publish(saga, SagaStepCompleted, completed, spec.epoch)
-        return True, reason
+            failure = StepFailed(describe(exc))
+        else:
+            completed = SagaStepCompletedPayload(**step.model_dump(), result={"reason": reason})
+            await self._publish(saga, SagaStepCompleted, completed, spec.epoch)
+            return reason
+        log.warning("saga %s step %s (%s) failed: %s", saga.id, index, spec.name, failure)
+        failed = SagaStepFailedPayload(
+            **step.model_dump(), reason=f"attempt {attempt}: {failure}", compensating=False
+        )
+        await self._publish(saga, SagaStepFailed, failed, spec.epoch)
+        raise failure
 
-    async def _carry_out(self, saga: SagaRecord, index: int, spec: SagaStepSpec) -> str:
+    async def _carry_out(self, saga: SagaRecord, spec: SagaStepSpec, key: str) -> str:
         if spec.command == CHANGE_ROLE:
-            return await self.change_role(saga, spec)
+            return await self.steps.change_role(saga, spec)
         if spec.command == MEMBER_SWITCHOVER:
             return await self._member(saga, spec, back=False)
         if spec.command == FENCE:
@@ -193,91 +238,44 @@ class SagaRunner:
                 return await self.fencer.fence(saga, spec, self._publish)
             except FenceFailed as exc:
                 raise StepFailed(str(exc)) from None
-        return await self._send(saga, spec, spec.command, f"{saga.id}:{index}")
+        return await self.steps.send(saga, spec, spec.command, key)
 
     async def _member(self, saga: SagaRecord, spec: SagaStepSpec, *, back: bool) -> str:
         if self.member_step is None:
             raise StepFailed("group sagas are not available here")
         return await self.member_step(saga, spec, back)
 
-    async def _send(self, saga: SagaRecord, spec: SagaStepSpec, command: str, key: str) -> str:
-        cls = COMMANDS[command]
-        payload_cls = ApplicationsPayload if command in APP_COMMANDS else StepPayload
-        cmd = cls(
-            cluster=saga.cluster,
-            node=spec.node,
-            epoch=spec.epoch,
-            idempotency_key=key,
-            correlation_id=saga.id,
-            payload=payload_cls(reason=f"{saga.kind} {saga.id}", timeout_s=spec.timeout_s),
-        )
-        try:
-            result = await send_command(
-                self.bus, cmd, timeout=spec.timeout_s + self.transport_slack_s
-            )
-        except CommandFailedError as exc:
-            raise StepFailed(str(exc)) from None
-        if not result.ok:
-            raise StepFailed(f"{spec.node} answered: {result.reason}")
-        return result.reason
-
     async def change_role(self, saga: SagaRecord, spec: SagaStepSpec) -> str:
         """The pivot: ``spec.node`` becomes Active at ``spec.epoch`` by compare-and-set."""
-        kv = await self.bus.kv(ROLES_BUCKET)
-        record, revision = await read_role(kv, saga.cluster)
-        if record is not None and record.active == spec.node and record.epoch == spec.epoch:
-            return f"{spec.node} is already Active at epoch {spec.epoch}"
-        if record is None or record.epoch != spec.epoch - 1:
-            now = f"{record.active} at epoch {record.epoch}" if record else "no record"
-            raise StepFailed(
-                f"the role record moved on ({now}); this saga expected epoch {spec.epoch - 1}"
-            )
-        new = RoleRecord(active=spec.node, epoch=spec.epoch, reason=f"{saga.kind} {saga.id}")
-        try:
-            await compare_and_set(
-                kv, role_key(saga.cluster), new.model_dump_json().encode(), revision
-            )
-        except CasConflictError as exc:
-            raise StepFailed(f"lost the compare-and-set on the role record: {exc}") from None
-        await self._publish(
-            saga,
-            RoleChanged,
-            RoleChangedPayload(
-                active_node=spec.node,
-                previous_active=record.active,
-                new_epoch=spec.epoch,
-                reason=f"{saga.kind} {saga.id}: {saga.reason}" if saga.reason else saga.kind,
-            ),
-            spec.epoch,
-        )
-        return f"{spec.node} is Active at epoch {spec.epoch} (was {record.active})"
+        return await self.steps.change_role(saga, spec)
 
     async def _fail(
         self, saga: SagaRecord, index: int, spec: SagaStepSpec, reason: str, pivoted: bool
     ) -> str:
+        stuck = pivoted or spec.pivot
         if spec.command == FENCE:  # the fencer raised fence.failed
             why = (
                 f"step {index} ({spec.name}) failed after the role changed: {reason}; "
                 f"{saga.to_node} was not exposed: it needs an operator"
             )
-        elif pivoted or spec.pivot:
+        elif stuck:
             why = (
                 f"step {index} ({spec.name}) failed after the role changed: {reason}; "
                 "the new Active needs an operator"
             )
-            await self._publish(
-                saga,
-                AlertRaised,
-                AlertRaisedPayload(code="saga.stuck", severity=Severity.CRITICAL, message=why),
-                spec.epoch,
+            alert = AlertRaisedPayload(
+                code=STUCK,
+                severity=Severity.CRITICAL,
+                message=why,
+                details={"saga": saga.id, "step": spec.name, "node": spec.node},
             )
+            await self._publish(saga, AlertRaised, alert, spec.epoch)
         else:
             undone = await self._compensate(saga, index)
             why = f"step {index} ({spec.name}) failed: {reason}; {undone}"
-        await self._publish(
-            saga, SagaFailed, SagaEndedPayload(saga_id=saga.id, reason=why), spec.epoch
-        )
-        log.error("saga %s failed: %s", saga.id, why)
+        ended = SagaEndedPayload(saga_id=saga.id, reason=why, needs_operator=stuck)
+        await self._publish(saga, SagaFailed, ended, spec.epoch)
+        log.error("saga %s %s: %s", saga.id, "needs an operator" if stuck else "failed", why)
         return why
 
     async def _compensate(self, saga: SagaRecord, failed_index: int) -> str:
@@ -286,6 +284,7 @@ class SagaRunner:
             spec = saga.plan[index]
             if spec.compensation is None:
                 continue
+            self._require_leader(saga, f"the undo of step {index} ({spec.name})")
             step = SagaStepPayload(
                 saga_id=saga.id,
                 index=index,
@@ -297,9 +296,8 @@ class SagaRunner:
                 if spec.compensation == MEMBER_SWITCH_BACK:
                     reason = await self._member(saga, spec, back=True)
                 else:
-                    reason = await self._send(
-                        saga, spec, spec.compensation, f"{saga.id}:{index}:undo"
-                    )
+                    key = f"{saga.id}:{index}:undo"
+                    reason = await self.steps.send(saga, spec, spec.compensation, key)
             except StepFailed as exc:
                 failed = SagaStepFailedPayload(
                     **step.model_dump(), reason=str(exc), compensating=True
@@ -316,3 +314,13 @@ class SagaRunner:
             )
             undone.append(f"undid {spec.name}")
         return "compensated: " + (", ".join(undone) if undone else "nothing to undo")
+
+
+def _said_how_it_ended(saga_id: str, task: asyncio.Task[str]) -> None:
+    """A saga task that ended by an error says so (it never ends silently)."""
+    if task.cancelled():
+        log.info("saga %s: stopped (this orchestrator is stopping)", saga_id)
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("saga %s stopped by an error: %s", saga_id, describe(exc), exc_info=exc)

@@ -118,6 +118,12 @@ class OrchestratorSettings(BaseSettings):
     #: Used for a node whose lease does not say (older agents).
     failover_timeout_s: float = Field(default=1.0, gt=0)
     step_timeout_s: float = Field(default=30.0, gt=0)
+    #: A step's deadline is its timeout plus this: a command that got no answer (the bus
+    #: electing a leader or reconnecting, the agent restarting) is sent again meanwhile.
+    step_slack_s: float = Field(default=5.0, ge=0)
+    #: After the pivot a failing step is tried again with backoff for this long; then the
+    #: saga stops for an operator (``needs_operator``, alert ``saga.stuck``).
+    forward_budget_s: float = Field(default=120.0, gt=0)
     #: An Active that fenced itself, is alive and has not unfenced within this is failed over
     #: (it unfences by itself once it holds its lease again: a few lease periods at most).
     fenced_grace_s: float = Field(default=10.0, gt=0)

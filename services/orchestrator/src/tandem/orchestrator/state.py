@@ -4,6 +4,10 @@ Clusters (Active, epoch), their nodes (identity, role played, health, isolation,
 replication state), sagas with their steps, pending operator decisions, and the automatic
 switchover requests not yet acted on. Live heartbeats refine the nodes' view (``Liveness``)
 but never replace the record.
+
+A saga is ``running``, then ``completed``, ``failed`` (compensated before its pivot) or
+``needs_operator`` (stopped past its pivot, with a ``saga.stuck`` or ``fence.failed``
+alert); only a running saga blocks another on its cluster.
 """
 
 from __future__ import annotations
@@ -210,7 +214,10 @@ class ClusterState(Projection):
         elif isinstance(event, SagaCompleted | SagaFailed):
             saga = self.sagas.get(p.saga_id)  # type: ignore[attr-defined]
             if saga is not None:
-                saga.state = "completed" if isinstance(event, SagaCompleted) else "failed"
+                if isinstance(event, SagaCompleted):
+                    saga.state = "completed"
+                else:  # stopped past its pivot: for an operator, nothing was undone
+                    saga.state = "needs_operator" if p.needs_operator else "failed"  # type: ignore[attr-defined]
                 saga.reason = p.reason  # type: ignore[attr-defined]
                 saga.ended_at = event.occurred_at
                 if saga.automatic and saga.state == "completed" and saga.from_node:

@@ -57,7 +57,9 @@ class ClusterView(_View):
 
 
 StepState = Literal["pending", "running", "completed", "failed", "compensated"]
-SagaState = Literal["running", "completed", "failed"]
+#: needs_operator: stopped past its pivot (the role changed), nothing undone: the new Active
+#: needs an operator (a saga.stuck or fence.failed alert says why).
+SagaState = Literal["running", "completed", "failed", "needs_operator"]
 
 
 class SagaStepView(_View):

@@ -90,6 +90,9 @@ class SagaStepFailed(Event):
 class SagaEndedPayload(Payload):
     saga_id: str
     reason: str
+    #: On ``SagaFailed``: the saga stopped after its pivot (the role changed) and could not
+    #: go forward; nothing was undone: the new Active needs an operator (an alert says so).
+    needs_operator: bool = False
 
 
 @event_type
@@ -101,7 +104,8 @@ class SagaCompleted(Event):
 
 @event_type
 class SagaFailed(Event):
-    """The saga stopped; its compensations (if any) have run. ``reason`` says why."""
+    """The saga stopped; its compensations (if any) have run. ``reason`` says why;
+    ``needs_operator``: it stopped past its pivot, for an operator."""
 
     type: Literal["SagaFailed"] = "SagaFailed"
     version: Literal[1] = 1

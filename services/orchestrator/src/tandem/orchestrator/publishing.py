@@ -1,0 +1,117 @@
+"""The orchestrator's one way of publishing events, in two kinds.
+
+- ``stored``: for the events the caller must know are in the stream before it goes on
+  (``SagaStarted``, a saga's steps and end, ``RoleChanged``, a saga's own alerts). Publish,
+  and on a transient failure (a timeout, no responders, a JetStream leader election, a
+  reconnect) publish the same event again with backoff: its id is its Nats-Msg-Id, so the
+  stream stores it once (de-duplication window 600 s). It stops only when the event is
+  stored, when the process stops (cancelled), or when ``keep_going()`` turns false (the
+  leadership was lost): then ``LeadershipLost`` says so and the caller stops; the next
+  leader carries on from the stream.
+- ``later``: fire-and-forget (decisions, their alerts, operator actions): put in the
+  ``Outbox`` (never blocks), whose task (run by the service) publishes in order with backoff.
+
+One failure in a run of failures is logged at warning with its reason, the others at debug,
+and the recovery at info: an outage of the bus is two lines, not a flood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import nats.errors
+from nats.js.errors import APIError
+from pydantic import ValidationError
+
+from tandem.events.bus import Bus
+from tandem.events.envelope import Event
+from tandem.events.errors import TandemBusError
+from tandem.events.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+#: JetStream API errors about the request itself: asking again gives the same answer.
+_PERMANENT_API_CODES = {
+    10039,  # subjects overlap with another stream's
+    10054,  # maximum message size exceeded
+    10060,  # expected stream does not match
+}
+
+
+class LeadershipLost(Exception):
+    """This orchestrator stopped being the leader while it waited for the bus; ``str()``
+    says what was left undone (the next leader resumes it from the stream)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when asking again later may succeed (timeouts, elections, reconnects)."""
+    if isinstance(exc, nats.errors.MaxPayloadError | nats.errors.BadSubjectError):
+        return False
+    if isinstance(exc, ValidationError):
+        return False
+    if isinstance(exc, APIError):
+        return exc.err_code not in _PERMANENT_API_CODES
+    # Our own check of an answer (stored in another stream) does not change on a retry.
+    return not (isinstance(exc, TandemBusError) and type(exc) is TandemBusError)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason: nats-py's timeouts carry no message of their own."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Publisher:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        outbox: Outbox | None = None,
+        attempt_timeout_s: float = 5.0,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.bus = bus
+        #: None: ``later`` publishes as ``stored`` does (tests that run a runner alone).
+        self.outbox = outbox
+        self.attempt_timeout_s = attempt_timeout_s
+        self.max_backoff_s = max_backoff_s
+
+    async def stored(
+        self, event: Event, *, keep_going: Callable[[], bool] | None = None, what: str = ""
+    ) -> None:
+        """Return once ``event`` is in the stream (see the module's doc)."""
+        label = what or f"{event.type} {event.id}"
+        delay, failures = 0.1, 0
+        while True:
+            try:
+                await self.bus.publish(event, timeout=self.attempt_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.error("%s: not stored, and it will not be: %s", label, describe(exc))
+                    raise
+                failures += 1
+                if keep_going is not None and not keep_going():
+                    raise LeadershipLost(
+                        f"{label}: not known stored ({describe(exc)}) and this orchestrator "
+                        "is no longer the leader"
+                    ) from None
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(level, "%s: not stored (%s); retrying", label, describe(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+                continue
+            if failures:
+                log.info("%s: stored after %s retries", label, failures)
+            return
+
+    async def later(self, event: Event) -> None:
+        """Queue ``event`` for the outbox's task; without an outbox, publish it now (as
+        ``stored``, for as long as it takes)."""
+        if self.outbox is not None:
+            self.outbox.put(event)
+        else:
+            await self.stored(event)
