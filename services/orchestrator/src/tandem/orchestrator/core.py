@@ -6,7 +6,9 @@ sagas in ``runner.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from tandem.events.bus import Bus
 from tandem.events.catalog import OperatorActionRecorded, SagaStarted
@@ -15,18 +17,31 @@ from tandem.events.catalog.sagas import SagaStartedPayload, SagaStepSpec
 from tandem.events.catalog.vocabulary import Identity, ReplicaState, SagaKind
 from tandem.events.ids import new_id
 from tandem.events.names import SYSTEM_CLUSTER
+from tandem.events.outbox import Outbox
 from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.fencing import Fencer
 from tandem.orchestrator.groups import group_plan, member_order, member_target
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.plans import failover_plan, switchover_plan
+from tandem.orchestrator.publishing import LeadershipLost, Publisher
 from tandem.orchestrator.readside import OrchestratorViews
 from tandem.orchestrator.runner import SagaRunner, StepFailed
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _lost_is_conflict() -> AsyncIterator[None]:
+    """For a request: a leadership lost while starting a saga is a 409 with the reason."""
+    try:
+        yield
+    except LeadershipLost as exc:
+        raise ConflictError(
+            f"this orchestrator lost the leadership while the bus was away: {exc}"
+        ) from None
 
 
 class Orchestrator(OrchestratorViews):
@@ -38,6 +53,8 @@ class Orchestrator(OrchestratorViews):
         state: ClusterState,
         liveness: Liveness,
         leader: LeaderLease,
+        *,
+        outbox: Outbox | None = None,
     ) -> None:
         self.bus = bus
         self.s = settings
@@ -45,11 +62,17 @@ class Orchestrator(OrchestratorViews):
         self.state = state
         self.liveness = liveness
         self.leader = leader
+        #: Stored before going on (sagas, role changes), or queued in the outbox (decisions,
+        #: their alerts, operator actions): the orchestrator's one way to publish.
+        self.publisher = Publisher(bus, outbox=outbox)
         self.runner = SagaRunner(
             bus,
             settings.instance,
             still_leader=leader.is_leader,
             fencer=Fencer(bus, liveness, file),
+            publisher=self.publisher,
+            forward_budget_s=settings.forward_budget_s,
+            transport_slack_s=settings.step_slack_s,
         )
         self.runner.member_step = self.member_step
         self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster
@@ -141,7 +164,11 @@ class Orchestrator(OrchestratorViews):
             causation_id=cause,
             payload=payload,
         )
-        await self.bus.publish(started, timeout=5)
+        # LeadershipLost when the bus stays away past the lease: stored or not, the saga is
+        # not run here; if it was stored, the next leader resumes it.
+        await self.publisher.stored(
+            started, keep_going=self.is_leader, what=f"saga {saga_id}: SagaStarted"
+        )
         # Fold our own event now: the live projection may not have it yet, and a second
         # request must see this saga running.
         self.state.apply(started)
@@ -162,7 +189,7 @@ class Orchestrator(OrchestratorViews):
         automatic: bool = False,
         cause: str | None = None,
     ) -> str:
-        async with self._starting:
+        async with self._starting, _lost_is_conflict():
             self._require_leader()
             if not self._known(cluster):
                 raise NotFoundError(f"no cluster {cluster!r}")
@@ -191,7 +218,7 @@ class Orchestrator(OrchestratorViews):
             return saga.id
 
     async def failover(self, cluster: str, to: str | None, actor: str, reason: str) -> str:
-        async with self._starting:
+        async with self._starting, _lost_is_conflict():
             self._require_leader()
             if not self._known(cluster):
                 raise NotFoundError(f"no cluster {cluster!r}")
@@ -231,7 +258,7 @@ class Orchestrator(OrchestratorViews):
     async def _group_switchover(
         self, group: str, to: Identity | None, actor: str, reason: str
     ) -> tuple[str, dict[str, str]]:
-        async with self._starting:
+        async with self._starting, _lost_is_conflict():
             self._require_leader()
             config = next((g for g in self.file.groups if g.name == group), None)
             if config is None:
@@ -324,6 +351,8 @@ class Orchestrator(OrchestratorViews):
             await self.runner.start(child)
             await self._ended(child.id, timeout=30)
         ended = self.state.sagas[child.id]
+        if ended.state == "running" and not self.is_leader():
+            raise LeadershipLost(f"saga {parent.id}: member {cluster} stopped with the leadership")
         if ended.state != "completed":
             raise StepFailed(f"{cluster}: {ended.reason or ended.state}")
         return f"{cluster}: {ended.reason}"
@@ -369,13 +398,11 @@ class Orchestrator(OrchestratorViews):
                 outcome=outcome,
             ),
         )
-        try:
-            await self.bus.publish(event, timeout=5)
-        except Exception as exc:
-            log.error("operator action not recorded: %s (%s)", exc, event.payload)
+        await self.publisher.later(event)  # the outbox stores it when the bus allows
 
     async def resume(self) -> None:
-        """On election: carry on with the sagas a previous leader left running."""
+        """On election (again): carry on with the sagas left running, by a previous leader
+        or by this one when it lost the leadership (their tasks stopped)."""
         for saga in list(self.state.sagas.values()):
             if saga.state == "running" and saga.parent is None:
                 log.info("resuming saga %s (%s of %s)", saga.id, saga.kind, saga.cluster)

@@ -20,6 +20,8 @@ from tandem.events.roles import read_role
 from tandem.events.subjects import ROLES_BUCKET
 from tandem.orchestrator.core import Orchestrator
 from tandem.orchestrator.facade import ConflictError, NotFoundError
+from tandem.orchestrator.publishing import LeadershipLost, describe
+from tandem.orchestrator.supervise import SayOnce
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,18 @@ class Decisions:
 
     async def run(self) -> None:
         await self.o.state.caught_up.wait()
+        failing = SayOnce(log, "decision cycle failed")
         while True:
             if self.o.is_leader():
                 try:
                     for line in await self.cycle():
                         log.info("decision: %s", line)
-                except Exception:
-                    log.exception("decision cycle failed")
+                    failing.ok()
+                except LeadershipLost as exc:
+                    failing.failed(f"the leadership was lost meanwhile: {exc}")
+                except Exception as exc:  # the bus away, most likely: said once, not a flood
+                    failing.failed(describe(exc))
+                    log.debug("decision cycle failed", exc_info=True)
             await asyncio.sleep(self.o.s.decide_every_s)
 
     def _once(self, subject: str, text: str) -> bool:
@@ -51,16 +58,15 @@ class Decisions:
         return True
 
     async def _emit(self, event: Event) -> None:
-        try:
-            await self.o.bus.publish(event, timeout=5)
-        except Exception as exc:
-            log.warning("decision event not stored: %s", exc)
+        """A decision's event (an alert, a recommendation): queued in the outbox, which
+        stores it when the bus allows; never lost on a failed publish."""
+        await self.o.publisher.later(event)
 
     async def roles(self) -> list[str]:
         """Bring the record up to ``tandem_roles`` (the authority on roles): a cluster whose
         first Active claimed epoch 1 by itself gets its ``RoleChanged`` event now."""
         said = []
-        kv = await self.o.bus.kv(ROLES_BUCKET)
+        kv = await asyncio.wait_for(self.o.bus.kv(ROLES_BUCKET), 2)
         names = set(self.o.state.clusters) | {c for c, _ in self.o.liveness.seen}
         for name in sorted(names - {SYSTEM_CLUSTER}):
             try:
@@ -84,7 +90,10 @@ class Decisions:
                     reason=f"found in tandem_roles: {record.reason or 'no reason given'}",
                 ),
             )
-            await self._emit(event)
+            # Stored before it is folded: the state never runs ahead of the stream.
+            await self.o.publisher.stored(
+                event, keep_going=self.o.is_leader, what=f"RoleChanged of {name}"
+            )
             self.o.state.apply(event)
             said.append(f"{name}: {record.active} is Active at epoch {record.epoch} (role record)")
         return said
@@ -193,6 +202,8 @@ class Decisions:
                 )
                 said.append(f"{cluster}: automatic switchover ({req.reason}): saga {saga_id}")
             except (ConflictError, NotFoundError) as exc:
+                if not self.o.is_leader():
+                    break  # not refused: asked again of whoever leads next (this one too)
                 self._refused_requests.add(req.event_id)
                 text = f"{cluster}: automatic switchover asked by {req.node} refused: {exc}"
                 await self._emit(

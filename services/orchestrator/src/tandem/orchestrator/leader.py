@@ -46,6 +46,7 @@ class LeaderLease:
         self.renewed_at: float | None = None
         self.holder: str | None = None
         self._seen: tuple[int, float] | None = None  # (revision, when first seen)
+        self._taking_up: asyncio.Task[None] | None = None
 
     def is_leader(self) -> bool:
         if self.renewed_at is None:
@@ -53,19 +54,47 @@ class LeaderLease:
         return self.clock() - self.renewed_at < self.ttl_s - self.renew_every_s
 
     async def run(self) -> None:
+        """Hold or take the lease for ever. Every time this replica becomes the leader (at
+        first, or again after it lost the lease, e.g. while the bus was away) ``on_elected``
+        runs: it resumes the sagas whose tasks stopped with the leadership."""
+        try:
+            await self._hold()
+        finally:
+            if self._taking_up is not None:
+                self._taking_up.cancel()
+
+    async def _hold(self) -> None:
+        failing = ""
         while True:
             was = self.is_leader()
             try:
                 await self.cycle()
+                if failing:
+                    log.info("leader lease reachable again")
+                failing = ""
             except Exception as exc:  # the bus may be away: stop acting when the lease lapses
-                log.warning("leader lease not renewed: %s", exc)
+                why = str(exc).strip() or type(exc).__name__
+                if why != failing:
+                    log.warning("leader lease not renewed: %s", why)
+                failing = why
             if self.is_leader() and not was:
                 log.info("%s is the orchestrator leader", self.instance)
-                if self.on_elected is not None:
-                    await self.on_elected()
+                if self._taking_up is None or self._taking_up.done():
+                    # Its own task: the lease goes on being renewed while it catches up.
+                    self._taking_up = asyncio.create_task(self._elected())
             elif was and not self.is_leader():
                 log.warning("%s is no longer the leader (holder: %s)", self.instance, self.holder)
             await asyncio.sleep(self.renew_every_s)
+
+    async def _elected(self) -> None:
+        if self.on_elected is None:
+            return
+        try:
+            await self.on_elected()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the lease goes on being renewed; the next election tries again
+            log.exception("taking up the leadership failed")
 
     async def cycle(self) -> str:
         """One attempt to hold or take the lease; returns what happened."""
