@@ -22,7 +22,9 @@ from tandem.events.bus import Bus
 from tandem.events.catalog import ServiceStarted, ServiceStopped
 from tandem.events.catalog.services import ServiceStartedPayload, ServiceStoppedPayload
 from tandem.events.names import SYSTEM_CLUSTER
+from tandem.events.outbox import Outbox
 from tandem.events.settings import SettingsError, load_bus_settings, load_stream_settings
+from tandem.events.transient import retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,13 @@ async def service_lifetime(
     node: str,
     cluster: str = SYSTEM_CLUSTER,
     listen: dict[str, str] | None = None,
+    outbox: Outbox | None = None,
 ) -> AsyncIterator[ServiceStarted]:
-    """Publish ``ServiceStarted`` on entry and ``ServiceStopped`` (with why) on exit."""
+    """Publish ``ServiceStarted`` on entry and ``ServiceStopped`` (with why) on exit.
+
+    With ``outbox`` both go through it (a durable outbox sends a ``ServiceStopped`` the bus
+    did not take before the exit after the restart); without, each is retried while the
+    bus is away: the start for as long as it takes, the stop for at most 5 seconds."""
     started = ServiceStarted(
         cluster=cluster,
         node=node,
@@ -62,7 +69,10 @@ async def service_lifetime(
             listen=listen or {},
         ),
     )
-    await bus.publish(started)
+    if outbox is not None:
+        outbox.put(started)
+    else:
+        await retry_transient(f"recording that {service} started", lambda: bus.publish(started))
     log.info("%s started (node %s, cluster %s)", service, node, cluster)
     reason = "stopped"
     try:
@@ -79,10 +89,17 @@ async def service_lifetime(
             node=node,
             payload=ServiceStoppedPayload(service=service, reason=reason),
         ).caused(started)
-        try:
-            await asyncio.wait_for(bus.publish(stopped), timeout=5)
-        except Exception as exc:
-            log.warning("could not record that %s stopped: %s", service, exc)
+        if outbox is not None:
+            outbox.put(stopped)
+        else:
+            try:
+                await retry_transient(
+                    f"recording that {service} stopped",
+                    lambda: bus.publish(stopped, timeout=2),
+                    deadline_s=5,
+                )
+            except Exception as exc:
+                log.warning("could not record that %s stopped: %s", service, exc)
 
 
 async def idle_until_cancelled() -> None:
@@ -97,7 +114,12 @@ async def run_service(spec: ServiceSpec, *, connect_for_s: float = 60.0) -> None
         load_bus_settings(), name=f"tandem-{spec.name}", retry_for_s=connect_for_s
     )
     try:
-        await bus.provision(load_stream_settings(), update_existing=False)
+        streams = load_stream_settings()
+        await retry_transient(
+            "making sure the streams exist",
+            lambda: bus.provision(streams, update_existing=False),
+            deadline_s=connect_for_s,
+        )
         await spec.run(settings, bus)
     finally:
         await bus.close()

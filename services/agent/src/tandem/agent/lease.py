@@ -44,6 +44,7 @@ from tandem.events.catalog.vocabulary import Role
 from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.subjects import LEASES_BUCKET, node_lease_key
+from tandem.events.transient import describe
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,8 @@ class LeaseKeeper:
                     self._renewed_boot, self._renewed_wall = started_boot, started_wall
                     self._tell_guard()
                 self.renewals += 1
-            except (TimeoutError, Exception) as exc:
-                log.warning("%s: lease not renewed: %s", self.node, exc or type(exc).__name__)
+            except Exception as exc:
+                log.warning("%s: lease not renewed: %s", self.node, describe(exc))
             await asyncio.sleep(max(0.0, self.renew_every_s - (self.clock() - started)))
 
     def _renewal_thread(self) -> None:

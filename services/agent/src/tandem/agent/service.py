@@ -40,6 +40,7 @@ from tandem.events.outbox import Outbox
 from tandem.events.rpc import CommandServer
 from tandem.events.runtime import ServiceSpec, service_lifetime
 from tandem.events.settings import SettingsError
+from tandem.events.transient import keep_running
 from tandem.monitor.service import run as run_monitor
 from tandem.monitor.settings import MonitorSettings
 from tandem.replicator.service import run as run_replicator
@@ -122,7 +123,9 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
     c = config
     await asyncio.to_thread(c.state_dir.mkdir, parents=True, exist_ok=True)
     board = NodeBoard()
-    outbox = Outbox(bus)
+    # Durable: what the node did while the bus was away (or just before it was killed)
+    # reaches the record after the restart, in order, stored once (ids de-duplicate).
+    outbox = await asyncio.to_thread(Outbox, bus, path=c.state_dir / "outbox")
     identity = make_identity(c, bus, outbox.put)
     guard = None
     if c.fencing.guard and sys.platform == "win32":
@@ -178,33 +181,51 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         commands=COMMANDS,
         on_result=executor.record,
     )
-    async with service_lifetime(bus, "agent", cluster=c.cluster, node=c.node):
-        await steps.start()
-        try:
-            # If one part ends (it crashed), the TaskGroup cancels the others and the agent
-            # exits with the error, so its supervisor restarts the node side together.
-            async with asyncio.TaskGroup() as parts:
-                parts.create_task(outbox.run())
-                parts.create_task(lease.run())
-                parts.create_task(roles.run())
-                parts.create_task(restarts.run())
-                parts.create_task(
-                    reannounce_when_others_hide(bus, c.cluster, c.node, board, identity)
-                )
-                parts.create_task(
-                    run_replicator(
-                        replicator_settings(c), bus, board=board, on_result=executor.record
-                    )
-                )
-                parts.create_task(
-                    run_monitor(
+    sender = asyncio.create_task(outbox.run())
+    try:
+        async with service_lifetime(bus, "agent", cluster=c.cluster, node=c.node, outbox=outbox):
+            await steps.start()
+            try:
+                # A part that a bus fault ended is started again in place (keep_running); a
+                # part that crashed for another reason ends the agent (the TaskGroup cancels
+                # the others), so its supervisor restarts the node side together.
+                parts_of_node = {
+                    "lease keeper": lease.run,
+                    "role watch": roles.run,
+                    "restart requests": restarts.run,
+                    "re-announcer": lambda: reannounce_when_others_hide(
+                        bus, c.cluster, c.node, board, identity
+                    ),
+                    "replicator": lambda: run_replicator(
+                        replicator_settings(c),
+                        bus,
+                        board=board,
+                        on_result=executor.record,
+                        outbox=outbox,
+                    ),
+                    "monitor": lambda: run_monitor(
                         monitor_settings(c), bus, board=board, outbox=outbox, restart=apps.restart
-                    )
-                )
-        finally:
-            await steps.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(_leave(identity, apps, outbox, guard))
+                    ),
+                }
+                async with asyncio.TaskGroup() as parts:
+                    for name, part in parts_of_node.items():
+                        parts.create_task(keep_running(f"{c.node}: {name}", part))
+            finally:
+                await steps.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(_leave(identity, apps, outbox, guard))
+    finally:
+        await _stop_sending(sender, outbox)
+
+
+async def _stop_sending(sender: asyncio.Task[None], outbox: Outbox) -> None:
+    """Give the outbox a moment for what the stop itself said; the rest stays in its file."""
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(outbox.flush(timeout=3))
+    sender.cancel()
+    with contextlib.suppress(BaseException):
+        await sender
+    outbox.close()
 
 
 async def _unset_fence(reason: str) -> list[str]:
@@ -214,8 +235,8 @@ async def _unset_fence(reason: str) -> list[str]:
 async def _leave(
     identity: NetworkIdentity, apps: ApplicationSet, outbox: Outbox, guard: GuardLink | None
 ) -> None:
-    """Hide and stop the applications; give the outbox a moment to deliver what it holds.
-    The guard is told last: until the node is hidden, it still hides it if this hangs."""
+    """Hide and stop the applications. The guard is told last: until the node is hidden,
+    it still hides it if this hangs."""
     await identity.hide()
     try:
         await apps.stop()
@@ -223,7 +244,6 @@ async def _leave(
         log.error("stopping the applications on the way out: %s", exc)
     if guard is not None:
         await guard.stop()
-    await outbox.flush(timeout=3)
 
 
 async def run(settings: AgentSettings, bus: Bus) -> None:

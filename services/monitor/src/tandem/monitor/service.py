@@ -8,6 +8,7 @@ outbox, so what the monitor saw while the bus was away still reaches the record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from tandem.events.bus import Bus
 from tandem.events.nodeboard import NodeBoard
@@ -33,11 +34,16 @@ async def run(
 ) -> None:
     """``board`` and ``outbox`` are shared with the other parts of a node agent; ``restart``
     is the agent's application control for the rules' restart rung (None: alert instead)."""
-    s = settings
-    board = board if board is not None else NodeBoard()
-    own_outbox = outbox is None
-    out = outbox if outbox is not None else Outbox(bus)
-    async with service_lifetime(bus, "monitor", cluster=s.cluster, node=s.node):
+    async with contextlib.AsyncExitStack() as stack:
+        if outbox is None:
+            outbox = await stack.enter_async_context(Outbox(bus).sending())
+        await _run(settings, bus, board if board is not None else NodeBoard(), outbox, restart)
+
+
+async def _run(
+    s: MonitorSettings, bus: Bus, board: NodeBoard, out: Outbox, restart: RestartHook | None
+) -> None:
+    async with service_lifetime(bus, "monitor", cluster=s.cluster, node=s.node, outbox=out):
         engine = RuleEngine(s.rules)
         actions = ActionRunner(
             s.cluster,
@@ -50,8 +56,6 @@ async def run(
         )
         interval = s.heartbeat.interval_s
         async with asyncio.TaskGroup() as tasks:
-            if own_outbox:
-                tasks.create_task(out.run())
             tasks.create_task(
                 HeartbeatSender(bus, s.cluster, s.node, s.identity, interval, board).run()
             )

@@ -15,14 +15,23 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
+from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.roles import RoleRecord, claim_first_role, read_role
 from tandem.events.subjects import JOURNAL_STREAM, ROLES_BUCKET, journal_subject
+from tandem.events.transient import (
+    Backoff,
+    describe,
+    is_bus_fault,
+    is_transient,
+    retry_transient,
+)
 from tandem.replicator.batch import H_EPOCH, H_SEQ
 from tandem.replicator.settings import ReplicatorSettings
 from tandem.replicator.source import SourceSide
@@ -34,13 +43,18 @@ SideName = Literal["source", "target", "none"]
 
 
 async def current_role(bus: Bus, settings: ReplicatorSettings, poll_s: float = 1.0) -> RoleRecord:
-    kv = await bus.kv(ROLES_BUCKET)
+    kv = await retry_transient("opening the role bucket", lambda: bus.kv(ROLES_BUCKET))
     while True:
-        record, _ = await read_role(kv, settings.cluster)
+        record, _ = await retry_transient(
+            "reading the role record", lambda: read_role(kv, settings.cluster)
+        )
         if record is not None:
             return record
         if settings.initial_role == "active":
-            return await claim_first_role(kv, settings.cluster, settings.node, "first pairing")
+            return await retry_transient(
+                "claiming the first role",
+                lambda: claim_first_role(kv, settings.cluster, settings.node, "first pairing"),
+            )
         log.info("no role record for %s yet; waiting for the Active", settings.cluster)
         await asyncio.sleep(poll_s)
 
@@ -61,12 +75,14 @@ class ReplicatorNode:
         settings: ReplicatorSettings,
         bus: Bus,
         *,
+        emit: Callable[[Event], None],
         board: NodeBoard | None = None,
         poll_s: float = 1.0,
         catch_up_alert_s: float = 60.0,
     ) -> None:
         self.s = settings
         self.bus = bus
+        self.emit = emit
         self.board = board if board is not None else NodeBoard()
         self.poll_s = poll_s
         self.catch_up_alert_s = catch_up_alert_s
@@ -179,14 +195,15 @@ class ReplicatorNode:
             tasks.create_task(self._run_sides())
 
     async def _run_sides(self) -> None:
+        backoff = Backoff(first_s=0.5, max_s=10.0)
         while True:
             name, epoch = self._want
             self._wake.clear()
             side: SourceSide | TargetSide | None = None
             if name == "source":
-                side = SourceSide(self.s, self.bus, epoch)
+                side = SourceSide(self.s, self.bus, epoch, self.emit)
             elif name == "target":
-                side = TargetSide(self.s, self.bus, functools.partial(int, epoch))
+                side = TargetSide(self.s, self.bus, functools.partial(int, epoch), self.emit)
             log.info("%s is %s at epoch %s", self.s.node, _describe(name), epoch)
             task = asyncio.create_task(side.run()) if side is not None else None
             async with self._switched:
@@ -195,11 +212,23 @@ class ReplicatorNode:
                 self._switched.notify_all()
             try:
                 await self._until_change(task)
+            except BusFaultEndedSide as ended:
+                # The bus came and went under the side (a leader election, a reconnect):
+                # run it again from the start, as a restarted agent would, but in place.
+                log.warning("%s side ended by a bus fault (%s); starting it again", name, ended)
+                await self._pause_or_change(backoff)
+                continue
             finally:
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            backoff.reset()
+
+    async def _pause_or_change(self, backoff: Backoff) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), backoff.next_s)
+        backoff.next_s = min(backoff.next_s * 2, backoff.max_s)
 
     async def _until_change(self, task: asyncio.Task[None] | None) -> None:
         waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
@@ -212,6 +241,9 @@ class ReplicatorNode:
                 if w is not task:
                     w.cancel()
         if task is not None and task in done:
+            exc = _bus_fault_in(task)
+            if exc is not None:
+                raise BusFaultEndedSide(describe(exc)) from exc
             task.result()
             raise RuntimeError("replication side ended by itself")
 
@@ -251,7 +283,13 @@ class ReplicatorNode:
                 reason = await self.catch_up(self.catch_up_alert_s)
                 log.info("before becoming Active: %s", reason)
                 return
-            except TimeoutError as exc:
+            except Exception as exc:
+                if not isinstance(exc, TimeoutError) and not is_transient(exc):
+                    raise
+                if not isinstance(exc, TimeoutError):  # the bus is away: ask again soon
+                    log.warning("catching up before becoming Active: %s", describe(exc))
+                    await asyncio.sleep(1.0)
+                    continue
                 log.error(
                     "%s cannot become Active yet: the journal of epoch %s is not all applied: %s",
                     self.s.node,
@@ -264,6 +302,18 @@ class ReplicatorNode:
             with contextlib.suppress(Exception):
                 self.board.set_gauges(**self.depths())
             await asyncio.sleep(0.5)
+
+
+class BusFaultEndedSide(Exception):
+    """A replication side stopped because a bus call failed for a passing reason."""
+
+
+def _bus_fault_in(task: asyncio.Task[None]) -> BaseException | None:
+    """The transient bus error that ended ``task`` (also inside a task group), or None."""
+    if task.cancelled():
+        return None
+    exc = task.exception()
+    return exc if is_bus_fault(exc) else None
 
 
 def _describe(name: SideName) -> str:

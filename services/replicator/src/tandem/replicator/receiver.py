@@ -26,6 +26,7 @@ from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.subjects import JOURNAL_STREAM, journal_subject
+from tandem.events.transient import describe, is_transient
 from tandem.replicator.batch import H_EPOCH, H_SEQ, BatchError, unpack
 from tandem.replicator.receivequeue import Incoming, ReceiveQueue
 from tandem.replicator.syncmode import direct_subject
@@ -88,6 +89,13 @@ class JournalReceiver:
                     raise_if_cancelled()  # 3.11's wait_for may have swallowed a cancel
                     msgs = await sub.fetch(64, timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):
+                    continue
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    # The stream is electing a leader or the connection is coming back.
+                    log.info("journal fetch failed (%s); fetching again", describe(exc))
+                    await asyncio.sleep(0.5)
                     continue
                 await self.receive(msgs)
         finally:

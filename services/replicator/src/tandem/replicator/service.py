@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
 
 from tandem.events.bus import Bus
 from tandem.events.nodeboard import NodeBoard
+from tandem.events.outbox import Outbox
 from tandem.events.rpc import CommandServer, ResultListener
 from tandem.events.runtime import ServiceSpec, idle_until_cancelled, service_lifetime
 from tandem.replicator.allocator import tune_allocator
@@ -26,10 +28,28 @@ async def run(
     *,
     board: NodeBoard | None = None,
     on_result: ResultListener | None = None,
+    outbox: Outbox | None = None,
 ) -> None:
     """Replicate this node's protected folder and answer the replication steps. ``board``
-    is shared with the other parts of a node agent; ``on_result`` hears of every step."""
-    async with service_lifetime(bus, "replicator", cluster=settings.cluster, node=settings.node):
+    and ``outbox`` are shared with the other parts of a node agent; ``on_result`` hears of
+    every step."""
+    async with contextlib.AsyncExitStack() as stack:
+        if outbox is None:
+            outbox = await stack.enter_async_context(Outbox(bus).sending())
+        await _run(settings, bus, board, on_result, outbox)
+
+
+async def _run(
+    settings: ReplicatorSettings,
+    bus: Bus,
+    board: NodeBoard | None,
+    on_result: ResultListener | None,
+    outbox: Outbox,
+) -> None:
+    lifetime = service_lifetime(
+        bus, "replicator", cluster=settings.cluster, node=settings.node, outbox=outbox
+    )
+    async with lifetime:
         if settings.protected_root is None:
             # Nothing to replicate, but a saga's replication steps still get an answer.
             nothing = CommandServer(
@@ -48,7 +68,7 @@ async def run(
                 await nothing.stop()
             return
         tune_allocator()  # process-wide: batches' large buffers are reused, not re-faulted
-        node = ReplicatorNode(settings, bus, board=board)
+        node = ReplicatorNode(settings, bus, board=board, emit=outbox.put)
         steps = CommandServer(
             bus,
             settings.cluster,

@@ -31,11 +31,12 @@ from tandem.events.catalog.replication import (
     SyncStartedPayload,
 )
 from tandem.events.catalog.vocabulary import ReplicaState, Severity
-from tandem.events.envelope import Command, CommandResult
+from tandem.events.envelope import Command, CommandResult, Event
 from tandem.events.errors import DecodeError
 from tandem.events.registry import decode_event
 from tandem.events.rpc import CommandServer
 from tandem.events.subjects import JOURNAL_STREAM, events_filter, journal_subject
+from tandem.events.transient import retry_transient
 from tandem.replicator.batch import H_EPOCH, H_SEQ
 from tandem.replicator.capture import Capture, OpSink
 from tandem.replicator.codec import codec_named
@@ -75,11 +76,14 @@ def make_capture(settings: ReplicatorSettings, sink: OpSink) -> Capture:
 
 
 class SourceSide:
-    def __init__(self, settings: ReplicatorSettings, bus: Bus, epoch: int) -> None:
+    def __init__(
+        self, settings: ReplicatorSettings, bus: Bus, epoch: int, emit: Callable[[Event], None]
+    ) -> None:
         assert settings.protected_root is not None
         self.s = settings
         self.bus = bus
         self.epoch = epoch
+        self.emit = emit
         self.root = settings.protected_root
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verifying = asyncio.Lock()  # one verify at a time: passes must not interleave
@@ -106,7 +110,11 @@ class SourceSide:
             epoch=self.epoch,
             codec=codec_named(s.codec),
             spill_dir=state / "spill" / str(self.epoch),
-            first_seq=await last_stored_seq(self.bus, s.cluster, self.epoch) + 1,
+            first_seq=await retry_transient(
+                "reading the journal's last batch",
+                lambda: last_stored_seq(self.bus, s.cluster, self.epoch),
+            )
+            + 1,
             limits=SendQueueLimits(
                 batch_bytes=s.batch_bytes,
                 batch_age_s=s.batch_age_s,
@@ -314,9 +322,8 @@ class SourceSide:
         return result
 
     async def _publish(self, cls: Any, payload: Any) -> None:
-        await self.bus.publish(
-            cls(cluster=self.s.cluster, node=self.s.node, epoch=self.epoch, payload=payload)
-        )
+        """Through the node's outbox: a bus away now never ends the side."""
+        self.emit(cls(cluster=self.s.cluster, node=self.s.node, epoch=self.epoch, payload=payload))
 
     async def _alert(self, code: str, reason: str) -> None:
         await self._publish(

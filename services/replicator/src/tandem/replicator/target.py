@@ -22,6 +22,7 @@ from tandem.events.catalog.replication import (
     ReplicationStateChangedPayload,
 )
 from tandem.events.catalog.vocabulary import ReplicaState, Severity
+from tandem.events.envelope import Event
 from tandem.replicator.apply import BatchApplier
 from tandem.replicator.applyloop import ApplyLoop
 from tandem.replicator.receivequeue import ReceiveQueue
@@ -34,11 +35,18 @@ log = logging.getLogger(__name__)
 
 
 class TargetSide:
-    def __init__(self, settings: ReplicatorSettings, bus: Bus, epoch: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        settings: ReplicatorSettings,
+        bus: Bus,
+        epoch: Callable[[], int],
+        emit: Callable[[Event], None],
+    ) -> None:
         assert settings.protected_root is not None
         self.s = settings
         self.bus = bus
         self.epoch = epoch
+        self.emit = emit
         state = settings.state
         self.applier = BatchApplier(settings.protected_root, state / "apply")
         self.queue = ReceiveQueue(state / "receive-queue")
@@ -125,6 +133,7 @@ class TargetSide:
         await self._publish(ReplicaRejectedBatch, payload)
 
     async def _publish(self, cls: Any, payload: Any) -> None:
-        await self.bus.publish(
+        """Through the node's outbox: a bus away now never ends the side."""
+        self.emit(
             cls(cluster=self.s.cluster, node=self.s.node, epoch=self.epoch(), payload=payload)
         )

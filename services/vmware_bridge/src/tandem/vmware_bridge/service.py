@@ -25,7 +25,6 @@ failover fencing the old Active): the VM is powered off (``fencing.py``) and the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -257,25 +256,6 @@ class Bridge:
             await asyncio.to_thread(self.vcenter.close)
 
 
-async def _flush(outbox: Outbox, timeout_s: float = 5.0) -> None:
-    """Publish what the outbox still holds, for at most ``timeout_s``."""
-    if not len(outbox):
-        return
-    sender = asyncio.create_task(outbox.run())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    try:
-        # The outbox has no "emptied" signal to wait on: look now and then.
-        while len(outbox) and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
-    if len(outbox):
-        log.warning("%s events not published before the bridge stopped", len(outbox))
-
-
 async def run(settings: VmwareBridgeSettings, bus: Bus) -> None:
     config = load_config(settings.config) if settings.config is not None else None
     outbox = Outbox(bus)
@@ -294,17 +274,18 @@ async def run(settings: VmwareBridgeSettings, bus: Bus) -> None:
         ),
         bridge.fencing.handle,
     )
-    async with service_lifetime(bus, "vmware_bridge", node=settings.instance):
+    async with (
+        outbox.sending(),
+        service_lifetime(bus, "vmware_bridge", node=settings.instance, outbox=outbox),
+    ):
         if config is None:
             log.warning("no vCenter configured (TANDEM_VMWARE_BRIDGE_CONFIG): requests will fail")
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(outbox.run())
                 tasks.create_task(consumer.run())
                 tasks.create_task(fencing.run())
         finally:
             await bridge.stop()
-            await _flush(outbox)
 
 
 SERVICE = ServiceSpec(name="vmware_bridge", load_settings=load, run=run)

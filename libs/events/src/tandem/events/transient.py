@@ -1,0 +1,140 @@
+"""Which bus failures pass by themselves, and the one retry loop every service uses for them.
+
+A NATS cluster that loses a node, elects a stream leader or reconnects a client answers for a
+few seconds with timeouts, "no responders" or a closed connection: waiting and asking again
+is the whole cure. A few failures never pass (a payload over the server's limit, a subject
+the server refuses, an event stored in the wrong stream): retrying those would block
+everything queued behind them, so they are told apart here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats.errors
+from nats.js.errors import APIError
+
+from tandem.events.errors import CasConflictError, DecodeError, TandemBusError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: JetStream API error codes that are about the request, not the moment it was made.
+_PERMANENT_API_CODES = {
+    10039,  # the stream's subjects overlap with another stream's
+    10054,  # maximum message size exceeded
+    10060,  # expected stream does not match
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when asking again later may succeed (timeouts, elections, reconnects)."""
+    if isinstance(exc, (nats.errors.MaxPayloadError, nats.errors.BadSubjectError)):
+        return False
+    if isinstance(exc, (DecodeError, CasConflictError)):
+        return False
+    if isinstance(exc, APIError):
+        return exc.err_code not in _PERMANENT_API_CODES
+    # Our own checks on an answer (e.g. stored in another stream) do not change on a retry.
+    return not (isinstance(exc, TandemBusError) and type(exc) is TandemBusError)
+
+
+def is_bus_fault(exc: BaseException | None) -> bool:
+    """True for a passing failure of the bus itself (also when a task group wraps only such
+    failures): a part that ended with one can simply be started again."""
+    if exc is None:
+        return False
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_bus_fault(inner) for inner in exc.exceptions)
+    bus_kinds = (nats.errors.Error, TimeoutError, ConnectionError)
+    return isinstance(exc, bus_kinds) and is_transient(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason: nats-py's timeouts carry no message of their own."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Backoff:
+    """Exponential delays, 0.1 s doubling up to ``max_s``; ``reset`` after a success."""
+
+    def __init__(self, first_s: float = 0.1, max_s: float = 5.0) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.next_s = first_s
+
+    def reset(self) -> None:
+        self.next_s = self.first_s
+
+    async def wait(self) -> None:
+        delay, self.next_s = self.next_s, min(self.next_s * 2, self.max_s)
+        await asyncio.sleep(delay)
+
+
+async def retry_transient(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    deadline_s: float | None = None,
+    max_backoff_s: float = 5.0,
+    keep_going: Callable[[], bool] | None = None,
+) -> T:
+    """Call ``attempt`` until it succeeds; transient failures wait and retry.
+
+    Ends with the last error when it is permanent, when ``deadline_s`` (from now) has
+    passed, or when ``keep_going()`` turns false. The first failure of a run is logged at
+    warning, the rest at debug, and the recovery at info: one outage, two lines.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = None if deadline_s is None else loop.time() + deadline_s
+    backoff = Backoff(max_s=max_backoff_s)
+    failures = 0
+    while True:
+        try:
+            result = await attempt()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            failures += 1
+            out_of_time = give_up is not None and loop.time() + backoff.next_s > give_up
+            if out_of_time or (keep_going is not None and not keep_going()):
+                raise
+            level = logging.WARNING if failures == 1 else logging.DEBUG
+            log.log(level, "%s: bus unavailable (%s); retrying", what, describe(exc))
+            await backoff.wait()
+            continue
+        if failures:
+            log.info("%s: done after %s retries", what, failures)
+        return result
+
+
+async def keep_running(
+    what: str, part: Callable[[], Awaitable[None]], *, max_backoff_s: float = 10.0
+) -> None:
+    """Run ``part()`` for ever: when a bus fault ends it, say so and start it again (with
+    backoff). Any other error still ends it: a bug is not retried into a loop."""
+    backoff = Backoff(first_s=0.5, max_s=max_backoff_s)
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            await part()
+            return
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not is_bus_fault(exc):
+                raise
+            if loop.time() - started > 60:
+                backoff.reset()  # it ran well for a while: this is a new outage
+            log.warning("%s stopped on a bus fault (%s); starting it again", what, describe(exc))
+            await backoff.wait()
