@@ -53,10 +53,11 @@ class Bus:
 
     @classmethod
     async def connect(
-        cls, settings: BusSettings, *, name: str | None = None, retry_for_s: float = 0.0
+        cls, settings: BusSettings, *, name: str | None = None, retry_for_s: float | None = 0.0
     ) -> Bus:
-        """Connect; with ``retry_for_s`` > 0, keep trying (with backoff) for that long."""
-        if retry_for_s > 0:
+        """Connect; with ``retry_for_s`` > 0, keep trying (with backoff) for that long; with
+        None, for as long as it takes (a service: it must come back when the bus does)."""
+        if retry_for_s is None or retry_for_s > 0:
             nc = await open_connection_retrying(settings, name, deadline_s=retry_for_s)
         else:
             nc = await open_connection(settings, name)

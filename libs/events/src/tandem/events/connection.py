@@ -100,7 +100,14 @@ async def open_connection(settings: BusSettings, name: str | None = None) -> NAT
         reason = first_error.result()
     else:
         reason = f"no answer within {settings.connect_timeout_s + 1.0:.0f}s"
-    raise ConnectionError(f"cannot connect to {', '.join(settings.servers)}: {reason}")
+    message = f"cannot connect to {', '.join(settings.servers)}: {reason}"
+    if isinstance(reason, Exception) and _is_auth_error(reason):
+        raise BusRefusedLoginError(message)
+    raise ConnectionError(message)
+
+
+class BusRefusedLoginError(ConnectionError):
+    """The bus answered and refused these credentials: asking again will not help."""
 
 
 def _is_auth_error(exc: Exception) -> bool:
@@ -108,20 +115,23 @@ def _is_auth_error(exc: Exception) -> bool:
 
 
 async def open_connection_retrying(
-    settings: BusSettings, name: str | None = None, *, deadline_s: float = 60.0
+    settings: BusSettings, name: str | None = None, *, deadline_s: float | None = 60.0
 ) -> NATS:
-    """Connect, retrying with exponential backoff (0.2 s doubling to 5 s) until ``deadline_s``."""
+    """Connect, retrying with exponential backoff (0.2 s doubling to 5 s) until ``deadline_s``
+    (None: for as long as it takes; a refused login still ends it at once)."""
     loop = asyncio.get_running_loop()
-    give_up = loop.time() + deadline_s
+    give_up = None if deadline_s is None else loop.time() + deadline_s
     delay = 0.2
     while True:
         try:
             return await open_connection(settings, name)
+        except BusRefusedLoginError:
+            raise
         except ConnectionError as exc:
-            if loop.time() + delay > give_up:
+            if give_up is not None and loop.time() + delay > give_up:
                 raise ConnectionError(
                     f"cannot reach the bus at {', '.join(settings.servers)} "
-                    f"within {deadline_s:.0f}s: {exc}"
+                    f"within {deadline_s or 0:.0f}s: {exc}"
                 ) from exc
             log.info("bus not reachable yet (%s); retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)

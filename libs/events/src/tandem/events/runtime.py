@@ -21,6 +21,7 @@ from typing import Any
 from tandem.events.bus import Bus
 from tandem.events.catalog import ServiceStarted, ServiceStopped
 from tandem.events.catalog.services import ServiceStartedPayload, ServiceStoppedPayload
+from tandem.events.connection import BusRefusedLoginError
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.outbox import Outbox
 from tandem.events.settings import SettingsError, load_bus_settings, load_stream_settings
@@ -107,8 +108,10 @@ async def idle_until_cancelled() -> None:
     await asyncio.Event().wait()
 
 
-async def run_service(spec: ServiceSpec, *, connect_for_s: float = 60.0) -> None:
-    """Build settings, connect (retrying), make sure the streams exist, run until cancelled."""
+async def run_service(spec: ServiceSpec, *, connect_for_s: float | None = None) -> None:
+    """Build settings, connect (retrying, by default for as long as it takes: a bus that is
+    away is waited for, never a reason to exit), make sure the streams exist, run until
+    cancelled."""
     settings = spec.load_settings()
     bus = await Bus.connect(
         load_bus_settings(), name=f"tandem-{spec.name}", retry_for_s=connect_for_s
@@ -143,7 +146,8 @@ def service_main(spec: ServiceSpec) -> int:
         if cause is None:
             raise
         log.error("%s", cause)
-        return 2 if isinstance(cause, SettingsError) else 3
+        # A refused login is configuration (credentials) too.
+        return 2 if isinstance(cause, (SettingsError, BusRefusedLoginError)) else 3
     return 0
 
 

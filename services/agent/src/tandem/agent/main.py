@@ -15,18 +15,25 @@ from pathlib import Path
 from tandem.agent.config import NodeConfig, effective_config, load_node_config
 from tandem.agent.service import run_agent
 from tandem.events.bus import Bus
+from tandem.events.connection import BusRefusedLoginError
 from tandem.events.runtime import configure_logging, until_signalled
 from tandem.events.settings import SettingsError, load_stream_settings
+from tandem.events.transient import retry_transient
 
 log = logging.getLogger(__name__)
 
 
-async def serve(config: NodeConfig, *, connect_for_s: float = 60.0) -> None:
+async def serve(config: NodeConfig, *, connect_for_s: float | None = None) -> None:
+    """Connect (by default waiting for the bus as long as it takes), then run the agent."""
     bus = await Bus.connect(
         config.bus, name=f"tandem-agent-{config.cluster}-{config.node}", retry_for_s=connect_for_s
     )
     try:
-        await bus.provision(load_stream_settings(), update_existing=False)
+        streams = load_stream_settings()
+        await retry_transient(
+            "making sure the streams exist",
+            lambda: bus.provision(streams, update_existing=False),
+        )
         await run_agent(config, bus)
     finally:
         await bus.close()
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         asyncio.run(until_signalled(serve(config)))
-    except SettingsError as exc:
+    except (SettingsError, BusRefusedLoginError) as exc:
         log.error("%s", exc)
         return 2
     except ConnectionError as exc:
