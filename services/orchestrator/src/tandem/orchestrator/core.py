@@ -6,9 +6,7 @@ sagas in ``runner.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from tandem.events.bus import Bus
 from tandem.events.catalog import OperatorActionRecorded, SagaStarted
@@ -24,24 +22,13 @@ from tandem.orchestrator.groups import group_plan, member_order, member_target
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.plans import failover_plan, switchover_plan
-from tandem.orchestrator.publishing import LeadershipLost, Publisher
+from tandem.orchestrator.publishing import LeadershipLost, Publisher, lost_is_conflict
 from tandem.orchestrator.readside import OrchestratorViews
 from tandem.orchestrator.runner import SagaRunner, StepFailed
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.asynccontextmanager
-async def _lost_is_conflict() -> AsyncIterator[None]:
-    """For a request: a leadership lost while starting a saga is a 409 with the reason."""
-    try:
-        yield
-    except LeadershipLost as exc:
-        raise ConflictError(
-            f"this orchestrator lost the leadership while the bus was away: {exc}"
-        ) from None
 
 
 class Orchestrator(OrchestratorViews):
@@ -189,7 +176,7 @@ class Orchestrator(OrchestratorViews):
         automatic: bool = False,
         cause: str | None = None,
     ) -> str:
-        async with self._starting, _lost_is_conflict():
+        async with self._starting, lost_is_conflict():
             self._require_leader()
             if not self._known(cluster):
                 raise NotFoundError(f"no cluster {cluster!r}")
@@ -218,7 +205,7 @@ class Orchestrator(OrchestratorViews):
             return saga.id
 
     async def failover(self, cluster: str, to: str | None, actor: str, reason: str) -> str:
-        async with self._starting, _lost_is_conflict():
+        async with self._starting, lost_is_conflict():
             self._require_leader()
             if not self._known(cluster):
                 raise NotFoundError(f"no cluster {cluster!r}")
@@ -258,7 +245,7 @@ class Orchestrator(OrchestratorViews):
     async def _group_switchover(
         self, group: str, to: Identity | None, actor: str, reason: str
     ) -> tuple[str, dict[str, str]]:
-        async with self._starting, _lost_is_conflict():
+        async with self._starting, lost_is_conflict():
             self._require_leader()
             config = next((g for g in self.file.groups if g.name == group), None)
             if config is None:

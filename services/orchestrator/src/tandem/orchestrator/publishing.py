@@ -18,8 +18,9 @@ and the recovery at info: an outage of the bus is two lines, not a flood.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import nats.errors
 from nats.js.errors import APIError
@@ -29,6 +30,7 @@ from tandem.events.bus import Bus
 from tandem.events.envelope import Event
 from tandem.events.errors import TandemBusError
 from tandem.events.outbox import Outbox
+from tandem.orchestrator.facade import ConflictError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,17 @@ _PERMANENT_API_CODES = {
 class LeadershipLost(Exception):
     """This orchestrator stopped being the leader while it waited for the bus; ``str()``
     says what was left undone (the next leader resumes it from the stream)."""
+
+
+@contextlib.asynccontextmanager
+async def lost_is_conflict() -> AsyncIterator[None]:
+    """For a request: a leadership lost while starting a saga is a 409 with the reason."""
+    try:
+        yield
+    except LeadershipLost as exc:
+        raise ConflictError(
+            f"this orchestrator lost the leadership while the bus was away: {exc}"
+        ) from None
 
 
 def is_transient(exc: BaseException) -> bool:

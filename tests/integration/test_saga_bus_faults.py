@@ -1,0 +1,355 @@
+"""Sagas and the orchestrator's events across bus faults, on a real nats-server.
+
+- A command that got no answer (no agent listening yet, an answer lost) is sent again with
+  the same idempotency key, and the step completes with one attempt.
+- Past the pivot a step that keeps failing is tried again (a new key after an answered
+  failure) until the forward budget is spent; the saga then ends ``needs_operator`` with a
+  ``saga.stuck`` alert and nothing undone. Before the pivot a failure still compensates.
+- A saga whose orchestrator lost the leadership stops and is resumed from the stream.
+- Decisions, their alerts and operator actions put while the bus is down (a dedicated
+  nats-server, stopped and started again) reach the stream once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from agent_rig import EventRecorder
+from helpers import alert, eventually, running
+from tandem.events.bus import Bus
+from tandem.events.catalog import Expose
+from tandem.events.catalog.commands import StepPayload
+from tandem.events.embedded import NatsServer, free_port
+from tandem.events.envelope import Command, CommandResult
+from tandem.events.errors import CommandFailedError
+from tandem.events.outbox import Outbox
+from tandem.events.registry import decode_command, decode_event
+from tandem.events.roles import RoleRecord
+from tandem.events.rpc import CommandServer, NoAnswerError, send_command
+from tandem.events.settings import load_bus_settings, load_stream_settings
+from tandem.events.subjects import (
+    EVENTS_STREAM,
+    ROLES_BUCKET,
+    command_subject,
+    events_filter,
+    role_key,
+)
+from tandem.orchestrator.core import Orchestrator
+from tandem.orchestrator.decisions import Decisions
+from tandem.orchestrator.leader import LeaderLease
+from tandem.orchestrator.liveness import Liveness
+from tandem.orchestrator.plans import failover_plan, switchover_plan
+from tandem.orchestrator.runner import SagaRunner
+from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
+from tandem.orchestrator.state import ClusterState, SagaRecord
+
+OLD, NEW = "primary", "secondary"
+
+
+@dataclass
+class Node:
+    """A node's commands answered by a ``CommandServer``: each command received (with its
+    idempotency key), and the types answered with a failure."""
+
+    received: list[Command] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)
+
+    async def answer(self, command: Command) -> CommandResult:
+        self.received.append(command)
+        ok = command.type not in self.failing
+        return CommandResult(
+            command_id=command.id,
+            idempotency_key=command.idempotency_key,
+            ok=ok,
+            reason=f"{command.type} {'done' if ok else 'failed: disk full'}",
+        )
+
+    def keys(self, type_: str) -> list[str]:
+        return [c.idempotency_key for c in self.received if c.type == type_]
+
+
+@contextlib.asynccontextmanager
+async def serving(bus: Bus, cluster: str, name: str, node: Node) -> AsyncIterator[None]:
+    server = CommandServer(bus, cluster, name, node.answer, lambda: 0)
+    await server.start()
+    try:
+        yield
+    finally:
+        await server.stop()
+
+
+async def role_record(bus: Bus, cluster: str, active: str, epoch: int = 1) -> None:
+    roles = await bus.kv(ROLES_BUCKET)
+    record = RoleRecord(active=active, epoch=epoch, reason="test: first Active")
+    await roles.put(role_key(cluster), record.model_dump_json().encode())
+
+
+def saga_of(cluster: str, kind: str, plan: list, from_node: str | None = OLD) -> SagaRecord:  # type: ignore[type-arg]
+    return SagaRecord(
+        id=f"saga-{cluster}",
+        kind=kind,
+        cluster=cluster,
+        from_node=from_node,
+        to_node=NEW,
+        plan=plan,
+        started_at=datetime.now(UTC),
+    )
+
+
+def folded(rec: EventRecorder, saga: SagaRecord) -> ClusterState:
+    """The orchestrator's state as the saga's events make it."""
+    state = ClusterState()
+    state.sagas[saga.id] = saga
+    for event in rec.events:
+        state.apply(event)
+    return state
+
+
+def runner(bus: Bus, still_leader: Callable[[], bool] = lambda: True, **kw: float) -> SagaRunner:
+    return SagaRunner(bus, "orch-test", still_leader=still_leader, retry_pause_s=0.1, **kw)  # type: ignore[arg-type]
+
+
+# -- send_command ---------------------------------------------------------------------------
+
+
+def expose(cluster: str, key: str) -> Expose:
+    return Expose(
+        cluster=cluster,
+        node=NEW,
+        epoch=1,
+        idempotency_key=key,
+        payload=StepPayload(reason="test", timeout_s=5),
+    )
+
+
+async def test_an_answer_lost_once_is_asked_again_with_the_same_command_and_key(
+    bus: Bus,
+) -> None:
+    cluster = "rpc-lost"
+    seen: list[Command] = []
+
+    async def drops_the_first(msg: Msg) -> None:
+        command = decode_command(msg.data)
+        seen.append(command)
+        if len(seen) == 1:
+            return  # carried out, but its answer lost (a reconnect, an election)
+        result = CommandResult(
+            command_id=command.id, idempotency_key=command.idempotency_key, ok=True, reason="ok"
+        )
+        await msg.respond(result.model_dump_json().encode())
+
+    sub = await bus.nc.subscribe(command_subject(cluster, NEW, "Expose"), cb=drops_the_first)
+    try:
+        command = expose(cluster, "saga-x:5")
+        result = await send_command(bus, command, timeout=0.5, retry_for_s=30)
+    finally:
+        await sub.unsubscribe()
+    assert result.ok
+    assert len(seen) == 2
+    assert {c.id for c in seen} == {command.id}
+    assert {c.idempotency_key for c in seen} == {"saga-x:5"}
+
+
+async def test_an_answered_failure_is_not_asked_again_and_nobody_listening_ends_in_time(
+    bus: Bus,
+) -> None:
+    cluster = "rpc-answered"
+    node = Node(failing={"Expose"})
+    async with serving(bus, cluster, NEW, node):
+        result = await send_command(bus, expose(cluster, "k1"), timeout=1, retry_for_s=30)
+    assert not result.ok and result.reason == "Expose failed: disk full"
+    assert node.keys("Expose") == ["k1"]
+    try:
+        await send_command(bus, expose(cluster, "k2"), timeout=0.2, retry_for_s=0.5)
+    except NoAnswerError as exc:
+        assert "no agent is listening" in str(exc) and "sent " in str(exc)
+        assert isinstance(exc, CommandFailedError)
+    else:
+        raise AssertionError("nobody listens: NoAnswerError expected")
+
+
+# -- sagas ----------------------------------------------------------------------------------
+
+
+async def test_a_step_with_no_agent_listening_yet_is_sent_again_with_its_key_and_completes(
+    bus: Bus,
+) -> None:
+    cluster = "saga-late-agent"
+    await role_record(bus, cluster, OLD)
+    rec = await EventRecorder().start(bus, cluster)
+    saga = saga_of(cluster, "failover", failover_plan(None, NEW, 1, timeout_s=20), None)
+    node = Node()
+    async with running(runner(bus).execute(saga)) as task:
+        # The agent is away (restarting, its bus reconnecting) while the step starts.
+        await eventually(
+            lambda: rec.of("SagaStepStarted", step="apply receive queue"), 10, "the step"
+        )
+        await asyncio.sleep(0.5)  # a few sends find nobody listening
+        async with serving(bus, cluster, NEW, node):
+            reason = await asyncio.wait_for(asyncio.shield(task), 60)
+    assert reason == f"failover of {cluster} to {NEW} completed"
+    assert node.keys("ApplyReceiveQueue") == [f"{saga.id}:1"]
+    assert len(rec.of("SagaStepStarted", step="apply receive queue")) == 1  # one attempt
+    assert not rec.of("SagaStepFailed")
+    assert folded(rec, saga).sagas[saga.id].state == "completed"
+    await rec.stop()
+
+
+async def test_a_step_failing_past_the_pivot_is_retried_then_the_saga_needs_an_operator(
+    bus: Bus,
+) -> None:
+    cluster = "saga-stuck"
+    await role_record(bus, cluster, OLD)
+    rec = await EventRecorder().start(bus, cluster)
+    saga = saga_of(cluster, "failover", failover_plan(None, NEW, 1, timeout_s=5), None)
+    node = Node(failing={"Expose"})
+    async with serving(bus, cluster, NEW, node):
+        reason = await runner(bus, forward_budget_s=1.0).execute(saga)
+    assert "step 2 (expose) failed after the role changed" in reason
+    assert reason.endswith("the new Active needs an operator")
+    keys = node.keys("Expose")
+    assert len(keys) >= 2, keys  # tried again, each time under a key not yet answered
+    assert keys[0] == f"{saga.id}:2" and len(set(keys)) == len(keys)
+    [ended] = rec.of("SagaFailed")
+    assert ended.payload.needs_operator  # type: ignore[attr-defined]
+    [stuck] = rec.of("AlertRaised", code="saga.stuck")
+    assert stuck.payload.details["saga"] == saga.id  # type: ignore[attr-defined]
+    assert "forward budget 1s" in stuck.payload.message  # type: ignore[attr-defined]
+    assert not [e for e in rec.of("SagaStepCompleted") if e.payload.result.get("compensation")]  # type: ignore[attr-defined]
+    assert node.keys("StartApplications") == []  # it went no further
+    assert folded(rec, saga).sagas[saga.id].state == "needs_operator"
+    assert folded(rec, saga).running_saga(cluster) is None  # an operator may act
+    await rec.stop()
+
+
+async def test_a_step_failing_before_the_pivot_is_still_compensated(bus: Bus) -> None:
+    cluster = "saga-compensated"
+    await role_record(bus, cluster, OLD)
+    rec = await EventRecorder().start(bus, cluster)
+    saga = saga_of(cluster, "switchover", switchover_plan(OLD, NEW, 1, timeout_s=5), OLD)
+    old = Node(failing={"Hide"})
+    async with serving(bus, cluster, OLD, old):
+        reason = await runner(bus, forward_budget_s=1.0).execute(saga)
+    assert reason.startswith("step 2 (hide) failed: ")
+    assert "compensated: undid stop applications" in reason
+    assert old.keys("Hide") == [f"{saga.id}:2"]  # not retried before the pivot
+    assert old.keys("StartApplications") == [f"{saga.id}:0:undo"]
+    [ended] = rec.of("SagaFailed")
+    assert not ended.payload.needs_operator  # type: ignore[attr-defined]
+    assert not rec.of("AlertRaised")
+    assert folded(rec, saga).sagas[saga.id].state == "failed"
+    await rec.stop()
+
+
+async def test_a_saga_stopped_by_a_lost_leadership_is_resumed_where_it_was(bus: Bus) -> None:
+    cluster = "saga-resumed"
+    await role_record(bus, cluster, OLD)
+    rec = await EventRecorder().start(bus, cluster)
+    saga = saga_of(cluster, "failover", failover_plan(None, NEW, 1, timeout_s=10), None)
+    leading = {"now": True}
+    node = Node()
+
+    async def answer(command: Command) -> CommandResult:
+        if command.type == "Expose":
+            leading["now"] = False  # the lease lapsed while the node carried it out
+        return await node.answer(command)
+
+    server = CommandServer(bus, cluster, NEW, answer, lambda: 0)
+    await server.start()
+    try:
+        saga_runner = runner(bus, still_leader=lambda: leading["now"])
+        stopped = await saga_runner.execute(saga)
+        assert stopped.startswith("stopped, the next leader resumes it: ")
+        await eventually(lambda: len(rec.of("SagaStepCompleted")) == 3, 10, "3 steps recorded")
+        assert not rec.of("SagaCompleted") and not rec.of("SagaFailed")
+        # Leader again: the saga resumes from what the stream says it did.
+        leading["now"] = True
+        state = folded(rec, saga)
+        resumed = await saga_runner.start(state.sagas[saga.id])
+    finally:
+        await server.stop()
+    assert resumed == f"failover of {cluster} to {NEW} completed"
+    done_before = [e.payload.step for e in rec.of("SagaStepCompleted")]  # type: ignore[attr-defined]
+    assert done_before.count("apply receive queue") == 1  # not run again
+    assert node.keys("ApplyReceiveQueue") == [f"{saga.id}:1"]
+    assert set(node.keys("Expose")) == {f"{saga.id}:2"}  # resent under its key
+    assert len(rec.of("RoleChanged")) == 1
+    await rec.stop()
+
+
+# -- the outbox while the bus is down -------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def own_bus(tmp_path: Path) -> AsyncIterator[tuple[NatsServer, Bus]]:
+    server = NatsServer(store_dir=tmp_path / "nats", name="faulty", port=free_port()).start()
+    bus = await Bus.connect(load_bus_settings(servers=[server.url]), name="tandem-test-faulty")
+    try:
+        await bus.provision(load_stream_settings())
+        yield server, bus
+    finally:
+        await bus.close()
+        server.stop()
+
+
+async def stored_ids(bus: Bus, cluster: str) -> list[str]:
+    sub = await bus.js.subscribe(
+        events_filter(cluster),
+        stream=EVENTS_STREAM,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    ids: list[str] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except Exception:
+                return ids
+            ids.append(decode_event(msg.data).id)
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_decisions_and_operator_actions_put_while_the_bus_is_down_are_stored_after(
+    tmp_path: Path,
+) -> None:
+    cluster = "outbox-down"
+    async with own_bus(tmp_path) as (server, bus):
+        settings = OrchestratorSettings(instance="orch-test")
+        state = ClusterState()
+        state.cluster(cluster).active = OLD  # a known cluster: its actions are filed there
+        outbox = Outbox(bus)
+        orchestrator = Orchestrator(
+            bus,
+            settings,
+            OrchestratorFile(),
+            state,
+            Liveness(bus, default_timeout_s=1.0),
+            LeaderLease(bus, "orch-test"),
+            outbox=outbox,
+        )
+        decisions = Decisions(orchestrator)
+        async with running(outbox.run()):
+            server.stop()  # the bus is gone
+            alerts = [alert(cluster, code="failover.impossible", n=n) for n in range(3)]
+            for event in alerts:
+                await decisions._emit(event)  # never blocks, never raises
+            await orchestrator.record_operator_action(
+                "alice", "switchover", {"cluster": cluster}, "refused: test", "api"
+            )
+            assert not await outbox.flush(timeout=1.0)  # nothing can be stored meanwhile
+            server.start()  # the same port and store: the client reconnects by itself
+            await eventually(lambda: len(outbox) == 0, 60, "the outbox to empty")
+        ids = await stored_ids(bus, cluster)
+    expected = [e.id for e in alerts]
+    assert ids[: len(expected)] == expected  # in order, each once
+    assert len(ids) == len(expected) + 1 and len(set(ids)) == len(ids)
