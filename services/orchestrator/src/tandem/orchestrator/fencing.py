@@ -96,6 +96,8 @@ class Fencer:
             return await self._guard(saga.cluster, spec.node, spec.epoch, policy, deadline)
         except _NotFenced as exc:
             why = str(exc)
+        except Exception as exc:  # the bus away (the VMware bridge's events unreadable)
+            why = f"{type(exc).__name__}: {exc}".rstrip(": ")
         what = f"fencing {spec.node} (the old Active of {saga.cluster}) by {policy.method} failed"
         expose = policy.on_failure == "expose"
         then = (
