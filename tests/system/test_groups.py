@@ -77,6 +77,18 @@ async def start_group(bus: Bus, pair: Pair, tmp_path: Path) -> list[EventRecorde
         )
 
     await eventually(members_ready, 60, "every member Active on node a")
+
+    async def passives_alive() -> bool:
+        # A switchover needs a node to move to: each member's b must be seen alive first.
+        async with pair.api() as api:
+            for cluster in MEMBERS:
+                view = (await api.get(f"/api/v1/clusters/{cluster}")).json()
+                nodes = {n["name"]: n for n in view.get("nodes", [])}
+                if not (nodes.get("b") or {}).get("alive"):
+                    return False
+        return True
+
+    await eventually(passives_alive, 60, "every member's node b alive")
     return recorders
 
 

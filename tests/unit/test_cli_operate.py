@@ -357,6 +357,26 @@ def test_switchover_that_fails_exits_1_with_the_sagas_reason(cli: Cli) -> None:
     assert "switchover of demo failed: step promote failed on secondary: disk full" in cli.stderr
 
 
+STUCK = saga_json(
+    "needs_operator",
+    [
+        step(0, "change role", "secondary", "completed"),
+        step(1, "expose", "secondary", "failed", "address in use"),
+    ],
+    reason="step 1 (expose) failed after the role changed: address in use",
+)
+
+
+def test_a_saga_stuck_past_the_pivot_ends_the_wait_and_says_it_needs_an_operator(
+    cli: Cli,
+) -> None:
+    cli.orchestrator.saga_states = [RUNNING, STUCK]
+    assert cli("switchover", "demo") == 1
+    assert cli.orchestrator.saga_reads == 2  # not waited out to the timeout
+    assert "2. expose on secondary  FAILED: address in use" in cli.stdout
+    assert "stopped past the role change and needs an operator" in cli.stderr
+
+
 def test_switchover_wait_times_out_and_says_so(cli: Cli) -> None:
     cli.orchestrator.saga_states = [RUNNING]
     assert cli("switchover", "demo", "--timeout", "1") == 1

@@ -134,7 +134,7 @@ class Saga(_Model):
 
     @property
     def finished(self) -> bool:
-        return self.state in ("completed", "failed")
+        return self.state in ("completed", "failed", "needs_operator")
 
 
 class GroupMember(_Model):

@@ -328,6 +328,12 @@ def follow_saga(
         target = f": {saga.to_node} is Active" if saga.to_node and "group" not in saga.kind else ""
         console.print(f"[green]{escape(label)} completed{escape(target)}[/]")
         return EXIT_OK
+    if saga.state == "needs_operator":
+        err.print(
+            f"[red]{escape(label)} stopped past the role change and needs an operator: "
+            f"{escape(saga.reason or 'no reason given')}[/]"
+        )
+        return EXIT_FAILED
     err.print(f"[red]{escape(label)} failed: {escape(saga.reason or 'no reason given')}[/]")
     return EXIT_FAILED
 

@@ -133,8 +133,9 @@ def _wait(client: ApiClient, group: str, saga_id: str, timeout_s: float) -> Saga
             f"{where}{last}; it may still finish",
         )
     if saga.state != "completed":
+        how = "needs an operator" if saga.state == "needs_operator" else "failed"
         raise SrmFailure(
-            operate.EXIT_FAILED, f"group {group} failed: {saga.reason or 'no reason given'}"
+            operate.EXIT_FAILED, f"group {group} {how}: {saga.reason or 'no reason given'}"
         )
     return saga
 

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import nats.errors
 from nats.js.errors import APIError
+from pydantic import ValidationError
 
 from tandem.events.errors import CasConflictError, DecodeError, TandemBusError
 
@@ -35,7 +36,7 @@ def is_transient(exc: BaseException) -> bool:
     """True when asking again later may succeed (timeouts, elections, reconnects)."""
     if isinstance(exc, (nats.errors.MaxPayloadError, nats.errors.BadSubjectError)):
         return False
-    if isinstance(exc, (DecodeError, CasConflictError)):
+    if isinstance(exc, (DecodeError, CasConflictError, ValidationError)):
         return False
     if isinstance(exc, APIError):
         return exc.err_code not in _PERMANENT_API_CODES
@@ -118,23 +119,41 @@ async def retry_transient(
 
 
 async def keep_running(
-    what: str, part: Callable[[], Awaitable[None]], *, max_backoff_s: float = 10.0
+    what: str,
+    part: Callable[[], Awaitable[object]],
+    *,
+    restart_if: Callable[[BaseException], bool] = is_bus_fault,
+    restart_when_done: bool = False,
+    first_backoff_s: float = 0.5,
+    max_backoff_s: float = 10.0,
+    healthy_after_s: float = 60.0,
 ) -> None:
-    """Run ``part()`` for ever: when a bus fault ends it, say so and start it again (with
-    backoff). Any other error still ends it: a bug is not retried into a loop."""
-    backoff = Backoff(first_s=0.5, max_s=max_backoff_s)
+    """Run ``part()`` for ever: when an error ``restart_if`` accepts ends it (by default a
+    bus fault), say so and start it again with backoff; any other error goes through (a
+    node agent's bug is not retried into a loop: the agent stops and its supervisor restarts
+    it whole). With ``restart_when_done`` a part that returns is started again too."""
+    backoff = Backoff(first_s=first_backoff_s, max_s=max_backoff_s)
     loop = asyncio.get_running_loop()
+    failures = 0
     while True:
         started = loop.time()
         try:
             await part()
-            return
+            if not restart_when_done:
+                return
+            reason = "it returned"
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            if not is_bus_fault(exc):
+            if not isinstance(exc, Exception | BaseExceptionGroup) or not restart_if(exc):
                 raise
-            if loop.time() - started > 60:
-                backoff.reset()  # it ran well for a while: this is a new outage
-            log.warning("%s stopped on a bus fault (%s); starting it again", what, describe(exc))
-            await backoff.wait()
+            reason = describe(exc)
+        if loop.time() - started > healthy_after_s:
+            backoff.reset()  # it ran well for a while: this is a new run of failures
+            failures = 0
+        failures += 1
+        if failures == 1:
+            log.warning("%s stopped (%s); starting it again", what, reason)
+        else:
+            log.debug("%s stopped again (%s); restart %s", what, reason, failures)
+        await backoff.wait()

@@ -18,9 +18,10 @@ from tandem.events.envelope import Event
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.roles import read_role
 from tandem.events.subjects import ROLES_BUCKET
+from tandem.events.transient import describe
 from tandem.orchestrator.core import Orchestrator
 from tandem.orchestrator.facade import ConflictError, NotFoundError
-from tandem.orchestrator.publishing import LeadershipLost, describe
+from tandem.orchestrator.publishing import LeadershipLost
 from tandem.orchestrator.supervise import SayOnce
 
 log = logging.getLogger(__name__)

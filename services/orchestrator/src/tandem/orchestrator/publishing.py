@@ -22,24 +22,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-import nats.errors
-from nats.js.errors import APIError
-from pydantic import ValidationError
-
 from tandem.events.bus import Bus
 from tandem.events.envelope import Event
-from tandem.events.errors import TandemBusError
 from tandem.events.outbox import Outbox
+from tandem.events.transient import describe, is_transient
 from tandem.orchestrator.facade import ConflictError
 
 log = logging.getLogger(__name__)
-
-#: JetStream API errors about the request itself: asking again gives the same answer.
-_PERMANENT_API_CODES = {
-    10039,  # subjects overlap with another stream's
-    10054,  # maximum message size exceeded
-    10060,  # expected stream does not match
-}
 
 
 class LeadershipLost(Exception):
@@ -56,24 +45,6 @@ async def lost_is_conflict() -> AsyncIterator[None]:
         raise ConflictError(
             f"this orchestrator lost the leadership while the bus was away: {exc}"
         ) from None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when asking again later may succeed (timeouts, elections, reconnects)."""
-    if isinstance(exc, nats.errors.MaxPayloadError | nats.errors.BadSubjectError):
-        return False
-    if isinstance(exc, ValidationError):
-        return False
-    if isinstance(exc, APIError):
-        return exc.err_code not in _PERMANENT_API_CODES
-    # Our own check of an answer (stored in another stream) does not change on a retry.
-    return not (isinstance(exc, TandemBusError) and type(exc) is TandemBusError)
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line reason: nats-py's timeouts carry no message of their own."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Publisher:

@@ -47,10 +47,11 @@ from tandem.events.catalog.sagas import (
 )
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
+from tandem.events.transient import describe, is_transient
 from tandem.orchestrator.fencing import FenceFailed, Fencer
 from tandem.orchestrator.groups import MEMBER_SWITCH_BACK, MEMBER_SWITCHOVER
 from tandem.orchestrator.plans import CHANGE_ROLE, FENCE
-from tandem.orchestrator.publishing import LeadershipLost, Publisher, describe, is_transient
+from tandem.orchestrator.publishing import LeadershipLost, Publisher
 from tandem.orchestrator.state import SagaRecord
 from tandem.orchestrator.steps import COMMANDS, StepCommands, StepFailed
 

@@ -41,7 +41,8 @@ from tandem.events.kv import compare_and_set
 from tandem.events.roles import RoleRecord, read_role
 from tandem.events.rpc import send_command
 from tandem.events.subjects import ROLES_BUCKET, role_key
-from tandem.orchestrator.publishing import LeadershipLost, describe, is_transient
+from tandem.events.transient import describe, is_transient
+from tandem.orchestrator.publishing import LeadershipLost
 from tandem.orchestrator.state import SagaRecord
 
 log = logging.getLogger(__name__)

@@ -8,47 +8,26 @@ through, so that the service exits 2 with the reason.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from tandem.events.settings import SettingsError
-from tandem.orchestrator.publishing import describe
+from tandem.events.transient import keep_running
 
 log = logging.getLogger(__name__)
 
 
-async def supervise(
-    what: str,
-    run: Callable[[], Awaitable[object]],
-    *,
-    first_backoff_s: float = 0.2,
-    max_backoff_s: float = 5.0,
-    healthy_after_s: float = 30.0,
-) -> None:
+async def supervise(what: str, run: Callable[[], Awaitable[object]]) -> None:
     """Run ``run()`` for ever: started again after it fails (or returns)."""
-    loop = asyncio.get_running_loop()
-    delay, failures = first_backoff_s, 0
-    while True:
-        started = loop.time()
-        try:
-            await run()
-            reason = "it returned"
-        except asyncio.CancelledError:
-            raise
-        except SettingsError:
-            raise
-        except Exception as exc:
-            reason = describe(exc)
-        if loop.time() - started >= healthy_after_s:
-            delay, failures = first_backoff_s, 0  # it ran well for a while: a new failure
-        failures += 1
-        if failures == 1:
-            log.warning("%s stopped (%s); starting it again", what, reason)
-        else:
-            log.debug("%s stopped again (%s); restart %s in %.1fs", what, reason, failures, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_backoff_s)
+    await keep_running(
+        what,
+        run,
+        restart_if=lambda exc: not isinstance(exc, SettingsError),
+        restart_when_done=True,
+        first_backoff_s=0.2,
+        max_backoff_s=5.0,
+        healthy_after_s=30.0,
+    )
 
 
 class SayOnce:
