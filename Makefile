@@ -8,7 +8,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test test-unit bench bench-quick lint compose-check clean
+.PHONY: install run test test-unit bench bench-quick chaos chaos-quick lint compose-check clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -42,6 +42,14 @@ bench-quick: install
 	$(VENV)/bin/python bench/replication.py --quick --out bench/results/replication.json
 	$(VENV)/bin/python bench/failover.py --quick --out bench/results/failover.json
 	$(VENV)/bin/python bench/fencing_wire.py --out bench/results/failover.json
+
+# The chaos suite (issue 15): seeded random faults on a real 3-node NATS cluster, two
+# orchestrators and a pair of agents; writes bench/results/chaos.{json,md} and the timeline PNG.
+chaos: install
+	$(VENV)/bin/python bench/chaos.py --scenarios 200 --seed 1 --out bench/results/chaos.json
+
+chaos-quick: install
+	$(VENV)/bin/python bench/chaos.py --scenarios 20 --seed 1 --out bench/results/chaos.json
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,177 @@
+"""The nemesis: real faults on the real topology, from a seeded schedule (``random.Random``).
+
+Faults: SIGKILL or SIGSTOP (SIGCONT after ``hold_s``) of an agent (the Active's or the
+Passive's), of an orchestrator (the leader or the follower), of a NATS server, of the
+``TANDEM_EVENTS`` stream leader (found by ``stream_info().cluster.leader``); a managed
+switchover (POST to the leading orchestrator's API) during the other faults. A killed process
+stays down for ``hold_s`` and is then restarted, as a supervisor would. Not built: disk faults
+(disk full, slow disk) on a target; the bus partition exists only in the network-namespace
+topology (``chaos_netns``).
+
+A schedule is data (``Fault`` list, JSON-able): the same seed gives the same schedule; which
+concrete process a role names ("the Active's agent") is resolved when the fault is applied
+and recorded on the fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chaos_topology import NODES, NatsNode, Topology
+
+log = logging.getLogger(__name__)
+
+#: kind -> the group of parts it hits (one fault per group per scenario: two NATS servers down
+#: at once is a loss of quorum, a different experiment).
+KINDS = {
+    "kill-agent": "agent",
+    "stop-agent": "agent",
+    "kill-orchestrator": "orchestrator",
+    "stop-orchestrator": "orchestrator",
+    "kill-nats": "nats",
+    "stop-nats": "nats",
+    "kill-stream-leader": "nats",
+}
+
+
+@dataclass
+class Fault:
+    kind: str
+    #: "active" / "passive" (agents), "leader" / "follower" (orchestrators), "0".."2" (NATS).
+    target: str = ""
+    #: Seconds after the scenario's start.
+    at_s: float = 0.0
+    hold_s: float = 0.0
+    # Filled in when applied:
+    started: float | None = None
+    ended: float | None = None
+    process: str | None = None
+    pid: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def schedule(rng: random.Random, max_faults: int = 3) -> list[Fault]:
+    """One scenario's faults: 1..max_faults of distinct groups, maybe with a switchover."""
+    faults: list[Fault] = []
+    switchover = rng.random() < 0.5
+    if switchover:
+        faults.append(Fault("switchover", at_s=0.0))
+    groups = rng.sample(sorted(set(KINDS.values())), rng.randint(1, min(max_faults, 3)))
+    for group in groups:
+        kind = rng.choice(sorted(k for k, g in KINDS.items() if g == group))
+        target = {
+            "agent": rng.choice(["active", "passive"]),
+            "orchestrator": rng.choice(["leader", "follower"]),
+            "nats": str(rng.randrange(3)),
+        }[group]
+        at = round(rng.uniform(0.3, 2.5) if switchover else rng.uniform(0.0, 1.5), 2)
+        hold = round(rng.uniform(2.0, 6.0), 1)
+        faults.append(Fault(kind, target if kind != "kill-stream-leader" else "", at, hold))
+    return sorted(faults, key=lambda f: f.at_s)
+
+
+class Nemesis:
+    """Applies a schedule; ``run`` returns when every fault has been healed."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.sagas: list[str] = []
+
+    def _agent(self, which: str) -> str:
+        view = self.topo.view() or {}
+        active = view.get("active") or NODES[0]
+        return active if which == "active" else next(n for n in NODES if n != active)
+
+    def _orchestrator(self, which: str) -> int:
+        leader = self.topo.leader()
+        leader = 0 if leader is None else leader
+        return leader if which == "leader" else 1 - leader
+
+    def _nats(self, fault: Fault) -> NatsNode:
+        if fault.kind == "kill-stream-leader":
+            watch = getattr(self.topo, "watch", None)
+            name = watch.stream_leader() if watch is not None else None
+            fault.detail["stream_leader"] = name
+            found = [n for n in self.topo.nats if n.name == name]
+            if found:
+                return found[0]
+            log.warning("stream leader %r not found among the servers: the first one", name)
+            return self.topo.nats[0]
+        return self.topo.nats[int(fault.target or 0)]
+
+    def apply(self, fault: Fault) -> Callable[[], None] | None:
+        """Inject ``fault``; the heal (SIGCONT, or let the supervisor restart) or None."""
+        fault.started = time.time()
+        if fault.kind == "switchover":
+            status, body = self.topo.switchover("chaos: managed switchover under faults")
+            fault.detail.update(status=status, answer=body)
+            if status == 202 and "saga_id" in body:
+                self.sagas.append(body["saga_id"])
+            fault.ended = time.time()
+            return None
+        part: Any
+        if fault.kind == "partition":  # the netns topology only (chaos_netns)
+            node = self._agent(fault.target)
+            fault.process, fault.detail["node"] = f"agent-{node}", node
+            log.info("nemesis: bus partition of %s for %.1fs", node, fault.hold_s)
+            self.topo.partition(node)  # type: ignore[attr-defined]
+
+            def heal() -> None:
+                self.topo.heal(node)  # type: ignore[attr-defined]
+                fault.ended = time.time()
+
+            return heal
+        if fault.kind.endswith("-agent"):
+            node = self._agent(fault.target)
+            part = self.topo.agents[node]
+            fault.detail["node"] = node
+        elif fault.kind.endswith("-orchestrator"):
+            part = self.topo.orchestrators[self._orchestrator(fault.target)]
+        else:
+            part = self._nats(fault)
+        fault.process, fault.pid = part.name, part.pid
+        log.info("nemesis: %s %s (pid %s) for %.1fs", fault.kind, part.name, part.pid, fault.hold_s)
+        if fault.kind.startswith("stop-"):
+            part.pause()
+
+            def cont() -> None:
+                part.resume()
+                fault.ended = time.time()
+
+            return cont
+        part.held = True
+        part.kill()
+
+        def release() -> None:
+            part.held = False
+            self.topo.supervise()
+            fault.ended = time.time()
+
+        return release
+
+    def run(self, faults: list[Fault], tick: Callable[[], object]) -> None:
+        """Apply every fault at its offset and heal it ``hold_s`` later; ``tick`` (the
+        supervisor) runs in between."""
+        start = time.monotonic()
+        pending = sorted(faults, key=lambda f: f.at_s)
+        heals: list[tuple[float, Callable[[], None]]] = []
+        while pending or heals:
+            now = time.monotonic() - start
+            while pending and pending[0].at_s <= now:
+                fault = pending.pop(0)
+                heal = self.apply(fault)
+                if heal is not None:
+                    heals.append((time.monotonic() - start + fault.hold_s, heal))
+            for due, heal in [h for h in heals if h[0] <= time.monotonic() - start]:
+                heal()
+                heals.remove((due, heal))
+            tick()
+            time.sleep(0.1)

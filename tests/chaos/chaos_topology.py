@@ -1,0 +1,399 @@
+"""The chaos suite's topology, every part real: a 3-node NATS JetStream cluster with R3 streams
+(``TANDEM_STREAMS_REPLICAS=3``), two orchestrators (``python -m tandem.orchestrator``, one
+leads by lease) and a pair of node agents (``python -m tandem.agent``) protecting the demo app
+(``tandem.agent.demoapp``) behind the loopback public port. Agents and orchestrators are given
+all three NATS URLs. ``supervise`` restarts whatever is down and not held down by the nemesis,
+as systemd would, and records an exit the nemesis did not cause as a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from chaos_procs import Exit, Proc, http_status, kill_leftovers
+
+from tandem.cli.demo import loopback_public_toml, pair_node_toml
+from tandem.events.bus import Bus
+from tandem.events.embedded import NatsCluster, NatsServer, free_port
+from tandem.events.settings import load_bus_settings, load_stream_settings
+
+log = logging.getLogger(__name__)
+
+CLUSTER = "chaos"
+NODES = ("primary", "secondary")
+APP, CHECK = "web", "web-http"
+OPERATOR = "operator-token-for-the-chaos-suite-0123456789"
+# Faster than the defaults, as the system tests run them (tests/agent_rig.py).
+TIMING = """
+[heartbeat]
+interval_s = 0.1
+
+[lease]
+ttl_s = 3
+renew_every_s = 0.3
+fence_margin_s = 1.5
+"""
+
+
+def with_servers(toml: str, urls: list[str]) -> str:
+    """A node config whose ``[bus] servers`` line names every NATS server."""
+    lines = [
+        f"servers = {json.dumps(urls)}" if ln.startswith("servers = ") else ln
+        for ln in toml.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class NatsNode:
+    """One nats-server of the cluster, supervised like the other processes."""
+
+    server: NatsServer
+    exits: list[Exit] = field(default_factory=list)
+    expect_exit: bool = False
+    held: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.server.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.process.pid if self.server.process is not None else None
+
+    def running(self) -> bool:
+        return self.server.is_running()
+
+    def kill(self) -> None:
+        pid = self.pid
+        self.expect_exit = True
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+        self.server.kill()
+        self.exits.append(Exit(self.name, pid or 0, -9, time.time(), True, 0))
+
+    def pause(self) -> None:
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGCONT)
+
+    def reap(self) -> Exit | None:
+        proc = self.server.process
+        if proc is None or proc.poll() is None:
+            return None
+        ended = Exit(self.name, proc.pid, proc.returncode, time.time(), self.expect_exit, 0)
+        self.exits.append(ended)
+        self.server.process = None
+        return ended
+
+    def start(self) -> None:
+        self.server.launch()
+        self.server.wait_ready(30)
+        self.expect_exit = False
+
+
+class Topology:
+    """Build with ``start()``; end with ``close()``. ``root`` holds every config and log."""
+
+    def __init__(self, root: Path | None = None, keep: bool = False, host: str = "127.0.0.1"):
+        self.root = (root or Path(tempfile.mkdtemp(prefix="tandem-chaos-"))).resolve()
+        self.keep, self.host = keep, host
+        self.nats: list[NatsNode] = []
+        self.orchestrators: list[Proc] = []
+        self.agents: dict[str, Proc] = {}
+        self.app_ports: dict[str, int] = {}
+        self.api_ports: list[int] = []
+        self.public_port = free_port()
+        #: Where clients reach the public identity (a LAN address in the netns topology).
+        self.public_host = "127.0.0.1"
+        self.crashes: list[Exit] = []
+
+    # -- building ------------------------------------------------------------------------------
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"nats://{self.host}:{n.server.port}" for n in self.nats]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TANDEM_LOG_LEVEL": "INFO",
+            "TANDEM_STREAMS_REPLICAS": "3",
+            "TANDEM_BUS_SERVERS": ",".join(self.urls),
+            **extra,
+        }
+
+    def start_nats(self) -> None:
+        cluster = NatsCluster(base_dir=self.root / "nats", size=3, name="chaos")
+        if self.host != "127.0.0.1":
+            _start_on_host(cluster, self.host)
+        else:
+            cluster.start()
+        for server in cluster.servers:
+            server.port = server.client_port or -1  # a restart listens where clients look
+        self.nats = [NatsNode(s) for s in cluster.servers]
+        asyncio.run(self._provision())
+
+    async def _provision(self) -> None:
+        bus = await Bus.connect(load_bus_settings(servers=self.urls, request_timeout_s=3))
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    await bus.provision(load_stream_settings(replicas=3))
+                    return
+                except Exception as exc:  # the cluster is still electing its meta leader
+                    if time.monotonic() > deadline:
+                        raise
+                    log.info("provisioning R3 streams: %r; again", exc)
+                    await asyncio.sleep(0.5)
+        finally:
+            await bus.close()
+
+    def node_config(self, node: str) -> str:
+        base = self.root / node
+        core = pair_node_toml(
+            cluster=CLUSTER,
+            node=node,
+            nodes=NODES,
+            base=base,
+            data=base / "data",
+            bus_url=self.urls[0],
+            app=APP,
+            app_port=self.app_ports[node],
+            check=CHECK,
+            check_interval_s=0.2,
+            check_timeout_s=1,
+        )
+        text = with_servers(core, self.urls) + TIMING
+        return text + loopback_public_toml(self.app_ports[node], self.public_port)
+
+    def agent_argv(self, node: str, config: Path) -> list[str]:
+        return [sys.executable, "-m", "tandem.agent", "--config", str(config)]
+
+    def add_agents(self) -> None:
+        for node in NODES:
+            (self.root / node / "data").mkdir(parents=True, exist_ok=True)
+            self.app_ports[node] = free_port()
+            config = self.root / node / "node.toml"
+            config.write_text(
+                "# Written by the chaos suite (tests/chaos).\n" + self.node_config(node)
+            )
+            argv = self.agent_argv(node, config)
+            self.agents[node] = Proc(
+                f"agent-{node}", argv, self.env(), self.root / node / "agent.log"
+            )
+
+    def add_orchestrators(self, count: int = 2) -> None:
+        for i in range(count):
+            port = free_port()
+            env = self.env(
+                TANDEM_ORCHESTRATOR_INSTANCE=f"orch-{i + 1}",
+                TANDEM_ORCHESTRATOR_API_PORT=str(port),
+                TANDEM_ORCHESTRATOR_TOKENS=f"operator {OPERATOR}",
+            )
+            argv = [sys.executable, "-m", "tandem.orchestrator"]
+            self.orchestrators.append(
+                Proc(f"orch-{i + 1}", argv, env, self.root / f"orch-{i + 1}.log")
+            )
+            self.api_ports.append(port)
+
+    def start(self, ready_timeout: float = 120) -> Topology:
+        self.start_nats()
+        self.add_agents()
+        self.add_orchestrators()
+        for proc in self.procs():
+            proc.start()
+        ok, why = self.wait_ready(ready_timeout, settle=1.0)
+        if not ok:
+            raise RuntimeError(f"the chaos topology did not get ready: {why}")
+        return self
+
+    def procs(self) -> list[Proc]:
+        return [*self.agents.values(), *self.orchestrators]
+
+    # -- supervision ---------------------------------------------------------------------------
+
+    def supervise(self) -> list[Exit]:
+        """Reap what ended and restart what is down and not held; returns the crashes found."""
+        found = []
+        for proc in self.procs():
+            ended = proc.reap()
+            if ended is not None and not ended.expected:
+                found.append(ended)
+            if not proc.running() and not proc.held:
+                proc.start()
+        for nats_node in self.nats:
+            ended = nats_node.reap()
+            if ended is not None and not ended.expected:
+                found.append(ended)
+            if not nats_node.running() and not nats_node.held:
+                nats_node.start()
+        self.crashes += found
+        return found
+
+    def logs(self) -> dict[str, Path]:
+        out = {p.name: p.log for p in self.procs()}
+        for node in NODES:
+            out[f"app-{node}"] = self.root / node / f"{APP}.log"
+        for n in self.nats:
+            out[n.name] = n.server.log_path
+        return out
+
+    def close(self) -> list[str]:
+        """Stop everything (agents first: they stop their apps); remove the folder unless
+        kept. Returns what had to be killed the hard way."""
+        for proc in self.procs():
+            proc.held = True
+            proc.stop()
+        self.crashes += [
+            e
+            for p in self.procs()
+            for e in p.exits[-1:]
+            if not e.expected and e not in self.crashes
+        ]
+        keep = {n.pid for n in self.nats if n.pid is not None}
+        forced = kill_leftovers(self.root, keep)
+        for n in self.nats:
+            n.held = True
+            n.resume()
+            n.server.stop()
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return forced
+
+    # -- the orchestrators' API ----------------------------------------------------------------
+
+    def api(self, index: int) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.api_ports[index]}",
+            headers={"Authorization": f"Bearer {OPERATOR}"},
+            timeout=5,
+        )
+
+    def _get(self, index: int, path: str) -> Any:
+        try:
+            with self.api(index) as api:
+                answer = api.get(path)
+            return answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def leader(self) -> int | None:
+        """The index of the orchestrator that says it leads (the first, if two do)."""
+        for i, proc in enumerate(self.orchestrators):
+            health = self._get(i, "/healthz") if proc.running() else None
+            if health and health.get("leader"):
+                return i
+        return None
+
+    def view(self, index: int | None = None) -> dict[str, Any] | None:
+        index = self.leader() if index is None else index
+        return None if index is None else self._get(index, f"/api/v1/clusters/{CLUSTER}")
+
+    def saga(self, saga_id: str) -> dict[str, Any] | None:
+        for i in range(len(self.orchestrators)):
+            found = self._get(i, f"/api/v1/sagas/{saga_id}")
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+        return None
+
+    def switchover(self, reason: str) -> tuple[int, dict[str, Any]]:
+        """POST a managed switchover to the leading orchestrator: (status, body)."""
+        index = self.leader()
+        if index is None:
+            return 0, {"error": "no orchestrator leads"}
+        try:
+            with self.api(index) as api:
+                answer = api.post(f"/api/v1/clusters/{CLUSTER}/switchover", json={"reason": reason})
+            return answer.status_code, answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return 0, {"error": repr(exc)}
+
+    def ready(self) -> tuple[bool, str]:
+        """One leader; the Active serves (role active, check ok, public port 200); the other
+        node alive, passive and not out of sync; no saga running."""
+        if self.leader() is None:
+            return False, "no orchestrator leads"
+        view = self.view()
+        if view is None:
+            return False, "no cluster view"
+        nodes = {n["name"]: n for n in view.get("nodes", [])}
+        active = nodes.get(view.get("active") or "")
+        if active is None:
+            return False, f"no Active in the view (active={view.get('active')})"
+        if view.get("saga"):
+            return False, f"saga {view['saga']} running"
+        if not (active["alive"] and active["role"] == "active"):
+            return False, f"Active {active['name']} alive={active['alive']} role={active['role']}"
+        if active["checks"].get(CHECK) != "ok":
+            return False, f"Active's check {CHECK}: {active['checks'].get(CHECK)}"
+        others = [n for name, n in nodes.items() if name != active["name"]]
+        if not any(
+            n["alive"] and n["role"] == "passive" and n.get("replication") != "out_of_sync"
+            for n in others
+        ):
+            said = [(n["name"], n["alive"], n["role"], n.get("replication")) for n in others]
+            return False, f"no Passive ready (name, alive, role, replication): {said}"
+        if http_status(self.public_port, timeout=1, host=self.public_host) != 200:
+            return False, "the public port does not answer 200"
+        return True, ""
+
+    def wait_ready(
+        self, timeout: float, settle: float = 0.0, tick: Callable[[], object] | None = None
+    ) -> tuple[bool, str]:
+        """Wait until ``ready`` has held ``settle`` s in a row; ``tick`` runs every round (the
+        supervisor)."""
+        deadline = time.monotonic() + timeout
+        since: float | None = None
+        why = ""
+        while True:
+            if tick is not None:
+                tick()
+            ok, why = self.ready()
+            now = time.monotonic()
+            since = (since or now) if ok else None
+            if since is not None and now - since >= settle:
+                return True, ""
+            if now >= deadline:
+                return False, why
+            time.sleep(0.2)
+
+
+def _start_on_host(cluster: NatsCluster, host: str) -> None:
+    """``NatsCluster.start`` with every server listening on ``host`` (a root-namespace leg the
+    network-namespace hosts reach)."""
+    ports = [free_port(host) for _ in range(cluster.size)]
+    routes = [f"nats-route://{host}:{p}" for p in ports]
+    cluster.servers = [
+        NatsServer(
+            store_dir=cluster.base_dir / f"n{i + 1}",
+            name=f"{cluster.name}-n{i + 1}",
+            host=host,
+            cluster_name=cluster.name,
+            cluster_port=port,
+            routes=[r for j, r in enumerate(routes) if j != i],
+            monitor_port=None,
+        )
+        for i, port in enumerate(ports)
+    ]
+    for server in cluster.servers:
+        server.launch()
+    for server in cluster.servers:
+        server.wait_ready(30)

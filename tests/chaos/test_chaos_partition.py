@@ -1,0 +1,60 @@
+"""Chaos on the wire: a 6 s bus partition of the Active (nftables in its network namespace
+drops everything to and from the three NATS servers). Real agents in namespaces with the lan
+identity, the 3-node NATS cluster and two orchestrators in the root namespace, the demo app
+under a write load through the public IP. The partitioned agent survives (no exit, no
+traceback), fences itself (``NodeSelfFenced``), and rejoins as a serving pair's Passive once
+the partition heals; every other checker holds."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from chaos_fixture import findings, run_topology
+from chaos_nemesis import Fault
+from chaos_netns import NetnsTopology
+from chaos_run import ChaosRun
+
+from conftest import has_binary, require
+from netns_rig import Lan, free_subnets
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture
+def run(nats_binary: str) -> Iterator[ChaosRun]:
+    require("root", os.geteuid() == 0, "network namespaces and nftables need root")
+    for binary, package in (("ip", "iproute2"), ("nft", "nftables")):
+        require(binary, has_binary(binary), f"install {package}")
+    lan = Lan()
+    try:
+        try:
+            lan.create("chan")
+        except RuntimeError as exc:
+            require("network namespaces", False, str(exc))
+        (net,) = free_subnets(1)
+        topo = NetnsTopology(lan, net, keep=os.environ.get("TANDEM_CHAOS_KEEP") == "1")
+        yield from run_topology(topo)
+    finally:
+        lan.destroy()
+
+
+@pytest.mark.timeout(300)
+def test_a_partitioned_active_survives_fences_and_rejoins(run: ChaosRun) -> None:
+    view = run.topo.view() or {}
+    active = view.get("active")
+    assert active in ("primary", "secondary"), view
+    result = run.scenario(
+        "partition-6s", [Fault("partition", "active", at_s=0, hold_s=6)], ready_timeout=90
+    )
+    problems = "\n".join(findings([result]))
+    agent = f"agent-{active}"
+    assert findings([result], "crashes", "tracebacks") == [], f"{agent} survives:\n{problems}"
+    assert run.topo.agents[active].running(), f"{agent} is not running:\n{problems}"
+    fenced = [e for e in run.stored if e.type == "NodeSelfFenced" and e.node == active]
+    assert fenced, f"{active} fenced itself (NodeSelfFenced in the stream)\n{problems}"
+    assert result["ready"], f"{active} rejoins: {result['not_ready_because']}\n{problems}"
+    nodes = {n["name"]: n for n in (run.topo.view() or {}).get("nodes", [])}
+    assert nodes[active]["alive"], nodes
+    assert problems == "", problems
