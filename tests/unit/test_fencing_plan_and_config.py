@@ -210,3 +210,45 @@ def test_a_lease_never_found_counts_from_the_watch_start_with_the_default_ttl() 
         "primary's lease silent for 1.3s (ttl 1s + 0.25s allowance; no lease value seen, its "
         "ttl taken as 1s): its guard has hidden it"
     )
+
+
+class LeaseBucket:
+    """Stands in for the ``tandem_leases`` bucket: unreadable while ``away`` (what an
+    orchestrator whose own connection is down sees), else the node's unchanged lease."""
+
+    def __init__(self) -> None:
+        self.away = False
+
+    async def get(self, key: str) -> Any:
+        if self.away:
+            raise TimeoutError()
+        return type("Entry", (), {"revision": 7, "value": b"{}"})()
+
+
+class BusWithBucket:
+    def __init__(self, bucket: LeaseBucket) -> None:
+        self.bucket = bucket
+
+    async def kv(self, name: str) -> LeaseBucket:
+        return self.bucket
+
+
+async def test_a_silence_the_orchestrator_could_not_hear_is_not_a_nodes() -> None:
+    """While the leases cannot be read nobody is gone, and after that the watch starts over:
+    a node is gone only after a whole failover timeout of silence seen with open eyes."""
+    clock = Clock()
+    bucket = LeaseBucket()
+    liveness = Liveness(BusWithBucket(bucket), default_timeout_s=1.0, clock=clock)  # type: ignore[arg-type]
+    liveness.watch("erp", "primary")
+    await liveness.poll_leases()
+    clock.now += 0.5
+    bucket.away = True  # the orchestrator's bus goes away
+    await liveness.poll_leases()
+    clock.now += 5.0
+    assert liveness.gone("erp", "primary") == ""  # blind: nothing is known
+    bucket.away = False
+    await liveness.poll_leases()  # sees again; the lease has not moved
+    assert liveness.gone("erp", "primary") == ""  # silence counts from here
+    clock.now += 1.1
+    await liveness.poll_leases()
+    assert liveness.gone("erp", "primary").startswith("primary silent for 1.1s")

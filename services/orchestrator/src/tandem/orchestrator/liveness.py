@@ -4,7 +4,10 @@ their liveness leases in ``tandem_leases``.
 Both are judged by this process's monotonic clock: a heartbeat's arrival, a lease's
 revision changing. A node is *gone* when neither has moved for its failover timeout (never
 shorter than its lease's ttl, so that an Active that is merely cut off has hidden itself
-before anyone replaces it). Until this process has watched for that long, nobody is gone.
+before anyone replaces it). Until this process has watched for that long, nobody is gone;
+and while this process cannot read the leases (its own connection is away, the bucket is
+electing a leader) it sees nothing, so the watch starts again when it can: a silence it
+could not have heard is never taken for a node's.
 
 The lease's last value is kept too (its role and epoch: a node that hid at a new epoch says
 so there), with when the lease was last read at all (``lease_read_at``): a revision that has
@@ -18,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
@@ -26,6 +30,7 @@ from pydantic import ValidationError
 from tandem.events.bus import Bus
 from tandem.events.heartbeat import HEARTBEATS_ALL, Heartbeat, listening
 from tandem.events.subjects import LEASES_BUCKET, node_lease_key
+from tandem.events.transient import describe
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,8 @@ class Liveness:
         self.lease_poll_s = lease_poll_s
         self.clock = clock
         self.started = clock()
+        #: Since when this process has been able to watch without a break (None: blind now).
+        self.watching_since: float | None = self.started
         self.seen: dict[tuple[str, str], Seen] = {}
 
     def _entry(self, cluster: str, node: str) -> Seen:
@@ -83,12 +90,28 @@ class Liveness:
         """Also poll this node's lease (nodes are learned from heartbeats and the record)."""
         self._entry(cluster, node)
 
+    def _blind(self, why: str) -> None:
+        if self.watching_since is not None:
+            log.info("liveness: cannot watch the nodes (%s): nobody is judged gone meanwhile", why)
+        self.watching_since = None
+
     async def poll_leases(self) -> None:
+        started = self.clock()
+        nc = getattr(self.bus, "nc", None)
+        if nc is not None and not nc.is_connected:
+            self._blind("the bus connection is away")
+            return
         try:
             kv = await self.bus.kv(LEASES_BUCKET)
         except Exception as exc:
-            log.debug("leases unreadable: %s", exc)
+            self._blind(f"leases unreadable: {describe(exc)}")
             return
+        if await self._poll_each(kv) and self.watching_since is None:
+            log.info("liveness: watching the nodes again")
+            self.watching_since = started
+
+    async def _poll_each(self, kv: Any) -> bool:
+        """Read every known node's lease; False when the bucket could not be read."""
         for (cluster, node), entry in list(self.seen.items()):
             asked = self.clock()  # the value read is at least as new as this
             try:
@@ -97,13 +120,14 @@ class Liveness:
                 entry.lease_read_at = asked
                 continue
             except Exception as exc:
-                log.debug("lease of %s/%s unreadable: %s", cluster, node, exc)
-                return
+                self._blind(f"lease of {cluster}/{node} unreadable: {describe(exc)}")
+                return False
             if got.revision != entry.lease_revision:
                 # Renewed at the latest now: judged from when it was seen, never earlier.
                 entry.lease_revision, entry.lease_at = got.revision, self.clock()
                 self._read_lease(entry, got.value or b"")
             entry.lease_read_at = asked
+        return True
 
     @staticmethod
     def _read_lease(entry: Seen, value: bytes) -> None:
@@ -153,12 +177,13 @@ class Liveness:
         """Why the node is gone (no heartbeat and no lease renewal for its timeout), or ''."""
         now = self.clock()
         timeout = self.timeout_s(cluster, node)
-        if now - self.started < timeout:
-            return ""  # not watched long enough to tell
+        since = self.watching_since
+        if since is None or now - since < timeout:
+            return ""  # blind now, or not watched long enough since it could see again
         entry = self.seen.get((cluster, node)) or Seen()
-        last_beat = entry.heartbeat_at if entry.heartbeat_at is not None else self.started
-        last_lease = entry.lease_at if entry.lease_at is not None else self.started
-        silent = now - max(last_beat, last_lease)
+        last_beat = entry.heartbeat_at if entry.heartbeat_at is not None else since
+        last_lease = entry.lease_at if entry.lease_at is not None else since
+        silent = now - max(last_beat, last_lease, since)
         if silent < timeout:
             return ""
         return (
