@@ -24,6 +24,9 @@ class NodeBoard:
     fenced_since: datetime | None = None
     #: The epoch it fenced itself at: a role record at a later one means a saga moved it.
     fenced_epoch: int = 0
+    #: A saga's step took the node's applications or identity down at this epoch: the node
+    #: does not bring them back by itself (no unfence); the saga goes on or undoes it.
+    steered_epoch: int = 0
     #: The node serves or is about to: its node guard hides it if the lease is not renewed.
     guarded: bool = False
     #: Wall clock: when the guard hides the node unless the lease is renewed (None: unguarded).

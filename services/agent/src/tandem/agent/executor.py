@@ -95,17 +95,21 @@ class StepExecutor:
 
     async def _carry_out(self, command: Command) -> str:
         if isinstance(command, StopApplications):
-            # A saga steers the node now: a self-fenced node no longer unfences by itself.
+            # A saga steers the node now: a self-fenced node no longer unfences by itself, and
+            # one that fences during the saga does not either (steered_epoch).
             self.board.fenced = False
+            self._steered(command)
             done = await self.apps.stop(command.payload.applications)
             return "stopped: " + ("; ".join(done) or "no applications configured")
         if isinstance(command, StartApplications):
             self._may_serve()
             done = await self.apps.start(command.payload.applications)
             self.board.fenced = False  # told to serve: whatever fenced it is over
+            self.board.steered_epoch = 0
             return "started: " + ("; ".join(done) or "no applications configured")
         if isinstance(command, Hide):
             self.board.fenced = False  # steered by a saga (see StopApplications)
+            self._steered(command)
             status = await self.identity.hide()
             self.assume(Role.PASSIVE, f"hidden: {status.detail}", command.epoch)
             return f"hidden: {status.detail}"
@@ -121,12 +125,16 @@ class StepExecutor:
             except OSError as exc:
                 raise ControlError(f"could not expose: {exc}") from None
             self.board.fenced = False
+            self.board.steered_epoch = 0
             self.assume(Role.ACTIVE, f"exposed: {status.detail}", command.epoch)
             return f"exposed: {status.detail}"
         if isinstance(command, Ping):
             role = self.board.role or "no role yet"
             return f"{self.node} answers: {role} at epoch {self.board.epoch}"
         raise ControlError(f"{command.type} is not a step this executor carries out")
+
+    def _steered(self, command: Command) -> None:
+        self.board.steered_epoch = max(command.epoch, self.board.epoch)
 
     def _may_serve(self) -> None:
         """Refuse to serve without a lease; arm the guard before anything is exposed."""

@@ -105,6 +105,10 @@ class RoleWatch:
                 return "fenced: waits for a step or an operator"
             if record.epoch != self.board.fenced_epoch:
                 return "fenced: a saga made it Active again: waits for the saga's steps"
+            if self.board.steered_epoch >= record.epoch:
+                # A saga stopped its applications or hid it at this epoch (a switchover under
+                # way): coming back by itself would serve beside the node the saga moves to.
+                return "fenced: a saga is moving it: waits for the saga's steps"
             if not self.lease.held_since(self.lease.fenced_clock):
                 return "fenced: waits to hold its lease again"
             return await self._unfence()
@@ -138,7 +142,7 @@ class RoleWatch:
             # A saga made it Active again (a later epoch): the saga's steps bring it up.
             return "fenced: the role record moved on; waits for the saga's steps"
         refusal = self.lease.refusal()
-        if refusal or not self.board.fenced:
+        if refusal or not self.board.fenced or self.board.steered_epoch >= fresh.epoch:
             return f"fenced: {refusal or 'a step took over'}"
         why = self.board.fenced_reason or "no reason recorded"
         self.lease.arm()

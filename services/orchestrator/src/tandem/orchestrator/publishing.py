@@ -6,7 +6,8 @@
   reconnect) publish the same event again with backoff: its id is its Nats-Msg-Id, so the
   stream stores it once (de-duplication window 600 s). It stops only when the event is
   stored, when the process stops (cancelled), or when ``keep_going()`` turns false (the
-  leadership was lost): then ``LeadershipLost`` says so and the caller stops; the next
+  leadership was lost): then the event goes to the outbox (it did happen, and a live
+  subscriber may have seen it), ``LeadershipLost`` says so and the caller stops; the next
   leader carries on from the stream.
 - ``later``: fire-and-forget (decisions, their alerts, operator actions): put in the
   ``Outbox`` (never blocks), whose task (run by the service) publishes in order with backoff.
@@ -79,6 +80,11 @@ class Publisher:
                     raise
                 failures += 1
                 if keep_going is not None and not keep_going():
+                    # It happened, and a subscriber may have seen it already: the record
+                    # must have it too. The outbox stores it later; the next leader goes on
+                    # from what the stream holds by then.
+                    if self.outbox is not None:
+                        self.outbox.put(event)
                     raise LeadershipLost(
                         f"{label}: not known stored ({describe(exc)}) and this orchestrator "
                         "is no longer the leader"
