@@ -51,6 +51,8 @@ class ApplyLoop:
         self.wakeup = asyncio.Event()
         self.state = ReplicaState.IN_SYNC
         self._gap_since: float | None = None
+        #: Out of sync only because a batch was missing: applying goes on if it turns up.
+        self._out_for_gap = False
         self._unsynced = 0
         #: During verify & synchronize a missing batch is skipped: the verify repairs it.
         self._skip_gaps = False
@@ -82,7 +84,7 @@ class ApplyLoop:
         return None, f"gap: batch {want[0]}:{want[1]} missing, {first[0]}:{first[1]} is here"
 
     async def cycle(self) -> Cycle:
-        if self.state is ReplicaState.OUT_OF_SYNC:
+        if self.state is ReplicaState.OUT_OF_SYNC and not self._out_for_gap:
             return Cycle(0, "out of sync: apply is stopped until verify & synchronize")
         try:
             batch, reason = await asyncio.to_thread(self.next_batch)
@@ -90,8 +92,17 @@ class ApplyLoop:
             await self._out_of_sync(f"a stored batch is unreadable: {exc}")
             return Cycle(0, f"out of sync: {exc}")
         if batch is None:
+            if self.state is ReplicaState.OUT_OF_SYNC:
+                return Cycle(0, f"out of sync ({reason}): until verify & synchronize")
             return await self._waiting(reason)
         self._gap_since = None
+        if self.state is ReplicaState.OUT_OF_SYNC:
+            # The missing batch came after all (redelivered late, e.g. after the journal's
+            # leader changed): nothing was skipped, so applying simply goes on.
+            self._out_for_gap = False
+            self.state = ReplicaState.IN_SYNC
+            log.warning("batch %s:%s arrived: in sync again", batch.epoch, batch.seq)
+            await self.report_state(self.state, f"the missing batch {batch.epoch}:{batch.seq} came")
         try:
             n = await asyncio.to_thread(self.applier.apply, batch)
         except (ApplyRefusedError, OSError) as exc:
@@ -135,9 +146,11 @@ class ApplyLoop:
             log.warning("%s; waiting up to %.0fs", reason, self.gap_timeout_s)
         if now - self._gap_since >= self.gap_timeout_s:
             await self._out_of_sync(f"{reason} for {self.gap_timeout_s:.0f}s")
+            self._out_for_gap = True
         return Cycle(0, reason)
 
     async def _out_of_sync(self, reason: str) -> None:
+        self._out_for_gap = False
         log.error("replica out of sync: %s", reason)
         self.state = ReplicaState.OUT_OF_SYNC
         await self.report_state(self.state, reason)
@@ -165,6 +178,7 @@ class ApplyLoop:
     async def begin_resync(self) -> None:
         """Verify & synchronize started: apply everything there is, skipping gaps."""
         self._skip_gaps = True
+        self._out_for_gap = False
         if self.state is not ReplicaState.SYNCING:
             self._before_sync = self.state
             self.state = ReplicaState.SYNCING

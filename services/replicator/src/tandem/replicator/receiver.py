@@ -76,7 +76,9 @@ class JournalReceiver:
             config=ConsumerConfig(
                 durable_name=self.durable,
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=30,
+                # Batches fetched but lost on the way (the stream's leader changed under the
+                # fetch) come again after this: well within the apply loop's gap wait.
+                ack_wait=10,
                 filter_subject=subject,
             ),
         )
