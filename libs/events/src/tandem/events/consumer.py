@@ -26,6 +26,7 @@ from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.envelope import Event
 from tandem.events.errors import DecodeError, TransientError
 from tandem.events.registry import decode_event
+from tandem.events.transient import describe, is_bus_fault, is_transient, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +70,23 @@ class DurableConsumer:
 
     async def run(self) -> None:
         o = self.options
-        sub = await self.bus.js.pull_subscribe(
-            o.filter_subject,
-            durable=o.durable,
-            stream=o.stream,
-            config=ConsumerConfig(
-                durable_name=o.durable,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=o.ack_wait_s,
-                # +1 so that the last delivery is still ours to dead-letter.
-                max_deliver=o.max_deliver + 1,
-                deliver_policy=o.deliver_policy,
-                filter_subject=o.filter_subject,
+        config = ConsumerConfig(
+            durable_name=o.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=o.ack_wait_s,
+            # +1 so that the last delivery is still ours to dead-letter.
+            max_deliver=o.max_deliver + 1,
+            deliver_policy=o.deliver_policy,
+            filter_subject=o.filter_subject,
+        )
+        sub = await retry_transient(
+            f"consumer {o.durable}: subscribing",
+            lambda: self.bus.js.pull_subscribe(
+                o.filter_subject, durable=o.durable, stream=o.stream, config=config
             ),
         )
         log.info("consumer %s on %s started", o.durable, o.filter_subject)
+        failing = ""
         try:
             while not self._stopping.is_set():
                 try:
@@ -91,6 +94,20 @@ class DurableConsumer:
                     msgs = await sub.fetch(o.batch, timeout=o.fetch_timeout_s)
                 except (NatsTimeoutError, TimeoutError):
                     continue
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    # The stream is electing a leader, or the connection is coming back.
+                    if not failing:
+                        log.warning(
+                            "consumer %s: fetch failed (%s); again", o.durable, describe(exc)
+                        )
+                    failing = describe(exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if failing:
+                    log.info("consumer %s: fetching again", o.durable)
+                    failing = ""
                 for msg in msgs:
                     await self._handle(msg)
         finally:
@@ -114,7 +131,14 @@ class DurableConsumer:
             await self._reject(msg, rejected, f"undecodable: {exc.reason}")
             return
         try:
-            await self.handler(event)
+            try:
+                await self.handler(event)
+            except Exception as exc:
+                if isinstance(exc, TransientError) or not is_bus_fault(exc):
+                    raise
+                # A bus call of the handler failed (a publish timed out, a leader election):
+                # the message is fine; it is delivered again.
+                raise TransientError(f"bus fault: {describe(exc)}") from exc
         except TransientError as exc:
             if meta.num_delivered >= o.max_deliver:
                 reason = f"gave up after {meta.num_delivered} deliveries: {exc}"
