@@ -5,7 +5,8 @@ report and a timeline PNG beside it.
 
     python bench/chaos.py --scenarios 20 --seed 1 --out bench/results/chaos.json
 
-Everything is real: processes are SIGKILLed / SIGSTOPped and restarted as a supervisor would.
+Everything is real: processes are SIGKILLed / SIGSTOPped and restarted as a supervisor would;
+a node's data filesystem (a tmpfs sized for the run's records) is filled with a ballast file.
 The harness is in ``tests/chaos/`` (chaos_topology, chaos_nemesis, chaos_checkers, ...).
 Exits 0 when the run completed, whatever it found (the findings are in the result); 1 when
 the topology could not be built.
@@ -26,7 +27,7 @@ sys.path[:0] = [str(HERE.parent / "tests" / "chaos"), str(HERE.parent / "tests")
 from chaos_nemesis import schedule  # noqa: E402
 from chaos_report import markdown, timeline, write_json  # noqa: E402
 from chaos_run import ChaosRun  # noqa: E402
-from chaos_topology import NODES, Topology  # noqa: E402
+from chaos_topology import NODES, Topology, disk_mib_for  # noqa: E402
 
 log = logging.getLogger("chaos")
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[chaos %(asctime)s] %(name)s %(message)s")
     rng = random.Random(args.seed)
     started = time.time()
-    run = ChaosRun(Topology(keep=args.keep))
+    run = ChaosRun(Topology(keep=args.keep, disk_mib=disk_mib_for(args.scenarios)))
     try:
         run.start()
     except Exception as exc:

@@ -4,9 +4,14 @@ Faults: SIGKILL or SIGSTOP (SIGCONT after ``hold_s``) of an agent (the Active's 
 Passive's), of an orchestrator (the leader or the follower), of a NATS server, of the
 ``TANDEM_EVENTS`` stream leader (found by ``stream_info().cluster.leader``); a managed
 switchover (POST to the leading orchestrator's API) during the other faults. A killed process
-stays down for ``hold_s`` and is then restarted, as a supervisor would. Not built: disk faults
-(disk full, slow disk) on a target; the bus partition exists only in the network-namespace
-topology (``chaos_netns``).
+stays down for ``hold_s`` and is then restarted, as a supervisor would. ``fill-disk``: a
+ballast file beside a node's protected folder fills the node's data filesystem (a tmpfs of its
+own, ``chaos_topology``) but for a few KiB, for ``hold_s``, then is deleted; "passive" is the
+node that is Passive when it is applied (its replicator pauses apply with the
+``replicator.disk_full`` alert and resumes after), "active" the Active (its app's writes fail
+and are not acknowledged). Not built: a slow disk (no dm-delay or other slow block device on
+this machine); the bus partition exists only in the network-namespace topology
+(``chaos_netns``).
 
 A schedule is data (``Fault`` list, JSON-able): the same seed gives the same schedule; which
 concrete process a role names ("the Active's agent") is resolved when the fault is applied
@@ -36,7 +41,11 @@ KINDS = {
     "kill-nats": "nats",
     "stop-nats": "nats",
     "kill-stream-leader": "nats",
+    "fill-disk": "disk",
 }
+#: The disk group is drawn apart, in this share of the scenarios (a full disk is rarer than a
+#: dead process, and the other groups keep the draw they had before it existed).
+DISK_CHANCE = 0.2
 
 
 @dataclass
@@ -59,16 +68,21 @@ class Fault:
 
 
 def schedule(rng: random.Random, max_faults: int = 3) -> list[Fault]:
-    """One scenario's faults: 1..max_faults of distinct groups, maybe with a switchover."""
+    """One scenario's faults: 1..max_faults of distinct groups (a full disk in
+    ``DISK_CHANCE`` of them), maybe with a switchover."""
     faults: list[Fault] = []
     switchover = rng.random() < 0.5
     if switchover:
         faults.append(Fault("switchover", at_s=0.0))
-    groups = rng.sample(sorted(set(KINDS.values())), rng.randint(1, min(max_faults, 3)))
+    drawn = sorted(set(KINDS.values()) - {"disk"})
+    groups = rng.sample(drawn, rng.randint(1, min(max_faults, 3)))
+    if rng.random() < DISK_CHANCE:  # within max_faults: it takes the last one's place
+        groups = [*groups[: max(0, max_faults - 1)], "disk"]
     for group in groups:
         kind = rng.choice(sorted(k for k, g in KINDS.items() if g == group))
         target = {
             "agent": rng.choice(["active", "passive"]),
+            "disk": rng.choice(["active", "passive"]),
             "orchestrator": rng.choice(["leader", "follower"]),
             "nats": str(rng.randrange(3)),
         }[group]
@@ -129,6 +143,8 @@ class Nemesis:
                 fault.ended = time.time()
 
             return heal
+        if fault.kind == "fill-disk":
+            return self._fill_disk(fault)
         if fault.kind.endswith("-agent"):
             node = self._agent(fault.target)
             part = self.topo.agents[node]
@@ -156,6 +172,25 @@ class Nemesis:
             fault.ended = time.time()
 
         return release
+
+    def _fill_disk(self, fault: Fault) -> Callable[[], None]:
+        node = self._agent(fault.target)
+        proc = self.topo.agents[node]
+        fault.process, fault.pid = proc.name, proc.pid
+        # Who the view named Active then (mid-switchover the view moves before the nodes do).
+        fault.detail["active_then"] = (self.topo.view() or {}).get("active")
+        log.info("nemesis: fill-disk of %s (%s) for %.1fs", node, fault.target, fault.hold_s)
+        try:
+            fault.detail.update(self.topo.fill_disk(node))
+        except RuntimeError as exc:  # no filesystem of its own (not root): nothing to fill
+            log.warning("nemesis: fill-disk of %s not applied: %s", node, exc)
+            fault.detail.update(node=node, skipped=str(exc))
+
+        def free() -> None:
+            fault.detail["free_after_heal"] = self.topo.free_disk(node)
+            fault.ended = time.time()
+
+        return free
 
     def run(self, faults: list[Fault], tick: Callable[[], object]) -> None:
         """Apply every fault at its offset and heal it ``hold_s`` later; ``tick`` (the

@@ -54,9 +54,9 @@ class NetnsTopology(Topology):
             identity=node,
             peers=[peer],
             initial_role="active" if node == NODES[0] else "passive",
-            protected_root=folder / "data",
+            protected_root=self.data_dir(node),
         )
-        toml += demo_app_toml(folder / "data", PORT, host="0.0.0.0")
+        toml += demo_app_toml(self.data_dir(node), PORT, host="0.0.0.0")
         toml += f"""
 [public]
 kind = "lan"

@@ -158,6 +158,20 @@ def _up(samples: list[Sample], node: str) -> list[tuple[float, float]]:
     return out
 
 
+def _disk_note(f: dict[str, Any]) -> str:
+    """A full disk's figures, in brief: the ballast, the writes not acknowledged during it,
+    the ``replicator.disk_full`` alerts its node raised."""
+    d = f.get("detail") or {}
+    if f.get("kind") != "fill-disk" or "ballast_bytes" not in d:
+        return ""
+    return (
+        f" ({f['target']}; {d['ballast_bytes'] / 2**20:.1f} MiB ballast, "
+        f"{d.get('free_after', 0) // 1024} KiB left, "
+        f"{d.get('writes_not_acked', 0)}/{d.get('writes', 0)} writes not acked, "
+        f"{d.get('disk_full_alerts', 0)} disk_full alert(s))"
+    )
+
+
 def markdown(path: Path, doc: dict[str, Any], png: Path | None) -> None:
     m = doc["metrics"]
     lines = [
@@ -181,7 +195,8 @@ def markdown(path: Path, doc: dict[str, Any], png: Path | None) -> None:
     ]
     for i, r in enumerate(doc["scenarios"], 1):
         faults = ", ".join(
-            f"{f['kind']} {f.get('process') or f['target']}".strip() for f in r["faults"]
+            f"{f['kind']} {f.get('process') or f['target']}{_disk_note(f)}".strip()
+            for f in r["faults"]
         )
         sagas = ", ".join(s.get("state", "?") for s in r["sagas"].values()) or "-"
         counts = Counter(v["checker"] for v in r["violations"])
@@ -200,8 +215,11 @@ def markdown(path: Path, doc: dict[str, Any], png: Path | None) -> None:
         lines.append("None.")
     lines += [
         "",
-        "Not injected: disk faults (disk full, slow disk); the bus partition runs only "
-        "in the network-namespace test (tests/chaos/test_chaos_partition.py).",
+        "Not injected: a slow disk (no dm-delay or other slow block device on this machine: "
+        "no device-mapper in its kernel); the bus partition runs only in the "
+        "network-namespace test (tests/chaos/test_chaos_partition.py). A disk full "
+        "(`fill-disk`) fills the node's data filesystem, a tmpfs of its own, with a ballast "
+        "file beside the protected folder.",
         "",
     ]
     path.write_text("\n".join(lines))

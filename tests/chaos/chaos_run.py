@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,9 @@ class ChaosRun:
         logs = {n: _read_from(p, offsets.get(n, 0)) for n, p in topo.logs().items()}
         violations += check_crashes(topo.crashes[crashes_before:], logs)
         outcomes = saga_outcomes(self.stored)
+        for f in faults:
+            if f.kind == "fill-disk":
+                self._disk_figures(f)
         result = {
             "name": name,
             "started": t0,
@@ -153,6 +157,33 @@ class ChaosRun:
             log.warning("scenario %s: %s", name, v)
         self.results.append(result)
         return result
+
+    def _disk_figures(self, fault: Fault, after_s: float = 1.0) -> None:
+        """What the outside world saw of a full disk, on the fault: the workload's writes
+        during it that were not acknowledged (by status; None: no answer) and the
+        ``replicator.disk_full`` alerts its node raised (live events)."""
+        assert self.workload is not None and self.watch is not None
+        if fault.started is None:
+            return
+        until = (fault.ended or time.time()) + after_s
+        during = [w for w in list(self.workload.writes) if fault.started <= w.sent <= until]
+        refused = Counter(str(w.status) for w in during if w.acked is None)
+        node = fault.detail.get("node")
+        alerts = [
+            e
+            for e in list(self.watch.seen)
+            if e.type == "AlertRaised"
+            and e.payload.get("code") == "replicator.disk_full"
+            and e.node == node
+            and fault.started - 0.5 <= e.received <= until + 30
+        ]
+        fault.detail.update(
+            writes=len(during),
+            writes_not_acked=sum(refused.values()),
+            not_acked_by_status=dict(sorted(refused.items())),
+            disk_full_alerts=len(alerts),
+            disk_full_reason=alerts[0].payload.get("message", "") if alerts else "",
+        )
 
     def _wait_sagas(self, t0: float, timeout: float) -> bool:
         """Until every saga started since ``t0`` (live events) has ended, or ``timeout``."""
