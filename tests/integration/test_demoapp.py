@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
 from helpers import eventually
 from tandem.agent.control import ApplicationConfig, AppState, ProcessControl
 
@@ -138,3 +142,34 @@ async def test_runs_under_process_control(tmp_path: Path) -> None:
     # It ended on the SIGTERM itself, cleanly, rather than being killed after the grace.
     assert "SIGTERM" in stopped.message and "exit code 0" in stopped.message
     assert "demo app serving" in (tmp_path / "demo.log").read_text()
+
+
+async def test_a_full_disk_answers_507_and_stores_nothing(tmp_path: Path) -> None:
+    """On a real 256 KiB tmpfs: a PUT that does not fit is answered 507 with the reason (not
+    a dropped connection), nothing partial is left, and the app serves on."""
+    require(
+        "tmpfs mounts (root)",
+        os.geteuid() == 0 and shutil.which("mount") is not None,
+        "run as root",
+    )
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]
+    await asyncio.to_thread(subprocess.run, mount, check=True)
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *demo_argv(disk / "data", port), stderr=asyncio.subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await eventually(lambda: healthy(base), timeout=30, what="the demo app to serve")
+        assert (await request("PUT", f"{base}/items/small", b"fits"))[0] == 200
+        status, body = await request("PUT", f"{base}/items/big", os.urandom(1024 * 1024))
+        assert status == 507 and "No space left" in json.loads(body)["error"]
+        assert sorted(p.name for p in (disk / "data").iterdir()) == ["small"]
+        assert (await request("GET", f"{base}/items/small")) == (200, b"fits")
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        await asyncio.to_thread(subprocess.run, ["umount", "-l", str(disk)], check=False)
+    assert b"Traceback" not in err, err.decode(errors="replace")

@@ -11,11 +11,13 @@ SIGTERM (or SIGINT) ends it cleanly with exit code 0.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import re
 import signal
+import sys
 import threading
 import uuid
 from http import HTTPStatus
@@ -110,7 +112,17 @@ class Handler(BaseHTTPRequestHandler):
         if len(body) != length:
             self._json(HTTPStatus.BAD_REQUEST, {"error": "body shorter than Content-Length"})
             return
-        self.server.store.put(name, body)
+        try:
+            self.server.store.put(name, body)
+        except OSError as exc:  # a full or failing disk: the client hears it, nothing is stored
+            log.warning("item %s not stored: %s", name, exc)
+            status = (
+                HTTPStatus.INSUFFICIENT_STORAGE
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else HTTPStatus.INTERNAL_SERVER_ERROR
+            )
+            self._json(status, {"error": f"not stored: {exc.strerror or exc}"})
+            return
         log.info("stored item %s (%d bytes)", name, len(body))
         self._json(HTTPStatus.OK, {"stored": name, "bytes": len(body)})
 
@@ -151,6 +163,14 @@ class DemoServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], store: ItemStore) -> None:
         super().__init__(address, Handler)
         self.store = store
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        # A client that gave up (a probe's timeout) is not the server's problem: one line.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.info("%s:%s went away: %s", *client_address[:2], exc)
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

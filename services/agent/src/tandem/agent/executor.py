@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from tandem.agent.apps import ApplicationSet
@@ -69,8 +71,15 @@ class StepExecutor:
         board: NodeBoard,
         emit: Callable[[Event], None],
         gate: ServeGate | None = None,
+        steered_file: Path | None = None,
     ) -> None:
         self.gate: ServeGate = gate or _OpenGate()
+        #: Where "a saga took this node down at epoch E" survives the agent's restart: an
+        #: agent killed between a switchover's StopApplications and its Hide must not come
+        #: back serving beside the node the saga moves to.
+        self.steered_file = steered_file
+        if steered_file is not None:
+            board.steered_epoch = read_steered(steered_file)
         self.cluster = cluster
         self.node = node
         self.identity_kind = identity_kind
@@ -98,18 +107,18 @@ class StepExecutor:
             # A saga steers the node now: a self-fenced node no longer unfences by itself, and
             # one that fences during the saga does not either (steered_epoch).
             self.board.fenced = False
-            self._steered(command)
+            await self._steered(command)
             done = await self.apps.stop(command.payload.applications)
             return "stopped: " + ("; ".join(done) or "no applications configured")
         if isinstance(command, StartApplications):
             self._may_serve()
             done = await self.apps.start(command.payload.applications)
             self.board.fenced = False  # told to serve: whatever fenced it is over
-            self.board.steered_epoch = 0
+            self._unsteered()
             return "started: " + ("; ".join(done) or "no applications configured")
         if isinstance(command, Hide):
             self.board.fenced = False  # steered by a saga (see StopApplications)
-            self._steered(command)
+            await self._steered(command)
             status = await self.identity.hide()
             self.assume(Role.PASSIVE, f"hidden: {status.detail}", command.epoch)
             return f"hidden: {status.detail}"
@@ -125,7 +134,7 @@ class StepExecutor:
             except OSError as exc:
                 raise ControlError(f"could not expose: {exc}") from None
             self.board.fenced = False
-            self.board.steered_epoch = 0
+            self._unsteered()
             self.assume(Role.ACTIVE, f"exposed: {status.detail}", command.epoch)
             return f"exposed: {status.detail}"
         if isinstance(command, Ping):
@@ -133,8 +142,15 @@ class StepExecutor:
             return f"{self.node} answers: {role} at epoch {self.board.epoch}"
         raise ControlError(f"{command.type} is not a step this executor carries out")
 
-    def _steered(self, command: Command) -> None:
+    async def _steered(self, command: Command) -> None:
         self.board.steered_epoch = max(command.epoch, self.board.epoch)
+        if self.steered_file is not None:
+            await asyncio.to_thread(write_steered, self.steered_file, self.board.steered_epoch)
+
+    def _unsteered(self) -> None:
+        self.board.steered_epoch = 0
+        if self.steered_file is not None:
+            self.steered_file.unlink(missing_ok=True)
 
     def _may_serve(self) -> None:
         """Refuse to serve without a lease; arm the guard before anything is exposed."""
@@ -199,3 +215,24 @@ class StepExecutor:
                 ),
             )
         )
+
+
+def read_steered(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError) as exc:
+        # Unreadable: assume a saga steers it (waiting for steps is the safe side).
+        log.warning("%s unreadable (%s): the node waits for a saga's steps", path, exc)
+        return 2**31
+
+
+def write_steered(path: Path, epoch: int) -> None:
+    """Written before the step is carried out, durably (a crash right after must see it)."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(f"{epoch}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -116,6 +116,10 @@ class RoleWatch:
             return f"plays {self.board.role}"
         if not self.resume_active:
             return "Active by the record: waits for the orchestrator's steps"
+        if self.board.steered_epoch >= record.epoch:
+            # Before this agent restarted, a saga stopped its applications or hid it at this
+            # epoch: the saga goes on (or undoes that) with its own steps.
+            return "Active by the record, but a saga is moving it: waits for the saga's steps"
         if self.lease.renewals == 0:
             return "Active by the record: waits to hold its lease"
         await self._resume(record)

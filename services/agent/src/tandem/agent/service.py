@@ -154,7 +154,15 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         own_connection=True,
     )
     executor = StepExecutor(
-        c.cluster, c.node, c.identity, apps, identity, board, outbox.put, gate=lease
+        c.cluster,
+        c.node,
+        c.identity,
+        apps,
+        identity,
+        board,
+        outbox.put,
+        gate=lease,
+        steered_file=c.state_dir / "steered-by-saga",
     )
     lease.fence = executor.fence
     roles = RoleWatch(
