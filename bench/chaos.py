@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[chaos %(asctime)s] %(name)s %(message)s")
     rng = random.Random(args.seed)
     started = time.time()
+    # A SIGTERM (a timeout, a CI cancel) stops like Ctrl-C: the topology is taken down and
+    # what was run is written.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     run = ChaosRun(Topology(keep=args.keep, disk_mib=disk_mib_for(args.scenarios)))
     try:
         run.start()

@@ -93,7 +93,10 @@ def failover_windows(
     stored: Sequence[Seen], fault_starts: Sequence[float]
 ) -> list[tuple[float, float]]:
     """(from, to) windows of async lag: for each failover's role change, from 1 s before the
-    latest fault that preceded it (or 1 s before the change itself) up to the change."""
+    first fault of the scenario that preceded it (or 1 s before the change itself) up to the
+    change. From the first, not the last: an earlier bus fault holds the journal back (its
+    publishes wait for a stream leader), so what the Active acknowledged since then may be
+    the lag that a later fault of the Active turns into a loss, as async mode allows."""
     kinds = {
         e.payload.get("saga_id"): e.payload.get("kind") for e in stored if e.type == "SagaStarted"
     }
@@ -105,7 +108,7 @@ def failover_windows(
         if changed is None:
             continue
         before = [f for f in fault_starts if f <= changed]
-        out.append(((max(before) if before else changed) - LAG_BEFORE_FAULT_S, changed))
+        out.append(((min(before) if before else changed) - LAG_BEFORE_FAULT_S, changed))
     return out
 
 

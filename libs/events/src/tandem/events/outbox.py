@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tandem.events import subjects
 from tandem.events.bus import Bus, event_headers
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.envelope import Event
 from tandem.events.outbox_file import OutboxFile
@@ -113,6 +114,7 @@ class Outbox:
         failing_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             if not self._queue:
                 self._ready.clear()
                 await self._ready.wait()
@@ -185,6 +187,7 @@ class Outbox:
     async def _sync_forever(self) -> None:
         assert self._file is not None
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             await self._unsynced.wait()
             self._unsynced.clear()
             try:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from tandem.events import subjects
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.envelope import Command, CommandResult
 from tandem.events.errors import CommandFailedError, DecodeError
@@ -100,6 +101,7 @@ async def send_command(
     give_up = started + retry_for_s
     delay, attempts = 0.1, 0
     while True:
+        raise_if_cancelled()  # a timed wait may have swallowed a stop
         attempts += 1
         left = give_up - loop.time()
         try:

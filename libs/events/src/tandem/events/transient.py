@@ -18,6 +18,7 @@ import nats.errors
 from nats.js.errors import APIError
 from pydantic import ValidationError
 
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.errors import CasConflictError, DecodeError, TandemBusError
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ async def retry_transient(
     backoff = Backoff(max_s=max_backoff_s)
     failures = 0
     while True:
+        raise_if_cancelled()  # a timed wait may have swallowed a stop
         try:
             result = await attempt()
         except asyncio.CancelledError:
@@ -136,6 +138,7 @@ async def keep_running(
     loop = asyncio.get_running_loop()
     failures = 0
     while True:
+        raise_if_cancelled()  # a timed wait may have swallowed a stop
         started = loop.time()
         try:
             await part()

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tandem.agent.guard.link import GuardLink
 from tandem.agent.guard.plan import boot_clock
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import NodeSelfFenced
 from tandem.events.catalog.roles import NodeSelfFencedPayload
 from tandem.events.catalog.vocabulary import Role
@@ -278,6 +279,7 @@ class LeaseKeeper:
     async def _watch(self) -> None:
         guard_down_since: float | None = None
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             if self.guard is not None:  # first: what the guard did goes into the event
                 await self._take_guard_reports()
             pending = self._fence_pending

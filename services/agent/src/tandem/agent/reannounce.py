@@ -16,6 +16,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import NodeSelfFenced
 from tandem.events.catalog.vocabulary import Role
 from tandem.events.nodeboard import NodeBoard
@@ -45,6 +46,7 @@ async def reannounce_when_others_hide(
 
     delay = 0.5
     while True:
+        raise_if_cancelled()  # a timed wait may have swallowed a stop
         try:
             await asyncio.wait_for(
                 bus.nc.subscribe(event_subject(cluster, "NodeSelfFenced"), cb=on), 5

@@ -32,6 +32,7 @@ from nats.js.api import DeliverPolicy
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.control.base import ControlError
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import ApplicationRestarted, ApplicationRestartRequested
 from tandem.events.catalog.health import ApplicationRestartedPayload
 from tandem.events.catalog.vocabulary import Role
@@ -109,6 +110,7 @@ class RestartRequests:
         """Read requests; a bus failure is logged and reading resumes (the agent goes on)."""
         failures = 0
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             try:
                 await self.consumer().run()
                 return  # stopped

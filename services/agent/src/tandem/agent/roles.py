@@ -23,6 +23,7 @@ from tandem.agent.executor import StepExecutor
 from tandem.agent.identity.base import NetworkIdentity
 from tandem.agent.lease import LeaseKeeper
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import NodeUnfenced
 from tandem.events.catalog.roles import NodeUnfencedPayload
 from tandem.events.catalog.vocabulary import Role
@@ -70,6 +71,7 @@ class RoleWatch:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             try:
                 kv = await self.bus.kv(ROLES_BUCKET)
                 record, _ = await asyncio.wait_for(read_role(kv, self.cluster), 5)

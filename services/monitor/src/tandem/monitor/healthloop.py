@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import HealthChanged
 from tandem.events.catalog.health import HealthChangedPayload
 from tandem.events.catalog.vocabulary import HealthStatus, Role
@@ -63,6 +64,7 @@ class HealthLoop:
     async def _watch(self, check: HealthCheckConfig, plugin: HealthPlugin) -> None:
         grace_until: float | None = self.clock() + check.start_grace_s
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             started = self.clock()
             if check.application is not None and not self.serving():
                 # A Passive's applications are stopped on purpose: checking them would only

@@ -13,6 +13,7 @@ import logging
 import time
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog.vocabulary import Identity
 from tandem.events.heartbeat import Heartbeat
 from tandem.events.nodeboard import NodeBoard
@@ -72,6 +73,7 @@ class HeartbeatSender:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             beat = heartbeat_from(
                 self.board, self.cluster, self.node, self.identity, self.sent + 1, self.interval_s
             )

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import (
     NetworkIsolated,
     NetworkReachabilityChanged,
@@ -57,6 +58,7 @@ class NetworkLoop:
         if not self.config.targets:
             await asyncio.Event().wait()
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             started = self.clock()
             self.observe(await self.watch.round(started))
             await asyncio.sleep(max(0.0, self.config.interval_s - (self.clock() - started)))

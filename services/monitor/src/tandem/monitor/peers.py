@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import HeartbeatLost, HeartbeatRestored
 from tandem.events.catalog.roles import HeartbeatLostPayload, HeartbeatRestoredPayload
 from tandem.events.deadletter import Rejected, dead_letter
@@ -72,6 +73,7 @@ class PeerWatch:
     async def run(self) -> None:
         async with listening(self.bus, heartbeats_filter(self.cluster), self._on_heartbeat):
             while True:
+                raise_if_cancelled()  # a timed wait may have swallowed a stop
                 self.check(self.clock())
                 await asyncio.sleep(self.interval_s / 2)
 

@@ -12,6 +12,7 @@ import logging
 from nats.js.errors import KeyNotFoundError
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.subjects import CONFIG_BUCKET, rule_switch_key
 from tandem.monitor.rules import RuleEngine
 from tandem.monitor.rules_config import RuleConfig
@@ -39,6 +40,7 @@ class RuleSwitches:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             try:
                 await self.poll()
             except Exception as exc:  # bus away: keep the rules as they are

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import AlertRaised, FailoverRecommended, RoleChanged
 from tandem.events.catalog.alerts import AlertRaisedPayload
 from tandem.events.catalog.operations import FailoverRecommendedPayload
@@ -40,6 +41,7 @@ class Decisions:
         await self.o.state.caught_up.wait()
         failing = SayOnce(log, "decision cycle failed")
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             if self.o.is_leader():
                 try:
                     for line in await self.cycle():

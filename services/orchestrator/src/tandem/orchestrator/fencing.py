@@ -39,6 +39,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DeliverPolicy
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import AlertRaised, VmFenced, VmFenceFailed, VmFenceRequested
 from tandem.events.catalog.alerts import AlertRaisedPayload
 from tandem.events.catalog.fencing import VmFenceRequestedPayload
@@ -126,6 +127,7 @@ class Fencer:
         self.liveness.watch(cluster, node)  # its lease is read from now on, if it was not
         loop = asyncio.get_running_loop()
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             verdict = self.guard_verdict(cluster, node, epoch, policy.clock_allowance_s)
             if verdict:
                 return verdict
@@ -254,6 +256,7 @@ class Fencer:
     async def _publish_request(self, request: VmFenceRequested, end: float) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             try:
                 await self.bus.publish(request, timeout=max(0.5, min(5.0, end - loop.time())))
                 return

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from nats.js.errors import KeyNotFoundError
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.errors import CasConflictError
 from tandem.events.kv import compare_and_set
 from tandem.events.subjects import LEASES_BUCKET
@@ -66,6 +67,7 @@ class LeaderLease:
     async def _hold(self) -> None:
         failing = ""
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             was = self.is_leader()
             try:
                 await self.cycle()

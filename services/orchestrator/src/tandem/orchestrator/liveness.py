@@ -28,6 +28,7 @@ from nats.js.errors import KeyNotFoundError
 from pydantic import ValidationError
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.heartbeat import HEARTBEATS_ALL, Heartbeat, listening
 from tandem.events.subjects import LEASES_BUCKET, node_lease_key
 from tandem.events.transient import describe
@@ -75,6 +76,7 @@ class Liveness:
     async def run(self) -> None:
         async with listening(self.bus, HEARTBEATS_ALL, self._on_heartbeat):
             while True:
+                raise_if_cancelled()  # a timed wait may have swallowed a stop
                 await self.poll_leases()
                 await asyncio.sleep(self.lease_poll_s)
 

@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.envelope import Event
 from tandem.events.outbox import Outbox
 from tandem.events.transient import describe, is_transient
@@ -70,6 +71,7 @@ class Publisher:
         label = what or f"{event.type} {event.id}"
         delay, failures = 0.1, 0
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             try:
                 await self.bus.publish(event, timeout=self.attempt_timeout_s)
             except asyncio.CancelledError:

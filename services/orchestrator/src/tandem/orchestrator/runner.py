@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import (
     AlertRaised,
     SagaCompleted,
@@ -166,6 +167,7 @@ class SagaRunner:
         started = loop.time()
         pause, attempt, fresh_keys = self.retry_pause_s, 0, 0
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             attempt += 1
             key = f"{saga.id}:{index}" + (f":try{fresh_keys + 1}" if fresh_keys else "")
             try:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import (
     ApplyReceiveQueue,
     DrainSendQueue,
@@ -137,6 +138,7 @@ class StepCommands:
         give_up = loop.time() + self.deadline_s(spec)
         delay, failures = 0.1, 0
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             try:
                 said = await self._change_role_once(saga, spec)
             except (StepFailed, LeadershipLost):
