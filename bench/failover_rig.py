@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pair_state import kill_leftovers, pair_ready
 from tandem.cli.demo import loopback_public_toml, pair_node_toml
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, free_port
@@ -331,26 +333,9 @@ class Rig:
         """The pair is ready: the Active serves through the public port (role active, check
         ok) and the other node is alive, passive and not out of sync (the orchestrator's
         guard refuses a failover to an out-of-sync node). Returns (ready, why not)."""
-        view = self.view()
-        if view is None:
-            return False, "no cluster view"
-        nodes = {n["name"]: n for n in view.get("nodes", [])}
-        active = nodes.get(view.get("active") or "")
-        if active is None:
-            return False, f"no Active in the view (active={view.get('active')})"
-        if view.get("saga"):
-            return False, f"saga {view['saga']} running"
-        if not (active["alive"] and active["role"] == "active"):
-            return False, f"Active {active['name']} alive={active['alive']} role={active['role']}"
-        if active["checks"].get(CHECK) != "ok":
-            return False, f"Active's check {CHECK}: {active['checks'].get(CHECK)}"
-        passive = [n for name, n in nodes.items() if name != active["name"]]
-        if not any(
-            n["alive"] and n["role"] == "passive" and n.get("replication") != "out_of_sync"
-            for n in passive
-        ):
-            said = [(n["name"], n["alive"], n["role"], n.get("replication")) for n in passive]
-            return False, f"no Passive ready (name, alive, role, replication): {said}"
+        ready, why = pair_ready(self.view(), CHECK)
+        if not ready:
+            return False, why
         if http_status(self.public_port, timeout=1) != 200:
             return False, "public port does not answer 200"
         return True, ""
@@ -417,16 +402,4 @@ def _kill_leftovers(root: Path, exclude: NatsServer | None) -> list[str]:
     keep = set()
     if exclude is not None and exclude.process is not None:
         keep.add(exclude.process.pid)  # stopped cleanly by its own stop()
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmdline = proc.info["cmdline"] or []
-        except psutil.Error:
-            continue
-        if proc.pid in keep or proc.pid == os.getpid():
-            continue
-        if any(str(root) in part for part in cmdline):
-            found.append(f"leftover pid {proc.pid}: {' '.join(cmdline)[:120]}")
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-    return found
+    return [f"leftover {line}" for line in kill_leftovers(root, keep)]

@@ -8,17 +8,13 @@ is appended to across restarts; ``log_since(offset)`` reads what was written aft
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
-import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psutil
 
 log = logging.getLogger(__name__)
 
@@ -176,21 +172,3 @@ def http_status(
         return None
     finally:
         conn.close()
-
-
-def kill_leftovers(root: Path, keep: set[int]) -> list[str]:
-    """SIGKILL every process (not in ``keep``) naming ``root`` on its command line: demo apps
-    the agents started in sessions of their own, guards. Only ours: they name our folder."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmdline = proc.info["cmdline"] or []
-        except psutil.Error:
-            continue
-        if proc.pid in keep or proc.pid == os.getpid():
-            continue
-        if any(str(root) in part for part in cmdline):
-            found.append(f"pid {proc.pid}: {' '.join(cmdline)[:120]}")
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-    return found

@@ -34,8 +34,9 @@ from typing import Any
 
 import httpx
 import psutil
-from chaos_procs import Exit, Proc, http_status, kill_leftovers
+from chaos_procs import Exit, Proc, http_status
 
+from pair_state import kill_leftovers, pair_ready
 from tandem.cli.demo import loopback_public_toml, pair_node_toml
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsCluster, NatsServer, free_port
@@ -454,26 +455,9 @@ class Topology:
         node alive, passive and not out of sync; no saga running."""
         if self.leader() is None:
             return False, "no orchestrator leads"
-        view = self.view()
-        if view is None:
-            return False, "no cluster view"
-        nodes = {n["name"]: n for n in view.get("nodes", [])}
-        active = nodes.get(view.get("active") or "")
-        if active is None:
-            return False, f"no Active in the view (active={view.get('active')})"
-        if view.get("saga"):
-            return False, f"saga {view['saga']} running"
-        if not (active["alive"] and active["role"] == "active"):
-            return False, f"Active {active['name']} alive={active['alive']} role={active['role']}"
-        if active["checks"].get(CHECK) != "ok":
-            return False, f"Active's check {CHECK}: {active['checks'].get(CHECK)}"
-        others = [n for name, n in nodes.items() if name != active["name"]]
-        if not any(
-            n["alive"] and n["role"] == "passive" and n.get("replication") != "out_of_sync"
-            for n in others
-        ):
-            said = [(n["name"], n["alive"], n["role"], n.get("replication")) for n in others]
-            return False, f"no Passive ready (name, alive, role, replication): {said}"
+        ready, why = pair_ready(self.view(), CHECK)
+        if not ready:
+            return False, why
         if http_status(self.public_port, timeout=1, host=self.public_host) != 200:
             return False, "the public port does not answer 200"
         return True, ""
