@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pair_state import http_status as probe_status
 from pair_state import kill_leftovers, pair_ready
 from tandem.cli.demo import loopback_public_toml, pair_node_toml
 from tandem.events.bus import Bus
@@ -46,16 +46,7 @@ OPERATOR = "operator-token-for-the-failover-bench-0123456789"
 
 def http_status(port: int, path: str = "/health", timeout: float = 0.25) -> int | None:
     """One GET on a fresh connection to 127.0.0.1:port; its status, or None (any failure)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+    return probe_status(port, path, timeout)
 
 
 def poll_until_ok(port: int, deadline: float, every: float = 0.02, timeout: float = 0.25) -> bool:

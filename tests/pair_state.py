@@ -6,6 +6,7 @@ its path)."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 from pathlib import Path
 from typing import Any
@@ -55,3 +56,19 @@ def kill_leftovers(root: Path, keep: set[int]) -> list[str]:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
     return found
+
+
+def http_status(
+    port: int, path: str = "/health", timeout: float = 0.3, host: str = "127.0.0.1"
+) -> int | None:
+    """One GET on a fresh connection to host:port; its status, or None (any failure)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()

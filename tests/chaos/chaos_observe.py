@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import nats
-from chaos_procs import http_status
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
+from pair_state import http_status
 from tandem.events.subjects import EVENTS_STREAM, ROLES_BUCKET, events_filter, role_key
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ is appended to across restarts; ``log_since(offset)`` reads what was written aft
 
 from __future__ import annotations
 
-import http.client
 import logging
 import signal
 import subprocess
@@ -156,19 +155,3 @@ class Proc:
         if ended is not None:
             ended.note = note or ("" if ended.expected else f"exited with {code} on SIGTERM")
         return code
-
-
-def http_status(
-    port: int, path: str = "/health", timeout: float = 0.3, host: str = "127.0.0.1"
-) -> int | None:
-    """One GET on a fresh connection to host:port; its status, or None (any failure)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()

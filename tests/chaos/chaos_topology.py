@@ -34,9 +34,9 @@ from typing import Any
 
 import httpx
 import psutil
-from chaos_procs import Exit, Proc, http_status
+from chaos_procs import Exit, Proc
 
-from pair_state import kill_leftovers, pair_ready
+from pair_state import http_status, kill_leftovers, pair_ready
 from tandem.cli.demo import loopback_public_toml, pair_node_toml
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsCluster, NatsServer, free_port

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from chaos_checkers import check_crashes, check_events, check_split
 from chaos_observe import BusWatch, Sampler
-from chaos_procs import Proc, http_status
+from chaos_procs import Proc
 
 from helpers import alert
+from pair_state import http_status
 from tandem.events.bus import Bus, event_headers
 from tandem.events.embedded import NatsServer, free_port
 from tandem.events.subjects import event_subject
