@@ -27,6 +27,9 @@ class NodeBoard:
     #: A saga's step took the node's applications or identity down at this epoch: the node
     #: does not bring them back by itself (no unfence); the saga goes on or undoes it.
     steered_epoch: int = 0
+    #: The epoch at which this node's replicator runs as the source with its capture started
+    #: (0: not the source). A node resuming as Active waits for it before it serves.
+    source_ready_epoch: int = 0
     #: The node serves or is about to: its node guard hides it if the lease is not renewed.
     guarded: bool = False
     #: Wall clock: when the guard hides the node unless the lease is renewed (None: unguarded).

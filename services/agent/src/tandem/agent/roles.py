@@ -52,9 +52,12 @@ class RoleWatch:
         poll_s: float = 0.5,
         unfence: bool = True,
         emit: Callable[[Event], None] | None = None,
+        replicated: bool = False,
     ) -> None:
         self.unfence = unfence
         self.emit = emit or (lambda event: None)
+        #: The node replicates a folder: it resumes serving only once its source runs.
+        self.replicated = replicated
         self.bus = bus
         self.cluster = cluster
         self.node = node
@@ -124,6 +127,10 @@ class RoleWatch:
             return "Active by the record, but a saga is moving it: waits for the saga's steps"
         if self.lease.renewals == 0:
             return "Active by the record: waits to hold its lease"
+        if self.replicated and self.board.source_ready_epoch < record.epoch:
+            # What the applications write must be captured, and the journal of the previous
+            # epoch applied first (replicator/node.py): serving earlier would lose both.
+            return "Active by the record: waits for its replicator to run as the source"
         await self._resume(record)
         return "resumed as Active"
 

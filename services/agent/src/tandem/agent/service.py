@@ -178,6 +178,7 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         claim_first=c.replication.initial_role == "active",
         unfence=c.fencing.unfence,
         emit=outbox.put,
+        replicated=c.replication.protected_root is not None,
     )
     restarts = RestartRequests(bus, c.cluster, c.node, board, apps, outbox.put)
     steps = CommandServer(

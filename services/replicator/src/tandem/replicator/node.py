@@ -34,7 +34,7 @@ from tandem.events.transient import (
 )
 from tandem.replicator.batch import H_EPOCH, H_SEQ
 from tandem.replicator.settings import ReplicatorSettings
-from tandem.replicator.source import SourceSide
+from tandem.replicator.source import SourceSide, last_source_epoch
 from tandem.replicator.target import TargetSide
 
 log = logging.getLogger(__name__)
@@ -189,10 +189,47 @@ class ReplicatorNode:
     async def run(self) -> None:
         self.record = await current_role(self.bus, self.s, self.poll_s)
         self._want = self._side_for(self.record)
+        behind = await self._behind_at_start(self.record)
         async with asyncio.TaskGroup() as tasks:
+            if behind:
+                tasks.create_task(self._catch_up_then_source(self.record, behind))
             tasks.create_task(self._follow_roles())
             tasks.create_task(self._report_gauges())
             tasks.create_task(self._run_sides())
+
+    async def _behind_at_start(self, record: RoleRecord) -> int:
+        """The older epoch whose journal this node must apply before it is the source, or 0.
+
+        An agent killed while Passive can come back to a record that made it Active in the
+        meantime (a switchover's pivot while it was down). The old Active drained its send
+        queue into the journal before the pivot: those batches are acknowledged writes this
+        node has not applied. Starting the source now would serve without them, and verify
+        would then delete them from the replica too. Its own batches (it was the source at
+        that epoch) are nothing to apply."""
+        if record.active != self.s.node or self.s.protected_root is None:
+            return 0
+        epoch, seq = await retry_transient(
+            "reading the journal's last batch", lambda: last_journaled(self.bus, self.s.cluster)
+        )
+        mine = await asyncio.to_thread(last_source_epoch, self.s.state)
+        if seq == 0 or epoch >= record.epoch or epoch == mine:
+            return 0
+        log.warning(
+            "%s is Active at epoch %s by the record, but the journal ends with batch %s:%s of "
+            "another node: applying it before it becomes the source",
+            self.s.node,
+            record.epoch,
+            epoch,
+            seq,
+        )
+        self._want = ("target", epoch)
+        return epoch
+
+    async def _catch_up_then_source(self, record: RoleRecord, epoch: int) -> None:
+        await self.wait_side("target", epoch, timeout=3600)
+        await self._catch_up_before_source(None)
+        if self.record == record and self._held_at is None:
+            self._set_want("source", record.epoch, "applied the journal of the previous epoch")
 
     async def _run_sides(self) -> None:
         backoff = Backoff(first_s=0.5, max_s=10.0)
@@ -206,6 +243,9 @@ class ReplicatorNode:
                 side = TargetSide(self.s, self.bus, functools.partial(int, epoch), self.emit)
             log.info("%s is %s at epoch %s", self.s.node, _describe(name), epoch)
             task = asyncio.create_task(side.run()) if side is not None else None
+            self.board.source_ready_epoch = 0
+            if isinstance(side, SourceSide):
+                ready = asyncio.create_task(self._tell_source_ready(side, epoch))
             async with self._switched:
                 self.side, self.side_name, self.side_epoch = side, name, epoch
                 self.board.set_gauges(replicating_as_source=1.0 if name == "source" else 0.0)
@@ -219,11 +259,18 @@ class ReplicatorNode:
                 await self._pause_or_change(backoff)
                 continue
             finally:
+                self.board.source_ready_epoch = 0
+                if isinstance(side, SourceSide):
+                    ready.cancel()
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             backoff.reset()
+
+    async def _tell_source_ready(self, side: SourceSide, epoch: int) -> None:
+        await side.ready.wait()
+        self.board.source_ready_epoch = epoch
 
     async def _pause_or_change(self, backoff: Backoff) -> None:
         with contextlib.suppress(TimeoutError):

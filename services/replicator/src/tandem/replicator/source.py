@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -51,6 +52,16 @@ from tandem.replicator.verify import Throttle, VerifyResult, verify_and_sync
 log = logging.getLogger(__name__)
 
 CLEAN_MARK = "source-stopped-cleanly"
+#: The last epoch this node was the source at: after a restart, the journal's newest batches
+#: of that epoch are its own writes, not something to apply (see ``node.py``).
+SOURCE_EPOCH_FILE = "source-epoch"
+
+
+def last_source_epoch(state: Path) -> int:
+    try:
+        return int((state / SOURCE_EPOCH_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 async def last_stored_seq(bus: Bus, cluster: str, epoch: int) -> int:
@@ -96,6 +107,7 @@ class SourceSide:
         s = self.s
         state = s.state
         state.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread((state / SOURCE_EPOCH_FILE).write_text, f"{self.epoch}\n")
         mark = state / CLEAN_MARK
         # Verify & synchronize at start unless this is an intercept source that stopped
         # cleanly: at first pairing the replica may lack anything; after a crash, batches in
