@@ -113,7 +113,9 @@ class StepExecutor:
         if isinstance(command, StartApplications):
             self._may_serve()
             done = await self.apps.start(command.payload.applications)
-            self.board.fenced = False  # told to serve: whatever fenced it is over
+            # A fence stays: a node that hid itself after the saga's Expose is still hidden,
+            # and only unfencing (or another Expose) brings its identity back (a chaos run
+            # saw a switchover complete onto a node that stayed hidden for good).
             self._unsteered()
             return "started: " + ("; ".join(done) or "no applications configured")
         if isinstance(command, Hide):
