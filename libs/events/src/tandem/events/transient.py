@@ -56,6 +56,17 @@ def is_bus_fault(exc: BaseException | None) -> bool:
     return isinstance(exc, bus_kinds) and is_transient(exc)
 
 
+def forget_stale_cancels() -> None:
+    """Python 3.11's TaskGroup cancels its parent task when a child fails while the group is
+    already exiting, and never takes that back (``uncancel``): the task that caught the
+    group's error would then stop at its next ``raise_if_cancelled``, silently. (A chaos run
+    saw a node agent's replicator end that way after a bus fault.) A stop that is really
+    pending still arrives: at the next ``await``."""
+    task = asyncio.current_task()
+    while task is not None and task.cancelling():
+        task.uncancel()
+
+
 def describe(exc: BaseException) -> str:
     """A one-line reason: nats-py's timeouts carry no message of their own."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -138,7 +149,6 @@ async def keep_running(
     loop = asyncio.get_running_loop()
     failures = 0
     while True:
-        raise_if_cancelled()  # a timed wait may have swallowed a stop
         started = loop.time()
         try:
             await part()
@@ -151,6 +161,7 @@ async def keep_running(
             if not isinstance(exc, Exception | BaseExceptionGroup) or not restart_if(exc):
                 raise
             reason = describe(exc)
+            forget_stale_cancels()
         if loop.time() - started > healthy_after_s:
             backoff.reset()  # it ran well for a while: this is a new run of failures
             failures = 0
