@@ -48,11 +48,18 @@ class LeaderLease:
         self.holder: str | None = None
         self._seen: tuple[int, float] | None = None  # (revision, when first seen)
         self._taking_up: asyncio.Task[None] | None = None
+        #: Someone saw is_leader() false since the last election (a saga that stopped "for the
+        #: next leader"), even if only inside one slow renewal: when the lease is held again,
+        #: that is a new term, and the stopped sagas are resumed.
+        self._lapsed = False
 
     def is_leader(self) -> bool:
         if self.renewed_at is None:
             return False
-        return self.clock() - self.renewed_at < self.ttl_s - self.renew_every_s
+        holds = self.clock() - self.renewed_at < self.ttl_s - self.renew_every_s
+        if not holds:
+            self._lapsed = True
+        return holds
 
     async def run(self) -> None:
         """Hold or take the lease for ever. Every time this replica becomes the leader (at
@@ -79,7 +86,8 @@ class LeaderLease:
                 if why != failing:
                     log.warning("leader lease not renewed: %s", why)
                 failing = why
-            if self.is_leader() and not was:
+            if self.is_leader() and (not was or self._lapsed):
+                self._lapsed = False
                 log.info("%s is the orchestrator leader", self.instance)
                 if self._taking_up is None or self._taking_up.done():
                     # Its own task: the lease goes on being renewed while it catches up.
