@@ -8,6 +8,7 @@ the partition heals; every other checker holds."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -52,7 +53,15 @@ def test_a_partitioned_active_survives_fences_and_rejoins(run: ChaosRun) -> None
     agent = f"agent-{active}"
     assert findings([result], "crashes", "tracebacks") == [], f"{agent} survives:\n{problems}"
     assert run.topo.agents[active].running(), f"{agent} is not running:\n{problems}"
-    fenced = [e for e in run.stored if e.type == "NodeSelfFenced" and e.node == active]
+    # The node records its fence through its outbox once the bus is back: give that
+    # delivery time (a loaded machine), then read it from the stream.
+    assert run.watch is not None
+    deadline = time.monotonic() + 60
+    fenced = []
+    while not fenced and time.monotonic() < deadline:
+        fenced = [e for e in run.watch.stored() if e.type == "NodeSelfFenced" and e.node == active]
+        if not fenced:
+            time.sleep(1)
     assert fenced, f"{active} fenced itself (NodeSelfFenced in the stream)\n{problems}"
     assert result["ready"], f"{active} rejoins: {result['not_ready_because']}\n{problems}"
     nodes = {n["name"]: n for n in (run.topo.view() or {}).get("nodes", [])}

@@ -18,7 +18,6 @@ import nats.errors
 from nats.js.errors import APIError
 from pydantic import ValidationError
 
-from tandem.events.cancel import raise_if_cancelled
 from tandem.events.errors import CasConflictError, DecodeError, TandemBusError
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,8 @@ async def retry_transient(
     backoff = Backoff(max_s=max_backoff_s)
     failures = 0
     while True:
-        raise_if_cancelled()  # a timed wait may have swallowed a stop
+        # No raise_if_cancelled() here: a stop's own last words (ServiceStopped, published
+        # while the task is being cancelled) go through this loop.
         try:
             result = await attempt()
         except asyncio.CancelledError:
