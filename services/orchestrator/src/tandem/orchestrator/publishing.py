@@ -24,10 +24,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from tandem.events.bus import Bus
-from tandem.events.cancel import raise_if_cancelled
 from tandem.events.envelope import Event
 from tandem.events.outbox import Outbox
-from tandem.events.transient import describe, is_transient
+from tandem.events.transient import describe, is_transient, retry_transient
 from tandem.orchestrator.facade import ConflictError
 
 log = logging.getLogger(__name__)
@@ -69,36 +68,28 @@ class Publisher:
     ) -> None:
         """Return once ``event`` is in the stream (see the module's doc)."""
         label = what or f"{event.type} {event.id}"
-        delay, failures = 0.1, 0
-        while True:
-            raise_if_cancelled()  # a timed wait may have swallowed a stop
-            try:
-                await self.bus.publish(event, timeout=self.attempt_timeout_s)
-            except asyncio.CancelledError:
+        try:
+            await retry_transient(
+                label,
+                lambda: self.bus.publish(event, timeout=self.attempt_timeout_s),
+                max_backoff_s=self.max_backoff_s,
+                keep_going=keep_going,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                log.error("%s: not stored, and it will not be: %s", label, describe(exc))
                 raise
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.error("%s: not stored, and it will not be: %s", label, describe(exc))
-                    raise
-                failures += 1
-                if keep_going is not None and not keep_going():
-                    # It happened, and a subscriber may have seen it already: the record
-                    # must have it too. The outbox stores it later; the next leader goes on
-                    # from what the stream holds by then.
-                    if self.outbox is not None:
-                        self.outbox.put(event)
-                    raise LeadershipLost(
-                        f"{label}: not known stored ({describe(exc)}) and this orchestrator "
-                        "is no longer the leader"
-                    ) from None
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                log.log(level, "%s: not stored (%s); retrying", label, describe(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
-                continue
-            if failures:
-                log.info("%s: stored after %s retries", label, failures)
-            return
+            # Transient, and retrying stopped: the leadership was lost. It happened, and a
+            # subscriber may have seen it already: the record must have it too. The outbox
+            # stores it later; the next leader goes on from what the stream holds by then.
+            if self.outbox is not None:
+                self.outbox.put(event)
+            raise LeadershipLost(
+                f"{label}: not known stored ({describe(exc)}) and this orchestrator "
+                "is no longer the leader"
+            ) from None
 
     async def later(self, event: Event) -> None:
         """Queue ``event`` for the outbox's task; without an outbox, publish it now (as
