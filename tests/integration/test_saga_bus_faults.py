@@ -249,6 +249,48 @@ async def test_a_step_failing_before_the_pivot_is_still_compensated(bus: Bus) ->
     await rec.stop()
 
 
+async def test_a_switchover_whose_old_active_is_gone_mid_drain_fails_without_waiting_it_out(
+    bus: Bus,
+) -> None:
+    """The old Active stops answering (SIGSTOP, SIGKILL) while it drains: once liveness
+    judges it gone the step fails and its undo is skipped, instead of both waiting out their
+    deadlines (35 s each here) while the failover that would replace it is held off."""
+    cluster = "saga-old-gone"
+    await role_record(bus, cluster, OLD)
+    rec = await EventRecorder().start(bus, cluster)
+    saga = saga_of(cluster, "switchover", switchover_plan(OLD, NEW, 1, timeout_s=30), OLD)
+    old = Node()
+    gone: list[str] = []
+
+    async def answer(command: Command) -> CommandResult:
+        if command.type == "DrainSendQueue":
+            old.received.append(command)
+            gone.append(f"{OLD} silent for 2.0s: no heartbeat and no lease renewal")
+            await asyncio.Event().wait()  # frozen: never answers
+        return await old.answer(command)
+
+    def why_gone(c: str, node: str) -> str:
+        return gone[0] if gone and (c, node) == (cluster, OLD) else ""
+
+    server = CommandServer(bus, cluster, OLD, answer, lambda: 0)
+    await server.start()
+    try:
+        saga_runner = runner(bus, forward_budget_s=1.0, gone=why_gone)  # type: ignore[arg-type]
+        reason = await asyncio.wait_for(saga_runner.execute(saga), 60)
+    finally:
+        await server.stop()
+    assert reason.startswith("step 1 (drain send queue) failed: "), reason
+    assert f"{OLD} is gone while waiting for DrainSendQueue" in reason
+    assert "undo of stop applications failed" in reason and "not sent" in reason
+    assert old.keys("StartApplications") == []  # nobody to undo it on
+    [undo] = [f for f in rec.of("SagaStepFailed") if f.payload.compensating]  # type: ignore[attr-defined]
+    assert "is gone" in undo.payload.reason  # type: ignore[attr-defined]
+    [ended] = rec.of("SagaFailed")
+    assert not ended.payload.needs_operator  # type: ignore[attr-defined]
+    assert folded(rec, saga).running_saga(cluster) is None  # the failover may start
+    await rec.stop()
+
+
 async def test_a_saga_stopped_by_a_lost_leadership_is_resumed_where_it_was(bus: Bus) -> None:
     cluster = "saga-resumed"
     await role_record(bus, cluster, OLD)

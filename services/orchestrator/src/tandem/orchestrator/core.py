@@ -60,6 +60,7 @@ class Orchestrator(OrchestratorViews):
             publisher=self.publisher,
             forward_budget_s=settings.forward_budget_s,
             transport_slack_s=settings.step_slack_s,
+            gone=liveness.gone,
         )
         self.runner.member_step = self.member_step
         self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster

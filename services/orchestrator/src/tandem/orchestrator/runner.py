@@ -77,6 +77,7 @@ class SagaRunner:
         command_attempt_s: float = 10.0,
         fencer: Fencer | None = None,
         publisher: Publisher | None = None,
+        gone: Callable[[str, str], str] | None = None,
     ) -> None:
         self.bus = bus
         self.instance = instance
@@ -95,6 +96,7 @@ class SagaRunner:
             publish=self._store,
             transport_slack_s=transport_slack_s,
             command_attempt_s=command_attempt_s,
+            gone=gone,
         )
         self.running: dict[str, asyncio.Task[str]] = {}
         #: Group sagas: run a member's switchover (or move it back) as a child saga and
@@ -171,7 +173,7 @@ class SagaRunner:
             attempt += 1
             key = f"{saga.id}:{index}" + (f":try{fresh_keys + 1}" if fresh_keys else "")
             try:
-                reason = await self._run_step(saga, index, spec, attempt, key)
+                reason = await self._run_step(saga, index, spec, attempt, key, forward)
                 return True, reason
             except StepFailed as exc:
                 reason = str(exc)
@@ -196,7 +198,13 @@ class SagaRunner:
             self._require_leader(saga, f"attempt {attempt + 1} of step {index} ({spec.name})")
 
     async def _run_step(
-        self, saga: SagaRecord, index: int, spec: SagaStepSpec, attempt: int, key: str
+        self,
+        saga: SagaRecord,
+        index: int,
+        spec: SagaStepSpec,
+        attempt: int,
+        key: str,
+        forward: bool,
     ) -> str:
         """One attempt: its events, and its reason; ``StepFailed`` after the failure event."""
         step = SagaStepPayload(
@@ -208,7 +216,7 @@ class SagaRunner:
         )
         await self._publish(saga, SagaStepStarted, step, spec.epoch)
         try:
-            reason = await self._carry_out(saga, spec, key)
+            reason = await self._carry_out(saga, spec, key, forward)
         except StepFailed as exc:
             failure: StepFailed = exc
         except (LeadershipLost, asyncio.CancelledError):
@@ -229,7 +237,9 @@ class SagaRunner:
         await self._publish(saga, SagaStepFailed, failed, spec.epoch)
         raise failure
 
-    async def _carry_out(self, saga: SagaRecord, spec: SagaStepSpec, key: str) -> str:
+    async def _carry_out(
+        self, saga: SagaRecord, spec: SagaStepSpec, key: str, forward: bool
+    ) -> str:
         if spec.command == CHANGE_ROLE:
             return await self.steps.change_role(saga, spec)
         if spec.command == MEMBER_SWITCHOVER:
@@ -241,7 +251,8 @@ class SagaRunner:
                 return await self.fencer.fence(saga, spec, self._publish)
             except FenceFailed as exc:
                 raise StepFailed(str(exc)) from None
-        return await self.steps.send(saga, spec, spec.command, key)
+        # Before the pivot a gone node fails its step at once (``steps.py``).
+        return await self.steps.send(saga, spec, spec.command, key, unless_gone=not forward)
 
     async def _member(self, saga: SagaRecord, spec: SagaStepSpec, *, back: bool) -> str:
         if self.member_step is None:
@@ -300,7 +311,9 @@ class SagaRunner:
                     reason = await self._member(saga, spec, back=True)
                 else:
                     key = f"{saga.id}:{index}:undo"
-                    reason = await self.steps.send(saga, spec, spec.compensation, key)
+                    reason = await self.steps.send(
+                        saga, spec, spec.compensation, key, unless_gone=True
+                    )
             except StepFailed as exc:
                 failed = SagaStepFailedPayload(
                     **step.model_dump(), reason=str(exc), compensating=True

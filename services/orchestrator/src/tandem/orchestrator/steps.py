@@ -7,6 +7,12 @@ deadline (``timeout_s`` + the transport slack): the node replays its first answe
 repeated key, and a node that restarted carries the idempotent step out again. An answered
 failure is final for that attempt.
 
+Before the pivot a step addressed to a node that is *gone* (no heartbeat and no lease
+renewal for its failover timeout) is given up at once: that node can no longer answer in
+time, and waiting out the step's deadline would only hold off the failover that replaces it
+(a switchover whose old Active died mid-drain kept its cluster down for the whole drain
+deadline). The same holds for the undo of such a step.
+
 The pivot retries a bus failure within the same deadline: a compare-and-set whose answer was
 lost is recognised on the next read (the record already names the target at the new epoch).
 Its ``RoleChanged`` has an id made from the saga's, so publishing it again (after such a
@@ -91,8 +97,13 @@ class StepCommands:
         publish: Callable[[SagaRecord, Event], Awaitable[None]],
         transport_slack_s: float,
         command_attempt_s: float,
+        gone: Callable[[str, str], str] | None = None,
+        gone_poll_s: float = 0.2,
     ) -> None:
         self.bus = bus
+        #: Why ``node`` of ``cluster`` is gone, or '' (``Liveness.gone``).
+        self.gone = gone
+        self.gone_poll_s = gone_poll_s
         self.instance = instance
         self.still_leader = still_leader
         self.publish = publish
@@ -104,7 +115,37 @@ class StepCommands:
         the transport slack (covers a JetStream leader election and an agent restart)."""
         return spec.timeout_s + self.transport_slack_s
 
-    async def send(self, saga: SagaRecord, spec: SagaStepSpec, command: str, key: str) -> str:
+    async def send(
+        self,
+        saga: SagaRecord,
+        spec: SagaStepSpec,
+        command: str,
+        key: str,
+        *,
+        unless_gone: bool = False,
+    ) -> str:
+        """Send the step's command until answered or its deadline; with ``unless_gone``,
+        give up as soon as the addressed node is gone."""
+        if not unless_gone or self.gone is None:
+            return await self._send(saga, spec, command, key)
+        why = self.gone(saga.cluster, spec.node)
+        if why:
+            raise StepFailed(f"{spec.node} is gone ({why}); {command} not sent")
+        sending = asyncio.ensure_future(self._send(saga, spec, command, key))
+        try:
+            while True:
+                done, _ = await asyncio.wait({sending}, timeout=self.gone_poll_s)
+                if done:
+                    return sending.result()
+                why = self.gone(saga.cluster, spec.node)
+                if why:
+                    raise StepFailed(f"{spec.node} is gone while waiting for {command}: {why}")
+        finally:
+            if not sending.done():
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
+
+    async def _send(self, saga: SagaRecord, spec: SagaStepSpec, command: str, key: str) -> str:
         cls = COMMANDS[command]
         payload_cls = ApplicationsPayload if command in APP_COMMANDS else StepPayload
         cmd = cls(
