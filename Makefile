@@ -8,7 +8,8 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: install run test test-unit bench bench-quick chaos chaos-quick lint compose-check clean
+# The Debian packages of .ci/system-packages: installed when missing (as root), else named.
+.PHONY: system-packages install run test test-unit bench bench-quick chaos chaos-quick lint compose-check clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -20,10 +21,13 @@ $(VENV)/.synced: uv.lock pyproject.toml $(wildcard */pyproject.toml */*/pyprojec
 
 install: $(VENV)/.synced
 
+system-packages:
+	bash .ci/install-system-packages
+
 run: install
 	$(VENV)/bin/tandem up
 
-test: install
+test: system-packages install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install
@@ -31,13 +35,13 @@ test-unit: install
 
 # The replication benchmark needs root (FUSE mounts) and rsync (its incremental baseline).
 # The failover benchmark runs a pair of agents, the demo app and an orchestrator on loopback.
-bench: install
+bench: system-packages install
 	$(VENV)/bin/python bench/bus.py --out bench/results/bus.json
 	$(VENV)/bin/python bench/replication.py --out bench/results/replication.json
 	$(VENV)/bin/python bench/failover.py --out bench/results/failover.json
 	$(VENV)/bin/python bench/fencing_wire.py --out bench/results/failover.json
 
-bench-quick: install
+bench-quick: system-packages install
 	$(VENV)/bin/python bench/bus.py --quick --out bench/results/bus.json
 	$(VENV)/bin/python bench/replication.py --quick --out bench/results/replication.json
 	$(VENV)/bin/python bench/failover.py --quick --out bench/results/failover.json
@@ -45,10 +49,10 @@ bench-quick: install
 
 # The chaos suite (issue 15): seeded random faults on a real 3-node NATS cluster, two
 # orchestrators and a pair of agents; writes bench/results/chaos.{json,md} and the timeline PNG.
-chaos: install
+chaos: system-packages install
 	$(VENV)/bin/python bench/chaos.py --scenarios 200 --seed 1 --out bench/results/chaos.json
 
-chaos-quick: install
+chaos-quick: system-packages install
 	$(VENV)/bin/python bench/chaos.py --scenarios 20 --seed 1 --out bench/results/chaos.json
 
 lint: install
@@ -56,7 +60,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/events/src cli/src services/*/src
 
-compose-check: install
+compose-check: system-packages install
 	$(VENV)/bin/python tests/compose_check.py docker-compose.yml
 
 clean:
