@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from helpers import eventually
 from replication_rig import Source, Target, tree
 from tandem.events.bus import Bus
 from tandem.events.catalog.vocabulary import ReplicaState
-from tandem.events.subjects import DLQ_STREAM, journal_msg_id, journal_subject
+from tandem.events.subjects import DLQ_STREAM, JOURNAL_STREAM, journal_msg_id, journal_subject
 from tandem.replicator.batch import Batch, encode_body, pack
 from tandem.replicator.codec import codec_named
 from tandem.replicator.ops import Op, OpKind
@@ -133,14 +134,24 @@ async def dlq_reasons(bus: Bus) -> list[str]:
     )
 
 
-async def test_a_batch_from_an_older_epoch_is_refused(rig, bus: Bus) -> None:  # type: ignore[no-untyped-def]
+async def test_a_batch_from_an_older_epoch_is_skipped_not_dead_lettered(rig, bus: Bus) -> None:  # type: ignore[no-untyped-def]
+    """The old Active's last batches after a role change are expected: skipped with a
+    reason (an info event), acknowledged, and kept out of the dead-letter stream, which an
+    operator alerts on."""
     _, target = rig
     target.epoch[0] = 2
     await publish_batch(bus, Batch(1, 1, 0, (Op(OpKind.WRITE, "old", data=b"stale"),)))
-    await eventually(lambda: target.refusals, what="the refusal")
-    assert target.refusals == [(1, 1, "stale epoch 1: the cluster is at epoch 2")]
+    await eventually(lambda: target.skipped, what="the skip")
+    assert target.skipped == [(1, 1, "stale epoch 1: the cluster is at epoch 2")]
+    assert target.refusals == []
     assert not (target.root / "old").exists()
-    assert await dlq_reasons(bus) == ["stale epoch 1: the cluster is at epoch 2"]
+    assert await dlq_reasons(bus) == []
+    for _ in range(100):  # acknowledged: never delivered again
+        info = await bus.js.consumer_info(JOURNAL_STREAM, target.receiver.durable)
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert (info.num_ack_pending, info.num_pending) == (0, 0)
 
 
 async def test_a_path_outside_the_root_is_refused_and_nothing_is_written(

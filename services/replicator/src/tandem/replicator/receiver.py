@@ -5,9 +5,12 @@ also sends each batch directly (``syncmode.direct_subject``): stored at once whe
 usable, and its journal copy is then acknowledged without storing it again. After each store
 ``on_stored(epoch, seq)`` says up to which seq every batch of the epoch is here.
 
-Refusals are reported (``ReplicaRejectedBatch``) and dead-lettered with the reason:
-a batch from an older epoch; a corrupt one (bad checksum or body), after it was fetched
-again ``refetches`` times; one with a path outside the protected root.
+Refusals are reported (``ReplicaRejectedBatch``) and dead-lettered with the reason: a
+corrupt batch (bad checksum or body), after it was fetched again ``refetches`` times; one
+with a path outside the protected root. A batch of an older epoch is no fault: the old
+Active's last batches, journaled before it learnt of the role change. It is skipped and
+acknowledged, reported as ``stale`` (an info event), and never dead-lettered: the
+dead-letter stream holds only what is malformed or unprocessable.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from tandem.replicator.syncmode import direct_subject
 
 log = logging.getLogger(__name__)
 
-#: (epoch, seq, reason) of a refused batch.
-RefusalReporter = Callable[[int, int, str], Awaitable[None]]
+#: (epoch, seq, reason, stale) of a refused batch (stale: of an older epoch, skipped).
+RefusalReporter = Callable[[int, int, str, bool], Awaitable[None]]
 
 
 class JournalReceiver:
@@ -66,6 +69,8 @@ class JournalReceiver:
         # The journal's group and a direct batch are stored one at a time (one appender).
         self._store_lock = asyncio.Lock()
         self._held: dict[int, int] = {}  # epoch -> every batch up to this seq is here
+        #: epoch -> how many of its batches were skipped as stale.
+        self.skipped_stale: dict[int, int] = {}
 
     async def run(self) -> None:
         subject = journal_subject(self.cluster)
@@ -194,12 +199,7 @@ class JournalReceiver:
             await self._refuse(msg, -1, -1, "no valid epoch/sequence headers")
             return None
         if epoch < self.current_epoch():
-            await self._refuse(
-                msg,
-                epoch,
-                seq,
-                f"stale epoch {epoch}: the cluster is at epoch {self.current_epoch()}",
-            )
+            await self._skip_stale(msg, epoch, seq)
             return None
         if (epoch, seq) <= self.applied_upto():
             await msg.ack()  # a redelivery of what is applied already: changes nothing
@@ -217,6 +217,20 @@ class JournalReceiver:
             return
         await self._refuse(msg, epoch, seq, str(exc))
 
+    async def _skip_stale(self, msg: Msg, epoch: int, seq: int) -> None:
+        now = self.current_epoch()
+        reason = f"stale epoch {epoch}: the cluster is at epoch {now}"
+        first = epoch not in self.skipped_stale
+        self.skipped_stale[epoch] = self.skipped_stale.get(epoch, 0) + 1
+        if first:
+            log.info(
+                "skipping journal batches of epoch %s (from %s:%s): the cluster is at epoch %s "
+                "(the old Active's last batches; expected after a role change)",
+                epoch, epoch, seq, now,
+            )  # fmt: skip
+        await msg.ack()
+        await self.report_refusal(epoch, seq, reason, True)
+
     async def _refuse(self, msg: Msg, epoch: int, seq: int, reason: str) -> None:
         log.warning("refused journal batch %s:%s: %s", epoch, seq, reason)
         meta = msg.metadata
@@ -233,4 +247,4 @@ class JournalReceiver:
             ),
         )
         await msg.term()
-        await self.report_refusal(epoch, seq, reason)
+        await self.report_refusal(epoch, seq, reason, False)

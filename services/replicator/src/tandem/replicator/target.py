@@ -126,9 +126,9 @@ class TargetSide:
         payload = AlertRaisedPayload(code=code, severity=Severity.CRITICAL, message=reason)
         await self._publish(AlertRaised, payload)
 
-    async def _refused(self, epoch: int, seq: int, reason: str) -> None:
+    async def _refused(self, epoch: int, seq: int, reason: str, stale: bool) -> None:
         payload = ReplicaRejectedBatchPayload(
-            batch_epoch=max(epoch, 0), seq=max(seq, 0), reason=reason
+            batch_epoch=max(epoch, 0), seq=max(seq, 0), reason=reason, stale=stale
         )
         await self._publish(ReplicaRejectedBatch, payload)
 

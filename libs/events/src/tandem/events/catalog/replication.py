@@ -32,11 +32,15 @@ class ReplicaRejectedBatchPayload(Payload):
     batch_epoch: int = Field(ge=0)
     seq: int = Field(ge=0)
     reason: str
+    #: An older epoch's batch, skipped: expected after a role change (the old Active's last
+    #: batches), acknowledged and not dead-lettered. False: refused as unusable (dead-lettered).
+    stale: bool = False
 
 
 @event_type
 class ReplicaRejectedBatch(Event):
-    """A target refused a journal batch (older epoch, corrupt, path outside the root...)."""
+    """A target refused a journal batch: corrupt, a path outside the root (dead-lettered), or
+    of an older epoch (``stale``: skipped, an expected outcome of a role change)."""
 
     type: Literal["ReplicaRejectedBatch"] = "ReplicaRejectedBatch"
     version: Literal[1] = 1
