@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from conftest import require
 from tandem.events.bus import Bus
 from tandem.events.catalog.vocabulary import ReplicaState
+from tandem.events.registry import decode_event
+from tandem.events.subjects import EVENTS_STREAM
 from tandem.replicator.apply import BatchApplier, ReplicaWriter
 from tandem.replicator.applyloop import ApplyLoop
 from tandem.replicator.codec import codec_named
@@ -20,6 +26,8 @@ from tandem.replicator.publisher import JournalPublisher
 from tandem.replicator.receivequeue import ReceiveQueue
 from tandem.replicator.receiver import JournalReceiver
 from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
+from tandem.replicator.service import run
+from tandem.replicator.settings import ReplicatorSettings
 from tandem.replicator.syncproto import ManifestServer, fetch_manifest, tell_end
 from tandem.replicator.verify import VerifyResult, verify_and_sync
 
@@ -52,6 +60,8 @@ class Target:
     gap_timeout_s: float = 30.0
     states: list[tuple[ReplicaState, str]] = field(default_factory=list)
     refusals: list[tuple[int, int, str]] = field(default_factory=list)
+    #: Batches of an older epoch, skipped (not refusals: expected after a role change).
+    skipped: list[tuple[int, int, str]] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     #: What the receiver said after each store: (epoch, every batch up to this seq is here).
     held: list[tuple[int, int]] = field(default_factory=list)
@@ -71,8 +81,8 @@ class Target:
         async def alert(code: str, reason: str) -> None:
             self.alerts.append(reason)
 
-        async def refused(epoch: int, seq: int, reason: str) -> None:
-            self.refusals.append((epoch, seq, reason))
+        async def refused(epoch: int, seq: int, reason: str, stale: bool) -> None:
+            (self.skipped if stale else self.refusals).append((epoch, seq, reason))
 
         self.loop = ApplyLoop(
             self.queue,
@@ -165,3 +175,39 @@ class Source:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+
+# -- replicator nodes as the agent runs them (tandem.replicator.service.run) -------------
+
+
+def fuse_ready() -> None:
+    require(
+        "FUSE",
+        Path("/dev/fuse").exists() and shutil.which("fusermount3") is not None,
+        "apt-get install fuse3",
+    )
+
+
+@contextlib.asynccontextmanager
+async def node(bus: Bus, root: Path, name: str, **kw: Any) -> AsyncIterator[asyncio.Task[None]]:
+    peers = [p for p in ("primary", "secondary") if p != name]
+    settings = ReplicatorSettings(cluster="demo", node=name, peers=peers, protected_root=root, **kw)
+    task = asyncio.create_task(run(settings, bus))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def events_of(bus: Bus, type_name: str) -> list[Any]:
+    info = await bus.js.stream_info(EVENTS_STREAM)
+    out: list[Any] = []
+    if info.state.messages == 0:
+        return out
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await bus.js.get_msg(EVENTS_STREAM, seq)
+        if msg.subject.endswith("." + type_name):
+            out.append(decode_event(msg.data))
+    return out

@@ -4,63 +4,23 @@ captures (watch and intercept), the Passive applies; verify on command; sync mod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import require
 from helpers import eventually
-from replication_rig import tree
+from replication_rig import events_of, fuse_ready, node, tree
 from tandem.events.bus import Bus
 from tandem.events.catalog import VerifyReplica
 from tandem.events.catalog.commands import VerifyReplicaPayload
-from tandem.events.registry import decode_event
 from tandem.events.rpc import send_command
-from tandem.events.subjects import EVENTS_STREAM, JOURNAL_STREAM, journal_subject
+from tandem.events.subjects import JOURNAL_STREAM, journal_subject
 from tandem.replicator.batch import unpack
-from tandem.replicator.service import run
-from tandem.replicator.settings import ReplicatorSettings
 from tandem.replicator.source import CLEAN_MARK
-
-
-def fuse_ready() -> None:
-    require(
-        "FUSE",
-        Path("/dev/fuse").exists() and shutil.which("fusermount3") is not None,
-        "apt-get install fuse3",
-    )
-
-
-@contextlib.asynccontextmanager
-async def node(bus: Bus, root: Path, name: str, **kw: Any) -> AsyncIterator[asyncio.Task[None]]:
-    peers = [p for p in ("primary", "secondary") if p != name]
-    settings = ReplicatorSettings(cluster="demo", node=name, peers=peers, protected_root=root, **kw)
-    task = asyncio.create_task(run(settings, bus))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def events_of(bus: Bus, type_name: str) -> list[Any]:
-    info = await bus.js.stream_info(EVENTS_STREAM)
-    out: list[Any] = []
-    if info.state.messages == 0:
-        return out
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await bus.js.get_msg(EVENTS_STREAM, seq)
-        if msg.subject.endswith("." + type_name):
-            out.append(decode_event(msg.data))
-    return out
 
 
 def write_tree(root: Path, tag: str) -> None:

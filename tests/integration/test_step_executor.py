@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from helpers import eventually
-from tandem.agent.apps import ApplicationSet
+from tandem.agent.apps import ApplicationSet, capture_gate
 from tandem.agent.control import ApplicationConfig, AppState, ProcessControl
 from tandem.agent.executor import COMMANDS, StepExecutor
 from tandem.agent.identity.loopback import LoopbackIdentity
@@ -88,7 +88,9 @@ async def make_node(bus: Bus, tmp_path: Path) -> AsyncIterator[MakeNode]:
     servers: list[CommandServer] = []
     controls: list[ProcessControl] = []
 
-    async def make(code: str = SLEEPER, **app_fields: Any) -> Node:
+    async def make(
+        code: str = SLEEPER, protected_root: Path | None = None, **app_fields: Any
+    ) -> Node:
         app = ApplicationConfig.model_validate(
             {
                 "name": "app",
@@ -97,9 +99,9 @@ async def make_node(bus: Bus, tmp_path: Path) -> AsyncIterator[MakeNode]:
                 **app_fields,
             }
         )
-        apps = ApplicationSet([app], tmp_path / "state")
-        identity = LoopbackIdentity(tmp_path / "state" / "identity.json")
         board = NodeBoard(epoch=EPOCH)
+        apps = ApplicationSet([app], tmp_path / "state", gate=capture_gate(protected_root, board))
+        identity = LoopbackIdentity(tmp_path / "state" / "identity.json")
         events: list[Event] = []
         executor = StepExecutor(
             CLUSTER, NODE, Identity.PRIMARY, apps, identity, board, events.append
@@ -283,3 +285,25 @@ async def test_an_isolated_node_refuses_to_expose(make_node: MakeNode) -> None:
     node.board.isolated = False
     assert (await node.send(step(Expose))).ok
     assert (await node.identity.status()).exposed
+
+
+async def test_no_application_starts_while_the_protected_folder_is_not_captured(
+    make_node: MakeNode, tmp_path: Path
+) -> None:
+    """A saga's StartApplications, a restart: refused with the reason until the replicator
+    says the capture is live at the node's epoch (what the app wrote before would bypass
+    replication, and the next failover would lose it without an error)."""
+    node = await make_node(protected_root=tmp_path / "data")
+    refused = await node.send(start("k1"))
+    assert not refused.ok
+    assert f"the capture of {tmp_path / 'data'} is not live at epoch {EPOCH}" in refused.reason
+    assert await node.pid() is None
+    ok, said = await node.apps.restart("app")
+    assert not ok and "not restarted: the capture" in said
+    assert await node.pid() is None
+    node.board.source_ready_epoch = EPOCH - 1  # a source of an older epoch does not count
+    assert not (await node.send(start("k2"))).ok
+    node.board.source_ready_epoch = EPOCH
+    started = await node.send(start("k3"))
+    assert started.ok, started.reason
+    assert await node.pid() is not None

@@ -1,13 +1,21 @@
-"""The protected applications of a node, started and stopped in dependency order."""
+"""The protected applications of a node, started and stopped in dependency order.
+
+On a node that replicates a folder, nothing starts an application while the folder's capture
+is not live (``gate``): every path (a saga's StartApplications, the agent resuming as Active
+at start, unfencing, a health rule's restart, an operator's restart request) goes through
+``start`` or ``restart`` here, and an application writing to a folder nobody captures loses
+every write at the next failover without a single error."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from tandem.agent.control.base import AppState, ControlError, ServiceControl
 from tandem.agent.control.config import ApplicationConfig, dependency_order, make_control
+from tandem.events.nodeboard import NodeBoard
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +26,10 @@ class ApplicationSet:
         apps: list[ApplicationConfig],
         state_dir: Path,
         controls: dict[str, ServiceControl] | None = None,
+        gate: Callable[[], str] | None = None,
     ) -> None:
+        #: Why no application may start now ('' when they may): the capture is not live.
+        self.gate = gate or (lambda: "")
         self.ordered = dependency_order(apps)
         self.controls = controls or {a.name: make_control(a, state_dir) for a in self.ordered}
         self._lock = asyncio.Lock()  # one start/stop/restart at a time: they must not interleave
@@ -37,7 +48,11 @@ class ApplicationSet:
         runs. Returns what was done, one line per application; raises on the first failure."""
         done: list[str] = []
         async with self._lock:
-            for app in self._select(wanted or []):
+            selected = self._select(wanted or [])
+            refusal = self.gate() if selected else ""
+            if refusal:
+                raise ControlError(f"not started: {refusal}")
+            for app in selected:
                 for dep in app.depends_on:
                     status = await self.controls[dep].status()
                     if status.state is not AppState.RUNNING:
@@ -72,6 +87,9 @@ class ApplicationSet:
                 control = self.controls[name] if name in self.controls else None
                 if control is None:
                     return False, f"no such application: {name}"
+                refusal = self.gate()
+                if refusal:
+                    return False, f"{name} not restarted: {refusal}"
                 await control.stop()
                 status = await control.start()
             return True, f"{name} restarted: {status.message or status.state}"
@@ -83,3 +101,22 @@ class ApplicationSet:
             if (await control.status()).state is AppState.RUNNING:
                 return True
         return False
+
+
+def capture_gate(root: Path | None, board: NodeBoard) -> Callable[[], str]:
+    """Why the applications may not start now: ``root``'s capture is not live at the
+    node's epoch (the replicator sets ``board.source_ready_epoch`` once it is). No root: the
+    node replicates nothing, nothing to wait for."""
+
+    def refusal() -> str:
+        if root is None:
+            return ""
+        ready = board.source_ready_epoch
+        if ready > 0 and ready >= board.epoch:
+            return ""
+        return (
+            f"the capture of {root} is not live at epoch {board.epoch}: what the applications "
+            "write would not be replicated"
+        )
+
+    return refusal

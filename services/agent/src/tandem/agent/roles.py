@@ -157,6 +157,8 @@ class RoleWatch:
         refusal = self.lease.refusal()
         if refusal or not self.board.fenced or self.board.steered_epoch >= fresh.epoch:
             return f"fenced: {refusal or 'a step took over'}"
+        if self.replicated and self.board.source_ready_epoch < fresh.epoch:
+            return "fenced: waits for its replicator to capture the folder again"
         why = self.board.fenced_reason or "no reason recorded"
         self.lease.arm()
         try:

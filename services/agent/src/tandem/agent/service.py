@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tandem.agent.apps import ApplicationSet
+from tandem.agent.apps import ApplicationSet, capture_gate
 from tandem.agent.config import NodeConfig, load_node_config
 from tandem.agent.executor import COMMANDS, StepExecutor
 from tandem.agent.guard.link import GuardLink
@@ -137,7 +137,9 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         guard = GuardLink(plan_for(c), c.state_dir / "guard" / "plan.json")
         await guard.start()
     await identity.reset_on_start()  # type: ignore[attr-defined]
-    apps = ApplicationSet(c.applications, c.state_dir)
+    apps = ApplicationSet(
+        c.applications, c.state_dir, gate=capture_gate(c.replication.protected_root, board)
+    )
     lease = LeaseKeeper(
         bus,
         c.cluster,

@@ -17,6 +17,7 @@ Notes for operators:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -90,6 +91,7 @@ class InterceptCapture:
             raise InterceptError("intercept capture is already started")
         if self._orphaned and not self._exited.is_set():
             raise InterceptError("the previous FUSE loop still serves files opened before stop()")
+        clear_dead_mount(self.mountpoint)  # a killed agent's mount would make every call fail
         source, mountpoint = self.source.resolve(), self.mountpoint.resolve()
         self._check(source, mountpoint)
         try:
@@ -282,6 +284,43 @@ class InterceptCapture:
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None
+
+
+#: What statvfs(2) says on a FUSE mount whose daemon died (ENOTCONN), or was aborted.
+_DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+def clear_dead_mount(path: Path | str, timeout_s: float = 10.0) -> str:
+    """Unmount (lazily) an intercept mount at ``path`` whose daemon is dead: an agent killed
+    while it was the source leaves one behind ("Transport endpoint is not connected"), and
+    nothing can use the folder (capture, apply, the application) until it is gone. A live
+    mount of ours there (another process serves it) is refused: two captures of one folder
+    would journal it twice. Returns what was done ('' when there was nothing to do)."""
+    where = Path(os.path.abspath(path))
+    if not _fuse_mounts(where):
+        return ""
+    try:
+        os.statvfs(where)  # always asks the daemon (a stat may be answered from the cache)
+    except OSError as exc:
+        if exc.errno not in _DEAD:
+            raise InterceptError(f"{where} is not usable: {exc}") from exc
+        why = exc.strerror or str(exc)
+    else:
+        raise InterceptError(
+            f"{where} is already captured by another live intercept mount "
+            "(a second agent for this folder?)"
+        )
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    cmd = [tool, "-uz", str(where)] if tool else ["umount", "-l", str(where)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0 and _fuse_mounts(where):
+        raise InterceptError(
+            f"a dead intercept mount at {where} ({why}) could not be removed: "
+            f"{' '.join(cmd)}: {done.stderr.strip()}"
+        )
+    said = f"removed the dead intercept mount of a previous run at {where} ({why})"
+    log.warning("intercept: %s", said)
+    return said
 
 
 def _fuse_mounts(mountpoint: Path) -> set[tuple[int, str]]:

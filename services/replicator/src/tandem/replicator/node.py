@@ -21,6 +21,9 @@ from typing import Literal
 from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
+from tandem.events.catalog import AlertCleared, AlertRaised
+from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
+from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.roles import RoleRecord, claim_first_role, read_role
@@ -34,7 +37,7 @@ from tandem.events.transient import (
 )
 from tandem.replicator.batch import H_EPOCH, H_SEQ
 from tandem.replicator.settings import ReplicatorSettings
-from tandem.replicator.source import SourceSide, last_source_epoch
+from tandem.replicator.source import CaptureFailed, SourceSide, last_source_epoch
 from tandem.replicator.target import TargetSide
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,8 @@ class ReplicatorNode:
         #: Read the role record now rather than at the next poll (a step is waiting on it).
         self._poke = asyncio.Event()
         self._switched = asyncio.Condition()
+        #: The reason of the last replicator.capture_failed alert ('' once capture is live).
+        self._capture_alerted = ""
 
     # -- what the steps use -------------------------------------------------------------
 
@@ -187,6 +192,17 @@ class ReplicatorNode:
             self._wake.set()
 
     async def run(self) -> None:
+        if self.s.protected_root is not None:
+            # A previous run killed while it was the source left its mount behind: neither
+            # side (nor the application) can use the folder until it is gone.
+            from tandem.replicator.intercept import InterceptError, clear_dead_mount
+
+            for folder in {self.s.protected_root, self.s.mountpoint or self.s.protected_root}:
+                try:
+                    await asyncio.to_thread(clear_dead_mount, folder)
+                except InterceptError as exc:  # a live mount of another process: the
+                    # source's capture says so (an alert) and tries again
+                    log.warning("%s: %s", self.s.node, exc)
         self.record = await current_role(self.bus, self.s, self.poll_s)
         self._want = self._side_for(self.record)
         behind = await self._behind_at_start(self.record)
@@ -258,19 +274,58 @@ class ReplicatorNode:
                 log.warning("%s side ended by a bus fault (%s); starting it again", name, ended)
                 await self._pause_or_change(backoff)
                 continue
+            except CaptureFailed as failed:
+                # The applications stay stopped (they start only once the capture is live:
+                # agent/apps.py); the reason is an alert, and the capture is tried again.
+                self._capture_failed(str(failed), epoch)
+                await self._pause_or_change(backoff)
+                continue
             finally:
                 self.board.source_ready_epoch = 0
                 if isinstance(side, SourceSide):
                     ready.cancel()
                 if task is not None:
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
+                    # An error that ended the side was raised (or handled) above already:
+                    # awaiting the ended task would raise it once more, past the handler.
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             backoff.reset()
 
     async def _tell_source_ready(self, side: SourceSide, epoch: int) -> None:
         await side.ready.wait()
         self.board.source_ready_epoch = epoch
+        if self._capture_alerted:
+            said = f"the capture of {self.s.protected_root} is live at epoch {epoch}"
+            log.info("%s: %s", self.s.node, said)
+            self._capture_alerted = ""
+            self.emit(
+                AlertCleared(
+                    cluster=self.s.cluster,
+                    node=self.s.node,
+                    epoch=epoch,
+                    payload=AlertClearedPayload(code="replicator.capture_failed", reason=said),
+                )
+            )
+
+    def _capture_failed(self, reason: str, epoch: int) -> None:
+        """Alert once per distinct reason (a retry every few seconds is not news)."""
+        if reason == self._capture_alerted:
+            log.debug("%s", reason)
+            return
+        self._capture_alerted = reason
+        why = f"{reason}; the applications stay stopped until it does (tried again)"
+        log.error("%s: %s", self.s.node, why)
+        self.emit(
+            AlertRaised(
+                cluster=self.s.cluster,
+                node=self.s.node,
+                epoch=epoch,
+                payload=AlertRaisedPayload(
+                    code="replicator.capture_failed", severity=Severity.CRITICAL, message=why
+                ),
+            )
+        )
 
     async def _pause_or_change(self, backoff: Backoff) -> None:
         with contextlib.suppress(TimeoutError):

@@ -37,7 +37,7 @@ from tandem.events.errors import DecodeError
 from tandem.events.registry import decode_event
 from tandem.events.rpc import CommandServer
 from tandem.events.subjects import JOURNAL_STREAM, events_filter, journal_subject
-from tandem.events.transient import retry_transient
+from tandem.events.transient import describe, is_transient, retry_transient
 from tandem.replicator.batch import H_EPOCH, H_SEQ
 from tandem.replicator.capture import Capture, OpSink
 from tandem.replicator.codec import codec_named
@@ -73,6 +73,11 @@ async def last_stored_seq(bus: Bus, cluster: str, epoch: int) -> int:
         return 0
     h = msg.headers or {}
     return int(h.get(H_SEQ, 0)) if int(h.get(H_EPOCH, -1)) == epoch else 0
+
+
+class CaptureFailed(Exception):
+    """The capture of the protected folder could not start (FUSE refused, the folder
+    unusable): nothing the applications write would be replicated, so they must not run."""
 
 
 def make_capture(settings: ReplicatorSettings, sink: OpSink) -> Capture:
@@ -142,7 +147,9 @@ class SourceSide:
         sink: OpSink = self.queue
         if s.mode == "sync":
             waiter = SyncWaiter(self.epoch)
-            await waiter.follow(self.bus, s.cluster)
+            await retry_transient(
+                "following sync acknowledgements", lambda: waiter.follow(self.bus, s.cluster)
+            )
             sink = SyncSink(
                 self.queue,
                 waiter,
@@ -152,8 +159,9 @@ class SourceSide:
                     self._alert("replicator.sync_degraded", reason)
                 ),
             )
-        self.capture = make_capture(s, sink)
-        await asyncio.to_thread(self.capture.start)
+        # Every bus call that sets the side up comes before the capture: once the
+        # application's writes are captured, no bus fault may end the side (its end unmounts
+        # the capture, and what the application then writes would bypass replication).
         commands = CommandServer(
             self.bus,
             s.cluster,
@@ -162,10 +170,36 @@ class SourceSide:
             lambda: self.epoch,
             commands=["VerifyReplica"],
         )
-        await commands.start()
-        watcher = await self.bus.nc.subscribe(
-            events_filter(s.cluster, "ReplicationStateChanged"), cb=self._on_replica_state
-        )
+        await retry_transient("answering VerifyReplica", commands.start)
+        watcher = None
+        try:
+            watcher = await retry_transient(
+                "following the replicas' states",
+                lambda: self.bus.nc.subscribe(
+                    events_filter(s.cluster, "ReplicationStateChanged"), cb=self._on_replica_state
+                ),
+            )
+            self.capture = make_capture(s, sink)
+            try:
+                await asyncio.to_thread(self.capture.start)
+            except Exception as exc:
+                raise CaptureFailed(f"capture of {self.root} did not start: {exc}") from exc
+            try:
+                await self._serve(s, why)
+            finally:
+                await asyncio.to_thread(self.capture.stop)
+                try:
+                    await asyncio.shield(self._drain_then_mark(mark))
+                except Exception as exc:
+                    log.warning("the send queue was not drained at stop: %s", exc)
+        finally:
+            if watcher is not None:
+                with contextlib.suppress(Exception):
+                    await watcher.unsubscribe()
+            await commands.stop()
+
+    async def _serve(self, s: ReplicatorSettings, why: str | None) -> None:
+        """The capture is live: say so, then publish the journal (and verify) until stopped."""
         await self._publish(
             ReplicationStarted,
             ReplicationStartedPayload(
@@ -180,20 +214,10 @@ class SourceSide:
             self.epoch,
         )
         self.ready.set()
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.publisher.run())
-                if why is not None and s.peers:
-                    tasks.create_task(self.verify_all(why))
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.unsubscribe()
-            await commands.stop()
-            await asyncio.to_thread(self.capture.stop)
-            try:
-                await asyncio.shield(self._drain_then_mark(mark))
-            except Exception as exc:
-                log.warning("the send queue was not drained at stop: %s", exc)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.publisher.run())
+            if why is not None and s.peers:
+                tasks.create_task(self.verify_all(why))
 
     def depths(self) -> dict[str, float]:
         if not self.ready.is_set():
@@ -314,7 +338,10 @@ class SourceSide:
             log.warning("verify of %s not done yet: %s", target, exc)
             result = VerifyResult(False, 0, 0, 0, 0, f"{type(exc).__name__}: {exc}")
         except Exception as exc:
-            log.exception("verify of %s failed", target)
+            if is_transient(exc):  # the bus electing a leader, a reconnect: tried again
+                log.warning("verify of %s interrupted: %s", target, describe(exc))
+            else:
+                log.exception("verify of %s failed", target)
             result = VerifyResult(False, 0, 0, 0, 0, f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(Exception):
             await tell_end(
