@@ -6,7 +6,8 @@ report and a timeline PNG beside it.
     python bench/chaos.py --scenarios 20 --seed 1 --out bench/results/chaos.json
 
 Everything is real: processes are SIGKILLed / SIGSTOPped and restarted as a supervisor would;
-a node's data filesystem (a tmpfs sized for the run's records) is filled with a ballast file.
+a node's data filesystem (a loop-mounted ext4 image sized for the run's records) is filled
+with a ballast file, or its IO throttled (the node's blkio cgroup) for a slow disk.
 The harness is in ``tests/chaos/`` (chaos_topology, chaos_nemesis, chaos_checkers, ...).
 Exits 0 when the run completed, whatever it found (the findings are in the result); 1 when
 the topology could not be built.
@@ -25,10 +26,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests" / "chaos"), str(HERE.parent / "tests")]
 
+from chaos_disks import disk_mib_for  # noqa: E402
 from chaos_nemesis import schedule  # noqa: E402
 from chaos_report import markdown, timeline, write_json  # noqa: E402
 from chaos_run import ChaosRun  # noqa: E402
-from chaos_topology import NODES, Topology, disk_mib_for  # noqa: E402
+from chaos_topology import NODES, Topology  # noqa: E402
 
 log = logging.getLogger("chaos")
 

@@ -5,25 +5,21 @@ leads by lease) and a pair of node agents (``python -m tandem.agent``) protectin
 all three NATS URLs. ``supervise`` restarts whatever is down and not held down by the nemesis,
 as systemd would, and records an exit the nemesis did not cause as a crash.
 
-Each node's protected folder lives on a small filesystem of its own (a tmpfs of ``disk_mib``
-MiB mounted at ``<node>/disk``, the folder at ``<node>/disk/data``), so that the nemesis can
-fill it with a ballast file beside the folder (``fill_disk``) without touching the machine's
-disk. ``close`` unmounts them (lazily if busy); a run that never reached ``close`` (SIGKILLed)
-has its mounts swept by the next topology (``sweep_disks``: the owner's pid is gone).
+Each node's protected folder lives on a small filesystem of its own and its agent (with its
+app) runs in a blkio cgroup of its own (``chaos_disks``: a loop-mounted ext4 image), so that
+the nemesis can fill that disk (``fill_disk``) or slow it down (``slow_disk``) without
+touching the machine's disk or the other node. ``close`` unmounts them and removes the
+cgroups; what a run SIGKILLed before its ``close`` left is swept by the next topology.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import errno
 import json
 import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+from chaos_disks import DISK_LEAVE, DISK_MIB, NodeDisks
+from chaos_disks import sweep as sweep_disks
 from chaos_procs import Exit, Proc
 
 from pair_state import http_status, kill_leftovers, pair_ready
@@ -58,20 +55,6 @@ ttl_s = 3
 renew_every_s = 0.3
 fence_margin_s = 1.5
 """
-#: The size of each node's data filesystem by default: the workload writes 10-20 records/s,
-#: one 4 KiB tmpfs page each (<= 80 KiB/s: < 1 MiB in a 12 s scenario, ~5 MiB in the longest
-#: a test runs); a test runs a few scenarios.
-DISK_MIB = 64
-#: What ``fill_disk`` leaves free: a couple of records fit, the next write gets ENOSPC.
-DISK_LEAVE = 8 * 1024
-BALLAST = "ballast"
-_OWNER = ".tandem-chaos-owner"
-
-
-def disk_mib_for(scenarios: int) -> int:
-    """A data filesystem that holds ``scenarios`` scenarios' records comfortably (a run keeps
-    one topology: the records add up; < 1 MiB a scenario, twice that and more to be safe)."""
-    return max(DISK_MIB, 32 + 2 * scenarios)
 
 
 def with_servers(toml: str, urls: list[str]) -> str:
@@ -148,8 +131,8 @@ class Topology:
         self.root = (root or Path(tempfile.mkdtemp(prefix="tandem-chaos-"))).resolve()
         self.keep, self.host = keep, host
         self.disk_mib = disk_mib
-        #: node -> its data filesystem's mount point (only those actually mounted).
-        self.disks: dict[str, Path] = {}
+        #: Each node's data filesystem and blkio cgroup.
+        self.disks = NodeDisks(self.root, disk_mib, keep)
         self.nats: list[NatsNode] = []
         self.orchestrators: list[Proc] = []
         self.agents: dict[str, Proc] = {}
@@ -204,90 +187,37 @@ class Topology:
 
     def disk_dir(self, node: str) -> Path:
         """Where ``node``'s data filesystem is mounted."""
-        return self.root / node / "disk"
+        return self.disks.disk_dir(node)
 
     def data_dir(self, node: str) -> Path:
         """``node``'s protected folder (the replicator's protected_root, the app's data)."""
-        return self.disk_dir(node) / "data"
+        return self.disks.data_dir(node)
 
-    def mount_disk(self, node: str) -> None:
-        """A tmpfs of ``disk_mib`` MiB at ``disk_dir(node)``, with the data folder in it (a
-        plain folder, and no ``fill-disk``, where mounting is refused: not root)."""
-        disk = self.disk_dir(node)
-        disk.mkdir(parents=True, exist_ok=True)
-        if node not in self.disks:
-            done = subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", f"size={self.disk_mib}m,mode=0755", "tmpfs", disk],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-            if done.returncode != 0:
-                why = done.stderr.strip()
-                log.warning("no filesystem of its own for %s (%s): a plain folder", node, why)
-            else:
-                if not self.disks:
-                    atexit.register(self.unmount_disks)  # close() not reached: still unmounted
-                self.disks[node] = disk
-                (disk / _OWNER).write_text(f"{os.getpid()}\n")
-        self.data_dir(node).mkdir(parents=True, exist_ok=True)
+    def mount_disk(self, node: str) -> str:
+        """``node``'s data filesystem and cgroup (``NodeDisks.mount``): what the disk is."""
+        return self.disks.mount(node)
 
     def disk_free(self, node: str) -> int:
-        st = os.statvfs(self.disk_dir(node))
-        return st.f_bavail * st.f_frsize
+        return self.disks.free(node)
 
     def fill_disk(self, node: str, leave: int = DISK_LEAVE) -> dict[str, Any]:
-        """Write a ballast file beside ``node``'s protected folder (same filesystem, outside
-        the folder) until about ``leave`` bytes are left free; what was done, for the fault."""
-        disk = self.disks.get(node)
-        if disk is None or not os.path.ismount(disk):
-            raise RuntimeError(f"{node}'s data folder is not on a filesystem of its own")
-        ballast = disk / BALLAST
-        st = os.statvfs(disk)
-        before = self.disk_free(node)
-        chunk = b"\0" * (1 << 20)
-        fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            while (want := self.disk_free(node) - leave) > 0:
-                try:
-                    os.write(fd, chunk[: min(want, len(chunk))])
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break  # the workload took the last pages meanwhile
-            if self.disk_free(node) < leave:  # full to the last page: give ``leave`` back
-                os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        after = self.disk_free(node)
-        log.info("%s's disk filled: %d bytes of ballast, %d bytes free", node, size, after)
-        return {
-            "node": node,
-            "ballast": str(ballast),
-            "disk_bytes": st.f_blocks * st.f_frsize,
-            "free_before": before,
-            "ballast_bytes": size,
-            "free_after": after,
-        }
+        """Fill ``node``'s disk but for ``leave`` bytes (``DiskUnavailable``: not its own)."""
+        return self.disks.fill(node, leave)
 
     def free_disk(self, node: str) -> int:
         """Delete the ballast; the bytes free after."""
-        disk = self.disks.get(node)
-        if disk is not None:
-            (disk / BALLAST).unlink(missing_ok=True)
-            return self.disk_free(node)
-        return 0
+        return self.disks.free_ballast(node)
+
+    def slow_disk(self, node: str, **limits: int) -> dict[str, Any]:
+        """Throttle ``node``'s disk for its processes (``NodeDisks.slow``)."""
+        return self.disks.slow(node, **limits)
+
+    def unslow_disk(self, node: str) -> dict[str, Any]:
+        return self.disks.unslow(node)
 
     def unmount_disks(self) -> None:
-        """Unmount every data filesystem (lazily when busy); a kept run keeps a copy of each
-        protected folder at ``<node>/data-kept``."""
-        for node, disk in list(self.disks.items()):
-            if self.keep and self.data_dir(node).is_dir():
-                with contextlib.suppress(OSError):
-                    shutil.copytree(self.data_dir(node), self.root / node / "data-kept")
-            unmount(disk)
-            del self.disks[node]
+        """Unmount every data filesystem and remove the cgroups (``NodeDisks.close``)."""
+        self.disks.close()
 
     def node_config(self, node: str) -> str:
         base = self.root / node
@@ -318,7 +248,7 @@ class Topology:
             config.write_text(
                 "# Written by the chaos suite (tests/chaos).\n" + self.node_config(node)
             )
-            argv = self.agent_argv(node, config)
+            argv = self.disks.join_argv(node, self.agent_argv(node, config))
             self.agents[node] = Proc(
                 f"agent-{node}", argv, self.env(), self.root / node / "agent.log"
             )
@@ -481,42 +411,6 @@ class Topology:
             if now >= deadline:
                 return False, why
             time.sleep(0.2)
-
-
-def unmount(path: Path) -> None:
-    """``umount``, or ``umount -l`` when the filesystem is busy (a process still in it)."""
-    done = subprocess.run(["umount", str(path)], capture_output=True, text=True, timeout=20)
-    if done.returncode != 0 and os.path.ismount(path):
-        log.warning("umount %s: %s; lazily", path, done.stderr.strip())
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=20)
-
-
-def sweep_disks() -> list[str]:
-    """Unmount the data filesystems of chaos topologies whose owner process is gone (a run
-    SIGKILLed before its ``close``). Only ours: tmpfs mounts at ``tandem-chaos-*/<node>/disk``
-    holding an owner file."""
-    swept = []
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return swept
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3 or fields[2] != "tmpfs":
-            continue
-        point = Path(fields[1].replace("\\040", " "))
-        if point.name != "disk" or not point.parent.parent.name.startswith("tandem-chaos-"):
-            continue
-        try:
-            owner = int((point / _OWNER).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if owner == os.getpid() or psutil.pid_exists(owner):
-            continue
-        log.warning("a chaos run's data filesystem left mounted (owner %d gone): %s", owner, point)
-        unmount(point)
-        swept.append(str(point))
-    return swept
 
 
 def _start_on_host(cluster: NatsCluster, host: str) -> None:
