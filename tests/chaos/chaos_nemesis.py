@@ -5,12 +5,17 @@ Passive's), of an orchestrator (the leader or the follower), of a NATS server, o
 ``TANDEM_EVENTS`` stream leader (found by ``stream_info().cluster.leader``); a managed
 switchover (POST to the leading orchestrator's API) during the other faults. A killed process
 stays down for ``hold_s`` and is then restarted, as a supervisor would. ``fill-disk``: a
-ballast file beside a node's protected folder fills the node's data filesystem (a tmpfs of its
-own, ``chaos_topology``) but for a few KiB, for ``hold_s``, then is deleted; "passive" is the
-node that is Passive when it is applied (its replicator pauses apply with the
-``replicator.disk_full`` alert and resumes after), "active" the Active (its app's writes fail
-and are not acknowledged). Not built: a slow disk (no dm-delay or other slow block device on
-this machine); the bus partition exists only in the network-namespace topology
+ballast file beside a node's protected folder fills the node's data filesystem (an ext4
+image of its own, loop-mounted: ``chaos_disks``) but for a few KiB, for ``hold_s``, then is
+deleted; "passive" is the node that is Passive when it is applied (its replicator pauses apply
+with the ``replicator.disk_full`` alert and resumes after), "active" the Active (its app's
+writes fail and are not acknowledged). ``slow-disk``: the node's blkio cgroup (its agent and
+the agent's children: the app, the replica apply) is throttled on that loop device to
+``SLOW_DISK`` (10 write IOs/s, 256 KiB/s written) for ``hold_s``, then the limits are cleared;
+on the Active every acknowledged write waits for its fsyncs (the workload's ack latency
+grows), on the Passive the replica apply falls behind. Where a disk fault cannot be applied
+(no filesystem, loop device or blkio controller of its own) the fault says why in
+``detail["not_applied"]``. The bus partition exists only in the network-namespace topology
 (``chaos_netns``).
 
 A schedule is data (``Fault`` list, JSON-able): the same seed gives the same schedule; which
@@ -21,12 +26,15 @@ and recorded on the fault.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from chaos_disks import DiskUnavailable
 from chaos_topology import NODES, NatsNode, Topology
 
 log = logging.getLogger(__name__)
@@ -42,10 +50,16 @@ KINDS = {
     "stop-nats": "nats",
     "kill-stream-leader": "nats",
     "fill-disk": "disk",
+    "slow-disk": "disk",
 }
 #: The disk group is drawn apart, in this share of the scenarios (a full disk is rarer than a
 #: dead process, and the other groups keep the draw they had before it existed).
 DISK_CHANCE = 0.2
+#: Of the disk faults drawn, the share that are a slow disk rather than a full one.
+SLOW_DISK_SHARE = 0.5
+#: What a slow disk allows its node's processes (``chaos_disks.NodeDisks.slow``): a record is a
+#: data block and a directory fsync, the apply of a batch a few fsyncs: about 10 a second.
+SLOW_DISK = {"write_iops": 10, "write_bps": 256 * 1024}
 
 
 @dataclass
@@ -68,7 +82,7 @@ class Fault:
 
 
 def schedule(rng: random.Random, max_faults: int = 3) -> list[Fault]:
-    """One scenario's faults: 1..max_faults of distinct groups (a full disk in
+    """One scenario's faults: 1..max_faults of distinct groups (a full or slow disk in
     ``DISK_CHANCE`` of them), maybe with a switchover."""
     faults: list[Fault] = []
     switchover = rng.random() < 0.5
@@ -79,7 +93,14 @@ def schedule(rng: random.Random, max_faults: int = 3) -> list[Fault]:
     if rng.random() < DISK_CHANCE:  # within max_faults: it takes the last one's place
         groups = [*groups[: max(0, max_faults - 1)], "disk"]
     for group in groups:
-        kind = rng.choice(sorted(k for k, g in KINDS.items() if g == group))
+        if group == "disk":
+            # Drawn as when fill-disk was its only kind (every other draw stays as it was);
+            # slow or full from a generator seeded by the state here (the same every time).
+            rng.choice(["fill-disk"])
+            slow = random.Random(repr(rng.getstate())).random() < SLOW_DISK_SHARE
+            kind = "slow-disk" if slow else "fill-disk"
+        else:
+            kind = rng.choice(sorted(k for k, g in KINDS.items() if g == group))
         target = {
             "agent": rng.choice(["active", "passive"]),
             "disk": rng.choice(["active", "passive"]),
@@ -145,6 +166,8 @@ class Nemesis:
             return heal
         if fault.kind == "fill-disk":
             return self._fill_disk(fault)
+        if fault.kind == "slow-disk":
+            return self._slow_disk(fault)
         if fault.kind.endswith("-agent"):
             node = self._agent(fault.target)
             part = self.topo.agents[node]
@@ -182,15 +205,65 @@ class Nemesis:
         log.info("nemesis: fill-disk of %s (%s) for %.1fs", node, fault.target, fault.hold_s)
         try:
             fault.detail.update(self.topo.fill_disk(node))
-        except RuntimeError as exc:  # no filesystem of its own (not root): nothing to fill
+        except DiskUnavailable as exc:  # no filesystem of its own (not root): nothing to fill
             log.warning("nemesis: fill-disk of %s not applied: %s", node, exc)
-            fault.detail.update(node=node, skipped=str(exc))
+            fault.detail.update(node=node, not_applied=str(exc))
 
         def free() -> None:
             fault.detail["free_after_heal"] = self.topo.free_disk(node)
             fault.ended = time.time()
 
         return free
+
+    def _slow_disk(self, fault: Fault) -> Callable[[], None]:
+        node = self._agent(fault.target)
+        proc = self.topo.agents[node]
+        fault.process, fault.pid = proc.name, proc.pid
+        fault.detail["active_then"] = (self.topo.view() or {}).get("active")
+        log.info("nemesis: slow-disk of %s (%s) for %.1fs", node, fault.target, fault.hold_s)
+        why = ""
+        try:
+            fault.detail.update(self.topo.slow_disk(node, **SLOW_DISK))
+        except DiskUnavailable as exc:
+            why = str(exc)
+        else:
+            # A running agent outside the cgroup (its shell could not join it) is not slowed;
+            # a killed one is, once restarted (it joins at its start).
+            if proc.running() and proc.pid not in fault.detail.get("pids_in_cgroup", []):
+                why = f"the agent (pid {proc.pid}) is not in {node}'s blkio cgroup"
+                self.topo.unslow_disk(node)
+        if why:
+            log.warning("nemesis: slow-disk of %s not applied: %s", node, why)
+            fault.detail.update(node=node, not_applied=why)
+        if fault.pid is None:
+            fault.detail["agent_down_then"] = True
+        fault.detail["behind_before"] = self._behind()
+
+        def heal() -> None:
+            # How far the Passive is behind the Active at the slow disk's worst (its end).
+            fault.detail["behind_at_heal"] = self._behind()
+            if not why:
+                fault.detail.update(self.topo.unslow_disk(node))
+            fault.ended = time.time()
+
+        return heal
+
+    def _behind(self) -> dict[str, Any]:
+        """The records the Active's folder holds that the Passive's does not (a count of
+        ``rec-*`` files each), and the Passive's lag as the orchestrator's view says."""
+        view = self.topo.view() or {}
+        active = view.get("active")
+        if active not in NODES:
+            return {}
+        passive = next(n for n in NODES if n != active)
+        counts = {n: _records(self.topo.data_dir(n)) for n in (active, passive)}
+        lag = next((n for n in view.get("nodes", []) if n.get("name") == passive), {})
+        return {
+            "passive": passive,
+            "records_behind": counts[active] - counts[passive],
+            "lag_batches": lag.get("lag_batches"),
+            "lag_bytes": lag.get("lag_bytes"),
+        }
 
     def run(self, faults: list[Fault], tick: Callable[[], object]) -> None:
         """Apply every fault at its offset and heal it ``hold_s`` later; ``tick`` (the
@@ -210,3 +283,12 @@ class Nemesis:
                 heals.remove((due, heal))
             tick()
             time.sleep(0.1)
+
+
+def _records(folder: Path) -> int:
+    """How many of the workload's records (``rec-*`` files) ``folder`` holds."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for e in entries if e.name.startswith("rec-"))
+    except OSError:
+        return 0

@@ -1,6 +1,7 @@
 """The chaos run's results: ``chaos.json`` (seed, schedule, per-fault figures, violations;
-``metrics.*`` as issue 15 names them), a Markdown page a person reads and its timeline
-picture (PNG, matplotlib: faults, role changes, outages per node)."""
+``metrics.*`` as issue 15 names them, and which fault kinds were applied and which could not
+be: ``detail["not_applied"]``), a Markdown page a person reads and its timeline picture (PNG,
+matplotlib: faults, role changes, outages per node)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,22 @@ from chaos_observe import Sample, Seen
 log = logging.getLogger(__name__)
 
 
+def applied(f: dict[str, Any]) -> bool:
+    """Whether a fault was injected (started, and not recorded as impossible here)."""
+    return f.get("started") is not None and "not_applied" not in (f.get("detail") or {})
+
+
 def metrics(results: list[dict[str, Any]], extra: list[dict[str, Any]]) -> dict[str, Any]:
     violations = [v for r in results for v in r["violations"]] + extra
     by = Counter(v["checker"] for v in violations)
+    faults = [f for r in results for f in r["faults"]]
     return {
         "scenarios": len(results),
         "faults_injected": sum(len(r["faults"]) for r in results),
+        "faults_applied_by_kind": dict(
+            sorted(Counter(f["kind"] for f in faults if applied(f)).items())
+        ),
+        "faults_not_applied": sum(1 for f in faults if not applied(f)),
         "violations": len(violations),
         "violations_by_checker": dict(sorted(by.items())),
         "lost_acked_records": sum(r["figures"]["lost_acked_records"] for r in results),
@@ -159,9 +170,23 @@ def _up(samples: list[Sample], node: str) -> list[tuple[float, float]]:
 
 
 def _disk_note(f: dict[str, Any]) -> str:
-    """A full disk's figures, in brief: the ballast, the writes not acknowledged during it,
-    the ``replicator.disk_full`` alerts its node raised."""
+    """A disk fault's figures, in brief. Full: the ballast, the writes not acknowledged
+    during it, the ``replicator.disk_full`` alerts its node raised. Slow: the throttle, the
+    workload's ack latency before and during it, how far the Passive fell behind."""
     d = f.get("detail") or {}
+    if "not_applied" in d:
+        return f" (not applied: {d['not_applied']})"
+    if f.get("kind") == "slow-disk" and "throttle" in d:
+        t = d["throttle"]
+        before, during = d.get("ack_ms_before") or {}, d.get("ack_ms_during") or {}
+        behind = (d.get("behind_at_heal") or {}).get("records_behind")
+        return (
+            f" ({f['target']}; {t.get('write_iops', '-')} write IO/s, "
+            f"{t.get('write_bps', 0) // 1024} KiB/s; ack ms p50 {before.get('p50')} -> "
+            f"{during.get('p50')}, max {before.get('max')} -> {during.get('max')}; "
+            f"{d.get('writes_not_acked', 0)}/{d.get('writes', 0)} writes not acked; "
+            f"Passive {behind} records behind at the end)"
+        )
     if f.get("kind") != "fill-disk" or "ballast_bytes" not in d:
         return ""
     return (
@@ -213,13 +238,28 @@ def markdown(path: Path, doc: dict[str, Any], png: Path | None) -> None:
         lines.append(f"- at stop, **{v['checker']}**: {v['message'][:600]}")
     if not any(r["violations"] for r in doc["scenarios"]) and not doc["violations_at_stop"]:
         lines.append("None.")
-    lines += [
-        "",
-        "Not injected: a slow disk (no dm-delay or other slow block device on this machine: "
-        "no device-mapper in its kernel); the bus partition runs only in the "
-        "network-namespace test (tests/chaos/test_chaos_partition.py). A disk full "
-        "(`fill-disk`) fills the node's data filesystem, a tmpfs of its own, with a ballast "
-        "file beside the protected folder.",
-        "",
-    ]
+    lines += ["", _injected(doc), ""]
     path.write_text("\n".join(lines))
+
+
+def _injected(doc: dict[str, Any]) -> str:
+    """Which fault kinds this run applied, which it could not (and why), and what it never
+    injects."""
+    faults = [f for r in doc["scenarios"] for f in r["faults"]]
+    done = Counter(f["kind"] for f in faults if applied(f))
+    why = Counter(
+        f"{f['kind']}: {(f.get('detail') or {}).get('not_applied', 'not started')}"
+        for f in faults
+        if not applied(f)
+    )
+    said = ", ".join(f"{k} {n}" for k, n in sorted(done.items())) or "none"
+    text = f"Applied: {said}."
+    if why:
+        text += " Not applied: " + "; ".join(f"{k} ({n})" for k, n in sorted(why.items())) + "."
+    return (
+        text + " A full disk (`fill-disk`) fills the node's data filesystem (an ext4 image "
+        "of its own, loop-mounted) with a ballast file beside the protected folder; a slow "
+        "disk (`slow-disk`) throttles the node's processes' IO on that loop device (their "
+        "blkio cgroup). Not injected in this schedule: a bus partition (it runs only in the "
+        "network-namespace test, tests/chaos/test_chaos_partition.py)."
+    )

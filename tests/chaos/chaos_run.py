@@ -17,6 +17,7 @@ import http.client
 import itertools
 import json
 import logging
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from chaos_checkers import (
     stamp,
 )
 from chaos_nemesis import Fault, Nemesis
-from chaos_observe import BusWatch, Sampler, Seen, Workload
+from chaos_observe import BusWatch, Sampler, Seen, Workload, Write
 from chaos_topology import CLUSTER, Topology
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ class ChaosRun:
         for f in faults:
             if f.kind == "fill-disk":
                 self._disk_figures(f)
+            elif f.kind == "slow-disk":
+                self._slow_figures(f)
         result = {
             "name": name,
             "started": t0,
@@ -183,6 +186,25 @@ class ChaosRun:
             not_acked_by_status=dict(sorted(refused.items())),
             disk_full_alerts=len(alerts),
             disk_full_reason=alerts[0].payload.get("message", "") if alerts else "",
+        )
+
+    def _slow_figures(self, fault: Fault) -> None:
+        """What the outside world saw of a slow disk, on the fault: the workload's ack latency
+        (ms, p50 and max) for the writes sent during it and for those sent in as long a time
+        just before it, and the writes during it that were not acknowledged."""
+        assert self.workload is not None
+        if fault.started is None:
+            return
+        end = fault.ended or time.time()
+        span = max(end - fault.started, 2.0)
+        writes = list(self.workload.writes)
+        during = [w for w in writes if fault.started <= w.sent <= end]
+        before = [w for w in writes if fault.started - span <= w.sent < fault.started]
+        fault.detail.update(
+            writes=len(during),
+            writes_not_acked=sum(1 for w in during if w.acked is None),
+            ack_ms_before=_latency_ms(before),
+            ack_ms_during=_latency_ms(during),
         )
 
     def _wait_sagas(self, t0: float, timeout: float) -> bool:
@@ -353,6 +375,14 @@ def mid_saga(
         return [switchover, *faults]
 
     return during
+
+
+def _latency_ms(writes: list[Write]) -> dict[str, float | int | None]:
+    """The acknowledged writes' latency: how many, the median and the longest (ms)."""
+    took = sorted((w.acked - w.sent) * 1000 for w in writes if w.acked is not None)
+    if not took:
+        return {"acked": 0, "p50": None, "max": None}
+    return {"acked": len(took), "p50": round(statistics.median(took), 1), "max": round(took[-1], 1)}
 
 
 def _size(path: Path) -> int:
