@@ -9,13 +9,20 @@ site): each member moves to its node of that identity, and a member already Acti
 skipped (its step completes, moving nothing), so that asking twice is harmless. The
 direction is kept in the plan itself (the step's name), so a new leader resuming the saga
 moves the members the same way.
+
+A group's service status is the worst of its members' (``group_service``), its reason
+naming the member; the group's own saga stopped for an operator makes it needs_operator.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tandem.events.catalog.sagas import SagaStepSpec
 from tandem.events.catalog.vocabulary import Identity
+from tandem.orchestrator.service_status import LastSaga, worst_service
 from tandem.orchestrator.settings import GroupConfig
+from tandem.orchestrator.views import ServiceStatus
 
 MEMBER_SWITCHOVER = "ClusterSwitchover"
 MEMBER_SWITCH_BACK = "ClusterSwitchBack"
@@ -67,3 +74,22 @@ def group_plan(
         )
         for cluster in member_order(group)
     ]
+
+
+def group_service(
+    members: Sequence[tuple[str, ServiceStatus, str]], last_saga: LastSaga | None = None
+) -> tuple[ServiceStatus, str]:
+    """The worst of ``(cluster, status, reason)`` of the members, the reason naming it."""
+    if last_saga is not None and last_saga.state == "needs_operator":
+        why = f": {last_saga.reason}" if last_saga.reason else ""
+        what = f"{last_saga.kind.replace('_', ' ')} {last_saga.id} stopped for an operator"
+        return ServiceStatus.NEEDS_OPERATOR, f"needs an operator: {what}{why}"
+    if not members:
+        return ServiceStatus.DOWN, "the group has no member"
+    status = worst_service([m[1] for m in members])
+    if status is ServiceStatus.SERVING:
+        return status, f"every member serves ({', '.join(m[0] for m in members)})"
+    bad = [m for m in members if m[1] is status]
+    first, more = bad[0], len(bad) - 1
+    others = f" (and {more} more member{'s' if more > 1 else ''} {status})" if more else ""
+    return status, f"{first[0]} is {status}: {first[2]}{others}"

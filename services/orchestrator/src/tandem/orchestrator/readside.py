@@ -15,10 +15,12 @@ from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.registry import decode_event
 from tandem.events.subjects import EVENTS_STREAM, events_filter
 from tandem.orchestrator.facade import NotFoundError
+from tandem.orchestrator.groups import group_service
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
+from tandem.orchestrator.service_status import LastSaga, cluster_service, replica
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
-from tandem.orchestrator.state import ClusterState, worst
+from tandem.orchestrator.state import ClusterState, SagaRecord, worst
 from tandem.orchestrator.views import (
     ClusterView,
     EventView,
@@ -26,7 +28,12 @@ from tandem.orchestrator.views import (
     GroupView,
     NodeView,
     SagaView,
+    ServiceStatus,
 )
+
+
+def _last(saga: SagaRecord | None) -> LastSaga | None:
+    return None if saga is None else LastSaga(saga.id, saga.kind, saga.state, saga.reason)
 
 
 class OrchestratorViews:
@@ -42,11 +49,27 @@ class OrchestratorViews:
     def is_leader(self) -> bool:
         return self.leader.is_leader()
 
+    def _live_gauges(self, cluster: str, name: str | None) -> dict[str, float] | None:
+        if name is None or not self.liveness.alive(cluster, name):
+            return None
+        beat = self.liveness.heartbeat(cluster, name)
+        return dict(beat.queues) if beat is not None else None
+
     def _node_view(self, cluster: str, name: str) -> NodeView:
-        rec = self.state.cluster(cluster).node(name)
+        c = self.state.cluster(cluster)
+        rec = c.node(name)
         beat = self.liveness.heartbeat(cluster, name)
         entry = self.liveness.seen.get((cluster, name))
         alive = self.liveness.alive(cluster, name)
+        is_active = name == c.active
+        target = replica(
+            is_active=is_active,
+            alive=alive,
+            reported=rec.replication,
+            reported_lag=(rec.lag_batches, rec.lag_bytes),
+            gauges=self._live_gauges(cluster, name),
+            active_gauges=None if is_active else self._live_gauges(cluster, c.active),
+        )
         view = NodeView(
             name=name,
             identity=rec.identity,
@@ -58,9 +81,11 @@ class OrchestratorViews:
             fenced=rec.fenced,
             fenced_reason=rec.fenced_reason if rec.fenced else "",
             fenced_since=rec.fenced_since if rec.fenced else None,
-            replication=rec.replication,
-            lag_batches=rec.lag_batches,
-            lag_bytes=rec.lag_bytes,
+            replication=None if is_active else rec.replication,
+            replica_state=target.state,
+            lag_batches=target.lag_batches,
+            lag_bytes=target.lag_bytes,
+            lag_oldest_age_s=target.oldest_unapplied_age_s,
             awaiting_operator=rec.awaiting_operator,
         )
         if beat is not None and alive:
@@ -115,6 +140,10 @@ class OrchestratorViews:
         rec = self.state.cluster(name)
         nodes = [self._node_view(name, n) for n in self._node_names(name)]
         running = self.state.running_saga(name)
+        alerts = sorted(rec.alerts.values(), key=lambda a: a.raised_at)
+        service, reason = cluster_service(
+            rec.active, nodes, _last(self.state.last_saga(name)), alerts
+        )
         return ClusterView(
             name=name,
             active=rec.active,
@@ -123,6 +152,8 @@ class OrchestratorViews:
             saga=running.id if running else None,
             pending_failover=rec.pending_failover,
             health=worst([n.health for n in nodes if n.name == rec.active]),
+            service=service,
+            service_reason=reason,
         )
 
     def clusters(self) -> list[ClusterView]:
@@ -148,15 +179,25 @@ class OrchestratorViews:
                         depends_on=list(m.depends_on),
                         active=view.active if view else None,
                         health=view.health if view else HealthStatus.UNKNOWN,
+                        service=view.service if view else ServiceStatus.DOWN,
+                        service_reason=(
+                            view.service_reason if view else "not known to the orchestrator"
+                        ),
                     )
                 )
             running = self.state.running_saga(group.name)
+            service, reason = group_service(
+                [(m.cluster, m.service, m.service_reason) for m in members],
+                _last(self.state.last_saga(group.name)),
+            )
             views.append(
                 GroupView(
                     name=group.name,
                     members=members,
                     health=worst([m.health for m in members]),
                     saga=running.id if running else None,
+                    service=service,
+                    service_reason=reason,
                 )
             )
         return views

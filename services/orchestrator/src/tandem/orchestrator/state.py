@@ -8,6 +8,10 @@ but never replace the record.
 A saga is ``running``, then ``completed``, ``failed`` (compensated before its pivot) or
 ``needs_operator`` (stopped past its pivot, with a ``saga.stuck`` or ``fence.failed``
 alert); only a running saga blocks another on its cluster.
+
+Open alerts are kept per cluster by code (``AlertRaised`` until ``AlertCleared``); a
+``saga.stuck`` or ``fence.failed`` one is also resolved when a saga started after it on the
+same cluster completes (the operator's switchover or failover fixed what it was about).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tandem.events.catalog import (
+    AlertCleared,
+    AlertRaised,
     FailoverRecommended,
     HealthChanged,
     NetworkReachabilityChanged,
@@ -109,12 +115,26 @@ class SagaRecord:
 
 
 @dataclass
+class AlertRecord:
+    code: str
+    message: str
+    raised_at: datetime
+    node: str
+
+
+#: Alerts that leave a cluster for an operator (runner.STUCK, fencing.ALERT_CODE).
+OPERATOR_ALERTS = frozenset({"saga.stuck", "fence.failed"})
+
+
+@dataclass
 class ClusterRecord:
     name: str
     active: str | None = None
     epoch: int = 0
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     pending_failover: PendingFailover | None = None
+    #: Alerts raised on this cluster and not cleared, by code.
+    alerts: dict[str, AlertRecord] = field(default_factory=dict)
 
     def node(self, name: str) -> NodeRecord:
         if name not in self.nodes:
@@ -146,6 +166,14 @@ class ClusterState(Projection):
         if name not in self.clusters:
             self.clusters[name] = ClusterRecord(name)
         return self.clusters[name]
+
+    def last_saga(self, cluster: str) -> SagaRecord | None:
+        """The saga started last on this cluster (running or ended), if any."""
+        return max(
+            (s for s in self.sagas.values() if s.cluster == cluster),
+            key=lambda s: s.started_at,
+            default=None,
+        )
 
     def running_saga(self, cluster: str) -> SagaRecord | None:
         for saga in self.sagas.values():
@@ -207,6 +235,12 @@ class ClusterState(Projection):
                     event.payload.reason,
                     event.occurred_at,
                 )
+        elif isinstance(event, AlertRaised):
+            c.alerts[event.payload.code] = AlertRecord(
+                event.payload.code, event.payload.message, event.occurred_at, event.node
+            )
+        elif isinstance(event, AlertCleared):
+            c.alerts.pop(event.payload.code, None)
         elif isinstance(event, SagaStarted):
             self._saga_started(event)
         elif isinstance(event, SagaStepStarted | SagaStepCompleted | SagaStepFailed):
@@ -222,6 +256,15 @@ class ClusterState(Projection):
                 saga.ended_at = event.occurred_at
                 if saga.automatic and saga.state == "completed" and saga.from_node:
                     self.cluster(saga.cluster).node(saga.from_node).awaiting_operator = True
+                if saga.state == "completed":
+                    self._resolved_by(saga)
+
+    def _resolved_by(self, saga: SagaRecord) -> None:
+        """A saga that completed resolves the operator alerts raised before it started."""
+        alerts = self.cluster(saga.cluster).alerts
+        for code, alert in list(alerts.items()):
+            if code in OPERATOR_ALERTS and alert.raised_at < saga.started_at:
+                del alerts[code]
 
     def _saga_started(self, event: SagaStarted) -> None:
         p = event.payload

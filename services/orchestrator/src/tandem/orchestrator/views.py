@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +13,24 @@ from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaStat
 
 class _View(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class ServiceStatus(StrEnum):
+    """What a client of the cluster sees (``service_status.cluster_service``)."""
+
+    #: The Active serves: role active, alive, not fenced nor isolated, checks pass, exposed.
+    SERVING = "serving"
+    #: It serves, but protection is reduced (a Passive missing or behind, a check warning).
+    DEGRADED = "degraded"
+    #: Nobody serves.
+    DOWN = "down"
+    #: The last saga stopped for an operator, or a saga.stuck / fence.failed alert is open.
+    NEEDS_OPERATOR = "needs_operator"
+
+
+#: A target's replication as shown (the catalog's ReplicaState mapped: syncing ->
+#: catching_up, paused or not heard from -> stopped).
+ReplicationState = Literal["in_sync", "catching_up", "out_of_sync", "stopped"]
 
 
 class NodeView(_View):
@@ -31,9 +50,15 @@ class NodeView(_View):
     fenced_since: datetime | None = None
     #: When the node guard hides the node unless its lease is renewed (None: not serving).
     guard_deadline: datetime | None = None
+    #: As last reported by the node's replicator (None on the Active).
     replication: ReplicaState | None = None
+    #: As a target: in_sync / catching_up / out_of_sync / stopped (None on the Active).
+    replica_state: ReplicationState | None = None
+    #: Batches and bytes this target has not applied yet (0 on the Active).
     lag_batches: int = 0
     lag_bytes: int = 0
+    #: Age of its oldest change not yet applied (None: not reported by the nodes yet).
+    lag_oldest_age_s: float | None = None
     #: Left stopped after an automatic switchover, for an operator to inspect.
     awaiting_operator: bool = False
 
@@ -53,7 +78,10 @@ class ClusterView(_View):
     #: The saga running now on this cluster, if any.
     saga: str | None = None
     pending_failover: PendingFailover | None = None
+    #: The Active's health (kept for compatibility: ``service`` says whether anyone serves).
     health: HealthStatus = HealthStatus.UNKNOWN
+    service: ServiceStatus = ServiceStatus.DOWN
+    service_reason: str = ""
 
 
 StepState = Literal["pending", "running", "completed", "failed", "compensated"]
@@ -92,6 +120,8 @@ class GroupMemberView(_View):
     depends_on: list[str] = Field(default_factory=list)
     active: str | None = None
     health: HealthStatus = HealthStatus.UNKNOWN
+    service: ServiceStatus = ServiceStatus.DOWN
+    service_reason: str = ""
 
 
 class GroupView(_View):
@@ -99,6 +129,9 @@ class GroupView(_View):
     members: list[GroupMemberView]
     #: The worst of its members.
     health: HealthStatus = HealthStatus.UNKNOWN
+    #: The worst of its members' (or needs_operator when the group's own saga stopped).
+    service: ServiceStatus = ServiceStatus.DOWN
+    service_reason: str = ""
     saga: str | None = None
 
 
