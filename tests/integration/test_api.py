@@ -34,6 +34,7 @@ from tandem.orchestrator.views import (
     GroupView,
     NodeView,
     SagaView,
+    ServiceStatus,
 )
 
 VIEWER = "viewer-token-0123456789"
@@ -272,6 +273,30 @@ async def test_lists_of_clusters_and_groups(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/groups", headers=bearer(OPERATOR))
     assert response.status_code == 200
     assert [g["name"] for g in response.json()] == ["payments"]
+
+
+async def test_clusters_carry_their_service_status_and_reason(
+    client: httpx.AsyncClient, facade: FakeFacade
+) -> None:
+    facade.clusters_["alpha"] = facade.clusters_["alpha"].model_copy(
+        update={"service": ServiceStatus.DOWN, "service_reason": "nobody serves: a1 fenced itself"}
+    )
+    body = (await client.get("/api/v1/clusters/alpha", headers=bearer(VIEWER))).json()
+    assert (body["service"], body["service_reason"]) == ("down", "nobody serves: a1 fenced itself")
+    assert body["health"] == "unknown"  # the old field stays
+    assert {"replica_state", "lag_batches", "lag_bytes", "lag_oldest_age_s"} <= set(
+        body["nodes"][0]
+    )
+    listed = (await client.get("/api/v1/clusters", headers=bearer(VIEWER))).json()
+    assert listed[0]["service"] == "down"
+    group = (await client.get("/api/v1/groups", headers=bearer(VIEWER))).json()[0]
+    assert {"service", "service_reason"} <= set(group)
+    assert {"service", "service_reason"} <= set(group["members"][0])
+    got = samples((await client.get("/metrics")).text)
+    current = frozenset({("cluster", "alpha"), ("status", "down")})
+    other = frozenset({("cluster", "alpha"), ("status", "serving")})
+    assert got[("tandem_cluster_service_status", current)] == 1
+    assert got[("tandem_cluster_service_status", other)] == 0
 
 
 async def test_unknown_cluster_and_saga_are_404(client: httpx.AsyncClient) -> None:

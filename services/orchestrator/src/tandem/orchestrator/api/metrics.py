@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tandem.orchestrator.facade import OrchestratorFacade
+from tandem.orchestrator.views import ServiceStatus
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,56 @@ class ApiMetrics:
         self.is_leader = Gauge(
             "tandem_is_leader", "1 when this orchestrator replica is the leader", registry=r
         )
+        self.service = Gauge(
+            "tandem_cluster_service_status",
+            "1 for the cluster's current service status (serving, degraded, down, "
+            "needs_operator), 0 for the others",
+            ["cluster", "status"],
+            registry=r,
+        )
+        self.group_service = Gauge(
+            "tandem_group_service_status",
+            "1 for the group's current service status (the worst of its members'), 0 for the "
+            "others",
+            ["group", "status"],
+            registry=r,
+        )
+        self.node_active = Gauge(
+            "tandem_node_active",
+            "1 when the node reports it plays Active",
+            ["cluster", "node"],
+            registry=r,
+        )
+        self.node_alive = Gauge(
+            "tandem_node_alive",
+            "1 when the node's heartbeats arrive",
+            ["cluster", "node"],
+            registry=r,
+        )
+        self.node_fenced = Gauge(
+            "tandem_node_fenced", "1 when the node fenced itself", ["cluster", "node"], registry=r
+        )
+        self.lag_batches = Gauge(
+            "tandem_node_replication_lag_batches",
+            "Journal batches the target has not applied yet (0 on the Active)",
+            ["cluster", "node"],
+            registry=r,
+        )
+        self.lag_bytes = Gauge(
+            "tandem_node_replication_lag_bytes",
+            "Bytes the target has not applied yet (0 on the Active)",
+            ["cluster", "node"],
+            registry=r,
+        )
+        self._labelled = (
+            self.service,
+            self.group_service,
+            self.node_active,
+            self.node_alive,
+            self.node_fenced,
+            self.lag_batches,
+            self.lag_bytes,
+        )
         self.scrape_errors = Counter(
             "tandem_api_state_scrape_errors",
             "Scrapes for which the orchestrator state could not be read",
@@ -63,6 +114,7 @@ class ApiMetrics:
         """Set the state gauges from the facade (at scrape time)."""
         try:
             clusters = facade.clusters()
+            groups = facade.groups()
             leader = facade.is_leader()
         except Exception:
             log.exception("cannot read the orchestrator state for /metrics")
@@ -72,6 +124,27 @@ class ApiMetrics:
         self.nodes_alive.set(sum(1 for c in clusters for node in c.nodes if node.alive))
         self.sagas_running.set(sum(1 for c in clusters if c.saga is not None))
         self.is_leader.set(1 if leader else 0)
+        # Labelled gauges start again from nothing at each scrape: a cluster or node that is
+        # gone leaves no stale series behind.
+        for gauge in self._labelled:
+            gauge.clear()
+        for c in clusters:
+            for status in ServiceStatus:
+                self.service.labels(cluster=c.name, status=status.value).set(
+                    1 if c.service == status else 0
+                )
+            for node in c.nodes:
+                labels = {"cluster": c.name, "node": node.name}
+                self.node_active.labels(**labels).set(1 if node.role == "active" else 0)
+                self.node_alive.labels(**labels).set(1 if node.alive else 0)
+                self.node_fenced.labels(**labels).set(1 if node.fenced else 0)
+                self.lag_batches.labels(**labels).set(node.lag_batches)
+                self.lag_bytes.labels(**labels).set(node.lag_bytes)
+        for g in groups:
+            for status in ServiceStatus:
+                self.group_service.labels(group=g.name, status=status.value).set(
+                    1 if g.service == status else 0
+                )
 
 
 class MetricsMiddleware:
