@@ -70,6 +70,8 @@ def cluster_json(name: str = "demo", **extra: Any) -> dict[str, Any]:
         "saga": None,
         "pending_failover": None,
         "health": "ok",
+        "service": "serving",
+        "service_reason": "primary serves; secondary in sync",
         **extra,
     }
 
@@ -259,6 +261,8 @@ def test_status_shows_every_node_and_a_pending_failover(cli: Cli) -> None:
                 "recommended_at": "2025-11-25T10:05:00Z",
             },
             health="critical",
+            service="down",
+            service_reason="nobody serves: no node is Active",
         ),
     ]
     assert cli("status") == 0
@@ -266,7 +270,7 @@ def test_status_shows_every_node_and_a_pending_failover(cli: Cli) -> None:
     header = next(line for line in lines if "identity" in line)
     for column in ("cluster", "node", "role", "health", "alive", "lag", "epoch"):
         assert column in header
-    primary = next(line for line in lines if line.startswith("demo"))
+    primary = next(line for line in lines if line.startswith("demo") and "*" in line)
     assert line_cells(primary)[:2] == ["demo", "primary *"]
     assert "active" in primary and "ok" in primary and "yes" in primary and "0 B" in primary
     secondary = next(line for line in lines if "secondary" in line and "passive" in line)
@@ -285,6 +289,83 @@ def test_status_shows_every_node_and_a_pending_failover(cli: Cli) -> None:
     (request,) = cli.orchestrator.requests
     assert request.url == f"{API}/api/v1/clusters"
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_status_prints_each_clusters_service_first_and_no_ok_where_nobody_serves(
+    cli: Cli,
+) -> None:
+    why = "nobody serves: primary's application checks fail (db critical)"
+    cli.orchestrator.clusters = [
+        cluster_json(),
+        cluster_json(
+            "crm",
+            service="down",
+            service_reason="nobody serves: primary fenced itself at 10:00:00: lease lost",
+        ),
+        cluster_json(
+            "erp",
+            service="needs_operator",
+            service_reason=f"needs an operator: failover s-9 stopped for an operator; {why}",
+        ),
+    ]
+    assert cli("status") == 0
+    lines = cli.stdout.splitlines()
+    assert lines[:3] == [
+        "demo  serving  primary serves; secondary in sync",
+        "crm  down  nobody serves: primary fenced itself at 10:00:00: lease lost",
+        f"erp  needs operator  needs an operator: failover s-9 stopped for an operator; {why}",
+    ]
+    demo_rows = [line for line in lines[3:] if "demo" in line or "secondary" in line][:2]
+    assert all(" ok " in line for line in demo_rows)
+    for name in ("crm", "erp"):
+        start = next(i for i, line in enumerate(lines) if i >= 3 and line.startswith(name))
+        rows = lines[start : start + 2]
+        assert all("checks pass" in row for row in rows)
+        assert not any(re.search(r"\bok\b", row) for row in rows)
+
+
+def test_status_of_an_older_orchestrator_without_service_does_not_say_ok(cli: Cli) -> None:
+    old = cluster_json()
+    del old["service"], old["service_reason"]
+    cli.orchestrator.clusters = [old]
+    assert cli("status") == 0
+    lines = cli.stdout.splitlines()
+    assert lines[0] == "demo  unknown  the orchestrator does not say whether anyone serves"
+    assert not any(re.search(r"\bok\b", line) for line in lines)
+
+
+def test_status_shows_the_targets_replication_state() -> None:
+    from tandem.cli.api_client import Cluster
+
+    cluster = Cluster.model_validate(
+        cluster_json(
+            service="degraded",
+            service_reason="primary serves; but secondary is catching up",
+            nodes=[
+                node("primary", "primary", "active"),
+                node("secondary", "secondary", "passive", replica_state="catching_up"),
+            ],
+        )
+    )
+    buffer = io.StringIO()
+    operate.render_status(_console(buffer), [cluster], {})
+    secondary = next(line for line in buffer.getvalue().splitlines() if "passive" in line)
+    assert "catching up" in secondary
+
+
+@pytest.mark.parametrize(
+    ("service", "colour"),
+    [("serving", "32"), ("degraded", "33"), ("down", "31"), ("needs_operator", "31")],
+)
+def test_the_service_is_coloured(service: str, colour: str) -> None:
+    from tandem.cli.api_client import Cluster
+
+    cluster = Cluster.model_validate(cluster_json(service=service, service_reason="why"))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, color_system="standard", force_terminal=True)
+    operate.render_status(console, [cluster], {})
+    first = buffer.getvalue().splitlines()[0]
+    assert f"\x1b[1;{colour}m{service.replace('_', ' ')}\x1b[0m" in first
 
 
 def test_status_names_a_running_saga_and_its_step(cli: Cli) -> None:

@@ -91,8 +91,11 @@ class Node(_Model):
     fenced_since: datetime | None = None
     guard_deadline: datetime | None = None
     replication: str | None = None
+    #: in_sync / catching_up / out_of_sync / stopped (None on the Active or unknown).
+    replica_state: str | None = None
     lag_batches: int = 0
     lag_bytes: int = 0
+    lag_oldest_age_s: float | None = None
     awaiting_operator: bool = False
 
 
@@ -111,6 +114,9 @@ class Cluster(_Model):
     saga: str | None = None
     pending_failover: PendingFailover | None = None
     health: str = "unknown"
+    #: serving / degraded / down / needs_operator ("unknown": an orchestrator too old to say).
+    service: str = "unknown"
+    service_reason: str = ""
 
 
 class SagaStep(_Model):
@@ -143,12 +149,16 @@ class GroupMember(_Model):
     depends_on: list[str] = Field(default_factory=list)
     active: str | None = None
     health: str = "unknown"
+    service: str = "unknown"
+    service_reason: str = ""
 
 
 class Group(_Model):
     name: str
     members: list[GroupMember] = Field(default_factory=list)
     health: str = "unknown"
+    service: str = "unknown"
+    service_reason: str = ""
     saga: str | None = None
 
 

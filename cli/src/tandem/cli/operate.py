@@ -76,6 +76,14 @@ def report_api_error(err: Console, exc: ApiError, what: str) -> int:
 # -- status -------------------------------------------------------------------------------------
 
 _HEALTH_STYLE = {"ok": "green", "warning": "yellow", "critical": "red", "unknown": "dim"}
+_SERVICE_STYLE = {
+    "serving": "bold green",
+    "degraded": "bold yellow",
+    "down": "bold red",
+    "needs_operator": "bold red",
+}
+#: Clusters whose nodes' passing checks may read "ok": someone serves.
+_SERVES = frozenset({"serving", "degraded"})
 
 
 def human_bytes(n: int) -> str:
@@ -96,8 +104,9 @@ def _styled(value: str | None, style: str | None = None) -> str:
 
 def _notes(node: Node) -> str:
     notes = []
-    if node.replication and node.replication != "in_sync":
-        notes.append(node.replication.replace("_", " "))
+    replication = node.replica_state or node.replication
+    if replication and replication != "in_sync":
+        notes.append(replication.replace("_", " "))
     if node.fenced:
         since = f" since {node.fenced_since:%H:%M:%S}" if node.fenced_since else ""
         why = f": {node.fenced_reason}" if node.fenced_reason else ""
@@ -111,6 +120,24 @@ def _notes(node: Node) -> str:
         if flag:
             notes.append(text)
     return ", ".join(notes)
+
+
+def service_line(cluster: Cluster) -> str:
+    """``demo  serving  primary serves; secondary in sync`` (rich markup, coloured)."""
+    service = cluster.service or "unknown"
+    reason = cluster.service_reason or (
+        "the orchestrator does not say whether anyone serves" if service == "unknown" else ""
+    )
+    style = _SERVICE_STYLE.get(service, "dim")
+    label = service.replace("_", " ")
+    return f"{escape(cluster.name)}  [{style}]{escape(label)}[/]  {escape(reason)}".rstrip()
+
+
+def _health(node: Node, cluster: Cluster) -> str:
+    """The node's health; passing checks read "ok" only in a cluster where someone serves."""
+    if node.health == "ok" and cluster.service not in _SERVES:
+        return _styled("checks pass", "dim")
+    return _styled(node.health, _HEALTH_STYLE.get(node.health))
 
 
 def status_table(clusters: list[Cluster]) -> Table:
@@ -137,7 +164,7 @@ def status_table(clusters: list[Cluster]) -> Table:
                 f"[bold]{escape(node.name)} *[/]" if active else escape(node.name),
                 _styled(node.identity),
                 _styled(node.role, "bold" if node.role == "active" else None),
-                _styled(node.health, _HEALTH_STYLE.get(node.health)),
+                _health(node, cluster),
                 "[green]yes[/]" if node.alive else "[red]no[/]",
                 human_bytes(node.lag_bytes),
                 str(cluster.epoch),
@@ -192,6 +219,8 @@ def render_status(console: Console, clusters: list[Cluster], sagas: Mapping[str,
     if not clusters:
         console.print("the orchestrator knows no cluster yet")
         return
+    for cluster in clusters:  # first: whether anyone serves
+        console.print(service_line(cluster), highlight=False, soft_wrap=True)
     console.print(status_table(clusters))
     for cluster in clusters:
         for line in saga_lines(cluster, sagas.get(cluster.saga or "")):
