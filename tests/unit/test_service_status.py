@@ -92,11 +92,13 @@ def test_active_by_the_record_but_not_exposed_is_down() -> None:
     assert "reports role passive (its identity is not exposed)" in reason
 
 
-def test_an_active_without_any_check_is_not_taken_for_serving() -> None:
+def test_an_active_without_any_check_is_degraded_not_serving_nor_down() -> None:
+    """Nothing checks its application: never shown as plainly serving, but no outage
+    either (nothing says it is down)."""
     unchecked = active(health=HealthStatus.UNKNOWN, checks={})
     status, reason = cluster_service("primary", [unchecked, passive()])
-    assert status is ServiceStatus.DOWN
-    assert "reports no application check" in reason
+    assert status is ServiceStatus.DEGRADED
+    assert "reports no application check: nothing confirms its application answers" in reason
 
 
 def test_an_isolated_active_is_down() -> None:

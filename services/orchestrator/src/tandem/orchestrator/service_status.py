@@ -134,7 +134,9 @@ def _why_not_serving(active: str | None, nodes: Sequence[NodeView]) -> str:
         return f"{active}'s application checks fail ({_failing(node, HealthStatus.CRITICAL)})"
     if node.health is not HealthStatus.OK and node.health is not HealthStatus.WARNING:
         if not node.checks:
-            return f"{active} reports no application check, so nothing says it serves"
+            # Nothing checks the application: the node serves as far as Tandem can tell, and
+            # the missing check is a lack of protection (_protection), not an outage.
+            return ""
         return f"{active}'s checks do not pass ({_failing(node, node.health)})"
     return ""
 
@@ -145,6 +147,10 @@ def _protection(active: str, nodes: Sequence[NodeView]) -> tuple[list[str], list
     node = next(n for n in nodes if n.name == active)
     if node.health is HealthStatus.WARNING:
         problems.append(f"{active} has a check warning ({_failing(node, HealthStatus.WARNING)})")
+    elif not node.checks and node.health is not HealthStatus.OK:
+        problems.append(
+            f"{active} reports no application check: nothing confirms its application answers"
+        )
     passives = [n for n in nodes if n.name != active]
     if not passives:
         problems.append("no Passive node")
