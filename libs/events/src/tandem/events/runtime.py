@@ -13,6 +13,8 @@ import logging
 import os
 import signal
 import socket
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -139,7 +141,14 @@ def service_main(spec: ServiceSpec) -> int:
     """Process entry point: run ``spec`` until SIGTERM or SIGINT; exit code 0 on a clean stop."""
     configure_logging()
     try:
-        asyncio.run(until_signalled(run_service(spec)))
+        raw = os.environ.get("TANDEM_STOP_DEADLINE_S", "30")
+        try:
+            deadline = float(raw)
+        except ValueError:
+            raise SettingsError(
+                f"TANDEM_STOP_DEADLINE_S: not a number of seconds: {raw!r}"
+            ) from None
+        asyncio.run(until_signalled(run_service(spec), stop_deadline_s=deadline))
     except (SettingsError, ConnectionError, BaseExceptionGroup) as exc:
         # A task group wraps what its tasks raised: look inside for the reason.
         cause = _first(exc, (SettingsError, ConnectionError))
@@ -162,10 +171,70 @@ def _first(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseEx
     return None
 
 
-async def until_signalled(work: Awaitable[None]) -> None:
+#: What a stopping process is doing now (set by its stop path), for the deadline's message.
+stopping_stage = ""
+
+
+def stop_stage(what: str) -> None:
+    """Say what the stop does now: the bounded stop names it if the deadline passes."""
+    global stopping_stage
+    stopping_stage = what
+    log.info("stopping: %s", what)
+
+
+async def until_signalled(work: Awaitable[None], *, stop_deadline_s: float | None = None) -> None:
+    """Run ``work`` until SIGTERM or SIGINT cancels it. With ``stop_deadline_s``, the stop is
+    bounded: a process that has not ended that long after the signal (a hung application, a
+    FUSE unmount that blocks, a thread that never returns) logs why and exits with code 1,
+    from a timer thread that needs neither the event loop nor the other threads."""
     task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        if stop_deadline_s is not None:
+            _arm_stop_deadline(sig, stop_deadline_s)
+        task.cancel()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop, sig)
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+_deadline_armed = threading.Event()
+
+
+def _arm_stop_deadline(sig: signal.Signals, deadline_s: float) -> None:
+    if _deadline_armed.is_set():
+        return
+    _deadline_armed.set()
+    log.info("%s: stopping (at most %gs)", sig.name, deadline_s)
+
+    def expired() -> None:
+        main = threading.main_thread()
+        frame = sys._current_frames().get(main.ident or -1)
+        where = (
+            f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+            if frame is not None
+            else "unknown"
+        )
+        busy = sorted(
+            t.name
+            for t in threading.enumerate()
+            if t.is_alive() and t is not threading.current_thread() and t is not main
+        )
+        log.error(
+            "did not stop within %gs of %s (%s; main thread at %s; other threads: %s): exiting now",
+            deadline_s,
+            sig.name,
+            stopping_stage or "no stop stage reported",
+            where,
+            ", ".join(busy) or "none",
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(deadline_s, expired)
+    timer.name = "stop-deadline"
+    timer.daemon = True
+    timer.start()

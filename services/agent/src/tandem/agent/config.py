@@ -221,6 +221,13 @@ class StartupConfig(_Section):
     resume_active: bool = True
 
 
+class ShutdownConfig(_Section):
+    #: SIGTERM ends the agent within this long, whatever hangs (an application that ignores
+    #: its stop, an unmount that blocks, the bus away): past it, the agent logs what it was
+    #: doing and exits with code 1. Longer than the applications' stop_grace_s.
+    deadline_s: float = Field(default=30.0, gt=0, le=3600)
+
+
 class NodeConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TANDEM_NODE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -245,6 +252,7 @@ class NodeConfig(BaseSettings):
     fencing: FencingConfig = Field(default_factory=FencingConfig)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
     startup: StartupConfig = Field(default_factory=StartupConfig)
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(effective_config(config), indent=2) + "\n")
         return 0
     try:
-        asyncio.run(until_signalled(serve(config)))
+        asyncio.run(until_signalled(serve(config), stop_deadline_s=config.shutdown.deadline_s))
     except (SettingsError, BusRefusedLoginError) as exc:
         log.error("%s", exc)
         return 2

@@ -38,7 +38,7 @@ from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.outbox import Outbox
 from tandem.events.rpc import CommandServer
-from tandem.events.runtime import ServiceSpec, service_lifetime
+from tandem.events.runtime import ServiceSpec, service_lifetime, stop_stage
 from tandem.events.settings import SettingsError
 from tandem.events.transient import keep_running
 from tandem.monitor.service import run as run_monitor
@@ -248,12 +248,15 @@ async def _leave(
 ) -> None:
     """Hide and stop the applications. The guard is told last: until the node is hidden,
     it still hides it if this hangs."""
+    stop_stage("hiding the public identity")
     await identity.hide()
+    stop_stage("stopping the applications")
     try:
         await apps.stop()
     except Exception as exc:
         log.error("stopping the applications on the way out: %s", exc)
     if guard is not None:
+        stop_stage("stopping the node guard")
         await guard.stop()
 
 
