@@ -168,3 +168,13 @@ async def public_get(port: int, path: str) -> httpx.Response | None:
 async def public_put(port: int, path: str, body: bytes) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         return await client.put(path, content=body)
+
+
+async def start_pair(pair: Pair, extra: str = "") -> None:
+    """primary Active, secondary Passive (both with ``extra`` in their config), one
+    orchestrator; returns once it leads and both nodes are ready."""
+    pair.add_node("primary", "primary", initial_role="active", extra=extra).start()
+    pair.add_node("secondary", "secondary", initial_role="passive", extra=extra).start()
+    pair.add_orchestrator().start()
+    await leader_ready(pair)
+    await both_nodes_ready(pair)

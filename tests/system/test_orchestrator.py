@@ -23,6 +23,7 @@ from orchestrator_rig import (
     leader_ready,
     public_get,
     public_put,
+    start_pair,
     wait_saga,
 )
 from tandem.events.bus import Bus
@@ -56,16 +57,6 @@ def _lose_node(pair: Pair, node: str) -> None:
     """The node is gone: its agent and its application are killed without a word."""
     pair.agents[node].proc.kill()  # type: ignore[union-attr]
     _kill_app(pair, node)
-
-
-async def start_pair(pair: Pair, extra: str = "") -> None:
-    """primary Active, secondary Passive (both with ``extra`` in their config), one
-    orchestrator; returns once it leads and both nodes are ready."""
-    pair.add_node("primary", "primary", initial_role="active", extra=extra).start()
-    pair.add_node("secondary", "secondary", initial_role="passive", extra=extra).start()
-    pair.add_orchestrator().start()
-    await leader_ready(pair)
-    await both_nodes_ready(pair)
 
 
 async def test_managed_switchover_moves_the_app_with_its_data(bus: Bus, pair: Pair) -> None:

@@ -223,8 +223,14 @@ class Orchestrator(OrchestratorViews):
         if operator and old is not None and rec.pending_failover is None:
             gone = self.liveness.gone(cluster, old)
             if not gone:
+                withdrawn = (
+                    f"the failover recommendation was withdrawn ({rec.withdrawn_failover}); "
+                    if rec.withdrawn_failover
+                    else ""
+                )
                 raise ConflictError(
-                    f"{old} is alive (heartbeats or lease renewals arrive): use a switchover"
+                    f"{withdrawn}{old} is alive (heartbeats or lease renewals arrive): "
+                    "use a switchover"
                 )
         target = self.choose_target(
             cluster, old, to or (rec.pending_failover.to if rec.pending_failover else None)

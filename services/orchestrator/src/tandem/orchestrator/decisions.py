@@ -10,9 +10,17 @@ import logging
 from datetime import UTC, datetime
 
 from tandem.events.cancel import raise_if_cancelled
-from tandem.events.catalog import AlertRaised, FailoverRecommended, RoleChanged
+from tandem.events.catalog import (
+    AlertRaised,
+    FailoverRecommendationWithdrawn,
+    FailoverRecommended,
+    RoleChanged,
+)
 from tandem.events.catalog.alerts import AlertRaisedPayload
-from tandem.events.catalog.operations import FailoverRecommendedPayload
+from tandem.events.catalog.operations import (
+    FailoverRecommendationWithdrawnPayload,
+    FailoverRecommendedPayload,
+)
 from tandem.events.catalog.roles import RoleChangedPayload
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
@@ -120,6 +128,7 @@ class Decisions:
             if gone:
                 said += await self._active_gone(name, rec.active, gone)
                 continue
+            said += await self._withdraw_if_back(name, rec.active)
             said += await self._requests(name, rec.active)
         return said
 
@@ -167,7 +176,7 @@ class Decisions:
         if self.o.liveness.mode(cluster, active) == "managed":
             pending = rec.pending_failover
             if pending is not None and pending.failed_node == active:
-                return []
+                return await self._withdraw_if_unfit(cluster, active)
             await self._emit(
                 FailoverRecommended(
                     cluster=cluster,
@@ -183,6 +192,43 @@ class Decisions:
             saga = await self.o._failover(cluster, target, gone, operator=False)
         self._said.pop(f"gone:{cluster}", None)
         return [f"{cluster}: {gone}; failover to {target} (saga {saga.id})"]
+
+    async def _withdraw_if_back(self, cluster: str, active: str) -> list[str]:
+        """A recommendation whose failed Active serves again is withdrawn: confirming it
+        would fail over a healthy node."""
+        pending = self.o.state.cluster(cluster).pending_failover
+        if pending is None or pending.failed_node != active:
+            return []
+        if not self.o.liveness.alive(cluster, active):
+            return []  # neither gone nor heard yet: wait
+        why = f"{active} is back: its heartbeats and lease renewals arrive again"
+        return await self._withdraw(cluster, pending.failed_node, pending.to, why)
+
+    async def _withdraw_if_unfit(self, cluster: str, active: str) -> list[str]:
+        """A recommendation whose target can no longer take over is withdrawn (a new one
+        names a fit target, or the failover.impossible alert says why there is none)."""
+        pending = self.o.state.cluster(cluster).pending_failover
+        assert pending is not None
+        try:
+            self.o.choose_target(cluster, active, pending.to)
+        except (ConflictError, NotFoundError) as exc:
+            why = f"{pending.to} can no longer take over: {exc}"
+            return await self._withdraw(cluster, pending.failed_node, pending.to, why)
+        return []
+
+    async def _withdraw(self, cluster: str, failed: str, to: str, why: str) -> list[str]:
+        rec = self.o.state.cluster(cluster)
+        event = FailoverRecommendationWithdrawn(
+            cluster=cluster,
+            node=self.o.s.instance,
+            epoch=rec.epoch,
+            payload=FailoverRecommendationWithdrawnPayload(failed_node=failed, to=to, reason=why),
+        )
+        await self._emit(event)
+        # Folded now as well (folding it again from the stream changes nothing): the next
+        # cycle must not withdraw it twice, nor may an operator confirm it meanwhile.
+        self.o.state.apply(event)
+        return [f"{cluster}: failover of {failed} to {to} no longer recommended: {why}"]
 
     async def _requests(self, cluster: str, active: str) -> list[str]:
         said = []

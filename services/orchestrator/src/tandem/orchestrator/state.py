@@ -22,6 +22,7 @@ from datetime import datetime
 from tandem.events.catalog import (
     AlertCleared,
     AlertRaised,
+    FailoverRecommendationWithdrawn,
     FailoverRecommended,
     HealthChanged,
     NetworkReachabilityChanged,
@@ -133,6 +134,8 @@ class ClusterRecord:
     epoch: int = 0
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     pending_failover: PendingFailover | None = None
+    #: Why the last recommendation was withdrawn (until the next one or a role change).
+    withdrawn_failover: str = ""
     #: Alerts raised on this cluster and not cleared, by code.
     alerts: dict[str, AlertRecord] = field(default_factory=dict)
 
@@ -188,7 +191,7 @@ class ClusterState(Projection):
         p = event.payload
         if isinstance(event, RoleChanged):
             c.active, c.epoch = event.payload.active_node, event.payload.new_epoch
-            c.pending_failover = None
+            c.pending_failover, c.withdrawn_failover = None, ""
         elif isinstance(event, ServiceStarted):
             if event.payload.service == "agent":
                 # A (re)started agent starts hidden and unfenced; a fence it then reports
@@ -218,7 +221,11 @@ class ClusterState(Projection):
             n = c.node(event.payload.target)
             n.replication = event.payload.state
             n.lag_batches, n.lag_bytes = event.payload.lag_ops, event.payload.lag_bytes
+        elif isinstance(event, FailoverRecommendationWithdrawn):
+            c.pending_failover = None
+            c.withdrawn_failover = event.payload.reason
         elif isinstance(event, FailoverRecommended):
+            c.withdrawn_failover = ""
             c.pending_failover = PendingFailover(
                 failed_node=event.payload.failed_node,
                 to=event.payload.to,

@@ -24,6 +24,7 @@ from tandem.events.catalog.health import (
     RuleBreached,
 )
 from tandem.events.catalog.operations import (
+    FailoverRecommendationWithdrawn,
     FailoverRecommended,
     FailoverRequested,
     OperatorActionRecorded,
@@ -73,6 +74,7 @@ __all__ = [
     "DnsUpdated",
     "DrainSendQueue",
     "Expose",
+    "FailoverRecommendationWithdrawn",
     "FailoverRecommended",
     "FailoverRequested",
     "HealthChanged",

@@ -43,6 +43,22 @@ class FailoverRecommended(Event):
     payload: FailoverRecommendedPayload
 
 
+class FailoverRecommendationWithdrawnPayload(Payload):
+    failed_node: NodeName
+    to: NodeName
+    reason: str
+
+
+@event_type
+class FailoverRecommendationWithdrawn(Event):
+    """A pending ``FailoverRecommended`` no longer holds: the Active came back, or the
+    recommended target became unfit. Confirming it now is refused with this reason."""
+
+    type: Literal["FailoverRecommendationWithdrawn"] = "FailoverRecommendationWithdrawn"
+    version: Literal[1] = 1
+    payload: FailoverRecommendationWithdrawnPayload
+
+
 class FailoverRequestedPayload(Payload):
     to: NodeName | None
     requested_by: str
