@@ -307,3 +307,30 @@ async def test_no_application_starts_while_the_protected_folder_is_not_captured(
     started = await node.send(start("k3"))
     assert started.ok, started.reason
     assert await node.pid() is not None
+
+
+async def test_start_applications_follows_the_application_restart_policy(
+    make_node: MakeNode, tmp_path: Path
+) -> None:
+    """A start that fails at once (a stale lock, a port not yet free) is tried again by the
+    application's restart policy within the step, and the answer says which try worked."""
+    marker = tmp_path / "failed-once"
+    flaky = (
+        "import pathlib, sys, time\n"
+        f"m = pathlib.Path({str(marker)!r})\n"
+        "if not m.exists():\n"
+        "    m.write_text('x'); sys.exit(3)\n"
+        "time.sleep(3600)\n"
+    )
+    node = await make_node(flaky, restart={"tries": 2, "delay_s": 0.1})
+    started = await node.send(start("k1"))
+    assert started.ok, started.reason
+    assert "(on try 2)" in started.reason
+    assert await node.pid() is not None
+
+
+async def test_start_applications_gives_up_after_the_policy_tries(make_node: MakeNode) -> None:
+    node = await make_node("import sys; sys.exit(3)", restart={"tries": 1, "delay_s": 0.1})
+    failed = await node.send(start("k1"))
+    assert not failed.ok
+    assert "exit code 3" in failed.reason and "(after 2 tries)" in failed.reason

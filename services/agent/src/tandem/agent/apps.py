@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from tandem.agent.control.base import AppState, ControlError, ServiceControl
+from tandem.agent.control.base import AppState, AppStatus, ControlError, ServiceControl
 from tandem.agent.control.config import ApplicationConfig, dependency_order, make_control
 from tandem.events.nodeboard import NodeBoard
 
@@ -43,9 +43,14 @@ class ApplicationSet:
             raise ControlError(f"no such application: {', '.join(unknown)}")
         return [a for a in self.ordered if not wanted or a.name in wanted]
 
-    async def start(self, wanted: list[str] | None = None) -> list[str]:
+    async def start(self, wanted: list[str] | None = None, *, retry: bool = False) -> list[str]:
         """Start in dependency order; an application starts only once what it depends on
-        runs. Returns what was done, one line per application; raises on the first failure."""
+        runs. Returns what was done, one line per application; raises on the first failure.
+
+        ``retry``: a failed start is tried again by the application's restart policy
+        (``restart.tries`` more times, ``restart.delay_s`` apart, doubling), as a saga's
+        StartApplications does after the role changed (the step's timeout bounds it all);
+        what it tried is in the answer."""
         done: list[str] = []
         async with self._lock:
             selected = self._select(wanted or [])
@@ -60,9 +65,31 @@ class ApplicationSet:
                             f"{app.name} not started: it depends on {dep}, which is "
                             f"{status.state} ({status.message})"
                         )
-                status = await self.controls[app.name].start()
-                done.append(f"{app.name}: {status.message or status.state}")
+                status, tried = await self._start_one(app, retry)
+                done.append(f"{app.name}: {status.message or status.state}{tried}")
         return done
+
+    async def _start_one(self, app: ApplicationConfig, retry: bool) -> tuple[AppStatus, str]:
+        tries = app.restart.tries if retry else 0
+        delay = app.restart.delay_s
+        failures: list[str] = []
+        while True:
+            try:
+                status = await self.controls[app.name].start()
+            except ControlError as exc:
+                failures.append(exc.message)
+                if len(failures) > tries:
+                    said = f" (after {len(failures)} tries)" if len(failures) > 1 else ""
+                    raise ControlError(f"{exc.message}{said}") from None
+                log.warning(
+                    "%s did not start (try %d of %d): %s; again in %gs",
+                    app.name, len(failures), tries + 1, exc.message, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            tried = f" (on try {len(failures) + 1})" if failures else ""
+            return status, tried
 
     async def stop(self, wanted: list[str] | None = None) -> list[str]:
         """Stop in reverse dependency order (dependents first). Tries every application and

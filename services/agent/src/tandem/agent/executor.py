@@ -112,7 +112,9 @@ class StepExecutor:
             return "stopped: " + ("; ".join(done) or "no applications configured")
         if isinstance(command, StartApplications):
             self._may_serve()
-            done = await self.apps.start(command.payload.applications)
+            # The applications' restart policy: a start that fails at once is tried again
+            # within this step's timeout (the orchestrator then retries the step forward).
+            done = await self.apps.start(command.payload.applications, retry=True)
             # A fence stays: a node that hid itself after the saga's Expose is still hidden,
             # and only unfencing (or another Expose) brings its identity back (a chaos run
             # saw a switchover complete onto a node that stayed hidden for good).
