@@ -6,8 +6,12 @@ mount point may be the source folder itself: the source is reached through a dir
 descriptor opened before mounting, so the mount covers the folder for everyone else.
 
 Notes for operators:
-- only the mounting user (root for the service) can use the mount: ``allow_other`` is not set,
-  so ``default_permissions`` is not needed (the kernel refuses every other user);
+- by default only the mounting user (root for the service) can use the mount: the kernel
+  refuses every other user (EACCES). With ``allow_other`` (an application running as its own
+  user) every user may, and ``default_permissions`` is set with it, so the kernel checks each
+  caller against the owner and mode of the files (the daemon itself, root, would allow all).
+  Entries another user creates are given to that user, as a local filesystem would (see
+  ``intercept_fs``). A non-root agent needs ``user_allow_other`` in /etc/fuse.conf for it;
 - libfuse installs handlers for SIGTERM / SIGHUP when they are at their default (SIG_DFL) and
   then ends the FUSE loop on them instead of ending the process: install your own handlers
   first. An unexpected end of the loop is logged as an error (``running`` turns False);
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FSNAME = "tandem-intercept"
 FUSECTL = Path("/sys/fs/fuse/connections")
+FUSE_CONF = Path("/etc/fuse.conf")
 
 
 class InterceptError(RuntimeError):
@@ -53,8 +58,10 @@ class InterceptCapture:
         *,
         mount_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        allow_other: bool = False,
     ) -> None:
         self.source = Path(source)
+        self.allow_other = allow_other
         self.mountpoint = Path(mountpoint) if mountpoint is not None else self.source
         self.sink = sink
         self.mount_timeout = mount_timeout
@@ -99,6 +106,7 @@ class InterceptCapture:
                 PassthroughFuse,
                 PassthroughOps,
                 mount_options,
+                sharing_options,
             )
         except (OSError, AttributeError) as exc:  # mfusepy loads libfuse when imported
             raise InterceptError(f"libfuse is not usable: {exc} (apt-get install fuse3)") from exc
@@ -125,7 +133,7 @@ class InterceptCapture:
         self._exit_error, self._stopping, self._orphaned = None, False, False
         self._live = False
         self._connection = None
-        kwargs = mount_options(FSNAME)
+        kwargs = {**mount_options(FSNAME), **sharing_options(self.allow_other)}
         self._thread = threading.Thread(
             target=self._serve, args=(PassthroughFuse, str(mountpoint), kwargs, self._root_fd),
             name=f"intercept-fuse:{mountpoint.name}", daemon=True,
@@ -185,6 +193,9 @@ class InterceptCapture:
             ) from exc
         if os.geteuid() != 0 and not shutil.which("fusermount3"):
             raise InterceptError("fusermount3 is missing (apt-get install fuse3)")
+        problem = sharing_problem(self.allow_other, os.geteuid(), FUSE_CONF)
+        if problem is not None:
+            raise InterceptError(problem)
 
     def _serve(self, fuse_class: Any, mountpoint: str, kwargs: dict[str, Any], fd: int) -> None:
         try:
@@ -284,6 +295,26 @@ class InterceptCapture:
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None
+
+
+def sharing_problem(allow_other: bool, euid: int, conf: Path) -> str | None:
+    """Why a mount with ``allow_other`` by ``euid`` would be refused, or None."""
+    if not allow_other or euid == 0 or user_allow_other(conf):
+        return None
+    return (
+        f"allow_other is set, but the agent runs as uid {euid}, not root, and {conf} lacks a "
+        "line 'user_allow_other' (add it, or run the agent as root)"
+    )
+
+
+def user_allow_other(conf: Path = FUSE_CONF) -> bool:
+    """Whether fuse.conf lets users other than root mount with ``allow_other`` (the option on
+    a line by itself, as fusermount3 reads it)."""
+    try:
+        lines = conf.read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines)
 
 
 #: What statvfs(2) says on a FUSE mount whose daemon died (ENOTCONN), or was aborted.

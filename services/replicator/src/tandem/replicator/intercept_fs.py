@@ -6,6 +6,11 @@ mutating call runs under one lock: do it on the source, then, only if it succeed
 ``Op`` to the sink, then release the lock. The order of submitted ops is therefore the order in
 which the operations took effect on the source. Reads take no lock.
 
+The daemon runs as the agent's user (root). A call from another user (an application with a
+``user`` of its own, on a mount with ``allow_other``) that creates a file, directory or symlink
+gives the new entry to that user, so the application owns what it creates, and journals a
+CHOWN right after the entry's op (in the same lock) so that the replicas own it alike.
+
 Imported lazily by ``tandem.replicator.intercept`` because importing ``mfusepy`` loads libfuse
 (and raises without it).
 """
@@ -57,7 +62,7 @@ def mount_options(fsname: str) -> dict[str, Any]:
     Multithreaded: a read is never queued behind a write waiting in ``sink.submit``
     (back-pressure) or behind a slow fsync. The order of changes is fixed by the ops lock, not
     by the loop, and libfuse's path locks keep a path stable for the length of a call.
-    ``default_permissions`` is off: without ``allow_other`` only the mounting user gets in.
+    Who may use the mount is ``sharing_options``'s part.
     """
     options: dict[str, Any] = {
         "foreground": True,
@@ -73,6 +78,16 @@ def mount_options(fsname: str) -> dict[str, Any]:
         # invalid max threads value 4294967295"); an explicit value keeps it quiet.
         options["max_idle_threads"] = 8
     return options
+
+
+def sharing_options(allow_other: bool) -> dict[str, Any]:
+    """Who may use the mount. Without ``allow_other``, only the mounting user (the kernel
+    refuses everyone else, so the daemon's own checks are enough). With it, every user, and
+    ``default_permissions`` too: the kernel then checks each caller against the owner and mode
+    of the files; without it every caller would get the daemon's (root's) access."""
+    if not allow_other:
+        return {}
+    return {"allow_other": True, "default_permissions": True}
 
 
 def _local(path: str) -> str:
@@ -92,6 +107,8 @@ class PassthroughOps(mfusepy.Operations):
         self._sink = sink
         self._lock = threading.Lock()
         self._on_init = on_init
+        self._euid = os.geteuid()
+        self._chown_warned = False
         #: Set when the sink raised: the source then holds a change the journal lacks.
         self.broken: BaseException | None = None
 
@@ -133,6 +150,39 @@ class PassthroughOps(mfusepy.Operations):
 
     def _lstat(self, local: str) -> os.stat_result:
         return os.stat(local, dir_fd=self._root, follow_symlinks=False)
+
+    def _caller(self) -> tuple[int, int] | None:
+        """The (uid, gid) of the calling process when it is not the daemon's user (only with
+        ``allow_other``), else None: the entries it creates must become its own."""
+        uid, gid, _pid = mfusepy.fuse_get_context()
+        return None if uid == self._euid else (uid, gid)
+
+    def _give(self, rel: str, caller: tuple[int, int] | None, fd: int | None = None) -> None:
+        """Give the entry ``rel`` just created to ``caller`` (a no-op for the daemon's own
+        user) and journal it, the lock held. A setgid parent directory keeps its group, as a
+        local filesystem would; a symlink is changed itself, never its target."""
+        if caller is None:
+            return
+        uid, gid = caller
+        parent = os.path.dirname(rel) or "."
+        try:
+            if self._lstat(parent).st_mode & stat.S_ISGID:
+                gid = -1  # the group the new entry inherited
+            if fd is not None:
+                os.fchown(fd, uid, gid)
+            else:
+                os.chown(rel, uid, gid, dir_fd=self._root, follow_symlinks=False)
+            st = self._lstat(rel)
+        except OSError as exc:
+            # The entry exists (and is journalled): the call succeeded; only the owner is off.
+            if not self._chown_warned:
+                self._chown_warned = True
+                log.warning(
+                    "intercept: cannot give new %r to uid %d: %s (entries other users create "
+                    "stay the daemon's; run the agent as root)", rel, uid, exc,
+                )  # fmt: skip
+            return
+        self._emit(Op(OpKind.CHOWN, rel, uid=st.st_uid, gid=st.st_gid))
 
     # -- reads (no lock) ------------------------------------------------------------------------
 
@@ -203,6 +253,7 @@ class PassthroughOps(mfusepy.Operations):
 
     def create(self, path: str, mode: int, flags: int) -> int:
         rel = self._rel(path)
+        caller = self._caller()
         oflags = (flags & ~_OPEN_DROP) | _OPEN_ADD
         perm = mode & 0o7777
         with self._lock:
@@ -226,6 +277,11 @@ class PassthroughOps(mfusepy.Operations):
                 except OSError as exc:
                     log.warning("intercept: cannot set the mode of new %r: %s", rel, exc)
             self._emit_or_close(fd, Op(OpKind.CREATE, rel, mode=stat.S_IMODE(st.st_mode)))
+            try:
+                self._give(rel, caller, fd)
+            except BaseException:
+                os.close(fd)
+                raise
         return fd
 
     def _emit_or_close(self, fd: int, op: Op) -> None:
@@ -284,6 +340,7 @@ class PassthroughOps(mfusepy.Operations):
 
     def mkdir(self, path: str, mode: int) -> int:
         rel = self._rel(path)
+        caller = self._caller()
         perm = mode & 0o7777
         with self._lock:
             os.mkdir(rel, perm, dir_fd=self._root)
@@ -295,6 +352,7 @@ class PassthroughOps(mfusepy.Operations):
                 except OSError as exc:
                     log.warning("intercept: cannot set the mode of new directory %r: %s", rel, exc)
             self._emit(Op(OpKind.MKDIR, rel, mode=stat.S_IMODE(st.st_mode)))
+            self._give(rel, caller)
         return 0
 
     def unlink(self, path: str) -> int:
@@ -314,9 +372,11 @@ class PassthroughOps(mfusepy.Operations):
     def symlink(self, path: str, target: str) -> int:
         """Create the link ``path`` whose content is ``target`` (mfusepy's argument order)."""
         rel = self._rel(path)
+        caller = self._caller()
         with self._lock:
             os.symlink(target, rel, dir_fd=self._root)
             self._emit(Op(OpKind.SYMLINK, rel, target=target))
+            self._give(rel, caller)
         return 0
 
     def rename(self, old: str, new: str, flags: int = 0) -> int:

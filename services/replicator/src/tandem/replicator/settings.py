@@ -28,6 +28,10 @@ class ReplicationOptions(BaseModel):
     capture: Literal["intercept", "watch"] = "watch"
     #: intercept: where applications use the folder (default: mounted over the folder itself).
     mountpoint: Path | None = None
+    #: intercept: let users other than the agent's use the mount (an application with its own
+    #: ``user``), with the kernel checking each caller against the files' owners and modes
+    #: (``default_permissions``). A non-root agent needs ``user_allow_other`` in /etc/fuse.conf.
+    allow_other: bool = False
     #: Used once, at first pairing, when ``tandem_roles`` has no record for the cluster yet.
     initial_role: Literal["active", "passive"] = "passive"
     codec: Literal["none", "zstd"] = "zstd"

@@ -85,7 +85,9 @@ def make_capture(settings: ReplicatorSettings, sink: OpSink) -> Capture:
     if settings.capture == "intercept":
         from tandem.replicator.intercept import InterceptCapture
 
-        return InterceptCapture(settings.protected_root, sink, settings.mountpoint)
+        return InterceptCapture(
+            settings.protected_root, sink, settings.mountpoint, allow_other=settings.allow_other
+        )
     from tandem.replicator.watch import WatchCapture
 
     return WatchCapture(settings.protected_root, sink)
