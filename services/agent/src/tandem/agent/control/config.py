@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tandem.agent.control.base import ServiceControl
 from tandem.agent.control.process import ProcessControl
+from tandem.agent.control.procfiles import lookup_group, lookup_user
 from tandem.agent.control.runner import Runner, run_command
 from tandem.agent.control.systemd import SystemdControl
 from tandem.agent.control.windows import WindowsServiceControl
 
 # Fields that only mean something when the agent spawns the process itself.
-_PROCESS_ONLY = ("start", "stop", "cwd", "env", "pid_file", "stop_signal", "log_file")
+_PROCESS_ONLY = (
+    "start", "stop", "cwd", "env", "pid_file", "stop_signal", "log_file", "user", "group",
+    "stale_files",
+)  # fmt: skip
 # systemd unit names: letters, digits and ":-_.\@"; no leading '-' so it cannot pass as an option.
 _SYSTEMD_UNIT = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]{0,255}$")
 # Windows service key names: no slashes, quotes or control characters, and no leading '-' or '/'
@@ -45,6 +50,15 @@ class ApplicationConfig(BaseModel):
     pid_file: Path | None = None
     stop_signal: Literal["TERM", "INT", "HUP", "QUIT"] = "TERM"
     log_file: Path | None = None
+    #: The user (name or numeric id) the application and its stop command run as; group: its
+    #: group (default: the user's primary group). Supplementary groups are the user's own.
+    #: Unset: the agent's own user. Dropping to another user needs a root agent.
+    user: str | None = None
+    group: str | None = None
+    #: Files a dead instance leaves behind that would block a start (a lock or pid file such as
+    #: postgres's ``postmaster.pid``), relative to ``cwd`` or absolute: removed before a start
+    #: once the application's previous instance is known dead, never while it runs.
+    stale_files: list[Path] = Field(default_factory=list)
     # control="systemd" / "windows": the unit or service name
     unit: str | None = None
     # every control: grace before a forced stop, and the bound on a start
@@ -75,12 +89,25 @@ class ApplicationConfig(BaseModel):
             raise ValueError(f"invalid environment variable names: {bad!r}")
         return value
 
+    @field_validator("stale_files", mode="before")
+    @classmethod
+    def _stale_files(cls, value: object) -> object:
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str | PurePath) and str(item).strip() == "":
+                    raise ValueError("an entry is empty")
+                if isinstance(item, str) and "\x00" in item:
+                    raise ValueError(f"{item!r} contains a NUL character")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ApplicationConfig:
         where = f"application {self.name!r}"
         if self.control == "process":
             if self.start is None:
                 raise ValueError(f"{where}: field 'start' is required when control='process'")
+            _check_identity(where, self.user, self.group)
+            _check_stale_files(where, self.stale_files, self.cwd)
             if self.unit is not None:
                 raise ValueError(
                     f"{where}: field 'unit' applies only to control='systemd' or 'windows'"
@@ -103,6 +130,45 @@ class ApplicationConfig(BaseModel):
         if len(set(self.depends_on)) != len(self.depends_on):
             raise ValueError(f"{where}: field 'depends_on' lists an application twice")
         return self
+
+
+def _check_identity(where: str, user: str | None, group: str | None) -> None:
+    """``user`` and ``group`` must name an existing user and group of this machine."""
+    if group is not None and user is None:
+        raise ValueError(f"{where}: field 'group' needs field 'user' (the user the app runs as)")
+    if user is not None:
+        try:
+            lookup_user(user)
+        except KeyError:
+            raise ValueError(
+                f"{where}: field 'user': no such user {user!r} on this machine"
+            ) from None
+    if group is not None:
+        try:
+            lookup_group(group)
+        except KeyError:
+            raise ValueError(
+                f"{where}: field 'group': no such group {group!r} on this machine"
+            ) from None
+
+
+def _check_stale_files(where: str, files: list[Path], cwd: Path | None) -> None:
+    for path in files:
+        if path.is_absolute():
+            if os.path.normpath(path) == "/":
+                raise ValueError(f"{where}: field 'stale_files': {str(path)!r} is not a file")
+            continue
+        # Any '..' is refused, not only one that climbs out: through a symlinked directory
+        # even 'a/../x' may land outside (the kernel resolves 'a' first).
+        if ".." in path.parts or os.path.normpath(path) == ".":
+            raise ValueError(
+                f"{where}: field 'stale_files': {str(path)!r} may leave the application's cwd "
+                "(a relative path without '..' naming a file under it is needed)"
+            )
+        if cwd is None:
+            raise ValueError(
+                f"{where}: field 'stale_files': {str(path)!r} is relative, which needs field 'cwd'"
+            )
 
 
 def dependency_order(apps: list[ApplicationConfig]) -> list[ApplicationConfig]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -38,7 +37,9 @@ class ProcessControl:
     the process is still alive after ``settle_s`` (at most ``start_timeout_s``); one that exits
     before is a failed start. A stop sends ``stop_signal`` to the process group (or runs the
     ``stop`` command, falling back to the signal if that fails), waits up to ``stop_grace_s``,
-    then SIGKILLs the group.
+    then SIGKILLs the group. With ``user`` set, the application and its stop command run as
+    that user. Before a start that finds no live recorded process (none recorded, or the
+    recorded one has exited), the app's ``stale_files`` are removed.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class ProcessControl:
     async def start(self) -> AppStatus:
         async with self._lock:
             record = await asyncio.to_thread(procfiles.read_record, self.pid_file)
+            dead: str | None = "no process of it is recorded"
             if record is not None:
                 verdict = await asyncio.to_thread(self._check, record)
                 if verdict.alive:
@@ -83,7 +85,33 @@ class ProcessControl:
                     )
                 log.info("app %s: discarding pid file (%s)", self.app.name, verdict.why)
                 await asyncio.to_thread(procfiles.remove, self.pid_file)
-            return await self._spawn()
+                # A process that cannot be inspected may still run: its files are not stale.
+                dead = None if verdict.unknown else verdict.why
+            removed = await self._remove_stale(dead)
+            status = await self._spawn()
+            if removed:
+                note = ", ".join(f"removed stale {path}" for path in removed)
+                status = status.model_copy(update={"message": f"{status.message}; {note}"})
+            return status
+
+    async def _remove_stale(self, dead: str | None) -> list[str]:
+        """Remove the app's ``stale_files`` once its previous instance is known dead (``dead``
+        says why it is); the paths removed."""
+        if not self.app.stale_files:
+            return []
+        if dead is None:
+            log.warning(
+                "app %s: its previous instance is not known dead; stale files are kept",
+                self.app.name,
+            )
+            return []
+        removed = await asyncio.to_thread(procfiles.remove_stale, self.app)
+        for path in removed:
+            log.info(
+                "app %s: removed stale %s before the start (previous instance dead: %s)",
+                self.app.name, path, dead,
+            )  # fmt: skip
+        return removed
 
     async def stop(self) -> AppStatus:
         async with self._lock:
@@ -107,6 +135,10 @@ class ProcessControl:
         assert app.start is not None
         try:
             child = await asyncio.to_thread(procfiles.spawn, app)
+        except KeyError:  # removed from the system since the config was loaded
+            raise ControlError(
+                f"app {app.name}: user {app.user!r} or group {app.group!r} no longer exists"
+            ) from None
         except OSError as exc:
             what = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
             raise ControlError(f"app {app.name}: cannot run {app.start[0]!r}: {what}") from exc
@@ -170,15 +202,17 @@ class ProcessControl:
         assert argv is not None
         remaining = max(deadline - asyncio.get_running_loop().time(), 0.1)
         try:
+            who = procfiles.run_as(self.app)  # the stop command runs as the app's user too
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=self.app.cwd,
-                env={**os.environ, **self.app.env},
+                env=procfiles.environment(self.app, who),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
+                **who.popen,
             )
-        except OSError as exc:
+        except (OSError, KeyError) as exc:
             log.warning("app %s: cannot run stop command: %s", self.app.name, exc)
             return False
         try:

@@ -4,12 +4,14 @@ side calls them through ``asyncio.to_thread`` where they may block."""
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import signal
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psutil
 
@@ -36,6 +38,52 @@ class Verdict(NamedTuple):
     why: str
     # The recorded process itself, exited but not yet reaped.
     zombie: bool = False
+    # Neither alive nor known dead: the process could not be inspected.
+    unknown: bool = False
+
+
+class RunAs(NamedTuple):
+    """Who a spawned process runs as: ``Popen`` keywords and the login variables."""
+
+    popen: dict[str, Any]
+    env: dict[str, str]
+
+
+def lookup_user(user: str) -> pwd.struct_passwd:
+    """The passwd entry of a user name or numeric id; KeyError when there is none."""
+    if not user or "\x00" in user:
+        raise KeyError(user)
+    return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+
+
+def lookup_group(group: str) -> grp.struct_group:
+    """The group entry of a group name or numeric id; KeyError when there is none."""
+    if not group or "\x00" in group:
+        raise KeyError(group)
+    return grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
+
+
+def run_as(app: ApplicationConfig) -> RunAs:
+    """The identity ``app`` runs as (its ``user`` / ``group``; nothing set: the agent's).
+
+    The supplementary groups are the user's own (``os.getgrouplist``), so none of the agent's
+    carry over; HOME, USER and LOGNAME name the user unless ``env`` sets them. A user that is
+    the agent's own (a non-root agent) changes nothing: setgroups would need root.
+    """
+    if app.user is None:
+        return RunAs({}, {})
+    pw = lookup_user(app.user)  # KeyError: gone since the config was loaded
+    gid = lookup_group(app.group).gr_gid if app.group is not None else pw.pw_gid
+    env = {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name}
+    if os.geteuid() != 0 and pw.pw_uid == os.geteuid() and gid == os.getegid():
+        return RunAs({}, env)
+    groups = os.getgrouplist(pw.pw_name, gid)
+    return RunAs({"user": pw.pw_uid, "group": gid, "extra_groups": groups}, env)
+
+
+def environment(app: ApplicationConfig, who: RunAs) -> dict[str, str]:
+    """The agent's environment, then the user's login variables, then ``app.env``."""
+    return {**os.environ, **who.env, **app.env}
 
 
 def read_record(path: Path) -> Record | None:
@@ -70,8 +118,10 @@ def remove(path: Path) -> None:
 
 
 def spawn(app: ApplicationConfig) -> subprocess.Popen[bytes]:
-    """Start the application in a new session (its own process group), output to its log."""
+    """Start the application in a new session (its own process group), output to its log,
+    as its ``user`` (privileges dropped by Popen itself between fork and exec)."""
     assert app.start is not None
+    who = run_as(app)
     log_fd: int | None = None
     if app.log_file is not None:
         app.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -82,12 +132,13 @@ def spawn(app: ApplicationConfig) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             app.start,
             cwd=app.cwd,
-            env={**os.environ, **app.env},
+            env=environment(app, who),
             stdin=subprocess.DEVNULL,
             stdout=log_fd if log_fd is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT if log_fd is not None else subprocess.DEVNULL,
             start_new_session=True,
             close_fds=True,
+            **who.popen,
         )
     finally:
         if log_fd is not None:
@@ -111,7 +162,9 @@ def check(record: Record) -> Verdict:
         return Verdict(False, f"process {record.pid} has exited")
     except psutil.AccessDenied:
         # Not verifiable, so neither adopted nor signalled.
-        return Verdict(False, f"process {record.pid} cannot be inspected (access denied)")
+        return Verdict(
+            False, f"process {record.pid} cannot be inspected (access denied)", unknown=True
+        )
     if abs(created - record.create_time) > _CREATE_TIME_SLACK_S:
         return Verdict(
             False, f"process {record.pid} has exited (its pid now belongs to another process)"
@@ -135,6 +188,37 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
     except PermissionError as exc:
         log.warning("cannot send %s to process group %d: %s", sig.name, pgid, exc)
+
+
+def remove_stale(app: ApplicationConfig) -> list[str]:
+    """Remove ``app.stale_files`` (call only once its previous instance is known dead); the
+    paths removed, as configured. A directory is left alone, with a warning."""
+    removed: list[str] = []
+    for configured in app.stale_files:
+        path = configured if configured.is_absolute() or app.cwd is None else app.cwd / configured
+        if not configured.is_absolute() and app.cwd is not None:
+            # A symlinked directory on the way (it may come with replicated data) must not take
+            # the removal outside cwd.
+            where = os.path.realpath(path.parent)
+            if os.path.commonpath([where, os.path.realpath(app.cwd)]) != os.path.realpath(app.cwd):
+                log.warning(
+                    "app %s: stale file %s lies outside cwd through a symlink (%s); not removed",
+                    app.name, configured, where,
+                )  # fmt: skip
+                continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except IsADirectoryError:
+            log.warning("app %s: stale file %s is a directory; not removed", app.name, path)
+            continue
+        except OSError as exc:
+            # The start goes on: the application says what is wrong if the file still matters.
+            log.warning("app %s: cannot remove stale file %s: %s", app.name, path, exc)
+            continue
+        removed.append(str(configured))
+    return removed
 
 
 def log_tail(path: Path | None) -> str:
