@@ -124,3 +124,32 @@ async def test_a_batch_the_replica_cannot_take_is_stepped_over_by_verify(pair, b
     assert result.ok
     await eventually(lambda: tree(target.root) == tree(source.root), what="convergence")
     assert target.loop.state is ReplicaState.IN_SYNC
+
+
+async def test_verify_carries_owners_so_an_application_user_owns_its_replica(pair) -> None:  # type: ignore[no-untyped-def]
+    """A database running as its own user refuses files owned by another: a replica built
+    or repaired by verify has the source's owners (the target's agent runs as root here)."""
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    source, target = pair
+    (source.root / "pgdata").mkdir(parents=True)
+    (source.root / "pgdata" / "PG_VERSION").write_text("15\n")
+    (source.root / "root-owned").write_text("stays root's")
+    for p in (source.root / "pgdata", source.root / "pgdata" / "PG_VERSION"):
+        os.chown(p, 4321, 4322)
+    result = await source.verify()
+    assert result.ok, result.reason
+    await eventually(
+        lambda: (target.root / "pgdata" / "PG_VERSION").exists(), what="the replica's copy"
+    )
+    for rel in ("pgdata", "pgdata/PG_VERSION"):
+        st = os.lstat(target.root / rel)
+        assert (st.st_uid, st.st_gid) == (4321, 4322), rel
+    assert os.lstat(target.root / "root-owned").st_uid == 0
+    # An owner changed on the replica behind Tandem's back is found and put back.
+    os.chown(target.root / "pgdata" / "PG_VERSION", 0, 0)
+    again = await source.verify()
+    assert again.ok and again.files_out_of_sync == 1, again
+    await eventually(
+        lambda: os.lstat(target.root / "pgdata" / "PG_VERSION").st_uid == 4321, what="repair"
+    )

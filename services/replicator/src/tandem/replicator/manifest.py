@@ -32,6 +32,22 @@ class Entry:
     size: int = 0
     blocks: list[str] = field(default_factory=list)
     target: str = ""
+    #: The owner (-1: not known, e.g. a manifest from a node of an older version). An
+    #: application running as its own user (postgres) refuses files owned by another.
+    uid: int = -1
+    gid: int = -1
+
+    def owner_differs(self, other: Entry | None) -> bool:
+        """Whether ``other`` (the replica's) needs a CHOWN to match this (the source's):
+        an unknown owner on either side is left alone; a new entry (None) is created by the
+        target's own user, so only an owner other than root needs saying."""
+        if self.uid < 0 or self.gid < 0:
+            return False
+        if other is None or other.kind != self.kind:
+            return (self.uid, self.gid) != (0, 0)
+        if other.uid < 0 or other.gid < 0:
+            return False
+        return (self.uid, self.gid) != (other.uid, other.gid)
 
 
 def block_hashes(path: Path, block_size: int = BLOCK) -> list[str]:
@@ -47,16 +63,24 @@ def entry_of(path: Path, block_size: int = BLOCK) -> Entry | None:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
+    uid, gid = st.st_uid, st.st_gid
     if stat.S_ISLNK(st.st_mode):
-        return Entry("link", target=os.readlink(path))
+        return Entry("link", target=os.readlink(path), uid=uid, gid=gid)
     if stat.S_ISDIR(st.st_mode):
-        return Entry("dir", mode=stat.S_IMODE(st.st_mode))
+        return Entry("dir", mode=stat.S_IMODE(st.st_mode), uid=uid, gid=gid)
     if stat.S_ISREG(st.st_mode):
         try:
             blocks = block_hashes(path, block_size)
         except FileNotFoundError:
             return None
-        return Entry("file", mode=stat.S_IMODE(st.st_mode), size=st.st_size, blocks=blocks)
+        return Entry(
+            "file",
+            mode=stat.S_IMODE(st.st_mode),
+            size=st.st_size,
+            blocks=blocks,
+            uid=uid,
+            gid=gid,
+        )
     return None  # sockets, fifos, devices: not replicated
 
 
@@ -130,7 +154,7 @@ def file_ops(
 
 
 def same(a: Entry, b: Entry | None) -> bool:
-    if b is None or a.kind != b.kind:
+    if b is None or a.kind != b.kind or a.owner_differs(b):
         return False
     if a.kind == "link":
         return a.target == b.target

@@ -58,12 +58,17 @@ def sync_pass(
             if have is None or have.kind != "dir":
                 continue
             theirs = replica.get(path)
+            fixed = False
             if theirs is None or theirs.kind != "dir":
                 submit(Op(OpKind.MKDIR, path, mode=have.mode))
-                stats.out_of_sync += 1
+                fixed = True
             elif theirs.mode != have.mode:
                 submit(Op(OpKind.CHMOD, path, mode=have.mode))
-                stats.out_of_sync += 1
+                fixed = True
+            if have.owner_differs(theirs):
+                submit(Op(OpKind.CHOWN, path, uid=have.uid, gid=have.gid))
+                fixed = True
+            stats.out_of_sync += fixed
         stats.checked += 1
     others = sorted(p for p, e in kinds.items() if e.kind != "dir")
     for path in others:
@@ -81,6 +86,16 @@ def sync_pass(
 
 
 def _fix(root: Path, path: str, have: Entry, theirs: Entry | None, block_size: int) -> list[Op]:
+    ops: list[Op] = []
     if have.kind == "link":
-        return [Op(OpKind.SYMLINK, path, target=have.target)]
-    return list(file_ops(root, path, have, theirs, block_size))
+        if theirs is None or theirs.kind != "link" or theirs.target != have.target:
+            ops.append(Op(OpKind.SYMLINK, path, target=have.target))
+            theirs = None  # a new link: created by the target's own user
+    elif not (theirs is not None and theirs.kind == "file" and theirs.size == have.size
+              and theirs.blocks == have.blocks and theirs.mode == have.mode):  # fmt: skip
+        ops += file_ops(root, path, have, theirs, block_size)
+        if theirs is None or theirs.kind != "file":
+            theirs = None  # a new file
+    if have.owner_differs(theirs):
+        ops.append(Op(OpKind.CHOWN, path, uid=have.uid, gid=have.gid))
+    return ops
