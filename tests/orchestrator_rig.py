@@ -62,6 +62,8 @@ class Pair:
             "TANDEM_ORCHESTRATOR_API_PORT": str(port),
             "TANDEM_ORCHESTRATOR_TOKENS": f"operator {OPERATOR};viewer {VIEWER}",
             "TANDEM_ORCHESTRATOR_STEP_TIMEOUT_S": "20",
+            # A durable outbox, as tandem up and the compose file run it.
+            "TANDEM_ORCHESTRATOR_STATE_DIR": str(self.tmp / f"{instance}-state"),
             **(extra_env or {}),
         }
         log = self.tmp / f"{instance}.log"

@@ -258,6 +258,7 @@ class Topology:
             port = free_port()
             env = self.env(
                 TANDEM_ORCHESTRATOR_INSTANCE=f"orch-{i + 1}",
+                TANDEM_ORCHESTRATOR_STATE_DIR=str(self.root / f"orch-{i + 1}-state"),
                 TANDEM_ORCHESTRATOR_API_PORT=str(port),
                 TANDEM_ORCHESTRATOR_TOKENS=f"operator {OPERATOR}",
             )

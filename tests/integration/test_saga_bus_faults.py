@@ -25,8 +25,9 @@ from nats.js.api import DeliverPolicy
 from agent_rig import EventRecorder
 from helpers import alert, eventually, running
 from tandem.events.bus import Bus
-from tandem.events.catalog import Expose
+from tandem.events.catalog import Expose, SagaCompleted, SagaFailed
 from tandem.events.catalog.commands import StepPayload
+from tandem.events.catalog.sagas import SagaEndedPayload
 from tandem.events.embedded import NatsServer, free_port
 from tandem.events.envelope import Command, CommandResult
 from tandem.events.errors import CommandFailedError
@@ -47,6 +48,7 @@ from tandem.orchestrator.decisions import Decisions
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.plans import failover_plan, switchover_plan
+from tandem.orchestrator.publishing import LeadershipLost, Publisher
 from tandem.orchestrator.runner import SagaRunner
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterState, SagaRecord
@@ -395,3 +397,55 @@ async def test_decisions_and_operator_actions_put_while_the_bus_is_down_are_stor
     expected = [e.id for e in alerts]
     assert ids[: len(expected)] == expected  # in order, each once
     assert len(ids) == len(expected) + 1 and len(set(ids)) == len(ids)
+
+
+async def test_a_saga_event_not_yet_stored_when_the_orchestrator_dies_is_stored_after_restart(
+    tmp_path: Path,
+) -> None:
+    """With a state dir, ``Publisher.stored`` writes the event to the durable outbox before it
+    is first sent. An orchestrator that loses the bus (and its leadership) with a saga event
+    in flight, then dies, sends it after its restart under the same id: stored once, and a
+    subscriber that saw it live finds it in the stream (chaos checker (c)). An end that comes
+    late never overturns the saga's first end."""
+    cluster = "outbox-durable"
+    folder = tmp_path / "orch-state" / "outbox"
+    leading = [True]
+    async with own_bus(tmp_path) as (server, bus):
+        first = Outbox(bus, path=folder)
+        publisher = Publisher(bus, outbox=first)
+        event = alert(cluster, code="saga.stuck", n=1)
+        async with running(first.run()):
+            server.stop()  # the bus is away while the event is in flight
+
+            async def lose_the_lead() -> None:
+                await asyncio.sleep(0.5)
+                leading[0] = False
+
+            async with running(lose_the_lead()):
+                try:
+                    await publisher.stored(event, keep_going=lambda: leading[0])
+                except LeadershipLost as exc:
+                    assert "kept in the outbox" in str(exc)
+                else:
+                    raise AssertionError("LeadershipLost expected")
+        first.close()  # the process dies here (its queue is gone, its file stays)
+        server.start()
+        again = Outbox(bus, path=folder)  # the restarted orchestrator
+        assert again.pending_ids() == [event.id]
+        async with running(again.run()):
+            await eventually(lambda: len(again) == 0, 60, "the outbox to empty")
+        again.close()
+        assert await stored_ids(bus, cluster) == [event.id]
+
+
+def test_a_late_end_does_not_overturn_the_first() -> None:
+    cluster = "late-end"
+    saga = saga_of(cluster, "switchover", switchover_plan(OLD, NEW, 1, timeout_s=5), OLD)
+    state = ClusterState()
+    state.sagas[saga.id] = saga
+    ended = SagaEndedPayload(saga_id=saga.id, reason="completed by the next leader")
+    late = SagaEndedPayload(saga_id=saga.id, reason="failed, sent again after a restart")
+    state.apply(SagaCompleted(cluster=cluster, node="orch-1", epoch=2, payload=ended))
+    state.apply(SagaFailed(cluster=cluster, node="orch-2", epoch=2, payload=late))
+    assert state.sagas[saga.id].state == "completed"
+    assert state.sagas[saga.id].reason == "completed by the next leader"

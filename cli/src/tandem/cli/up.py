@@ -77,11 +77,17 @@ def plan_children(
     python = sys.executable
     base = {"TANDEM_BUS_SERVERS": bus_url}
     api = api or ApiAccess.new()
+    # The orchestrator's outbox lives beside the logs: an event in flight when it is killed
+    # is sent after its restart.
+    orchestrator_env = {
+        **api.env(),
+        "TANDEM_ORCHESTRATOR_STATE_DIR": str(logs.parent / "orchestrator"),
+    }
     children = [
         Child(
             e.name,
             [python, "-m", e.module],
-            {**base, **(api.env() if e.name == "orchestrator" else {})},
+            {**base, **(orchestrator_env if e.name == "orchestrator" else {})},
             logs / f"{e.name}.log",
         )
         for e in CENTRAL

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from tandem.events import subjects
@@ -59,6 +59,8 @@ class Outbox:
         self.dropped = 0
         self.dead_lettered = 0
         self.published = 0
+        #: Callers of ``stored`` waiting on an event (by id): its outcome once sent.
+        self._waiters: dict[str, asyncio.Future[None]] = {}
         self._file: OutboxFile | None = None
         if path is not None:
             self._file = OutboxFile(path)
@@ -96,6 +98,26 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
+    async def stored(
+        self, event: Event, *, keep_going: Callable[[], bool] | None = None, poll_s: float = 0.2
+    ) -> bool:
+        """Queue ``event`` (in the file first, when durable) and wait until the sender has it
+        stored: True. False when ``keep_going()`` turned false first; the event stays
+        queued (and in the file) and is sent later. Raises what the bus refused it with."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[event.id] = waiter
+        try:
+            self.put(event)
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=poll_s)
+                if done:
+                    waiter.result()
+                    return True
+                if keep_going is not None and not keep_going():
+                    return False
+        finally:
+            self._waiters.pop(event.id, None)
+
     def pending_ids(self) -> list[str]:
         return [event.id for event, _ in self._queue]
 
@@ -127,7 +149,7 @@ class Outbox:
             except Exception as exc:
                 if not is_transient(exc):
                     await self._set_aside(event, exc)
-                    self._done(event, end)
+                    self._done(event, end, exc)
                     continue
                 if failing_since is None:
                     failing_since = loop.time()
@@ -149,9 +171,15 @@ class Outbox:
             self.published += 1
             self._done(event, end)
 
-    def _done(self, event: Event, end: int | None) -> None:
+    def _done(self, event: Event, end: int | None, refused: Exception | None = None) -> None:
         if self._queue and self._queue[0][0] is event:
             self._queue.popleft()
+        waiter = self._waiters.get(event.id)
+        if waiter is not None and not waiter.done():
+            if refused is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(refused)
         self._advance(end)
         if not self._queue:
             self._empty.set()

@@ -12,6 +12,11 @@
 - ``later``: fire-and-forget (decisions, their alerts, operator actions): put in the
   ``Outbox`` (never blocks), whose task (run by the service) publishes in order with backoff.
 
+With a durable outbox (``TANDEM_ORCHESTRATOR_STATE_DIR``), ``stored`` events go through it
+too: written to its file before they are first sent, so an orchestrator killed between
+sending an event (a live subscriber may have seen it) and the stream's acknowledgement sends
+it again after its restart, under the same id, and the stream holds what was seen.
+
 One failure in a run of failures is logged at warning with its reason, the others at debug,
 and the recovery at info: an outage of the bus is two lines, not a flood.
 """
@@ -68,6 +73,13 @@ class Publisher:
     ) -> None:
         """Return once ``event`` is in the stream (see the module's doc)."""
         label = what or f"{event.type} {event.id}"
+        if self.outbox is not None and self.outbox.durable:
+            if not await self.outbox.stored(event, keep_going=keep_going):
+                raise LeadershipLost(
+                    f"{label}: not stored yet (kept in the outbox) and this orchestrator is "
+                    "no longer the leader"
+                )
+            return
         try:
             await retry_transient(
                 label,

@@ -37,7 +37,14 @@ async def run(settings: OrchestratorSettings, bus: Bus) -> None:
     tokens = load_tokens(s.tokens_file, s.tokens, env_name="TANDEM_ORCHESTRATOR_TOKENS")
     state = ClusterState()
     liveness = Liveness(bus, default_timeout_s=s.failover_timeout_s)
-    outbox = Outbox(bus)
+    if s.state_dir is None:
+        log.warning(
+            "no TANDEM_ORCHESTRATOR_STATE_DIR: the outbox is in memory (an event not yet "
+            "stored when this process is killed is lost)"
+        )
+        outbox = Outbox(bus)
+    else:
+        outbox = Outbox(bus, path=s.state_dir / "outbox")
     orchestrator: Orchestrator | None = None
 
     async def elected() -> None:

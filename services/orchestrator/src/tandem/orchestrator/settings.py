@@ -137,6 +137,9 @@ class OrchestratorSettings(BaseSettings):
     #: An automatic switchover request older than this is not acted on (after a restart).
     request_max_age_s: float = Field(default=120.0, gt=0)
     decide_every_s: float = Field(default=0.1, gt=0)
+    #: Where this instance keeps its outbox (one folder per instance). Unset: in memory, and
+    #: an event sent but not yet acknowledged when the process is killed is lost.
+    state_dir: Path | None = None
 
 
 class OrchestratorFile(_Model):

@@ -254,7 +254,9 @@ class ClusterState(Projection):
             self._saga_step(event)
         elif isinstance(event, SagaCompleted | SagaFailed):
             saga = self.sagas.get(p.saga_id)  # type: ignore[attr-defined]
-            if saga is not None:
+            # The first end counts: an end sent again late (an orchestrator's outbox after its
+            # restart) never overturns the one the saga already had.
+            if saga is not None and saga.state == "running":
                 if isinstance(event, SagaCompleted):
                     saga.state = "completed"
                 else:  # stopped past its pivot: for an operator, nothing was undone
@@ -297,9 +299,11 @@ class ClusterState(Projection):
     def _saga_step(self, event: SagaStepStarted | SagaStepCompleted | SagaStepFailed) -> None:
         p = event.payload
         saga = self.sagas.get(p.saga_id)
-        if saga is None:
-            return
+        if saga is None or saga.state != "running":
+            return  # an event sent again late (an outbox after a restart): the saga ended
         old = saga.steps.get(p.index)
+        if old is not None and old.state == "completed" and not p.step.startswith("undo "):
+            return  # a completed step never runs forward again: this one is late
         base = old or SagaStepView(
             index=p.index, name=p.step, node=p.target_node, command=p.command
         )
