@@ -8,6 +8,8 @@ block (back-pressure when the send queue is full): a backend never drops an oper
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Protocol
 
 from tandem.replicator.ops import Op
@@ -32,6 +34,10 @@ class Capture(Protocol):
     def flush(self, timeout: float) -> None:
         """Return once every change made before the call has been submitted (a drain needs
         it: a capture that learns of changes late, like ``watch``, may still hold some)."""
+
+    def read_root(self) -> Path:
+        """Where the service itself reads the protected folder (verify): never through a
+        mount it serves, which a killed process could not answer (see intercept_mounts)."""
 
 
 class ListSink:

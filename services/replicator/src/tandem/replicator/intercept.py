@@ -21,7 +21,6 @@ Notes for operators:
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -33,11 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from tandem.replicator.capture import OpSink
+from tandem.replicator.intercept_mounts import (
+    MountError,
+    abort_connection,
+    clear_dead_mount,
+    fsname_for,
+    our_mounts,
+)
 
 log = logging.getLogger(__name__)
 
-FSNAME = "tandem-intercept"
-FUSECTL = Path("/sys/fs/fuse/connections")
 FUSE_CONF = Path("/etc/fuse.conf")
 
 
@@ -77,6 +81,13 @@ class InterceptCapture:
         self._connection: str | None = None  # fusectl name ("minor" of the mount's device)
         self._ops: Any = None
 
+    def read_root(self) -> Path:
+        """The folder under the mount, reached through the descriptor opened before it (a
+        magic /proc link does not cross the mount on top): the service never waits on its
+        own FUSE loop, which a killed process can no longer answer."""
+        fd = self._root_fd
+        return Path(f"/proc/self/fd/{fd}") if fd is not None else self.source
+
     @property
     def running(self) -> bool:
         return self._thread is not None and not self._exited.is_set()
@@ -98,7 +109,10 @@ class InterceptCapture:
             raise InterceptError("intercept capture is already started")
         if self._orphaned and not self._exited.is_set():
             raise InterceptError("the previous FUSE loop still serves files opened before stop()")
-        clear_dead_mount(self.mountpoint)  # a killed agent's mount would make every call fail
+        try:  # a killed agent's mount would make every call fail
+            clear_dead_mount(self.mountpoint)
+        except MountError as exc:
+            raise InterceptError(str(exc)) from None
         source, mountpoint = self.source.resolve(), self.mountpoint.resolve()
         self._check(source, mountpoint)
         try:
@@ -133,7 +147,7 @@ class InterceptCapture:
         self._exit_error, self._stopping, self._orphaned = None, False, False
         self._live = False
         self._connection = None
-        kwargs = {**mount_options(FSNAME), **sharing_options(self.allow_other)}
+        kwargs = {**mount_options(fsname_for(os.getpid())), **sharing_options(self.allow_other)}
         self._thread = threading.Thread(
             target=self._serve, args=(PassthroughFuse, str(mountpoint), kwargs, self._root_fd),
             name=f"intercept-fuse:{mountpoint.name}", daemon=True,
@@ -282,11 +296,7 @@ class InterceptCapture:
         """Sever the FUSE connection (after a lazy unmount, open files keep the loop alive)."""
         if self._connection is None:
             return False
-        abort = FUSECTL / self._connection / "abort"
-        try:
-            abort.write_text("1")
-        except OSError as exc:
-            log.warning("intercept: cannot abort the FUSE connection (%s): %s", abort, exc)
+        if not abort_connection(self._connection):
             return False
         log.warning("intercept: aborted FUSE connection %s; open files fail", self._connection)
         return True
@@ -317,74 +327,6 @@ def user_allow_other(conf: Path = FUSE_CONF) -> bool:
     return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines)
 
 
-#: What statvfs(2) says on a FUSE mount whose daemon died (ENOTCONN), or was aborted.
-_DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
-
-
-def clear_dead_mount(path: Path | str, timeout_s: float = 10.0) -> str:
-    """Unmount (lazily) an intercept mount at ``path`` whose daemon is dead: an agent killed
-    while it was the source leaves one behind ("Transport endpoint is not connected"), and
-    nothing can use the folder (capture, apply, the application) until it is gone. A live
-    mount of ours there (another process serves it) is refused: two captures of one folder
-    would journal it twice. Returns what was done ('' when there was nothing to do)."""
-    where = Path(os.path.abspath(path))
-    if not _fuse_mounts(where):
-        return ""
-    try:
-        os.statvfs(where)  # always asks the daemon (a stat may be answered from the cache)
-    except OSError as exc:
-        if exc.errno not in _DEAD:
-            raise InterceptError(f"{where} is not usable: {exc}") from exc
-        why = exc.strerror or str(exc)
-    else:
-        raise InterceptError(
-            f"{where} is already captured by another live intercept mount "
-            "(a second agent for this folder?)"
-        )
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    cmd = [tool, "-uz", str(where)] if tool else ["umount", "-l", str(where)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    if done.returncode != 0 and _fuse_mounts(where):
-        raise InterceptError(
-            f"a dead intercept mount at {where} ({why}) could not be removed: "
-            f"{' '.join(cmd)}: {done.stderr.strip()}"
-        )
-    said = f"removed the dead intercept mount of a previous run at {where} ({why})"
-    log.warning("intercept: %s", said)
-    return said
-
-
 def _fuse_mounts(mountpoint: Path) -> set[tuple[int, str]]:
     """(mount id, fusectl connection name) of the FUSE mounts of ours at ``mountpoint``."""
-    found: set[tuple[int, str]] = set()
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        # id parent major:minor root mountpoint options [optional...] - fstype source super
-        fields = line.split()
-        try:
-            sep = fields.index("-")
-        except ValueError:
-            continue
-        if len(fields) < sep + 3 or _unescape(fields[4]) != str(mountpoint):
-            continue
-        if fields[sep + 1].startswith("fuse") and _unescape(fields[sep + 2]) == FSNAME:
-            found.add((int(fields[0]), fields[2].split(":")[1]))
-    return found
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    return {(m.mount_id, m.connection) for m in our_mounts(mountpoint)}

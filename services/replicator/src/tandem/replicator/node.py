@@ -195,12 +195,12 @@ class ReplicatorNode:
         if self.s.protected_root is not None:
             # A previous run killed while it was the source left its mount behind: neither
             # side (nor the application) can use the folder until it is gone.
-            from tandem.replicator.intercept import InterceptError, clear_dead_mount
+            from tandem.replicator.intercept_mounts import MountError, clear_dead_mount
 
             for folder in {self.s.protected_root, self.s.mountpoint or self.s.protected_root}:
                 try:
                     await asyncio.to_thread(clear_dead_mount, folder)
-                except InterceptError as exc:  # a live mount of another process: the
+                except MountError as exc:  # a live mount of another process: the
                     # source's capture says so (an alert) and tries again
                     log.warning("%s: %s", self.s.node, exc)
         self.record = await current_role(self.bus, self.s, self.poll_s)

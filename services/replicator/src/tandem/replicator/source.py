@@ -328,7 +328,7 @@ class SourceSide:
 
         try:
             result = await verify_and_sync(
-                self.root,
+                self.capture.read_root(),
                 fetch_replica=fetch,
                 submit=self.queue.submit,
                 settle=settle,

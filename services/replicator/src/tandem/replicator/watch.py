@@ -134,6 +134,9 @@ class WatchCapture(EventHandling):
 
     # ---------------------------------------------------------------- lifecycle
 
+    def read_root(self) -> Path:
+        return self.root
+
     def start(self) -> None:
         """Watch, index the existing tree, then handle events; returns once capture is live.
 
