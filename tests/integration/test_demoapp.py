@@ -93,7 +93,7 @@ async def test_put_get_list_and_health(demo: Demo) -> None:
     status, body = await request("GET", f"{demo.base}/items")
     assert (status, json.loads(body)) == (200, ["a_2", "report-1.txt"])
     status, body = await request("GET", f"{demo.base}/health")
-    assert (status, json.loads(body)) == (200, {"ok": True, "items": 2})
+    assert (status, json.loads(body)) == (200, {"ok": True})
     # Nothing but the items themselves in the data directory (no temporary files left).
     assert sorted(p.name for p in demo.data.iterdir()) == ["a_2", "report-1.txt"]
 
