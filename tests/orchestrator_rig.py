@@ -138,7 +138,7 @@ async def wait_saga(
 
 
 async def both_nodes_ready(pair: Pair) -> None:
-    """The Active serves (role active, app healthy) and the Passive replicates."""
+    """The Active serves (role active, app healthy) and the Passive replicates, verified."""
 
     async def ready() -> bool:
         try:
@@ -153,7 +153,13 @@ async def both_nodes_ready(pair: Pair) -> None:
             and active["alive"]
             and active["role"] == "active"
             and active["checks"].get("web-http") == "ok"
-            and any(n["alive"] and n["role"] == "passive" for n in others)
+            and any(
+                n["alive"]
+                and n["role"] == "passive"
+                # verified: the guard refuses a move to a replica out of sync or syncing
+                and n.get("replication") not in ("out_of_sync", "syncing")
+                for n in others
+            )
         )
 
     await eventually(ready, 90, "the pair to be up (Active serving, Passive alive)")

@@ -16,8 +16,9 @@ import psutil
 
 def pair_ready(view: dict[str, Any] | None, check: str) -> tuple[bool, str]:
     """From the cluster view: the Active alive, playing active, its ``check`` ok; another
-    node alive, passive and not out of sync (the orchestrator's guard refuses a move to an
-    out-of-sync node); no saga running. Returns (ready, why not)."""
+    node alive, passive, neither out of sync nor being synchronized (the orchestrator's guard
+    refuses a move to such a node; a new target is out of sync until verified); no saga
+    running. Returns (ready, why not)."""
     if view is None:
         return False, "no cluster view"
     nodes = {n["name"]: n for n in view.get("nodes", [])}
@@ -32,7 +33,9 @@ def pair_ready(view: dict[str, Any] | None, check: str) -> tuple[bool, str]:
         return False, f"Active's check {check}: {active['checks'].get(check)}"
     others = [n for name, n in nodes.items() if name != active["name"]]
     if not any(
-        n["alive"] and n["role"] == "passive" and n.get("replication") != "out_of_sync"
+        n["alive"]
+        and n["role"] == "passive"
+        and n.get("replication") not in ("out_of_sync", "syncing")
         for n in others
     ):
         said = [(n["name"], n["alive"], n["role"], n.get("replication")) for n in others]

@@ -50,7 +50,12 @@ async def test_the_passive_follows_what_the_application_does(
             lambda: tree(replica) == tree(source), timeout=60, what="the replica to follow"
         )
         states = await events_of(bus, "ReplicationStateChanged")
-        assert all(e.payload.state != "out_of_sync" for e in states)
+        # A new target says it is not verified yet, until the source's verify at start
+        # confirms it; after that it never falls out of sync.
+        assert states[0].payload.state == "out_of_sync"
+        assert "not known to match its source" in states[0].payload.reason
+        first_in_sync = next(i for i, e in enumerate(states) if e.payload.state == "in_sync")
+        assert all(e.payload.state != "out_of_sync" for e in states[first_in_sync:])
 
 
 async def started(bus: Bus, sides: int) -> bool:
@@ -307,3 +312,33 @@ async def test_a_stopped_source_publishes_what_it_captured_then_marks_the_stop_c
     last = await bus.js.get_last_msg(JOURNAL_STREAM, journal_subject("demo"))
     batch = unpack(last.data, dict(last.headers or {}))
     assert any(op.path == "last-words" and op.data for op in batch.ops)
+
+
+async def test_a_verified_replica_stays_verified_across_a_restart_and_a_source_does_not(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """A new target is out of sync until verified (the orchestrator's guard then refuses to
+    move the cluster onto it); once a verify confirmed it, a restart keeps that. While a
+    node is the source it is not known to match as a replica (were it to die, the next
+    source might lack what it wrote last); once it stopped cleanly, it is."""
+    source, replica = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    source.mkdir(parents=True)
+    replica.mkdir(parents=True)
+    source_state, target_state = tmp_path / "a" / "state", tmp_path / "b" / "state"
+    async with node(bus, source, "primary", initial_role="active", state_dir=source_state):
+        async with node(bus, replica, "secondary", state_dir=target_state):
+            await eventually(lambda: _last_state(bus, "in_sync"), 60, "verified in sync")
+        assert (target_state / "replica-verified").exists()
+        assert not (source_state / "replica-verified").exists()
+        before = len(await events_of(bus, "ReplicationStateChanged"))
+        async with node(bus, replica, "secondary", state_dir=target_state):
+            await eventually(lambda: started(bus, 3), 30, "the target to start again")
+            await asyncio.sleep(1.0)
+        after = (await events_of(bus, "ReplicationStateChanged"))[before:]
+        assert all(e.payload.state != "out_of_sync" for e in after), after
+    assert (source_state / "replica-verified").exists()  # stopped cleanly: all drained
+
+
+async def _last_state(bus: Bus, state: str) -> bool:
+    states = await events_of(bus, "ReplicationStateChanged")
+    return bool(states) and states[-1].payload.state == state

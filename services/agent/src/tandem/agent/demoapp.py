@@ -4,9 +4,9 @@ Tandem replicates.
     python -m tandem.agent.demoapp --data DIR --port N [--host 127.0.0.1]
 
 ``PUT /items/<name>`` stores the body, ``GET /items/<name>`` returns it, ``GET /items`` lists
-the names (JSON), ``GET /health`` answers ``{"ok": true}`` (the data folder is usable; one stat, however
-many items). Logs go to stderr; a
-SIGTERM (or SIGINT) ends it cleanly with exit code 0.
+the names (JSON), ``GET /health`` answers ``{"ok": true}`` (the data folder is usable: one
+stat, however many items). Logs go to stderr; a SIGTERM (or SIGINT) ends it cleanly with
+exit code 0.
 """
 
 from __future__ import annotations

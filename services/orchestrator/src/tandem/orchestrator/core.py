@@ -78,6 +78,8 @@ class Orchestrator(OrchestratorViews):
             return ""
         if view.replication is ReplicaState.OUT_OF_SYNC:
             return f"{node} is out of sync: verify & synchronize it first"
+        if view.replication is ReplicaState.SYNCING:
+            return f"{node} is being verified & synchronized: its replica is not complete yet"
         if view.lag_bytes > self.s.max_lag_bytes:
             return f"{node} lags {view.lag_bytes} bytes (bound {self.s.max_lag_bytes})"
         return ""

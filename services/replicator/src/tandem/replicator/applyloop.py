@@ -57,6 +57,18 @@ class ApplyLoop:
         #: During verify & synchronize a missing batch is skipped: the verify repairs it.
         self._skip_gaps = False
         self._before_sync = ReplicaState.IN_SYNC
+        #: Nothing says this replica matches its source (a new target, or one whose node was
+        #: a source that did not stop cleanly): reported out of sync until a verify succeeds,
+        #: while apply goes on as usual. Called with True once a verify confirmed it.
+        self.unverified = False
+        self.on_verified: Callable[[bool], Awaitable[None]] | None = None
+
+    async def mark_unverified(self, reason: str) -> None:
+        """Report out of sync (``reason``) until a verify succeeds; apply is not stopped."""
+        self.unverified = True
+        self.state = ReplicaState.OUT_OF_SYNC
+        log.info("replica not verified yet: %s", reason)
+        await self.report_state(self.state, reason)
 
     def applied_upto(self) -> tuple[int, int]:
         """(epoch, seq) of the last batch wholly applied."""
@@ -84,7 +96,7 @@ class ApplyLoop:
         return None, f"gap: batch {want[0]}:{want[1]} missing, {first[0]}:{first[1]} is here"
 
     async def cycle(self) -> Cycle:
-        if self.state is ReplicaState.OUT_OF_SYNC and not self._out_for_gap:
+        if self.state is ReplicaState.OUT_OF_SYNC and not self._out_for_gap and not self.unverified:
             return Cycle(0, "out of sync: apply is stopped until verify & synchronize")
         try:
             batch, reason = await asyncio.to_thread(self.next_batch)
@@ -96,7 +108,7 @@ class ApplyLoop:
                 return Cycle(0, f"out of sync ({reason}): until verify & synchronize")
             return await self._waiting(reason)
         self._gap_since = None
-        if self.state is ReplicaState.OUT_OF_SYNC:
+        if self.state is ReplicaState.OUT_OF_SYNC and not self.unverified:
             # The missing batch came after all (redelivered late, e.g. after the journal's
             # leader changed): nothing was skipped, so applying simply goes on.
             self._out_for_gap = False
@@ -151,6 +163,8 @@ class ApplyLoop:
 
     async def _out_of_sync(self, reason: str) -> None:
         self._out_for_gap = False
+        if self.on_verified is not None:
+            await self.on_verified(False)
         log.error("replica out of sync: %s", reason)
         self.state = ReplicaState.OUT_OF_SYNC
         await self.report_state(self.state, reason)
@@ -189,6 +203,9 @@ class ApplyLoop:
         self._skip_gaps = False
         if ok:
             self.state = ReplicaState.IN_SYNC
+            self.unverified = False
+            if self.on_verified is not None:
+                await self.on_verified(True)
         elif self.state is ReplicaState.SYNCING:
             # A verify that could not finish (e.g. the disk is full) leaves things as it
             # found them: a paused replica stays paused, one in sync keeps applying.

@@ -9,7 +9,6 @@ block (back-pressure when the send queue is full): a backend never drops an oper
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Protocol
 
 from tandem.replicator.ops import Op

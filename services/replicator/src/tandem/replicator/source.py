@@ -47,6 +47,7 @@ from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
 from tandem.replicator.settings import ReplicatorSettings
 from tandem.replicator.syncmode import SyncSink, SyncWaiter, direct_subject
 from tandem.replicator.syncproto import TargetNotServingError, fetch_manifest, tell_end
+from tandem.replicator.target import VERIFIED_MARK
 from tandem.replicator.verify import Throttle, VerifyResult, verify_and_sync
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,9 @@ class SourceSide:
         state.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread((state / SOURCE_EPOCH_FILE).write_text, f"{self.epoch}\n")
         mark = state / CLEAN_MARK
+        # From now on this node's data is the reference: should it die, the next source
+        # may lack some of it, so it is no longer known to match as a replica.
+        await asyncio.to_thread((state / VERIFIED_MARK).unlink, True)
         # Verify & synchronize at start unless this is an intercept source that stopped
         # cleanly: at first pairing the replica may lack anything; after a crash, batches in
         # memory were lost; watch assumes what it indexed at start is on the replica already.
@@ -240,6 +244,7 @@ class SourceSide:
             with contextlib.suppress(asyncio.CancelledError):
                 await publishing
         mark.touch()
+        (mark.parent / VERIFIED_MARK).touch()  # all it wrote is in the journal
 
     async def _on_replica_state(self, msg: Msg) -> None:
         """A Passive that fell out of sync (a gap the stream cannot fill) gets verified."""

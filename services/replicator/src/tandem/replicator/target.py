@@ -33,6 +33,12 @@ from tandem.replicator.syncproto import ManifestServer
 
 log = logging.getLogger(__name__)
 
+#: In the state dir: this node's replica is known to match its source — written when a
+#: verify succeeds and when a source stops cleanly (all it journaled is drained); removed
+#: when it falls out of sync and when the node starts as a source (if that source dies, the
+#: next one may not have all it wrote). A target started without it reports out of sync.
+VERIFIED_MARK = "replica-verified"
+
 
 class TargetSide:
     def __init__(
@@ -68,6 +74,7 @@ class TargetSide:
             report_refusal=self._refused,
             on_ready=self._ready,
         )
+        self.loop.on_verified = self._verified
         self.manifests = ManifestServer(
             bus,
             settings.cluster,
@@ -81,9 +88,16 @@ class TargetSide:
     async def run(self) -> None:
         await self.manifests.start()
         try:
+            if not await asyncio.to_thread((self.s.state / VERIFIED_MARK).exists):
+                await self.loop.mark_unverified(
+                    f"{self.s.node}'s replica is not known to match its source (a new target, "
+                    "or its node was a source that did not stop cleanly): verify & synchronize "
+                    "it before it may take over"
+                )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.receiver.run())
                 tasks.create_task(self.loop.run())
+                tasks.create_task(self._ask_for_verify())
         finally:
             await self.manifests.stop()
             self.applier.close()
@@ -98,6 +112,22 @@ class TargetSide:
             "applied_epoch": epoch,
             "applied_seq": seq,
         }
+
+    async def _verified(self, ok: bool) -> None:
+        """A verify confirmed the replica (the mark survives restarts), or it fell out."""
+        mark = self.s.state / VERIFIED_MARK
+        if ok:
+            await asyncio.to_thread(mark.touch)
+        else:
+            await asyncio.to_thread(mark.unlink, True)
+
+    async def _ask_for_verify(self, every_s: float = 15.0) -> None:
+        """While unverified, say so again now and then: a source that started after the
+        first report (and had no verify of its own to run) learns of it and verifies."""
+        while True:
+            await asyncio.sleep(every_s)
+            if self.loop.unverified and self.loop.state is ReplicaState.OUT_OF_SYNC:
+                await self._report_state(self.loop.state, "still not verified: asking again")
 
     async def _ready(self) -> None:
         payload = ReplicationStartedPayload(

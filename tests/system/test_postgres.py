@@ -1,0 +1,169 @@
+"""A real database end to end (issue 16 item 9): Debian's PostgreSQL 15 protected by a pair
+of root node agents, running as the ``postgres`` user on the ``intercept`` capture, with a
+client committing numbered rows through the public port.
+
+- sync mode: SIGKILL of the Active's agent and of postgres under load; the orchestrator
+  fails over, postgres crash-recovers on the new Active (its replicated ``postmaster.pid``
+  removed first) and every acknowledged commit is there;
+- async mode: a managed switchover under load loses no acknowledged commit.
+
+Real processes throughout: nats-server, agents, orchestrator, postgres, FUSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_rig import read_pid
+from app_user import shared_dir
+from helpers import eventually
+from orchestrator_rig import Pair, cluster_view, leader_ready, wait_saga
+from pg_rig import (
+    Writer,
+    add_pg_node,
+    init_database,
+    pg_ready,
+    prepare_node_folder,
+    rows_present,
+)
+from tandem.events.embedded import NatsServer, free_port
+
+pytestmark = [pytest.mark.system, pytest.mark.postgres]
+
+
+@pytest.fixture
+def pg_pair(nats_server: NatsServer, tmp_path: Path) -> Iterator[Pair]:
+    pg_ready()
+    with shared_dir("tandem-pg-") as base:  # postgres must reach its folders
+        pair = Pair(cluster="pg", tmp=base, bus_url=nats_server.url, public_port=free_port())
+        try:
+            yield pair
+        finally:
+            pair.stop_all()
+            for node in ("primary", "secondary"):
+                _kill_postgres(pair, node)
+            for log in base.rglob("*.log"):  # kept with the test's own tmp_path
+                if "pgdata" not in log.parts:
+                    target = tmp_path / "logs" / log.relative_to(base)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(log, target)
+
+
+def _postgres_pid(pair: Pair, node: str) -> int | None:
+    return read_pid(pair.tmp / node / "state" / "apps" / "db.pid")
+
+
+def _kill_postgres(pair: Pair, node: str) -> None:
+    pid = _postgres_pid(pair, node)
+    if pid is not None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+async def start_pg_pair(pair: Pair, mode: str) -> None:
+    for node in ("primary", "secondary"):
+        prepare_node_folder(pair.data(node))
+    init_database(pair.data("primary"))  # an existing database, put under protection
+    add_pg_node(pair, "primary", initial_role="active", mode=mode, pg_port=free_port())
+    add_pg_node(pair, "secondary", initial_role="passive", mode=mode, pg_port=free_port())
+    for agent in pair.agents.values():
+        agent.start()
+    pair.add_orchestrator().start()
+    await leader_ready(pair)
+    await eventually(lambda: _serving_in_sync(pair, "primary"), 180, "postgres served, in sync")
+
+
+async def _serving_in_sync(pair: Pair, active: str) -> bool:
+    try:
+        view = await cluster_view(pair)
+    except Exception:
+        return False
+    nodes = {n["name"]: n for n in view["nodes"]}
+    a, p = nodes.get(active), nodes.get("secondary" if active == "primary" else "primary")
+    return bool(
+        view.get("active") == active
+        and a and a["role"] == "active" and a["checks"].get("db-port") == "ok"
+        and p and p["alive"] and p.get("replica_state") == "in_sync"
+    )  # fmt: skip
+
+
+async def _serving(pair: Pair, active: str) -> bool:
+    try:
+        view: dict[str, Any] = await cluster_view(pair)
+    except Exception:
+        return False
+    nodes = {n["name"]: n for n in view["nodes"]}
+    a = nodes.get(active)
+    return bool(
+        view.get("active") == active and a and a["role"] == "active"
+        and a["checks"].get("db-port") == "ok"
+    )  # fmt: skip
+
+
+def _committed_some(writer: Writer, more_than: int) -> bool:
+    return len(writer.acked) > more_than
+
+
+@pytest.mark.timeout(600)
+async def test_sync_mode_failover_after_sigkill_loses_no_acknowledged_commit(
+    pg_pair: Pair,
+) -> None:
+    pair = pg_pair
+    await start_pg_pair(pair, "sync")
+    assert pair.public_port is not None
+    writer = Writer(pair.public_port).start()
+    try:
+        await eventually(lambda: _committed_some(writer, 200), 120, "commits under load")
+        # The Active dies without a word: its agent and postgres, SIGKILL both.
+        pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
+        _kill_postgres(pair, "primary")
+        acked_at_kill = len(writer.acked)
+        await eventually(lambda: _serving(pair, "secondary"), 240, "postgres on the new Active")
+        await eventually(lambda: _committed_some(writer, acked_at_kill + 50), 120,
+                         "commits on the new Active")  # fmt: skip
+    finally:
+        writer.stop()
+    present = await asyncio.to_thread(rows_present, pair.public_port)
+    lost = sorted(set(writer.acked) - present)
+    assert lost == [], f"{len(lost)} acknowledged commits missing: {lost[:20]}"
+    view = await cluster_view(pair)
+    assert view["active"] == "secondary"
+    log = (pair.tmp / "secondary" / "agent.log").read_text()
+    assert "removed stale" in log and "postmaster.pid" in log, "the dead instance's lock file"
+
+
+@pytest.mark.timeout(600)
+async def test_async_mode_switchover_under_load_loses_no_acknowledged_commit(
+    pg_pair: Pair,
+) -> None:
+    pair = pg_pair
+    await start_pg_pair(pair, "async")
+    assert pair.public_port is not None
+    writer = Writer(pair.public_port).start()
+    try:
+        await eventually(lambda: _committed_some(writer, 200), 120, "commits under load")
+        async with pair.api() as api:
+            answer = await api.post(
+                f"/api/v1/clusters/{pair.cluster}/switchover", json={"to": "secondary"}
+            )
+        assert answer.status_code == 202, answer.text
+        saga = await wait_saga(pair, answer.json()["saga_id"], timeout=240)
+        assert saga["state"] == "completed", saga
+        moved_at = len(writer.acked)
+        await eventually(lambda: _committed_some(writer, moved_at + 50), 120,
+                         "commits on the new Active")  # fmt: skip
+    finally:
+        writer.stop()
+    present = await asyncio.to_thread(rows_present, pair.public_port)
+    lost = sorted(set(writer.acked) - present)
+    assert lost == [], f"{len(lost)} acknowledged commits missing: {lost[:20]}"
