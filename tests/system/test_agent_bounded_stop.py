@@ -21,7 +21,10 @@ from tandem.events.embedded import NatsServer
 pytestmark = pytest.mark.system
 
 #: Ignores SIGTERM; only SIGKILL ends it.
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)"
+STUBBORN = (
+    "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "pathlib.Path(sys.argv[1]).touch(); time.sleep(3600)"
+)
 
 
 @pytest.mark.timeout(180)
@@ -31,7 +34,7 @@ async def test_sigterm_ends_the_agent_at_its_deadline_with_a_hung_application(
     app = f"""
 [[applications]]
 name = "stubborn"
-start = {[sys.executable, "-c", STUBBORN]!r}
+start = {[sys.executable, "-c", STUBBORN, str(tmp_path / "ignoring")]!r}
 stop_grace_s = 600
 pid_file = "{tmp_path / "stubborn.pid"}"
 
@@ -48,10 +51,8 @@ guard = false
     )
     agent.start()
     try:
-        await eventually(
-            lambda: read_pid(tmp_path / "stubborn.pid") is not None,
-            timeout=60,
-            what="the application to start",
+        await eventually(  # its SIGTERM handler is in place (the pid file comes earlier)
+            lambda: (tmp_path / "ignoring").exists(), timeout=60, what="the application to start"
         )
         app_pid = read_pid(tmp_path / "stubborn.pid")
         agent.signal(signal.SIGTERM)

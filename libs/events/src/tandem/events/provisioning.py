@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from nats.js import JetStreamContext
@@ -12,7 +13,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
 from tandem.events import subjects
 from tandem.events.settings import StreamSettings
@@ -127,7 +128,16 @@ async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig, update: bool) 
     try:
         info = await js.stream_info(cfg.name or "")
     except NotFoundError:
-        await js.add_stream(cfg)
+        for attempt in range(20):
+            try:
+                await js.add_stream(cfg)
+                break
+            except ServerError as exc:
+                # "error creating store for stream": the files of a stream of that name,
+                # deleted a moment ago, are still being removed (seen under load in CI).
+                if exc.err_code != _STORE_NOT_CREATED or attempt == 19:
+                    raise
+                await asyncio.sleep(0.25)
         return f"stream {cfg.name} created"
     if _same_stream(info.config, cfg):
         return f"stream {cfg.name} unchanged"
@@ -135,6 +145,9 @@ async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig, update: bool) 
         return f"stream {cfg.name} exists with other limits; left as it is"
     await js.update_stream(cfg)
     return f"stream {cfg.name} updated"
+
+
+_STORE_NOT_CREATED = 10049
 
 
 def _same_stream(have: StreamConfig, want: StreamConfig) -> bool:
