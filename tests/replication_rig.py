@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import require
+from helpers import running
 from tandem.events.bus import Bus
 from tandem.events.catalog.vocabulary import ReplicaState
 from tandem.events.registry import decode_event
@@ -192,13 +193,8 @@ def fuse_ready() -> None:
 async def node(bus: Bus, root: Path, name: str, **kw: Any) -> AsyncIterator[asyncio.Task[None]]:
     peers = [p for p in ("primary", "secondary") if p != name]
     settings = ReplicatorSettings(cluster="demo", node=name, peers=peers, protected_root=root, **kw)
-    task = asyncio.create_task(run(settings, bus))
-    try:
+    async with running(run(settings, bus)) as task:
         yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def events_of(bus: Bus, type_name: str) -> list[Any]:
