@@ -278,8 +278,14 @@ async def test_lists_of_clusters_and_groups(client: httpx.AsyncClient) -> None:
 async def test_clusters_carry_their_service_status_and_reason(
     client: httpx.AsyncClient, facade: FakeFacade
 ) -> None:
-    facade.clusters_["alpha"] = facade.clusters_["alpha"].model_copy(
-        update={"service": ServiceStatus.DOWN, "service_reason": "nobody serves: a1 fenced itself"}
+    alpha = facade.clusters_["alpha"]
+    a1, a2 = alpha.nodes
+    facade.clusters_["alpha"] = alpha.model_copy(
+        update={
+            "service": ServiceStatus.DOWN,
+            "service_reason": "nobody serves: a1 fenced itself",
+            "nodes": [a1, a2.model_copy(update={"lag_oldest_age_s": 4.5})],
+        }
     )
     body = (await client.get("/api/v1/clusters/alpha", headers=bearer(VIEWER))).json()
     assert (body["service"], body["service_reason"]) == ("down", "nobody serves: a1 fenced itself")
@@ -297,6 +303,10 @@ async def test_clusters_carry_their_service_status_and_reason(
     other = frozenset({("cluster", "alpha"), ("status", "serving")})
     assert got[("tandem_cluster_service_status", current)] == 1
     assert got[("tandem_cluster_service_status", other)] == 0
+    assert body["nodes"][1]["lag_oldest_age_s"] == 4.5
+    age = "tandem_node_replication_lag_oldest_age_seconds"
+    assert got[(age, frozenset({("cluster", "alpha"), ("node", "a2")}))] == 4.5
+    assert (age, frozenset({("cluster", "alpha"), ("node", "a1")})) not in got  # unknown
 
 
 async def test_unknown_cluster_and_saga_are_404(client: httpx.AsyncClient) -> None:

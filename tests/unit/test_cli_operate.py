@@ -353,6 +353,40 @@ def test_status_shows_the_targets_replication_state() -> None:
     assert "catching up" in secondary
 
 
+def test_status_shows_a_targets_lag_in_bytes_batches_and_the_age_of_its_oldest() -> None:
+    from tandem.cli.api_client import Cluster
+
+    cluster = Cluster.model_validate(
+        cluster_json(
+            nodes=[
+                node("primary", "primary", "active", lag_oldest_age_s=0.0),
+                node(
+                    "secondary",
+                    "secondary",
+                    "passive",
+                    lag_bytes=1536,
+                    lag_batches=3,
+                    lag_oldest_age_s=4.12,
+                ),
+            ],
+        )
+    )
+    buffer = io.StringIO()
+    operate.render_status(_console(buffer), [cluster], {})
+    lines = buffer.getvalue().splitlines()
+    secondary = next(line for line in lines if "passive" in line)
+    assert "1.5 KiB, 3 batches, oldest 4.1s" in secondary
+    primary = next(line for line in lines if "active" in line and "primary *" in line)
+    assert "0 B" in primary and "oldest" not in primary and "batch" not in primary
+
+
+def test_human_seconds() -> None:
+    assert operate.human_seconds(0.04) == "0.0s"
+    assert operate.human_seconds(59.4) == "59.4s"
+    assert operate.human_seconds(725) == "12m05s"
+    assert operate.human_seconds(3 * 3600 + 12 * 60 + 9) == "3h12m"
+
+
 @pytest.mark.parametrize(
     ("service", "colour"),
     [("serving", "32"), ("degraded", "33"), ("down", "31"), ("needs_operator", "31")],

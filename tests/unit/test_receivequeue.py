@@ -8,15 +8,22 @@ import json
 import os
 from pathlib import Path
 
-from tandem.replicator.batch import Batch, pack
+from tandem.replicator.batch import Batch, encode_body, pack, pack_body
 from tandem.replicator.codec import codec_named
 from tandem.replicator.ops import Op, OpKind
 from tandem.replicator.receivequeue import Incoming, ReceiveQueue
 
 
-def incoming(seq: int, epoch: int = 2, size: int = 100) -> Incoming:
+def incoming(
+    seq: int, epoch: int = 2, size: int = 100, captured_at: float | None = None
+) -> Incoming:
     batch = Batch(epoch, seq, seq * 10, (Op(OpKind.WRITE, f"f{seq}", data=bytes([seq]) * size),))
-    data, headers = pack(batch, codec_named("zstd"))
+    if captured_at is None:
+        data, headers = pack(batch, codec_named("zstd"))  # as an earlier version sent it
+    else:
+        data, headers = pack_body(
+            epoch, seq, encode_body(batch), codec_named("zstd"), captured_at=captured_at
+        )
     return Incoming(epoch, seq, data, headers, batch)
 
 
@@ -102,3 +109,46 @@ def test_batches_of_the_former_layout_are_kept(tmp_path: Path) -> None:
     assert q.pending() == [(2, 5)]
     batch = q.get(2, 5)
     assert batch is not None and batch.ops == old.decoded.ops  # type: ignore[union-attr]
+
+
+def test_the_oldest_capture_time_follows_what_waits_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    q = ReceiveQueue(tmp_path)
+    assert q.oldest_captured_at() is None and q.oldest_age_s(now=1000.0) == 0.0
+    q.put_many([incoming(1, captured_at=500.25), incoming(2, captured_at=600.5)])
+    q.put_many([incoming(3)])  # an earlier version's batch: no time, not counted
+    assert q.oldest_captured_at() == 500.25
+    assert q.oldest_age_s(now=1000.0) == 499.75
+    q.remove(2, 1)
+    assert q.oldest_captured_at() == 600.5
+    q.close()
+
+    again = ReceiveQueue(tmp_path)  # read back from the segment's record heads
+    assert again.oldest_captured_at() == 500.25, "batch 1 is back with its segment"
+    assert again.drop_upto(2, 1) == 1, "the target drops what it applied at start"
+    assert again.oldest_captured_at() == 600.5
+    again.remove(2, 2)
+    assert again.oldest_captured_at() is None, "only a batch that does not say waits"
+    assert again.oldest_age_s(now=1000.0) == 0.0
+
+
+def test_a_source_clock_ahead_of_the_targets_gives_no_negative_age(tmp_path: Path) -> None:
+    q = ReceiveQueue(tmp_path)
+    q.put_many([incoming(1, captured_at=1000.5)])
+    assert q.oldest_age_s(now=1000.0) == 0.0
+
+
+def test_batches_applied_before_a_restart_are_dropped_up_to_the_position(
+    tmp_path: Path,
+) -> None:
+    q = ReceiveQueue(tmp_path)
+    q.put_many([incoming(1), incoming(2), incoming(3)])
+    q.remove(2, 1)
+    q.remove(2, 2)  # applied, but their segment stays: batch 3 still waits
+    q.close()
+    again = ReceiveQueue(tmp_path)
+    assert again.pending() == [(2, 1), (2, 2), (2, 3)]
+    assert again.drop_upto(2, 2) == 2
+    assert again.pending() == [(2, 3)] and again.depth() == (1, len(incoming(3).data))
+    assert again.drop_upto(1, 99) == 0, "an earlier epoch's position drops nothing of this one"

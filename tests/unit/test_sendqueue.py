@@ -1,11 +1,15 @@
-"""The send queue: batching by size and age, spill to disk, quota with back-pressure."""
+"""The send queue: batching by size and age, spill to disk, quota with back-pressure, the
+age of the oldest op the bus does not have yet."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
-from tandem.replicator.batch import decode_body, unpack
+import pytest
+
+from tandem.replicator.batch import H_CAPTURED_AT, Batch, captured_at, decode_body, pack, unpack
 from tandem.replicator.codec import codec_named
 from tandem.replicator.ops import Op, OpKind
 from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
@@ -115,3 +119,57 @@ def test_a_spilled_batch_is_kept_plain_and_encoded_when_taken(tmp_path: Path) ->
     assert taken.ops == 1 and len(taken.data) < 5000, "compressed when taken"
     assert unpack(taken.data, taken.headers).ops == decode_body(first.read_bytes()).ops
     assert second.exists()
+
+
+def test_the_oldest_age_grows_until_the_bus_has_the_batch(tmp_path: Path) -> None:
+    q = queue(tmp_path, batch_bytes=1 << 20, batch_age_s=60)
+    assert q.oldest_age_s() == 0.0, "nothing waits"
+    before = time.monotonic()
+    q.submit(write(1))  # the open batch counts: the bus does not have it either
+    at_5, at_9 = q.oldest_age_s(now=before + 5), q.oldest_age_s(now=before + 9)
+    assert 0 < at_5 <= 5 and at_9 == pytest.approx(at_5 + 4)
+    q.submit(write(2))  # a later op of the same batch: still the first one's age
+    assert q.oldest_age_s(now=before + 9) == at_9
+    q.seal_now()
+    sealed = q.take(0)
+    assert sealed is not None
+    assert q.oldest_age_s(now=before + 9) == at_9, "taken is not stored: it still waits"
+    q.acked(sealed.seq)
+    assert q.oldest_age_s(now=before + 9) == 0.0
+
+
+def test_the_oldest_age_is_the_first_unacked_batches_spilled_or_not(tmp_path: Path) -> None:
+    q = queue(tmp_path, batch_bytes=1, memory_bytes=1500)  # one batch in memory, then spill
+    for i in range(3):
+        q.submit(write(i))
+    assert q.spilled_bytes > 0
+    now = time.monotonic() + 100
+    ages = []
+    while (s := q.take(0)) is not None:
+        ages.append(q.oldest_age_s(now=now))
+        q.acked(s.seq)
+    # each ack leaves a younger oldest batch (captured later), and none at the end
+    assert ages[0] >= ages[1] >= ages[2] > 0
+    assert q.oldest_age_s(now=now) == 0.0 and q.depth() == (0, 0)
+
+
+def test_a_batch_carries_the_wall_time_of_its_first_capture(tmp_path: Path) -> None:
+    q = queue(tmp_path, batch_bytes=1, memory_bytes=0)  # spilled too: the time stays known
+    before = time.time()
+    q.submit(write(1))
+    after = time.time()
+    sealed = q.take(0)
+    assert sealed is not None
+    got = captured_at(sealed.headers)
+    assert got is not None and before - 1e-6 <= got <= after + 1e-6
+    assert sealed.headers[H_CAPTURED_AT] == f"{got:.6f}"
+    assert unpack(sealed.data, sealed.headers).ops == (write(1),)
+
+
+def test_a_batch_without_a_capture_time_is_still_accepted() -> None:
+    batch = Batch(4, 1, 0, (write(1),))
+    data, headers = pack(batch, codec_named("zstd"))  # as an earlier version sent it
+    assert H_CAPTURED_AT not in headers and captured_at(headers) is None
+    assert unpack(data, headers) == batch
+    assert captured_at({**headers, H_CAPTURED_AT: "soon"}) is None
+    assert unpack(data, {**headers, H_CAPTURED_AT: "soon"}) == batch

@@ -272,6 +272,7 @@ def test_the_active_has_no_replication_state_and_no_lag() -> None:
         active_gauges=None,
     )
     assert (got.state, got.lag_batches, got.lag_bytes) == (None, 0, 0)
+    assert got.oldest_unapplied_age_s == 0.0  # 0, not unknown: nothing waits for the Active
 
 
 def test_a_live_target_lags_by_its_receive_queue_and_the_actives_send_queue() -> None:
@@ -280,11 +281,57 @@ def test_a_live_target_lags_by_its_receive_queue_and_the_actives_send_queue() ->
         alive=True,
         reported=ReplicaState.IN_SYNC,
         reported_lag=(9, 9999),  # the last event's figures are older than the gauges
-        gauges={"receive_queue_batches": 2, "receive_queue_bytes": 300},
-        active_gauges={"send_queue_batches": 1, "send_queue_bytes": 50},
+        gauges={
+            "receive_queue_batches": 2,
+            "receive_queue_bytes": 300,
+            "receive_queue_oldest_age_s": 1.5,
+        },
+        active_gauges={
+            "send_queue_batches": 1,
+            "send_queue_bytes": 50,
+            "send_queue_oldest_age_s": 0.2,
+        },
     )
     assert (got.state, got.lag_batches, got.lag_bytes) == ("in_sync", 3, 350)
-    assert got.oldest_unapplied_age_s is None  # nothing reports it yet
+    assert got.oldest_unapplied_age_s == 1.5  # the older of the two queues' oldest
+
+
+def test_the_oldest_unapplied_change_may_be_the_one_the_active_still_holds() -> None:
+    # the target has applied all it received; the bus has been away from the Active
+    got = replica(
+        is_active=False,
+        alive=True,
+        reported=ReplicaState.IN_SYNC,
+        reported_lag=(0, 0),
+        gauges={"receive_queue_batches": 0, "receive_queue_oldest_age_s": 0.0},
+        active_gauges={"send_queue_batches": 40, "send_queue_oldest_age_s": 12.5},
+    )
+    assert got.oldest_unapplied_age_s == 12.5
+    no_active = replica(
+        is_active=False,
+        alive=True,
+        reported=ReplicaState.IN_SYNC,
+        reported_lag=(0, 0),
+        gauges={"receive_queue_batches": 1, "receive_queue_oldest_age_s": 3.0},
+        active_gauges=None,  # not heard from: what it holds is not known here
+    )
+    assert no_active.oldest_unapplied_age_s == 3.0
+
+
+def test_the_oldest_unapplied_age_is_unknown_without_the_targets_live_gauges() -> None:
+    def age(gauges: dict[str, float] | None, alive: bool = True) -> float | None:
+        return replica(
+            is_active=False,
+            alive=alive,
+            reported=ReplicaState.IN_SYNC,
+            reported_lag=(5, 500),
+            gauges=gauges,
+            active_gauges={"send_queue_batches": 1, "send_queue_oldest_age_s": 2.0},
+        ).oldest_unapplied_age_s
+
+    assert age(None, alive=False) is None  # not heard from: no event carries the age
+    assert age({}) is None  # alive, not replicating (yet)
+    assert age({"receive_queue_batches": 0}) is None  # a replicator too old to report it
 
 
 @pytest.mark.parametrize(

@@ -134,14 +134,24 @@ def serving_pair(v: Views, cluster: str = "demo") -> None:
         role=Role.ACTIVE,
         health=HealthStatus.OK,
         checks={"db": HealthStatus.OK},
-        queues={"send_queue_batches": 1, "send_queue_bytes": 10, "replicating_as_source": 1},
+        queues={
+            "send_queue_batches": 1,
+            "send_queue_bytes": 10,
+            "send_queue_oldest_age_s": 0.02,
+            "replicating_as_source": 1,
+        },
     )
     v.beat(
         cluster,
         "b",
         role=Role.PASSIVE,
         health=HealthStatus.OK,
-        queues={"receive_queue_batches": 0, "receive_queue_bytes": 0, "applied_seq": 9},
+        queues={
+            "receive_queue_batches": 0,
+            "receive_queue_bytes": 0,
+            "receive_queue_oldest_age_s": 0.0,
+            "applied_seq": 9,
+        },
     )
 
 
@@ -155,11 +165,12 @@ def test_a_serving_cluster_says_so_in_its_json_with_live_lag_per_target() -> Non
     assert body["health"] == "ok"  # kept for compatibility
     a, b = body["nodes"]
     assert (a["replica_state"], a["lag_batches"], a["lag_bytes"]) == (None, 0, 0)
+    assert a["lag_oldest_age_s"] == 0
     assert a["replication"] is None
     # the stale event's 4 batches / 208 B are replaced by the live gauges (plus the Active's
     # send queue, which no target has yet)
     assert (b["replica_state"], b["lag_batches"], b["lag_bytes"]) == ("in_sync", 1, 10)
-    assert b["lag_oldest_age_s"] is None
+    assert b["lag_oldest_age_s"] == 0.02  # the batch the Active still holds
 
 
 def test_the_active_whose_app_check_fails_is_down_while_its_heartbeat_is_fine() -> None:
@@ -251,7 +262,7 @@ def test_groups_roll_up_to_their_worst_member_and_metrics_show_it() -> None:
     v = Views([group])
     serving_pair(v, "sql")
     serving_pair(v, "web")
-    queues = {"receive_queue_batches": 2, "receive_queue_bytes": 5}
+    queues = {"receive_queue_batches": 2, "receive_queue_bytes": 5, "receive_queue_oldest_age_s": 4}
     v.beat("web", "b", role=Role.PASSIVE, health=HealthStatus.OK, fenced=True, queues=queues)
     (payments,) = v.groups()
     assert payments.service is ServiceStatus.DEGRADED
@@ -280,3 +291,22 @@ def test_groups_roll_up_to_their_worst_member_and_metrics_show_it() -> None:
     assert got[("tandem_node_active", frozenset({("cluster", "web"), ("node", "a")}))] == 1
     assert got[("tandem_node_replication_lag_batches", node)] == 3  # 2 received + 1 to send
     assert got[("tandem_node_replication_lag_bytes", node)] == 15
+    assert got[("tandem_node_replication_lag_oldest_age_seconds", node)] == 4
+    web_a = frozenset({("cluster", "web"), ("node", "a")})
+    assert got[("tandem_node_replication_lag_oldest_age_seconds", web_a)] == 0  # the Active
+
+
+def test_metrics_have_no_oldest_age_for_a_target_not_heard_from() -> None:
+    v = Views()
+    serving_pair(v)
+    v.now += 60  # b's (and a's) heartbeats are long gone
+    metrics = ApiMetrics()
+    metrics.refresh(v)  # type: ignore[arg-type]
+    names = {
+        (s.name, s.labels.get("node"))
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+    }
+    assert ("tandem_node_replication_lag_bytes", "b") in names
+    assert ("tandem_node_replication_lag_oldest_age_seconds", "b") not in names, "unknown"
+    assert ("tandem_node_replication_lag_oldest_age_seconds", "a") in names  # the Active: 0

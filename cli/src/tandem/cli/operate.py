@@ -97,6 +97,27 @@ def human_bytes(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def human_seconds(s: float) -> str:
+    """``4.1s``, ``12m05s``, ``3h12m``."""
+    if s < 60:
+        return f"{s:.1f}s"
+    minutes = int(s // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(s % 60):02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _lag(node: Node) -> str:
+    """``0 B`` when nothing waits, else ``1.2 MiB, 3 batches, oldest 4.1s`` (the age only
+    when the orchestrator knows it)."""
+    parts = [human_bytes(node.lag_bytes)]
+    if node.lag_batches:
+        parts.append(f"{node.lag_batches} batch{'' if node.lag_batches == 1 else 'es'}")
+    if node.lag_oldest_age_s:
+        parts.append(f"oldest {human_seconds(node.lag_oldest_age_s)}")
+    return ", ".join(parts)
+
+
 def _styled(value: str | None, style: str | None = None) -> str:
     text = escape(value) if value else "-"
     return f"[{style}]{text}[/]" if style else text
@@ -166,7 +187,7 @@ def status_table(clusters: list[Cluster]) -> Table:
                 _styled(node.role, "bold" if node.role == "active" else None),
                 _health(node, cluster),
                 "[green]yes[/]" if node.alive else "[red]no[/]",
-                human_bytes(node.lag_bytes),
+                _lag(node),
                 str(cluster.epoch),
                 escape(_notes(node)),
             )

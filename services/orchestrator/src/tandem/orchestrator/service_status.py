@@ -14,7 +14,9 @@ once expose took effect, so a node reporting role Active is taken as exposed.
 Per target, the replication state shown is ``in_sync`` / ``catching_up`` / ``out_of_sync`` /
 ``stopped`` (the catalog's ``ReplicaState`` mapped: syncing -> catching_up, paused or the
 target not heard from -> stopped), with the lag not yet applied by that target (its receive
-queue, plus the Active's send queue that no target has yet); 0 and no state on the Active.
+queue, plus the Active's send queue that no target has yet) and the age of the oldest change
+in it (the older of the two queues' oldest, as the nodes measured it; unknown when the target
+is not heard from); 0 and no state on the Active.
 
 Everything here is pure: functions of views and records, no clock, no bus.
 """
@@ -60,7 +62,8 @@ class Replica:
     state: ReplicationState | None
     lag_batches: int
     lag_bytes: int
-    #: Age of the oldest change not yet applied: nothing reports it yet (None).
+    #: Seconds since the oldest change not yet applied was captured (0.0 on the Active;
+    #: None: unknown, the target is not heard from or does not report it).
     oldest_unapplied_age_s: float | None = None
 
 
@@ -78,16 +81,22 @@ def replica(
     ``reported``/``reported_lag``: its last ``ReplicationStateChanged`` (state, batches and
     bytes then). ``gauges``: its live heartbeat's gauges (None when not alive);
     ``active_gauges``: the live Active's (its send queue is not applied anywhere yet).
+    The oldest unapplied change's age is live only: no event carries it, so a target without
+    live gauges has none (None), not its last known one.
     """
     if is_active:
-        return Replica(state=None, lag_batches=0, lag_bytes=0)
+        return Replica(state=None, lag_batches=0, lag_bytes=0, oldest_unapplied_age_s=0.0)
     batches, size = reported_lag
+    age: float | None = None
     if gauges is not None and "receive_queue_batches" in gauges:
         batches = int(gauges.get("receive_queue_batches", 0))
         size = int(gauges.get("receive_queue_bytes", 0))
+        age = gauges.get("receive_queue_oldest_age_s")  # None: a replicator too old to say
         if active_gauges is not None:
             batches += int(active_gauges.get("send_queue_batches", 0))
             size += int(active_gauges.get("send_queue_bytes", 0))
+            if age is not None:
+                age = max(age, active_gauges.get("send_queue_oldest_age_s", 0.0))
     if not alive:
         state: ReplicationState | None = "stopped"
     elif reported is not None:
@@ -96,7 +105,12 @@ def replica(
         state = "in_sync"  # a target starts in sync and reports only changes from there
     else:
         state = None
-    return Replica(state=state, lag_batches=max(batches, 0), lag_bytes=max(size, 0))
+    return Replica(
+        state=state,
+        lag_batches=max(batches, 0),
+        lag_bytes=max(size, 0),
+        oldest_unapplied_age_s=None if age is None else max(float(age), 0.0),
+    )
 
 
 def _at(when: datetime | None) -> str:

@@ -57,7 +57,8 @@ class NodeView(_View):
     #: Batches and bytes this target has not applied yet (0 on the Active).
     lag_batches: int = 0
     lag_bytes: int = 0
-    #: Age of its oldest change not yet applied (None: not reported by the nodes yet).
+    #: Seconds since its oldest change not yet applied was captured (0 on the Active; None:
+    #: unknown, the target is not heard from or its replicator does not report it).
     lag_oldest_age_s: float | None = None
     #: Left stopped after an automatic switchover, for an operator to inspect.
     awaiting_operator: bool = False

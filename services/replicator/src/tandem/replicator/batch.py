@@ -19,6 +19,7 @@ encoded bytes, so a corrupt batch is detected before it is decoded.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -43,6 +44,10 @@ H_SEQ = "Tandem-Seq"
 H_FORMAT = "Tandem-Batch-Format"
 H_CODEC = "Tandem-Codec"
 H_CHECKSUM = "Tandem-Checksum"
+#: Wall time (``time.time()``, seconds as a decimal string) at which the batch's first op was
+#: captured on the source: a target tells from it how old its oldest unapplied change is.
+#: Optional: batches of earlier versions do not carry it.
+H_CAPTURED_AT = "Tandem-Captured-At"
 
 
 class BatchError(ValueError):
@@ -152,16 +157,35 @@ def pack(batch: Batch, codec: Codec) -> tuple[bytes, dict[str, str]]:
     return pack_body(batch.epoch, batch.seq, encode_body(batch), codec)
 
 
-def pack_body(epoch: int, seq: int, body: bytes, codec: Codec) -> tuple[bytes, dict[str, str]]:
-    """Wire bytes and headers of a batch already encoded by ``encode_body``."""
+def pack_body(
+    epoch: int, seq: int, body: bytes, codec: Codec, captured_at: float | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """Wire bytes and headers of a batch already encoded by ``encode_body``; ``captured_at``:
+    the wall time of its first op (no header when None)."""
     data = codec.encode(body)
-    return data, {
+    headers = {
         H_EPOCH: str(epoch),
         H_SEQ: str(seq),
         H_FORMAT: str(FORMAT),
         H_CODEC: codec.name,
         H_CHECKSUM: xxhash.xxh64_hexdigest(data),
     }
+    if captured_at is not None:
+        headers[H_CAPTURED_AT] = f"{captured_at:.6f}"
+    return data, headers
+
+
+def captured_at(headers: dict[str, str] | None) -> float | None:
+    """The capture wall time a batch's headers carry; None when absent (a batch of an earlier
+    version) or unreadable: the age is a status figure, never a reason to refuse a batch."""
+    raw = (headers or {}).get(H_CAPTURED_AT)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def unpack(data: bytes, headers: dict[str, str] | None) -> Batch:

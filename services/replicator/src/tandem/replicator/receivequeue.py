@@ -22,12 +22,13 @@ import logging
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import xxhash
 
-from tandem.replicator.batch import Batch, unpack
+from tandem.replicator.batch import Batch, captured_at, unpack
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ class _Where:
     offset: int  # of the data
     size: int  # of the data
     headers: dict[str, str]
+    #: When the batch's first op was captured on the source (wall time; None: its headers do
+    #: not say, a batch of an earlier version). Read once here, not at each status look.
+    captured_at: float | None = None
+
+    @classmethod
+    def of(cls, segment: str, offset: int, size: int, headers: dict[str, str]) -> _Where:
+        return cls(segment, offset, size, headers, captured_at(headers))
 
 
 def _record(item: Incoming) -> tuple[bytes, bytes]:
@@ -115,7 +123,7 @@ class ReceiveQueue:
             head, data = _record(item)
             parts += (head, data)
             offset += len(head)
-            placed.append((item, _Where(self._current, offset, len(data), item.headers)))
+            placed.append((item, _Where.of(self._current, offset, len(data), item.headers)))
             offset += len(data)
         _writev_all(self._fd, parts)
         os.fsync(self._fd)
@@ -193,6 +201,17 @@ class ReceiveQueue:
         del self._live[segment]
         (self.dir / segment).unlink(missing_ok=True)
 
+    def drop_upto(self, epoch: int, seq: int) -> int:
+        """Remove every batch up to (epoch, seq), applied already; return how many.
+
+        ``remove`` is not recorded on disk: a segment still holding a waiting batch brings
+        its applied ones back at the next start. Nothing would remove them again (the applier
+        goes on from its position), and they would count as lag forever."""
+        done = [key for key in self.pending() if key <= (epoch, seq)]
+        for key in done:
+            self.remove(*key)
+        return len(done)
+
     def has(self, epoch: int, seq: int) -> bool:
         with self._lock:
             return (epoch, seq) in self._where
@@ -210,6 +229,23 @@ class ReceiveQueue:
         """(batches, bytes) waiting to be applied."""
         with self._lock:
             return len(self._where), self._bytes
+
+    def oldest_captured_at(self) -> float | None:
+        """Capture wall time of the oldest change still waiting to be applied; None when
+        nothing waits or no waiting batch says (a linear look: called for status only)."""
+        with self._lock:
+            times = [w.captured_at for w in self._where.values() if w.captured_at is not None]
+        return min(times, default=None)
+
+    def oldest_age_s(self, now: float | None = None) -> float:
+        """Seconds since the oldest change waiting here was captured on the source (``now``:
+        a ``time.time()`` reading); 0.0 when nothing waits (or no waiting batch says when)."""
+        captured = self.oldest_captured_at()
+        if captured is None:
+            return 0.0
+        # Captured by the source's clock, read by this node's: the two may differ a little,
+        # so a change may look captured in the future; it is then 0 s old, not negative.
+        return max((time.time() if now is None else now) - captured, 0.0)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -237,7 +273,7 @@ class ReceiveQueue:
                     break
                 epoch, seq, head_len, data_len, headers = problem
                 data_at = offset + _HEADER_SIZE + head_len
-                self._index((epoch, seq), _Where(name, data_at, data_len, headers))
+                self._index((epoch, seq), _Where.of(name, data_at, data_len, headers))
                 offset = data_at + data_len
         if self._live[name] == 0:
             self._drop_segment(name)

@@ -8,6 +8,9 @@ bus has stored them.
   in ``spill_dir`` (the bus is slow or away). Past ``spill_quota_bytes`` an alert is raised
   and ``submit`` blocks the writer until the bus catches up: nothing is ever dropped.
 - ``acked(seq)`` releases a batch once JetStream acknowledged it.
+- Each batch remembers when its first op was captured, until it is acked: ``oldest_age_s``
+  (status: how old the oldest change the bus does not have yet is) and, in the batch's
+  headers, the wall time of that capture (a target's own age of what it has not applied).
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class SendQueue:
         self._cond = threading.Condition()
         self._open: list[Op] = []
         self._open_bytes = 0
-        self._open_since = 0.0
+        self._open_since = 0.0  # time.monotonic() of the open batch's first op
+        self._open_wall = 0.0  # and its time.time()
         self._next_seq = first_seq
         self._next_op = 0
         #: seq -> (batch, bytes it counts): sealed, not yet encoded or stored by the bus.
@@ -77,6 +81,9 @@ class SendQueue:
         self._memory_bytes = 0
         self._spilled: dict[int, int] = {}  # seq -> bytes on disk
         self._spilled_bytes = 0
+        #: seq -> (monotonic, wall) capture time of its first op, for every sealed batch not
+        #: yet acked (memory or spilled), in seq order: the first one is the oldest.
+        self._captured: dict[int, tuple[float, float]] = {}
         self._sent_upto = first_seq - 1  # highest seq handed to the publisher
         self._over_quota = False
         #: Called (under the queue's lock, from the sealing thread) after each seal: must be
@@ -112,6 +119,7 @@ class SendQueue:
                 self._seal()
             if not self._open:
                 self._open_since = time.monotonic()
+                self._open_wall = time.time()
             self._open.append(op)
             self._open_bytes += cost
             if self._open_bytes >= self.limits.batch_bytes:
@@ -140,6 +148,7 @@ class SendQueue:
         # lock, so that writers do not wait for compression.
         batch = Batch(self.epoch, self._next_seq, self._next_op, tuple(self._open))
         size = self._open_bytes
+        self._captured[batch.seq] = (self._open_since, self._open_wall)
         self._next_seq += 1
         self._next_op += len(batch.ops)
         self._open, self._open_bytes = [], 0
@@ -176,13 +185,15 @@ class SendQueue:
                 found = self._get(seq)
                 if found is not None:
                     self._sent_upto = seq
+                    captured = self._captured.get(seq)
+                    wall = captured[1] if captured is not None else None
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 self._cond.wait(timeout=remaining)
         body = encode_body(found) if isinstance(found, Batch) else found  # or spilled
-        data, headers = pack_body(self.epoch, seq, body, self.codec)
+        data, headers = pack_body(self.epoch, seq, body, self.codec, captured_at=wall)
         return Sealed(self.epoch, seq, body_op_count(body), data, headers)
 
     def ready(self) -> int:
@@ -204,6 +215,7 @@ class SendQueue:
             kept = self._memory.pop(seq, None)
             if kept is not None:
                 self._memory_bytes -= kept[1]
+            self._captured.pop(seq, None)
             size = self._spilled.pop(seq, None)
             if size is not None:
                 self._spilled_bytes -= size
@@ -228,6 +240,18 @@ class SendQueue:
         with self._cond:
             batches = len(self._memory) + len(self._spilled) + (1 if self._open else 0)
             return batches, self._memory_bytes + self._spilled_bytes + self._open_bytes
+
+    def oldest_age_s(self, now: float | None = None) -> float:
+        """Seconds since the oldest op the bus has not stored yet was captured (``now``:
+        a ``time.monotonic()`` reading); 0.0 when nothing waits."""
+        with self._cond:
+            if self._captured:
+                since = next(iter(self._captured.values()))[0]
+            elif self._open:
+                since = self._open_since
+            else:
+                return 0.0
+        return max((time.monotonic() if now is None else now) - since, 0.0)
 
     @property
     def spilled_bytes(self) -> int:

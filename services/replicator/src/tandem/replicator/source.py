@@ -229,7 +229,11 @@ class SourceSide:
         if not self.ready.is_set():
             return {}
         batches, size = self.queue.depth()
-        return {"send_queue_batches": batches, "send_queue_bytes": size}
+        return {
+            "send_queue_batches": batches,
+            "send_queue_bytes": size,
+            "send_queue_oldest_age_s": self.queue.oldest_age_s(),
+        }
 
     async def _drain_then_mark(self, mark: Any) -> None:
         """Publish what capture queued, then mark the stop clean (no verify at next start).

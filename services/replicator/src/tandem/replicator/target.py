@@ -75,6 +75,9 @@ class TargetSide:
             on_ready=self._ready,
         )
         self.loop.on_verified = self._verified
+        stale = self.queue.drop_upto(*self.loop.applied_upto())
+        if stale:
+            log.info("receive queue: %d batches applied before the restart dropped", stale)
         self.manifests = ManifestServer(
             bus,
             settings.cluster,
@@ -109,6 +112,7 @@ class TargetSide:
         return {
             "receive_queue_batches": batches,
             "receive_queue_bytes": size,
+            "receive_queue_oldest_age_s": self.queue.oldest_age_s(),
             "applied_epoch": epoch,
             "applied_seq": seq,
         }

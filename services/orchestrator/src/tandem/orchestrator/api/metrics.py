@@ -91,6 +91,13 @@ class ApiMetrics:
             ["cluster", "node"],
             registry=r,
         )
+        self.lag_oldest_age = Gauge(
+            "tandem_node_replication_lag_oldest_age_seconds",
+            "Seconds since the oldest change the target has not applied yet was captured "
+            "(0 on the Active; no sample while unknown: the target is not heard from)",
+            ["cluster", "node"],
+            registry=r,
+        )
         self._labelled = (
             self.service,
             self.group_service,
@@ -99,6 +106,7 @@ class ApiMetrics:
             self.node_fenced,
             self.lag_batches,
             self.lag_bytes,
+            self.lag_oldest_age,
         )
         self.scrape_errors = Counter(
             "tandem_api_state_scrape_errors",
@@ -140,6 +148,8 @@ class ApiMetrics:
                 self.node_fenced.labels(**labels).set(1 if node.fenced else 0)
                 self.lag_batches.labels(**labels).set(node.lag_batches)
                 self.lag_bytes.labels(**labels).set(node.lag_bytes)
+                if node.lag_oldest_age_s is not None:  # unknown is no sample, not a 0
+                    self.lag_oldest_age.labels(**labels).set(node.lag_oldest_age_s)
         for g in groups:
             for status in ServiceStatus:
                 self.group_service.labels(group=g.name, status=status.value).set(
