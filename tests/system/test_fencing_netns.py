@@ -129,7 +129,12 @@ async def _fault(wire: Wire, name: str, old: str, new: str, fault, heal=None) ->
     await eventually(lambda: wire.served_by(old), 60, f"{name}: the client served by {old}")
     # The Passive in sync first: a target still catching up on a journal whose source then
     # dies can hold the next failover's StartIntercepting (a replicator limit of its own).
-    await eventually(lambda: wire.passive_in_sync(old), 60, f"{name}: the Passive in sync")
+    try:
+        await eventually(lambda: wire.passive_in_sync(old), 120, f"{name}: the Passive in sync")
+    except AssertionError as exc:
+        # Say what the Passive reported: replication state, lag and the last reason.
+        view = await cluster_view(wire.pair)
+        raise AssertionError(f"{exc}; nodes: {view['nodes']}") from None
     start = loop.time()
     await fault()
     await eventually(lambda: wire.served_by(new), 60, f"{name}: the client served by {new}")
