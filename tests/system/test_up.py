@@ -68,6 +68,12 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_b
             "agent-primary",
             "agent-secondary",
         }
+        # The state file holds the run's API tokens: owner only. The orchestrator has them
+        # from its tokens file, hashed (`tandem status` below gets in with them).
+        assert (tmp_path / "state" / "tandem" / "up.json").stat().st_mode & 0o777 == 0o600
+        tokens_file = tmp_path / "store" / "orchestrator" / "api-tokens"
+        assert tokens_file.stat().st_mode & 0o777 == 0o600
+        assert state["operator_token"] not in tokens_file.read_text()
 
         # No --bus: the tail finds the bus of the running `tandem up` by itself.
         tail = subprocess.run(
@@ -121,11 +127,27 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_b
         ):
             time.sleep(0.1)
         assert replica.read_text() == "replicated by Tandem"
+        # By now the orchestrator serves: `tandem status` finds its URL and token by itself.
+        status = subprocess.run(
+            [sys.executable, "-m", "tandem.cli", "status"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0, out
     assert "Tandem is up" in out and "stopped." in out
+    # Its output went to a pipe, not a terminal: the tokens are not in it, nor in any log.
+    assert "not shown (the output is not a terminal)" in out
+    logs = [p.read_text(errors="replace") for p in (tmp_path / "store").rglob("*.log")]
+    assert logs
+    for token in (state["operator_token"], state["viewer_token"]):
+        assert token not in out
+        assert all(token not in log for log in logs)
     for name, pid in state["services"].items():
         assert not alive(pid), f"{name} (pid {pid}) is still running"
     assert not (tmp_path / "state" / "tandem" / "up.json").exists()

@@ -14,6 +14,7 @@ from tandem.cli.busurl import resolve_bus_url
 from tandem.cli.options import ApiOption, TokenOption
 from tandem.cli.services import SERVICES, lookup
 from tandem.cli.srm import srm_app
+from tandem.cli.tokens import token_app
 from tandem.cli.vmware import vmware_app
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(bus_app, name="bus")
 app.add_typer(group_app, name="group")
 app.add_typer(srm_app, name="srm")
+app.add_typer(token_app, name="token")
 app.add_typer(vmware_app, name="vmware")
 
 console = Console()

@@ -22,9 +22,11 @@ from tandem.cli.busurl import state_file
 from tandem.cli.demo import DEMO_NODES, demo_folder, write_demo_configs
 from tandem.cli.services import CENTRAL, SERVICES
 from tandem.cli.supervisor import Child, Supervisor
+from tandem.events.api_tokens import file_line
 from tandem.events.bus import Bus
 from tandem.events.catalog import ServiceStarted
 from tandem.events.embedded import NatsServer, free_port
+from tandem.events.private_files import write_private
 from tandem.events.registry import decode_event
 from tandem.events.settings import load_bus_settings, load_stream_settings
 from tandem.events.subjects import events_filter
@@ -56,12 +58,18 @@ class ApiAccess:
         port = 8700 if _port_free(8700) else free_port()
         return cls(port, secrets.token_urlsafe(24), secrets.token_urlsafe(24))
 
-    def env(self) -> dict[str, str]:
+    def write_tokens_file(self, path: Path) -> None:
+        """The orchestrator's tokens file: hashed (its reader learns no token), 0600."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [file_line("viewer", self.viewer_token), file_line("operator", self.operator_token)]
+        write_private(path, "# made by tandem up for this run\n" + "\n".join(lines) + "\n")
+
+    def env(self, tokens_file: Path) -> dict[str, str]:
         return {
             "TANDEM_ORCHESTRATOR_API_PORT": str(self.port),
-            "TANDEM_ORCHESTRATOR_TOKENS": (
-                f"viewer {self.viewer_token};operator {self.operator_token}"
-            ),
+            "TANDEM_ORCHESTRATOR_TOKENS_FILE": str(tokens_file),
+            # Only this run's tokens: none a TANDEM_ORCHESTRATOR_TOKENS of the user's shell adds.
+            "TANDEM_ORCHESTRATOR_TOKENS": "",
         }
 
 
@@ -78,11 +86,11 @@ def plan_children(
     base = {"TANDEM_BUS_SERVERS": bus_url}
     api = api or ApiAccess.new()
     # The orchestrator's outbox lives beside the logs: an event in flight when it is killed
-    # is sent after its restart.
-    orchestrator_env = {
-        **api.env(),
-        "TANDEM_ORCHESTRATOR_STATE_DIR": str(logs.parent / "orchestrator"),
-    }
+    # is sent after its restart. Its tokens file too.
+    state_dir = logs.parent / "orchestrator"
+    tokens_file = state_dir / "api-tokens"
+    api.write_tokens_file(tokens_file)
+    orchestrator_env = {**api.env(tokens_file), "TANDEM_ORCHESTRATOR_STATE_DIR": str(state_dir)}
     children = [
         Child(
             e.name,
@@ -165,9 +173,7 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
             bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30
         )
         console.print(_table(server, root, children, started, api, public_port))
-        console.print("API tokens for this run (the tandem commands here find them by themselves):")
-        console.print(f"  operator (switchover, failover): {api.operator_token}", soft_wrap=True)
-        console.print(f"  viewer (read only):              {api.viewer_token}", soft_wrap=True)
+        _print_tokens(console, api)
         console.print(
             "Try: [bold]tandem status[/]   [bold]tandem switchover demo[/]   "
             "[bold]tandem events tail[/]   Stop: [bold]Ctrl-C[/]"
@@ -187,6 +193,20 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
         console.print("stopped.")
 
 
+def _print_tokens(console: Console, api: ApiAccess) -> None:
+    """The tokens go to a terminal only: output sent to a file or a pipe (a CI log, a
+    journal) would keep them there. They are in the state file (0600) either way."""
+    console.print("API tokens for this run (the tandem commands here find them by themselves):")
+    isatty = getattr(console.file, "isatty", None)
+    if not (callable(isatty) and isatty()):
+        console.print(
+            f"  not shown (the output is not a terminal): see {state_file()}", soft_wrap=True
+        )
+        return
+    console.print(f"  operator (switchover, failover): {api.operator_token}", soft_wrap=True)
+    console.print(f"  viewer (read only):              {api.viewer_token}", soft_wrap=True)
+
+
 def _announces(child: Child) -> tuple[str, str]:
     """The (service, node) a child names in its ServiceStarted event."""
     if child.name.startswith("agent-"):
@@ -196,8 +216,10 @@ def _announces(child: Child) -> tuple[str, str]:
 
 def _write_state(server: NatsServer, root: Path, children: list[Child], api: ApiAccess) -> None:
     path = state_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # 0600: it holds this run's API tokens.
+    write_private(
+        path,
         json.dumps(
             {
                 "pid": os.getpid(),
@@ -210,7 +232,7 @@ def _write_state(server: NatsServer, root: Path, children: list[Child], api: Api
                 "services": {c.name: c.pid for c in children},
             },
             indent=2,
-        )
+        ),
     )
 
 

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tandem.events.private_files import write_private
+
 log = logging.getLogger(__name__)
 
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
@@ -115,7 +117,8 @@ class NatsServer:
         if self.process is not None and self.process.poll() is None:
             raise NatsServerError(f"nats-server {self.name} is already running")
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config_text())
+        # 0600: extra_config may hold the bus's users and passwords or its token.
+        write_private(self.config_path, self.config_text())
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         logfile = self.log_path.open("ab")
         try:

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 async def run(settings: OrchestratorSettings, bus: Bus) -> None:
     s = settings
     file = load_file(s.config)
-    tokens = load_tokens(s.tokens_file, s.tokens, env_name="TANDEM_ORCHESTRATOR_TOKENS")
+    env_tokens = s.tokens.get_secret_value() if s.tokens is not None else None
+    tokens = load_tokens(s.tokens_file, env_tokens, env_name="TANDEM_ORCHESTRATOR_TOKENS")
     state = ClusterState()
     liveness = Liveness(bus, default_timeout_s=s.failover_timeout_s)
     if s.state_dir is None:

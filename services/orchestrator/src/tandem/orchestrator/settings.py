@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -108,10 +109,11 @@ class OrchestratorSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     #: 0: a free port (printed and announced in ServiceStarted).
     api_port: int = Field(default=8700, ge=0, le=65535)
-    #: Bearer tokens, one ``<role> <token>`` per line (roles viewer, operator, admin).
+    #: Bearer tokens, one ``<role> <token>`` or ``<role> sha256:<hex>`` per line (roles
+    #: viewer, operator, admin); read again when it changes (see ``api.auth``).
     tokens_file: Path | None = None
-    #: The same as a string, ``;``-separated (for containers and the demo).
-    tokens: str | None = None
+    #: The same as a string, ``;``-separated (for containers). A secret: masked in reprs.
+    tokens: SecretStr | None = None
     config: Path | None = None
     leader_ttl_s: float = Field(default=3.0, gt=0)
     leader_renew_s: float = Field(default=0.5, gt=0)

@@ -99,7 +99,7 @@ class AuditedRoute(APIRoute):
         action = self.name
 
         async def audited(request: Request) -> Response:
-            principal = authenticate(request, await bearer_scheme(request))
+            principal = await authenticate(request, await bearer_scheme(request))
             raw = b""
             try:
                 raw = await request.body()
