@@ -13,6 +13,8 @@ Real processes throughout: nats-server, agents, orchestrator, postgres, FUSE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -35,21 +37,29 @@ from pg_rig import (
     rows_present,
 )
 from tandem.events.embedded import NatsServer, free_port
+from tandem.replicator.intercept_mounts import MountError, clear_dead_mount
 
 pytestmark = [pytest.mark.system, pytest.mark.postgres]
+
+_CLUSTERS = itertools.count(1)
 
 
 @pytest.fixture
 def pg_pair(nats_server: NatsServer, tmp_path: Path) -> Iterator[Pair]:
     pg_ready()
     with shared_dir("tandem-pg-") as base:  # postgres must reach its folders
-        pair = Pair(cluster="pg", tmp=base, bus_url=nats_server.url, public_port=free_port())
+        # A cluster of its own per test: the bus (and its role record) is the session's.
+        cluster = f"pg-{next(_CLUSTERS)}"
+        pair = Pair(cluster=cluster, tmp=base, bus_url=nats_server.url, public_port=free_port())
         try:
             yield pair
         finally:
             pair.stop_all()
             for node in ("primary", "secondary"):
                 _kill_postgres(pair, node)
+                # A SIGKILLed source leaves its dead mount: nothing under it can be read.
+                with contextlib.suppress(MountError):
+                    clear_dead_mount(pair.data(node))
             for log in base.rglob("*.log"):  # kept with the test's own tmp_path
                 if "pgdata" not in log.parts:
                     target = tmp_path / "logs" / log.relative_to(base)
