@@ -30,7 +30,7 @@ run: install
 test: system-packages install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# A real PostgreSQL protected end to end (issue 16): not yet part of `make test` (see README).
+# A real PostgreSQL protected end to end (issue 16), alone; `make test` runs it too.
 test-postgres: system-packages install
 	$(VENV)/bin/python -m pytest tests/system/test_postgres.py -m postgres $(PYTEST_ARGS)
 

@@ -142,6 +142,8 @@ class Writer:
 
     port: int
     acked: list[int] = field(default_factory=list)
+    #: time.time() at each COMMIT's return, beside ``acked``.
+    acked_at: list[float] = field(default_factory=list)
     errors: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -162,6 +164,7 @@ class Writer:
                     conn = connect(self.port)
                 n += 1
                 conn.execute("INSERT INTO acked VALUES (%s, now())", (n,))
+                self.acked_at.append(time.time())
                 self.acked.append(n)
             except psycopg.Error:
                 self.errors += 1
