@@ -116,6 +116,9 @@ class SyncStats:
     checked: int = 0
     out_of_sync: int = 0
     bytes_sent: int = 0
+    #: Of ``out_of_sync``: files the source changed after ``changed_since`` (changes that
+    #: may not have reached the replica's manifest yet: in flight, not diverged).
+    recent: int = 0
 
 
 def _depth(path: str) -> int:

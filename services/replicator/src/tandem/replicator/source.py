@@ -344,6 +344,7 @@ class SourceSide:
                 exclusive=self.exclusive,
                 max_passes=max_passes,
                 on_progress=progress,
+                exact_fixes=getattr(self.capture, "exclusive", None) is not None,
             )
         except TargetNotServingError as exc:  # not up yet: expected, said without a trace
             log.warning("verify of %s not done yet: %s", target, exc)

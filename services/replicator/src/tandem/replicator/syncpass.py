@@ -43,7 +43,10 @@ def sync_pass(
     *,
     block_size: int = BLOCK,
     progress: Progress = lambda stats, total: None,
+    changed_since: float | None = None,
 ) -> SyncStats:
+    """Fix every path where the source differs from ``replica``; ``changed_since`` (a
+    ``time.time()``): also count the differing files modified after it (``stats.recent``)."""
     stats = SyncStats()
     kinds = source_kinds(source_root)
     with exclusive():
@@ -77,6 +80,8 @@ def sync_pass(
             theirs = replica.get(path)
             if have is not None and not same(have, theirs):
                 stats.out_of_sync += 1
+                if changed_since is not None and _modified_after(source_root / path, changed_since):
+                    stats.recent += 1
                 for op in _fix(source_root, path, have, theirs, block_size):
                     stats.bytes_sent += len(op.data)
                     submit(op)
@@ -99,3 +104,10 @@ def _fix(root: Path, path: str, have: Entry, theirs: Entry | None, block_size: i
     if have.owner_differs(theirs):
         ops.append(Op(OpKind.CHOWN, path, uid=have.uid, gid=have.gid))
     return ops
+
+
+def _modified_after(path: Path, when: float) -> bool:
+    try:
+        return path.lstat().st_mtime >= when
+    except OSError:
+        return False
