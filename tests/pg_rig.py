@@ -198,6 +198,16 @@ def connect_retrying(port: int, for_s: float = 60.0) -> psycopg.Connection:  # t
             time.sleep(0.5)
 
 
+def answers(port: int) -> bool:
+    """Whether a client gets an answer to a query through ``port`` now."""
+    try:
+        with connect(port, timeout_s=1) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
 def rows_present(port: int) -> set[int]:
     with connect_retrying(port) as conn:
         return {r[0] for r in conn.execute("SELECT n FROM acked").fetchall()}

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +34,13 @@ from orchestrator_rig import Pair, cluster_view, leader_ready, wait_saga
 from pg_rig import (
     Writer,
     add_pg_node,
+    answers,
     init_database,
     pg_ready,
     prepare_node_folder,
     rows_present,
 )
+from status_trail import StatusTrail
 from tandem.events.embedded import NatsServer, free_port
 from tandem.replicator.intercept_mounts import MountError, clear_dead_mount
 
@@ -123,6 +126,11 @@ async def _serving(pair: Pair, active: str) -> bool:
     )  # fmt: skip
 
 
+def _said(trail: StatusTrail, reason: str, *, answered: bool) -> bool:
+    last = trail.seen[-1] if trail.seen else None
+    return last is not None and reason in last.reason and last.answered is answered
+
+
 def _committed_some(writer: Writer, more_than: int) -> bool:
     return len(writer.acked) > more_than
 
@@ -135,17 +143,28 @@ async def test_sync_mode_failover_after_sigkill_loses_no_acknowledged_commit(
     await start_pg_pair(pair, "sync")
     assert pair.public_port is not None
     writer = Writer(pair.public_port).start()
+    port = pair.public_port
     try:
-        await eventually(lambda: _committed_some(writer, 200), 120, "commits under load")
-        # The Active dies without a word: its agent and postgres, SIGKILL both.
-        pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
-        _kill_postgres(pair, "primary")
-        acked_at_kill = len(writer.acked)
-        await eventually(lambda: _serving(pair, "secondary"), 240, "postgres on the new Active")
-        await eventually(lambda: _committed_some(writer, acked_at_kill + 50), 120,
-                         "commits on the new Active")  # fmt: skip
+        async with StatusTrail(pair, lambda: answers(port)) as trail:
+            await eventually(lambda: _committed_some(writer, 200), 120, "commits under load")
+            # The Active dies without a word: its agent and postgres, SIGKILL both.
+            killed_at = time.time()
+            pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
+            _kill_postgres(pair, "primary")
+            acked_at_kill = len(writer.acked)
+            await eventually(lambda: _serving(pair, "secondary"), 240, "postgres on the new Active")
+            await eventually(lambda: _committed_some(writer, acked_at_kill + 50), 120,
+                             "commits on the new Active")  # fmt: skip
+            await eventually(lambda: _said(trail, "secondary serves", answered=True), 60,
+                             "the status: secondary serves, and a client answered")  # fmt: skip
     finally:
         writer.stop()
+    # What the status said while nobody answered: down once the loss was detected, then
+    # degraded (secondary serves, primary not heard from), never serving by the dead node.
+    after = trail.since(killed_at)
+    first_down = next(i for i, s in enumerate(after) if s.service == "down")
+    assert all(s.service != "serving" for s in after[first_down:]), trail.table()
+    assert after[-1].service == "degraded" and "primary is not heard from" in after[-1].reason
     present = await asyncio.to_thread(rows_present, pair.public_port)
     lost = sorted(set(writer.acked) - present)
     assert lost == [], f"{len(lost)} acknowledged commits missing: {lost[:20]}"

@@ -53,6 +53,9 @@ class HealthLoop:
     async def run(self) -> None:
         if not self.checks:
             await asyncio.Event().wait()  # nothing to watch; live as long as the monitor
+        # Known before their first result: a node that has checks but no result yet is not
+        # a node without checks (the status would take it as serving, unconfirmed).
+        self.board.checks = {c.name: HealthStatus.UNKNOWN for c in self.checks} | self.board.checks
         async with asyncio.TaskGroup() as tasks:
             for check in self.checks:
                 tasks.create_task(self._watch(check, build_plugin(check)))
@@ -82,9 +85,12 @@ class HealthLoop:
             await asyncio.sleep(max(0.0, check.interval_s - (self.clock() - started)))
 
     def _pause(self, check: HealthCheckConfig) -> None:
-        if self.latest.pop(check.name, None) is not None or check.name in self.board.checks:
+        # Unknown, not dropped: once this node is made Active, its heartbeat says the check
+        # has no result yet (nobody serves) until the first sample, rather than no check.
+        if self.latest.pop(check.name, None) is not None:
             log.info("%s: check %s paused: this node does not serve", self.node, check.name)
-            self.board.checks = {k: v for k, v in self.board.checks.items() if k != check.name}
+        if self.board.checks.get(check.name) is not HealthStatus.UNKNOWN:
+            self.board.checks = {**self.board.checks, check.name: HealthStatus.UNKNOWN}
 
     async def observe(
         self, check: HealthCheckConfig, sample: Sample, *, rules: bool = True
