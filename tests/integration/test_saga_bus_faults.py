@@ -449,3 +449,32 @@ def test_a_late_end_does_not_overturn_the_first() -> None:
     state.apply(SagaFailed(cluster=cluster, node="orch-2", epoch=2, payload=late))
     assert state.sagas[saga.id].state == "completed"
     assert state.sagas[saga.id].reason == "completed by the next leader"
+
+
+async def test_a_resumed_saga_whose_role_change_is_in_the_role_record_goes_on_from_it(
+    bus: Bus,
+) -> None:
+    """Seen in the chaos run: a leader completed a switchover, lost its leadership while
+    its step events were still in its outbox (a NATS server killed), and the next leader
+    resumed the saga from step 0 — StopApplications to the old Active, by then SIGKILLed,
+    failed the saga that had in fact gone through. The role record already names the new
+    Active at the saga's epoch: the steps before the role change are done."""
+    cluster = "saga-pivot-known"
+    await role_record(bus, cluster, NEW, epoch=2)  # the previous leader's role change
+    rec = await EventRecorder().start(bus, cluster)
+    saga = saga_of(cluster, "switchover", switchover_plan(OLD, NEW, 1, timeout_s=10), OLD)
+    old, new = Node(), Node()
+
+    def why_gone(c: str, node: str) -> str:
+        return f"{OLD} silent for 11.3s" if (c, node) == (cluster, OLD) else ""
+
+    async with serving(bus, cluster, OLD, old), serving(bus, cluster, NEW, new):
+        saga_runner = runner(bus, gone=why_gone)  # type: ignore[arg-type]
+        reason = await asyncio.wait_for(saga_runner.execute(saga), 60)
+    assert reason.endswith("completed"), reason
+    assert old.received == []  # nothing sent to the old Active again
+    assert new.keys("Expose"), "the steps after the role change ran"
+    [changed] = rec.of("RoleChanged")  # stored by the role change that recognised itself
+    assert changed.payload.active_node == NEW  # type: ignore[attr-defined]
+    assert rec.of("SagaCompleted") and not rec.of("SagaFailed")
+    await rec.stop()

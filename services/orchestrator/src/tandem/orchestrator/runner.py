@@ -143,6 +143,8 @@ class SagaRunner:
     async def _execute(self, saga: SagaRecord) -> str:
         done = saga.completed_steps()
         pivoted = any(saga.plan[i].pivot for i in done)
+        if not pivoted:
+            done |= await self._done_before_a_known_pivot(saga)
         for index, spec in enumerate(saga.plan):
             if index in done:
                 continue
@@ -160,6 +162,22 @@ class SagaRunner:
         )
         log.info("saga %s: %s", saga.id, why)
         return why
+
+    async def _done_before_a_known_pivot(self, saga: SagaRecord) -> set[int]:
+        """The steps before the role change when the role record shows it done: a leader
+        that resumes a saga whose previous leader's step events are not stored yet must not
+        run its first steps again (they address the old Active, perhaps gone by now, and
+        would fail a saga that in fact went through). The role change itself runs again: it
+        recognises its own success and stores its events."""
+        pivot = next((i for i, spec in enumerate(saga.plan) if spec.command == CHANGE_ROLE), None)
+        if pivot is None or not await self.steps.role_changed_already(saga, saga.plan[pivot]):
+            return set()
+        log.info(
+            "saga %s: the role record shows its role change done (%s Active at epoch %s): "
+            "going on from it (step %s)",
+            saga.id, saga.plan[pivot].node, saga.plan[pivot].epoch, pivot,
+        )  # fmt: skip
+        return set(range(pivot))
 
     async def _attempts(
         self, saga: SagaRecord, index: int, spec: SagaStepSpec, forward: bool
