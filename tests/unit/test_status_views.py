@@ -17,15 +17,21 @@ from tandem.events.catalog import (
     HealthChanged,
     NodeRoleAssumed,
     NodeSelfFenced,
+    ReplicationStarted,
     ReplicationStateChanged,
     RoleChanged,
     SagaCompleted,
     SagaFailed,
     SagaStarted,
+    SyncCompleted,
 )
 from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
 from tandem.events.catalog.health import HealthChangedPayload
-from tandem.events.catalog.replication import ReplicationStateChangedPayload
+from tandem.events.catalog.replication import (
+    ReplicationStartedPayload,
+    ReplicationStateChangedPayload,
+    SyncCompletedPayload,
+)
 from tandem.events.catalog.roles import (
     NodeRoleAssumedPayload,
     NodeSelfFencedPayload,
@@ -310,3 +316,42 @@ def test_metrics_have_no_oldest_age_for_a_target_not_heard_from() -> None:
     assert ("tandem_node_replication_lag_bytes", "b") in names
     assert ("tandem_node_replication_lag_oldest_age_seconds", "b") not in names, "unknown"
     assert ("tandem_node_replication_lag_oldest_age_seconds", "a") in names  # the Active: 0
+
+
+def _source_started(cluster: str, node: str, unverified: str) -> ReplicationStarted:
+    payload = ReplicationStartedPayload(
+        side="source", root="/data", capture="watch", mode="async", unverified_targets=unverified
+    )
+    return ReplicationStarted(cluster=cluster, node=node, occurred_at=T0, payload=payload)
+
+
+def _sync_completed(cluster: str, source: str, target: str, ok: bool) -> SyncCompleted:
+    payload = SyncCompletedPayload(
+        target=target, files_checked=3, files_out_of_sync=0, bytes_sent=0, ok=ok, reason="t"
+    )
+    return SyncCompleted(cluster=cluster, node=source, occurred_at=T0, payload=payload)
+
+
+def test_targets_of_a_source_restarted_after_a_crash_are_out_of_sync_until_verified() -> None:
+    """Seen in the chaos run: an Active's agent frozen then killed with writes its capture had
+    not journaled; restarted, its source verifies the Passive, but the Passive said in sync
+    (it had applied all the journal) and a switchover onto it lost an acknowledged record."""
+    v = Views()
+    serving_pair(v)
+    why = "a started as the source without a clean stop before"
+    v.fold(_source_started("demo", "a", why))
+    b = v.cluster("demo").nodes[1]
+    assert (b.replication, b.replica_state) == (ReplicaState.OUT_OF_SYNC, "out_of_sync")
+    assert v.cluster("demo").service is ServiceStatus.DEGRADED
+    v.fold(_sync_completed("demo", "a", "b", ok=False))  # a failed verify changes nothing
+    assert v.cluster("demo").nodes[1].replica_state == "out_of_sync"
+    v.fold(_sync_completed("demo", "a", "b", ok=True))
+    assert v.cluster("demo").nodes[1].replica_state == "in_sync"
+    assert v.cluster("demo").service is ServiceStatus.SERVING
+
+
+def test_a_clean_source_start_leaves_its_targets_as_they_say() -> None:
+    v = Views()
+    serving_pair(v)
+    v.fold(_source_started("demo", "a", ""))
+    assert v.cluster("demo").nodes[1].replica_state == "in_sync"

@@ -76,6 +76,9 @@ class Orchestrator(OrchestratorViews):
             return f"{node} is isolated: its network checks all fail"
         if not self.s.guard:
             return ""
+        unverified = self.state.cluster(cluster).node(node).unverified
+        if unverified:
+            return f"{node} is not verified: {unverified}; its source verifies it (or: verify)"
         if view.replication is ReplicaState.OUT_OF_SYNC:
             return f"{node} is out of sync: verify & synchronize it first"
         if view.replication is ReplicaState.SYNCING:

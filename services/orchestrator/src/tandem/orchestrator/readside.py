@@ -9,7 +9,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
-from tandem.events.catalog.vocabulary import HealthStatus
+from tandem.events.catalog.vocabulary import HealthStatus, ReplicaState
 from tandem.events.errors import DecodeError
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.registry import decode_event
@@ -62,10 +62,13 @@ class OrchestratorViews:
         entry = self.liveness.seen.get((cluster, name))
         alive = self.liveness.alive(cluster, name)
         is_active = name == c.active
+        # Not known to match (its source restarted without a clean stop, no verify since):
+        # out of sync, whatever the target itself last said.
+        reported = ReplicaState.OUT_OF_SYNC if rec.unverified else rec.replication
         target = replica(
             is_active=is_active,
             alive=alive,
-            reported=rec.replication,
+            reported=reported,
             reported_lag=(rec.lag_batches, rec.lag_bytes),
             gauges=self._live_gauges(cluster, name),
             active_gauges=None if is_active else self._live_gauges(cluster, c.active),
@@ -81,7 +84,7 @@ class OrchestratorViews:
             fenced=rec.fenced,
             fenced_reason=rec.fenced_reason if rec.fenced else "",
             fenced_since=rec.fenced_since if rec.fenced else None,
-            replication=None if is_active else rec.replication,
+            replication=None if is_active else reported,
             replica_state=target.state,
             lag_batches=target.lag_batches,
             lag_bytes=target.lag_bytes,

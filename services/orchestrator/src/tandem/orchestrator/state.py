@@ -29,6 +29,7 @@ from tandem.events.catalog import (
     NodeRoleAssumed,
     NodeSelfFenced,
     NodeUnfenced,
+    ReplicationStarted,
     ReplicationStateChanged,
     RoleChanged,
     SagaCompleted,
@@ -39,6 +40,7 @@ from tandem.events.catalog import (
     SagaStepStarted,
     ServiceStarted,
     SwitchoverRequested,
+    SyncCompleted,
 )
 from tandem.events.catalog.sagas import SagaStepSpec
 from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaState, Role
@@ -70,6 +72,9 @@ class NodeRecord:
     lag_batches: int = 0
     lag_bytes: int = 0
     awaiting_operator: bool = False
+    #: Why this node's replica is not known to match its source ('' when it is): the source
+    #: restarted without a clean stop, and no verify of this node succeeded since.
+    unverified: str = ""
 
     @property
     def health(self) -> HealthStatus:
@@ -217,6 +222,14 @@ class ClusterState(Projection):
             n = c.node(event.node)
             n.fenced = True
             n.fenced_reason, n.fenced_since = event.payload.reason, event.payload.fenced_at
+        elif isinstance(event, ReplicationStarted) and event.payload.side == "source":
+            c.node(event.node).unverified = ""  # the reference now
+            if event.payload.unverified_targets:
+                for name, n in c.nodes.items():
+                    if name != event.node:
+                        n.unverified = event.payload.unverified_targets
+        elif isinstance(event, SyncCompleted) and event.payload.ok:
+            c.node(event.payload.target).unverified = ""
         elif isinstance(event, ReplicationStateChanged):
             n = c.node(event.payload.target)
             n.replication = event.payload.state

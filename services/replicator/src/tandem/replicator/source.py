@@ -109,6 +109,8 @@ class SourceSide:
         self._background: set[asyncio.Task[VerifyResult]] = set()
         #: Set once capture runs and the journal publisher exists (steps may then use them).
         self.ready = asyncio.Event()
+        #: Why the targets are not known to match (this source did not stop cleanly), or ''.
+        self._unclean = ""
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -124,8 +126,10 @@ class SourceSide:
         # cleanly: at first pairing the replica may lack anything; after a crash, batches in
         # memory were lost; watch assumes what it indexed at start is on the replica already.
         why = None
+        self._unclean = ""
         if not mark.exists():
             why = "first start of this source, or it did not stop cleanly"
+            self._unclean = f"{s.node} started as the source without a clean stop before"
         elif s.capture == "watch":
             why = "watch capture started: what changed while it was down is found by verify"
         mark.unlink(missing_ok=True)
@@ -209,7 +213,11 @@ class SourceSide:
         await self._publish(
             ReplicationStarted,
             ReplicationStartedPayload(
-                side="source", root=str(self.root), capture=s.capture, mode=s.mode
+                side="source",
+                root=str(self.root),
+                capture=s.capture,
+                mode=s.mode,
+                unverified_targets=self._unclean if s.peers else "",
             ),
         )
         log.info(
@@ -295,15 +303,24 @@ class SourceSide:
             data={t: r.__dict__ for t, r in zip(targets, results, strict=True)},
         )
 
-    async def verify_all(self, reason: str, attempts: int = 10, pause_s: float = 5.0) -> None:
-        """Verify every peer, retrying one that does not answer (it may not be up yet)."""
+    async def verify_all(
+        self, reason: str, pause_s: float = 5.0, max_pause_s: float = 60.0
+    ) -> None:
+        """Verify every peer, trying again (less and less often) until it succeeds: until
+        then the orchestrator holds the peer unverified and moves no role onto it."""
         for target in self.s.peers:
-            for attempt in range(1, attempts + 1):
+            attempt, pause = 0, pause_s
+            while True:
+                attempt += 1
                 result = await self.verify(target, reason, fetch_timeout=30.0)
                 if result.ok:
                     break
-                log.warning("verify of %s (attempt %d) failed: %s", target, attempt, result.reason)
-                await asyncio.sleep(pause_s)
+                log.warning(
+                    "verify of %s (attempt %d) failed: %s; again in %.0fs",
+                    target, attempt, result.reason, pause,
+                )  # fmt: skip
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, max_pause_s)
 
     async def verify(
         self, target: str, reason: str, max_passes: int = 3, fetch_timeout: float = 120.0

@@ -99,6 +99,10 @@ class ReplicationStartedPayload(Payload):
     root: str
     capture: str
     mode: str
+    #: On a source that did not stop cleanly (or starts for the first time): why its
+    #: targets may lack some of its data until a verify of each (``SyncCompleted`` ok)
+    #: confirms it; empty otherwise.
+    unverified_targets: str = ""
 
 
 @event_type
