@@ -218,11 +218,13 @@ def saga_outcomes(stored: Sequence[Seen]) -> dict[str, dict[str, Any]]:
         p = e.payload
         if e.type == "SagaStarted":
             pivots = [s.get("command") for s in p.get("plan", []) if s.get("pivot")]
+            epochs = [int(s.get("epoch", 0)) for s in p.get("plan", []) if s.get("pivot")]
             sagas[p["saga_id"]] = {
                 "kind": p.get("kind"),
                 "state": "running",
                 "reason": "",
                 "pivots": pivots,
+                "pivot_epoch": max(epochs, default=0),
                 "pivot_done": False,
                 "started": e.occurred_at,
             }
@@ -239,12 +241,19 @@ def saga_outcomes(stored: Sequence[Seen]) -> dict[str, dict[str, Any]]:
 
 def check_sagas(stored: Sequence[Seen], only: set[str] | None = None) -> list[Violation]:
     found = []
+    # A saga that failed after its pivot because a later one moved the cluster on (its start
+    # was unknown to the leader that ran the later one) kept its promise if the stream shows
+    # that later role change: the cluster went forward, not back.
+    epochs = [int(e.payload.get("new_epoch", 0)) for e in stored if e.type == "RoleChanged"]
     for saga_id, s in saga_outcomes(stored).items():
         if only is not None and saga_id not in only:
             continue
+        superseded = s["reason"].startswith("superseded:") and any(
+            epoch > s["pivot_epoch"] for epoch in epochs
+        )
         if s["state"] == "running":
             found.append(Violation("sagas", f"{s['kind']} saga {saga_id} never ended", s))
-        elif s["state"] == "failed" and s["pivot_done"]:
+        elif s["state"] == "failed" and s["pivot_done"] and not superseded:
             found.append(
                 Violation(
                     "sagas", f"{s['kind']} saga {saga_id} failed after its pivot: {s['reason']}", s

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from chaos_checkers import check_crashes, check_events, check_split
-from chaos_observe import BusWatch, Sampler
+from chaos_checkers import check_crashes, check_events, check_sagas, check_split
+from chaos_observe import BusWatch, Sampler, Seen
 from chaos_procs import Proc
 
 from helpers import alert
@@ -108,3 +108,32 @@ def _until(check, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def _seen(type_: str, payload: dict, n: int) -> Seen:  # type: ignore[type-arg]
+    return Seen(id=f"e{n}", type=type_, node=None, occurred_at="t", correlation_id=None,
+                payload=payload, received=float(n), seq=n)  # fmt: skip
+
+
+def _saga_failed_after_pivot(reason: str, later_epoch: int | None) -> list[Seen]:
+    plan = [{"command": "StopApplications", "epoch": 4}, {"command": "ChangeRole",
+            "epoch": 5, "pivot": True}, {"command": "Expose", "epoch": 5}]  # fmt: skip
+    events = [
+        _seen("SagaStarted", {"saga_id": "s1", "kind": "switchover", "plan": plan}, 1),
+        _seen("SagaStepCompleted", {"saga_id": "s1", "command": "ChangeRole"}, 2),
+    ]
+    if later_epoch is not None:
+        events.append(_seen("RoleChanged", {"new_epoch": later_epoch}, 3))
+    events.append(_seen("SagaFailed", {"saga_id": "s1", "reason": reason}, 4))
+    return events
+
+
+def test_the_saga_checker_excuses_a_superseded_saga_only_with_the_later_role_change() -> None:
+    """A saga that failed after its pivot is a violation, unless it says it was superseded
+    and the stream holds the later role change (epoch 6 here) that superseded it."""
+    superseded = "superseded: the role record names primary Active at epoch 6"
+    assert check_sagas(_saga_failed_after_pivot(superseded, later_epoch=6)) == []
+    [claimed] = check_sagas(_saga_failed_after_pivot(superseded, later_epoch=None))
+    assert "failed after its pivot" in claimed.message
+    [stuck] = check_sagas(_saga_failed_after_pivot("step 2 (expose) failed", later_epoch=6))
+    assert "failed after its pivot" in stuck.message

@@ -478,3 +478,25 @@ async def test_a_resumed_saga_whose_role_change_is_in_the_role_record_goes_on_fr
     assert changed.payload.active_node == NEW  # type: ignore[attr-defined]
     assert rec.of("SagaCompleted") and not rec.of("SagaFailed")
     await rec.stop()
+
+
+async def test_a_resumed_saga_that_a_later_role_change_superseded_ends_without_acting(
+    bus: Bus,
+) -> None:
+    """Seen in the chaos run: a switchover's leader was killed after its pivot with the
+    saga's start still in its outbox; the next leader, not knowing it, failed the cluster
+    over (epoch 3); the switchover, resumed later, sent Expose at epoch 2 for two minutes
+    ("stale epoch") and ended needing an operator. It is superseded: it ends, untouched."""
+    cluster = "saga-superseded"
+    await role_record(bus, cluster, OLD, epoch=3)  # the later failover's
+    rec = await EventRecorder().start(bus, cluster)
+    saga = saga_of(cluster, "switchover", switchover_plan(OLD, NEW, 1, timeout_s=10), OLD)
+    old, new = Node(), Node()
+    async with serving(bus, cluster, OLD, old), serving(bus, cluster, NEW, new):
+        reason = await asyncio.wait_for(runner(bus).execute(saga), 60)
+    assert reason.startswith("superseded: the role record names primary Active at epoch 3")
+    assert old.received == [] and new.received == []
+    [ended] = rec.of("SagaFailed")
+    assert not ended.payload.needs_operator  # type: ignore[attr-defined]
+    assert rec.of("AlertRaised") == []
+    await rec.stop()

@@ -48,6 +48,7 @@ from tandem.events.catalog.sagas import (
 )
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
+from tandem.events.roles import RoleRecord
 from tandem.events.transient import describe, is_transient
 from tandem.orchestrator.fencing import FenceFailed, Fencer
 from tandem.orchestrator.groups import MEMBER_SWITCH_BACK, MEMBER_SWITCHOVER
@@ -143,8 +144,16 @@ class SagaRunner:
     async def _execute(self, saga: SagaRecord) -> str:
         done = saga.completed_steps()
         pivoted = any(saga.plan[i].pivot for i in done)
-        if not pivoted:
-            done |= await self._done_before_a_known_pivot(saga)
+        pivot = _pivot_of(saga)
+        record = await self.steps.role_record(saga) if pivot is not None else None
+        if pivot is not None and record is not None:
+            superseded = _superseded(saga.plan[pivot], record)
+            if superseded:
+                return await self._end_superseded(saga, superseded)
+            if not pivoted and (record.active, record.epoch) == (
+                saga.plan[pivot].node, saga.plan[pivot].epoch,
+            ):  # fmt: skip
+                done |= self._done_before(saga, pivot)
         for index, spec in enumerate(saga.plan):
             if index in done:
                 continue
@@ -152,6 +161,11 @@ class SagaRunner:
             # Fencing retries within its own deadline: waiting it out again only delays the alert.
             forward = (pivoted or spec.pivot) and spec.command != FENCE
             ok, reason = await self._attempts(saga, index, spec, forward)
+            if not ok and forward and pivot is not None:
+                record = await self.steps.role_record(saga)
+                superseded = _superseded(saga.plan[pivot], record) if record else ""
+                if superseded:
+                    return await self._end_superseded(saga, superseded)
             if not ok:
                 return await self._fail(saga, index, spec, reason, pivoted)
             done.add(index)
@@ -163,21 +177,27 @@ class SagaRunner:
         log.info("saga %s: %s", saga.id, why)
         return why
 
-    async def _done_before_a_known_pivot(self, saga: SagaRecord) -> set[int]:
-        """The steps before the role change when the role record shows it done: a leader
-        that resumes a saga whose previous leader's step events are not stored yet must not
-        run its first steps again (they address the old Active, perhaps gone by now, and
-        would fail a saga that in fact went through). The role change itself runs again: it
-        recognises its own success and stores its events."""
-        pivot = next((i for i, spec in enumerate(saga.plan) if spec.command == CHANGE_ROLE), None)
-        if pivot is None or not await self.steps.role_changed_already(saga, saga.plan[pivot]):
-            return set()
+    def _done_before(self, saga: SagaRecord, pivot: int) -> set[int]:
+        """The steps before the role change, which the role record shows done: a leader
+        that resumes a saga whose previous leader's step events are not stored yet (still in
+        its outbox) must not run them again (they address the old Active, perhaps gone by
+        now, and would fail a saga that in fact went through). The role change itself runs
+        again: it recognises its own success and stores its events."""
         log.info(
             "saga %s: the role record shows its role change done (%s Active at epoch %s): "
             "going on from it (step %s)",
             saga.id, saga.plan[pivot].node, saga.plan[pivot].epoch, pivot,
         )  # fmt: skip
         return set(range(pivot))
+
+    async def _end_superseded(self, saga: SagaRecord, why: str) -> str:
+        """A later saga moved the cluster past this one's epoch (this one's start was not
+        known to the leader that ran it, e.g. still in a killed leader's outbox): nothing to
+        undo or repair here, the cluster is that saga's now."""
+        epoch = saga.plan[-1].epoch
+        await self._publish(saga, SagaFailed, SagaEndedPayload(saga_id=saga.id, reason=why), epoch)
+        log.warning("saga %s: %s", saga.id, why)
+        return why
 
     async def _attempts(
         self, saga: SagaRecord, index: int, spec: SagaStepSpec, forward: bool
@@ -348,6 +368,20 @@ class SagaRunner:
             )
             undone.append(f"undid {spec.name}")
         return "compensated: " + (", ".join(undone) if undone else "nothing to undo")
+
+
+def _pivot_of(saga: SagaRecord) -> int | None:
+    return next((i for i, spec in enumerate(saga.plan) if spec.command == CHANGE_ROLE), None)
+
+
+def _superseded(pivot: SagaStepSpec, record: RoleRecord) -> str:
+    """Why the role record says a later role change replaced this saga's, or ''."""
+    if record.epoch > pivot.epoch:
+        return (
+            f"superseded: the role record names {record.active} Active at epoch "
+            f"{record.epoch}, past this saga's epoch {pivot.epoch} (a later saga moved the cluster)"
+        )
+    return ""
 
 
 def _said_how_it_ended(saga_id: str, task: asyncio.Task[str]) -> None:

@@ -200,17 +200,15 @@ class StepCommands:
                 log.info("saga %s: role record reached after %s retries", saga.id, failures)
             return said
 
-    async def role_changed_already(self, saga: SagaRecord, spec: SagaStepSpec) -> bool:
-        """Whether the role record already says what this pivot would make it say (a
-        previous leader got that far, and the step events saying so are not stored yet, e.g.
-        still in its outbox). Unknown (the bucket unreachable now) counts as no."""
+    async def role_record(self, saga: SagaRecord) -> RoleRecord | None:
+        """The cluster's role record now; None when it cannot be read (said at info)."""
         try:
             kv = await asyncio.wait_for(self.bus.kv(ROLES_BUCKET), 5)
             record, _ = await asyncio.wait_for(read_role(kv, saga.cluster), 5)
         except Exception as exc:
-            log.info("saga %s: role record not read before resuming (%s)", saga.id, describe(exc))
-            return False
-        return record is not None and record.active == spec.node and record.epoch == spec.epoch
+            log.info("saga %s: role record not read (%s)", saga.id, describe(exc))
+            return None
+        return record
 
     async def _change_role_once(self, saga: SagaRecord, spec: SagaStepSpec) -> str:
         kv = await asyncio.wait_for(self.bus.kv(ROLES_BUCKET), 5)
