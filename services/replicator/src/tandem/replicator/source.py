@@ -332,6 +332,7 @@ class SourceSide:
         self, target: str, reason: str, max_passes: int, fetch_timeout: float
     ) -> VerifyResult:
         s = self.s
+        log.info("verify of %s started: %s", target, reason)
         await self._publish(SyncStarted, SyncStartedPayload(target=target, reason=reason))
         throttle = Throttle(1.0)
 
@@ -387,6 +388,8 @@ class SourceSide:
                 reason=result.reason,
             ),
         )
+        if result.ok:
+            log.info("verify of %s done: %s", target, result.reason)
         return result
 
     async def _publish(self, cls: Any, payload: Any) -> None:
