@@ -135,6 +135,9 @@ def configure_logging(level: str | None = None) -> None:
         level=(level or os.environ.get("TANDEM_LOG_LEVEL", "INFO")).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One INFO line per HTTP request made (health checks several times a second, the API
+    # client) buried everything else in an agent's log; their failures are ours to say.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def service_main(spec: ServiceSpec) -> int:
