@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from orchestrator_rig import Pair, cluster_view
@@ -30,7 +31,8 @@ class Seen:
 @dataclass
 class StatusTrail:
     pair: Pair
-    probe: Callable[[], bool]  # blocking; run in a thread
+    #: True when a client got an answer now: blocking (run in a thread) or a coroutine.
+    probe: Callable[[], bool | Awaitable[bool]]
     every_s: float = 0.25
     seen: list[Seen] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
@@ -53,7 +55,10 @@ class StatusTrail:
                 service, reason = view["service"], view["service_reason"]
             except Exception as exc:  # the API itself away: said as such
                 service, reason = "unknown", f"API: {type(exc).__name__}"
-            answered = await asyncio.to_thread(self.probe)
+            if inspect.iscoroutinefunction(self.probe):
+                answered = bool(await self.probe())
+            else:
+                answered = bool(await asyncio.to_thread(self.probe))
             now = Seen(time.time(), service, reason, answered)
             last = self.seen[-1] if self.seen else None
             if last is None or (last.service, last.reason, last.answered) != (
@@ -72,3 +77,15 @@ class StatusTrail:
         rows = [f"{s.at - t0:7.2f}s  client {'ok  ' if s.answered else 'FAIL'}  "
                 f"{s.service:<14} {s.reason}" for s in self.seen]  # fmt: skip
         return "\n".join(rows)
+
+
+def after_loss(seen: list[Seen], new_active: str) -> str:
+    """'' when what the status said after a loss kept its promise: it said down at some
+    point, and from then on never serving by anyone but ``new_active``; else what broke."""
+    downs = [i for i, s in enumerate(seen) if s.service == "down"]
+    if not downs:
+        return "the status never said down"
+    for s in seen[downs[0] :]:
+        if s.service in ("serving", "degraded") and f"{new_active} serves" not in s.reason:
+            return f"after down, {s.service}: {s.reason}"
+    return ""

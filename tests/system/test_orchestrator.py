@@ -26,6 +26,7 @@ from orchestrator_rig import (
     start_pair,
     wait_saga,
 )
+from status_trail import StatusTrail, after_loss
 from tandem.events.bus import Bus
 from tandem.events.catalog import Ping
 from tandem.events.catalog.commands import PingPayload
@@ -43,6 +44,22 @@ def pair(nats_server: NatsServer, tmp_path: Path, request: pytest.FixtureRequest
     p = Pair(cluster=name, tmp=tmp_path, bus_url=nats_server.url, public_port=free_port())
     yield p
     p.stop_all()
+
+
+def _answers(pair: Pair):  # type: ignore[no-untyped-def]
+    """A client's view: the demo app answers /health through the public port."""
+    port = pair.public_port
+    assert port is not None
+
+    async def probe() -> bool:
+        got = await public_get(port, "/health")
+        return got is not None and got.status_code == 200
+
+    return probe
+
+
+def _last_says(trail: StatusTrail, reason: str) -> bool:
+    return bool(trail.seen) and reason in trail.seen[-1].reason
 
 
 def _kill_app(pair: Pair, node: str) -> None:
@@ -106,9 +123,11 @@ async def test_sigkill_of_the_active_fails_over_to_the_passive_with_the_data(
 
     await eventually(replicated, 30, "the data replicated to the Passive")
 
-    _lose_node(pair, "primary")
-
-    await eventually(lambda: rec.of("SagaCompleted"), 60, "the failover saga to complete")
+    async with StatusTrail(pair, _answers(pair)) as trail:
+        _lose_node(pair, "primary")
+        await eventually(lambda: rec.of("SagaCompleted"), 60, "the failover saga to complete")
+        await eventually(lambda: _last_says(trail, "secondary serves"), 30, "status: moved")
+    assert after_loss(trail.seen, "secondary") == "", trail.table()
     started = rec.of("SagaStarted")[0]
     assert started.payload.kind == "failover"  # type: ignore[attr-defined]
     assert "silent" in started.payload.reason  # type: ignore[attr-defined]
@@ -292,8 +311,14 @@ async def test_managed_failover_waits_for_an_operator_to_confirm(bus: Bus, pair:
     managed = '\n[failover]\nmode = "managed"\n'
     await start_pair(pair, managed)
 
-    _lose_node(pair, "primary")
-    await eventually(lambda: rec.of("FailoverRecommended"), 60, "a failover recommended")
+    async with StatusTrail(pair, _answers(pair)) as trail:
+        _lose_node(pair, "primary")
+        await eventually(lambda: rec.of("FailoverRecommended"), 60, "a failover recommended")
+        await eventually(lambda: _last_says(trail, "failover to secondary recommended"),
+                         30, "status: the operator is needed")  # fmt: skip
+    last = trail.seen[-1]
+    assert last.service == "needs_operator" and not last.answered, trail.table()
+    assert "nobody serves: primary (the Active) is not heard from" in last.reason
     recommended = rec.of("FailoverRecommended")[0]
     assert recommended.payload.failed_node == "primary"  # type: ignore[attr-defined]
     assert recommended.payload.to == "secondary"  # type: ignore[attr-defined]
@@ -329,8 +354,12 @@ actions = [{ do = "switchover" }]
 """
     await start_pair(pair, rule)
 
-    _kill_app(pair, "primary")  # the application fails; the node is fine
-    await eventually(lambda: rec.of("SagaCompleted"), 60, "the automatic switchover")
+    async with StatusTrail(pair, _answers(pair)) as trail:
+        _kill_app(pair, "primary")  # the application fails; the node is fine
+        await eventually(lambda: rec.of("SagaCompleted"), 60, "the automatic switchover")
+        await eventually(lambda: _last_says(trail, "secondary serves"), 30, "status: moved")
+    assert after_loss(trail.seen, "secondary") == "", trail.table()
+    assert "primary is" in trail.seen[-1].reason, trail.table()  # not protected: says why
     started = rec.of("SagaStarted")[0]
     assert started.payload.automatic  # type: ignore[attr-defined]
     assert started.causation_id == rec.of("SwitchoverRequested")[0].id

@@ -19,7 +19,7 @@ from tandem.orchestrator.service_status import (
     worst_service,
 )
 from tandem.orchestrator.state import OPERATOR_ALERTS, AlertRecord
-from tandem.orchestrator.views import NodeView, ServiceStatus
+from tandem.orchestrator.views import NodeView, PendingFailover, ServiceStatus
 
 OK = HealthStatus.OK
 AT = datetime(2025, 11, 25, 10, 0, 0, tzinfo=UTC)
@@ -387,3 +387,18 @@ def test_a_live_target_that_never_reported_a_state_is_in_sync_once_it_replicates
         active_gauges=None,
     )
     assert silent.state is None
+
+
+def test_a_failover_waiting_for_an_operators_confirmation_needs_an_operator() -> None:
+    """Managed mode, the Active gone: nobody serves until an operator confirms, and the
+    status says so, and how, rather than a bare down."""
+    pending = PendingFailover(failed_node="primary", to="secondary", reason="t", recommended_at=AT)
+    dead = active(alive=False, last_heartbeat_at=AT)
+    status, reason = cluster_service("primary", [dead, passive()], pending_failover=pending)
+    assert status is ServiceStatus.NEEDS_OPERATOR
+    assert reason.startswith("needs an operator: failover to secondary recommended at ")
+    assert "(tandem failover --confirm); nobody serves: primary (the Active) is not heard" in reason
+    # A recommendation left over while the Active serves again changes nothing.
+    assert cluster_service("primary", [active(), passive()], pending_failover=pending)[0] is (
+        ServiceStatus.SERVING
+    )

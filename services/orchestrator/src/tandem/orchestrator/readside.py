@@ -145,7 +145,7 @@ class OrchestratorViews:
         running = self.state.running_saga(name)
         alerts = sorted(rec.alerts.values(), key=lambda a: a.raised_at)
         service, reason = cluster_service(
-            rec.active, nodes, _last(self.state.last_saga(name)), alerts
+            rec.active, nodes, _last(self.state.last_saga(name)), alerts, rec.pending_failover
         )
         return ClusterView(
             name=name,

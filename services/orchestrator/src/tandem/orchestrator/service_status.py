@@ -4,7 +4,8 @@
 fenced nor isolated, its checks pass (health ok) and its public identity is exposed.
 ``degraded``: serving, but protection is reduced (a Passive missing, dead, fenced or not in
 sync, a check warning). ``down``: nobody serves. ``needs_operator``: the cluster's last saga
-stopped for an operator, or a ``saga.stuck`` / ``fence.failed`` alert of it is open; the
+stopped for an operator, or a ``saga.stuck`` / ``fence.failed`` alert of it is open, or
+nobody serves and a failover waits for an operator's confirmation (managed mode); the
 reason still says whether anyone serves meanwhile.
 
 Whether the public identity is exposed is not reported separately by any event or
@@ -29,7 +30,7 @@ from datetime import datetime
 
 from tandem.events.catalog.vocabulary import HealthStatus, ReplicaState, Role
 from tandem.orchestrator.state import OPERATOR_ALERTS, AlertRecord
-from tandem.orchestrator.views import NodeView, ReplicationState, ServiceStatus
+from tandem.orchestrator.views import NodeView, PendingFailover, ReplicationState, ServiceStatus
 
 #: Better first: a group is as bad as its worst member.
 SERVICE_ORDER = [
@@ -205,11 +206,18 @@ def cluster_service(
     nodes: Sequence[NodeView],
     last_saga: LastSaga | None = None,
     alerts: Sequence[AlertRecord] = (),
+    pending_failover: PendingFailover | None = None,
 ) -> tuple[ServiceStatus, str]:
     """The cluster's service status and why (see the module's doc). ``last_saga``: the
     saga started last on the cluster (running or ended); ``alerts``: its open alerts, oldest
-    first."""
+    first; ``pending_failover``: a failover recommended in managed mode, waiting for an
+    operator's confirmation (nobody serves until then: the operator is needed)."""
     status, reason = serving_status(active, nodes)
+    if pending_failover is not None and status is ServiceStatus.DOWN:
+        return ServiceStatus.NEEDS_OPERATOR, (
+            f"needs an operator: failover to {pending_failover.to} recommended"
+            f"{_at(pending_failover.recommended_at)} (tandem failover --confirm); {reason}"
+        )
     if last_saga is not None and last_saga.state == "running" and status is ServiceStatus.DOWN:
         reason += f" ({last_saga.kind.replace('_', ' ')} {last_saga.id} in progress)"
     open_ = [a for a in alerts if a.code in OPERATOR_ALERTS]
