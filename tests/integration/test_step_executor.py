@@ -334,3 +334,16 @@ async def test_start_applications_gives_up_after_the_policy_tries(make_node: Mak
     failed = await node.send(start("k1"))
     assert not failed.ok
     assert "exit code 3" in failed.reason and "(after 2 tries)" in failed.reason
+
+
+async def test_start_applications_stops_trying_at_the_policy_deadline(make_node: MakeNode) -> None:
+    """Ten tries are allowed, but the next pause would pass the policy's overall deadline:
+    the step fails then, saying why, instead of trying on past what the saga waits for."""
+    node = await make_node(
+        "import sys; sys.exit(3)",
+        restart={"tries": 10, "delay_s": 0.2, "backoff": 3.0, "deadline_s": 1.0},
+    )
+    failed = await node.send(start("k1"))
+    assert not failed.ok
+    assert "(restart deadline 1s reached)" in failed.reason, failed.reason
+    assert "(after 10 tries)" not in failed.reason

@@ -70,23 +70,29 @@ class ApplicationSet:
         return done
 
     async def _start_one(self, app: ApplicationConfig, retry: bool) -> tuple[AppStatus, str]:
-        tries = app.restart.tries if retry else 0
-        delay = app.restart.delay_s
+        policy = app.restart
+        tries = policy.tries if retry else 0
+        delay = min(policy.delay_s, policy.max_delay_s)
+        loop = asyncio.get_running_loop()
+        give_up = None if policy.deadline_s is None else loop.time() + policy.deadline_s
         failures: list[str] = []
         while True:
             try:
                 status = await self.controls[app.name].start()
             except ControlError as exc:
                 failures.append(exc.message)
-                if len(failures) > tries:
+                late = give_up is not None and loop.time() + delay > give_up
+                if len(failures) > tries or late:
                     said = f" (after {len(failures)} tries)" if len(failures) > 1 else ""
+                    if late and len(failures) <= tries:
+                        said += f" (restart deadline {policy.deadline_s:g}s reached)"
                     raise ControlError(f"{exc.message}{said}") from None
                 log.warning(
                     "%s did not start (try %d of %d): %s; again in %gs",
                     app.name, len(failures), tries + 1, exc.message, delay,
                 )  # fmt: skip
                 await asyncio.sleep(delay)
-                delay *= 2
+                delay = min(delay * policy.backoff, policy.max_delay_s)
                 continue
             tried = f" (on try {len(failures) + 1})" if failures else ""
             return status, tried

@@ -34,7 +34,13 @@ class RestartPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tries: int = Field(default=3, ge=0)
+    #: The pause before the first new try; each next pause is ``backoff`` times longer, at
+    #: most ``max_delay_s``.
     delay_s: float = Field(default=2.0, ge=0)
+    backoff: float = Field(default=2.0, ge=1.0)
+    max_delay_s: float = Field(default=30.0, ge=0)
+    #: No new try starts once this long has passed since the first (None: tries alone).
+    deadline_s: float | None = Field(default=None, gt=0)
 
 
 class ApplicationConfig(BaseModel):
