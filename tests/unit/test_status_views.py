@@ -355,3 +355,19 @@ def test_a_clean_source_start_leaves_its_targets_as_they_say() -> None:
     serving_pair(v)
     v.fold(_source_started("demo", "a", ""))
     assert v.cluster("demo").nodes[1].replica_state == "in_sync"
+
+
+def test_an_active_whose_heartbeats_are_late_serves_unconfirmed_until_judged_gone() -> None:
+    """Right after an Active dies the failure detector has not judged it yet (its failover
+    timeout); its last heartbeat said all was well. The status does not repeat that guess:
+    past 4 heartbeat intervals (1 s at least) it says the serving is unconfirmed."""
+    v = Views()
+    serving_pair(v)
+    v.now += 0.9  # within the bound: on time
+    assert v.cluster("demo").service is ServiceStatus.SERVING
+    v.now += 0.9
+    view = v.cluster("demo")
+    assert view.service is ServiceStatus.DEGRADED
+    assert view.service_reason == "a serves, unconfirmed: its heartbeats are silent for 1.8s"
+    v.now += 5.0  # past the failover timeout (5 s here): judged gone
+    assert v.cluster("demo").service is ServiceStatus.DOWN

@@ -17,7 +17,7 @@ from tandem.events.subjects import EVENTS_STREAM, events_filter
 from tandem.orchestrator.facade import NotFoundError
 from tandem.orchestrator.groups import group_service
 from tandem.orchestrator.leader import LeaderLease
-from tandem.orchestrator.liveness import Liveness
+from tandem.orchestrator.liveness import Liveness, Seen
 from tandem.orchestrator.service_status import LastSaga, cluster_service, replica
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterState, SagaRecord, worst
@@ -109,6 +109,7 @@ class OrchestratorViews:
                         else None
                     ),
                     "last_heartbeat_at": datetime.fromtimestamp(beat.sent_at, UTC),
+                    "heartbeat_late_s": self._late(entry, beat.interval_s),
                 }
             )
         elif entry is not None and beat is not None:
@@ -116,6 +117,15 @@ class OrchestratorViews:
                 update={"last_heartbeat_at": datetime.fromtimestamp(beat.sent_at, UTC)}
             )
         return view
+
+    def _late(self, entry: Seen | None, interval_s: float) -> float | None:
+        """How long the heartbeats have been silent, once that is past 4 intervals (the
+        peers' own detector's bound), or None."""
+        at = entry.heartbeat_at if entry is not None else None
+        if at is None:
+            return None
+        silent = self.liveness.clock() - at
+        return round(silent, 1) if silent > max(4 * interval_s, 1.0) else None
 
     def _known(self, cluster: str) -> bool:
         rec = self.state.clusters.get(cluster)

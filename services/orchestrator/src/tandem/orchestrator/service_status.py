@@ -196,6 +196,13 @@ def serving_status(active: str | None, nodes: Sequence[NodeView]) -> tuple[Servi
         return ServiceStatus.DOWN, f"nobody serves: {why}"
     problems, in_sync = _protection(active, nodes)
     synced = f"; {_and(in_sync)} in sync" if in_sync else ""
+    late = next((n.heartbeat_late_s for n in nodes if n.name == active), None)
+    if late is not None:
+        # Not judged gone yet (that takes the failover timeout), but nothing confirms it
+        # serves: saying "serving" now would be a guess.
+        return ServiceStatus.DEGRADED, (
+            f"{active} serves, unconfirmed: its heartbeats are silent for {late:g}s"
+        )
     if problems:
         return ServiceStatus.DEGRADED, f"{active} serves{synced}; but {'; '.join(problems)}"
     return ServiceStatus.SERVING, f"{active} serves{synced}"

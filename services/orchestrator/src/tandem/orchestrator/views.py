@@ -43,6 +43,9 @@ class NodeView(_View):
     #: Heartbeats arriving (False: lost or never heard).
     alive: bool = False
     last_heartbeat_at: datetime | None = None
+    #: Seconds since its last heartbeat arrived, when that is longer than a few of its
+    #: intervals (late: maybe gone, not yet judged so); None when on time or not alive.
+    heartbeat_late_s: float | None = None
     isolated: bool = False
     fenced: bool = False
     #: Why the node fenced itself, and since when (from its NodeSelfFenced or heartbeat).
