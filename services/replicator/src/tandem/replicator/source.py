@@ -53,6 +53,9 @@ from tandem.replicator.verify import Throttle, VerifyResult, verify_and_sync
 log = logging.getLogger(__name__)
 
 CLEAN_MARK = "source-stopped-cleanly"
+#: How long a verify the source starts by itself waits for the replica's manifest (one asked
+#: for by an operator waits longer): a target whose side restarted never answers.
+AUTO_VERIFY_WAIT_S = 30.0
 #: The last epoch this node was the source at: after a restart, the journal's newest batches
 #: of that epoch are its own writes, not something to apply (see ``node.py``).
 SOURCE_EPOCH_FILE = "source-epoch"
@@ -270,7 +273,10 @@ class SourceSide:
             and event.payload.target in self.s.peers
         ):
             reason = f"{event.payload.target} is out of sync: {event.payload.reason}"
-            task = asyncio.get_running_loop().create_task(self.verify(event.payload.target, reason))
+            # Bounded like the start-time verify: a target whose side restarted meanwhile
+            # never answers this fetch, and the next verify (its new report) waits behind it.
+            verify = self.verify(event.payload.target, reason, fetch_timeout=AUTO_VERIFY_WAIT_S)
+            task = asyncio.get_running_loop().create_task(verify)
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -312,7 +318,7 @@ class SourceSide:
             attempt, pause = 0, pause_s
             while True:
                 attempt += 1
-                result = await self.verify(target, reason, fetch_timeout=30.0)
+                result = await self.verify(target, reason, fetch_timeout=AUTO_VERIFY_WAIT_S)
                 if result.ok:
                     break
                 log.warning(
