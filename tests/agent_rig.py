@@ -38,7 +38,9 @@ def node_toml(
     extra: str = "",
     initial_role: str = "active",
     protected_root: Path | None = None,
+    bus_extra: str = "",
 ) -> str:
+    """``bus_extra``: more lines of the ``[bus]`` table (a login, TLS files)."""
     text = f"""
 cluster = {_q(cluster)}
 node = {_q(node)}
@@ -48,7 +50,7 @@ state_dir = {_q(state_dir)}
 
 [bus]
 servers = {_q([bus_url])}
-
+{bus_extra}
 [heartbeat]
 interval_s = 0.1
 

@@ -32,7 +32,14 @@ class Pair:
         return self.tmp / node / "data"
 
     def add_node(
-        self, node: str, identity: str, *, initial_role: str, extra: str = "", public: bool = True
+        self,
+        node: str,
+        identity: str,
+        *,
+        initial_role: str,
+        extra: str = "",
+        public: bool = True,
+        bus_extra: str = "",
     ) -> AgentProcess:
         peers = [n for n in ("primary", "secondary") if n != node]
         self.data(node).mkdir(parents=True, exist_ok=True)
@@ -46,6 +53,7 @@ class Pair:
             peers=peers,
             initial_role=initial_role,
             protected_root=self.data(node),
+            bus_extra=bus_extra,
         )
         toml += demo_app_toml(self.data(node), app_port, self.public_port if public else None)
         agent = write_agent(self.tmp, node, toml + extra)

@@ -25,6 +25,8 @@ def connect_options(settings: BusSettings, name: str | None = None) -> dict[str,
         "max_reconnect_attempts": settings.max_reconnect_attempts,
         "reconnect_time_wait": settings.reconnect_wait_s,
     }
+    if settings.inbox_prefix is not None:
+        opts["inbox_prefix"] = settings.inbox_prefix
     if settings.user is not None:
         opts["user"] = settings.user
         opts["password"] = settings.password.get_secret_value() if settings.password else None

@@ -70,6 +70,8 @@ class NatsServer:
     sync_always: bool = True
     #: Appended to the generated config as is (authorization, TLS, accounts...).
     extra_config: str = ""
+    #: Put inside the ``cluster {}`` block as is (the routes' TLS).
+    cluster_extra: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     client_port: int | None = field(default=None, init=False)
     http_port: int | None = field(default=None, init=False)
@@ -106,6 +108,7 @@ class NatsServer:
                 f'  name: "{self.cluster_name}"',
                 f"  listen: {self.host}:{self.cluster_port}",
                 "  routes: [" + ", ".join(f'"{r}"' for r in self.routes) + "]",
+                self.cluster_extra,
                 "}",
             ]
         if self.extra_config:
@@ -203,6 +206,10 @@ class NatsCluster:
     base_dir: Path
     size: int = 3
     name: str = "tandem"
+    #: Given to every server (see ``NatsServer``): authorization, TLS of the client port...
+    extra_config: str = ""
+    #: Inside every server's ``cluster {}`` block: the routes' TLS.
+    cluster_extra: str = ""
     servers: list[NatsServer] = field(default_factory=list, init=False)
 
     def start(self, timeout: float = 30.0) -> NatsCluster:
@@ -216,6 +223,8 @@ class NatsCluster:
                 cluster_port=port,
                 routes=[r for j, r in enumerate(routes) if j != i],
                 monitor_port=None,
+                extra_config=self.extra_config,
+                cluster_extra=self.cluster_extra,
             )
             for i, port in enumerate(ports)
         ]

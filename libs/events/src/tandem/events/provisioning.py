@@ -132,6 +132,12 @@ async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig, update: bool) 
             try:
                 await js.add_stream(cfg)
                 break
+            except TimeoutError:
+                # A create this identity may not make is dropped by the server unanswered.
+                raise TimeoutError(
+                    f"stream {cfg.name} is missing and creating it got no answer: an identity "
+                    "without the admin's rights cannot create it (run `tandem bus provision`)"
+                ) from None
             except ServerError as exc:
                 # "error creating store for stream": the files of a stream of that name,
                 # deleted a moment ago, are still being removed (seen under load in CI).
@@ -155,12 +161,31 @@ def _same_stream(have: StreamConfig, want: StreamConfig) -> bool:
     return all(_norm(getattr(have, f)) == _norm(getattr(want, f)) for f in fields)
 
 
+def _same_bucket(have: StreamConfig, want: KeyValueConfig) -> bool:
+    return (
+        have.max_msgs_per_subject == want.history
+        and (have.num_replicas or 1) == want.replicas
+        and have.storage == want.storage
+    )
+
+
 def _norm(value: object) -> object:
     # The server reports unset limits as -1 or 0 where the client config says None.
     return None if value in (None, -1, 0, False) else value
 
 
 async def _ensure_bucket(js: JetStreamContext, cfg: KeyValueConfig, update: bool) -> str:
+    if not update:
+        # A service only looks: with least privilege (issue 17) it may read stream info but
+        # not create streams, and a refused create would only time out.
+        try:
+            info = await js.stream_info(f"KV_{cfg.bucket}")
+        except NotFoundError:
+            pass
+        else:
+            if _same_bucket(info.config, cfg):
+                return f"bucket {cfg.bucket} ready"
+            return f"bucket {cfg.bucket} exists with other limits; left as it is"
     try:
         await js.create_key_value(cfg)
         return f"bucket {cfg.bucket} ready"

@@ -3,13 +3,14 @@
 Environment variables: ``TANDEM_BUS_SERVERS`` (comma-separated URLs), ``TANDEM_BUS_USER``,
 ``TANDEM_BUS_PASSWORD``, ``TANDEM_BUS_TOKEN``, ``TANDEM_BUS_CREDS_FILE``,
 ``TANDEM_BUS_NKEY_SEED_FILE``, ``TANDEM_BUS_TLS_CA_FILE``, ``TANDEM_BUS_TLS_CERT_FILE``,
-``TANDEM_BUS_TLS_KEY_FILE``, ...; streams: ``TANDEM_STREAMS_REPLICAS``,
+``TANDEM_BUS_TLS_KEY_FILE``, ``TANDEM_BUS_INBOX_PREFIX``, ...; streams: ``TANDEM_STREAMS_REPLICAS``,
 ``TANDEM_STREAMS_EVENTS_MAX_AGE_S`` and the other fields of ``StreamSettings``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -18,6 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DAY = 86_400.0
 S = TypeVar("S", bound=BaseSettings)
+#: Subject tokens without wildcards: where replies and push deliveries come.
+_INBOX_PREFIX = re.compile(r"[A-Za-z0-9_$-]+(\.[A-Za-z0-9_:-]+)*")
 
 
 class SettingsError(ValueError):
@@ -39,6 +42,9 @@ class BusSettings(BaseSettings):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    #: The identity's own inbox prefix (``tandem.events.bus_identities``), which only it may
+    #: subscribe to; None: nats-py's shared ``_INBOX``.
+    inbox_prefix: str | None = None
     connect_timeout_s: float = Field(default=5.0, gt=0)
     #: -1 reconnects for ever: a node agent must come back when the bus does.
     max_reconnect_attempts: int = -1
@@ -65,6 +71,13 @@ class BusSettings(BaseSettings):
         for url in value:
             if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
                 raise ValueError(f"{url!r} is not a nats://, tls://, ws:// or wss:// URL")
+        return value
+
+    @field_validator("inbox_prefix")
+    @classmethod
+    def _inbox(cls, value: str | None) -> str | None:
+        if value is not None and not _INBOX_PREFIX.fullmatch(value):
+            raise ValueError(f"{value!r} is not a subject prefix (tokens joined by '.')")
         return value
 
     @model_validator(mode="after")
