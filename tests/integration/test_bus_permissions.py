@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus_security_rig import Client, SecuredBus, start_secured_bus
@@ -25,6 +26,8 @@ from tandem.events.bus_identities import (
 )
 from tandem.events.catalog.commands import Ping, PingPayload
 from tandem.events.catalog.dns import DnsUpdated
+from tandem.events.connection import InsecureBusError
+from tandem.events.embedded import NatsServer
 from tandem.events.envelope import Command, CommandResult
 from tandem.events.errors import CasConflictError
 from tandem.events.kv import compare_and_set
@@ -80,6 +83,27 @@ async def answering(client: Client, cluster: str, node: str, seen: list[str]) ->
     return server
 
 
+async def arrives(receiver: Client, sender: Client, subject: str) -> None:
+    """``sender`` publishes on ``subject`` until ``receiver``'s subscription gets it.
+
+    Sent again and again because nats-server 2.15 now and then misses a subscription made
+    (and flushed) after the publisher connected, for a moment: a few in a hundred here."""
+    got: list[bytes] = []
+
+    async def on_message(msg: Msg) -> None:
+        got.append(msg.data)
+
+    await receiver.bus.nc.subscribe(subject, cb=on_message)
+    await receiver.bus.nc.flush()
+
+    async def sent_and_seen() -> bool:
+        await sender.bus.nc.publish(subject, b"hello")
+        return bool(got)
+
+    await eventually(sent_and_seen, 5, f"{subject} from {sender.user} to {receiver.user}")
+    assert receiver.violations() == [] and sender.violations() == []
+
+
 async def stored(admin: Bus, subject: str) -> int:
     """How many messages of the events stream are on ``subject`` (a filter)."""
     info = await admin.js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subject)
@@ -103,6 +127,18 @@ async def test_a_wrong_password_is_refused(secured: SecuredBus) -> None:
         await Bus.connect(wrong)
 
 
+async def test_a_server_without_logins_is_refused_unless_insecure_bus(
+    secured: SecuredBus, nats_server: NatsServer
+) -> None:
+    strict = {"insecure_bus": False, "max_reconnect_attempts": 0}
+    with pytest.raises(InsecureBusError, match="without a login"):
+        await Bus.connect(load_bus_settings(servers=[nats_server.url], **strict))
+    async with await Bus.connect(load_bus_settings(servers=[nats_server.url])) as open_bus:
+        assert open_bus.nc.is_connected  # insecure_bus is still true by default
+    async with await Bus.connect(secured.settings(VIEWER, **strict)) as bus:
+        assert bus.nc.is_connected
+
+
 # -- a node agent --------------------------------------------------------------------------------
 
 
@@ -110,10 +146,7 @@ async def test_an_agent_publishes_its_heartbeat_events_and_journal(
     admin: Client, clients: dict[str, Client]
 ) -> None:
     agent = clients[AGENT_A]
-    beats = await admin.bus.nc.subscribe(subjects.heartbeat_subject("c1", "a"))
-    await admin.bus.nc.flush()
-    await agent.bus.nc.publish(subjects.heartbeat_subject("c1", "a"), b"beat")
-    assert (await beats.next_msg(timeout=2)).data == b"beat"
+    await arrives(admin, agent, subjects.heartbeat_subject("c1", "a"))
 
     ack = await agent.bus.publish(alert(cluster="c1"))
     assert ack.stream == subjects.EVENTS_STREAM
@@ -130,7 +163,9 @@ async def test_an_agent_answers_its_own_commands_and_cannot_command_another_node
     await answering(clients[AGENT_A], "c1", "a", seen_a)
     await answering(clients[AGENT_B], "c1", "b", seen_b)
     # The orchestrator commands a node, and the node's answer comes back.
-    result = await send_command(clients[ORCHESTRATOR].bus, ping("c1", "a"), timeout=2)
+    result = await send_command(
+        clients[ORCHESTRATOR].bus, ping("c1", "a"), timeout=1, retry_for_s=10
+    )
     assert result.ok and len(seen_a) == 1
 
     agent = clients[AGENT_A]
@@ -303,10 +338,8 @@ async def test_a_viewer_reads_events_and_cannot_publish(
     admin: Client, clients: dict[str, Client]
 ) -> None:
     viewer = clients[VIEWER]
-    live = await viewer.bus.nc.subscribe(subjects.EVENTS_ALL)
-    await viewer.bus.nc.flush()
-    await admin.bus.publish(alert(cluster="c1", n=1))
-    assert b"AlertRaised" in (await live.next_msg(timeout=2)).data
+    await admin.bus.publish(alert(cluster="c1", n=1))  # the first in the stream
+    await arrives(viewer, admin, subjects.event_subject("c1", "AlertRaised"))
 
     replay = await viewer.bus.js.subscribe(
         subjects.EVENTS_ALL,

@@ -90,7 +90,14 @@ async def open_connection(settings: BusSettings, name: str | None = None) -> NAT
         return_when=asyncio.FIRST_COMPLETED,
     )
     if connecting in done and connecting.exception() is None:
-        return nc
+        if settings.insecure_bus or nc._server_info.get("auth_required"):
+            return nc
+        where = nc.connected_url.netloc if nc.connected_url else settings.servers[0]
+        await nc.close()
+        raise InsecureBusError(
+            f"the bus at {where} lets anyone in without a login: refused "
+            "(insecure_bus = true allows it)"
+        )
     connecting.cancel()
     with contextlib.suppress(BaseException):
         await connecting
@@ -110,6 +117,10 @@ async def open_connection(settings: BusSettings, name: str | None = None) -> NAT
 
 class BusRefusedLoginError(ConnectionError):
     """The bus answered and refused these credentials: asking again will not help."""
+
+
+class InsecureBusError(BusRefusedLoginError):
+    """The bus requires no login and ``insecure_bus`` is off: asking again will not help."""
 
 
 def _is_auth_error(exc: Exception) -> bool:

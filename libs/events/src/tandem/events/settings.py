@@ -3,8 +3,9 @@
 Environment variables: ``TANDEM_BUS_SERVERS`` (comma-separated URLs), ``TANDEM_BUS_USER``,
 ``TANDEM_BUS_PASSWORD``, ``TANDEM_BUS_TOKEN``, ``TANDEM_BUS_CREDS_FILE``,
 ``TANDEM_BUS_NKEY_SEED_FILE``, ``TANDEM_BUS_TLS_CA_FILE``, ``TANDEM_BUS_TLS_CERT_FILE``,
-``TANDEM_BUS_TLS_KEY_FILE``, ``TANDEM_BUS_INBOX_PREFIX``, ...; streams: ``TANDEM_STREAMS_REPLICAS``,
-``TANDEM_STREAMS_EVENTS_MAX_AGE_S`` and the other fields of ``StreamSettings``.
+``TANDEM_BUS_TLS_KEY_FILE``, ``TANDEM_BUS_INBOX_PREFIX``, ``TANDEM_BUS_INSECURE_BUS``, ...;
+streams: ``TANDEM_STREAMS_REPLICAS``, ``TANDEM_STREAMS_EVENTS_MAX_AGE_S`` and the other fields
+of ``StreamSettings``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class BusSettings(BaseSettings):
     #: The identity's own inbox prefix (``tandem.events.bus_identities``), which only it may
     #: subscribe to; None: nats-py's shared ``_INBOX``.
     inbox_prefix: str | None = None
+    #: False: a server that lets clients in without a login is refused (issue 17). True for
+    #: now, while ``tandem up``, the compose file and the tests still run an open bus.
+    insecure_bus: bool = True
     connect_timeout_s: float = Field(default=5.0, gt=0)
     #: -1 reconnects for ever: a node agent must come back when the bus does.
     max_reconnect_attempts: int = -1
