@@ -151,6 +151,10 @@ class StepExecutor:
         if self.steered_file is not None:
             await asyncio.to_thread(write_steered, self.steered_file, self.board.steered_epoch)
 
+    def release_steer(self) -> None:
+        """The saga that took this node down is over without moving it (role watch)."""
+        self._unsteered()
+
     def _unsteered(self) -> None:
         self.board.steered_epoch = 0
         if self.steered_file is not None:

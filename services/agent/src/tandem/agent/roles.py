@@ -22,6 +22,7 @@ from tandem.agent.control.base import ControlError
 from tandem.agent.executor import StepExecutor
 from tandem.agent.identity.base import NetworkIdentity
 from tandem.agent.lease import LeaseKeeper
+from tandem.agent.saga_watch import saga_running
 from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import NodeUnfenced
@@ -71,6 +72,7 @@ class RoleWatch:
         self.poll_s = poll_s
         self.record: RoleRecord | None = None
         self.decision = ""
+        self._steer_checked_at = float("-inf")
 
     async def run(self) -> None:
         while True:
@@ -110,7 +112,7 @@ class RoleWatch:
                 return "fenced: waits for a step or an operator"
             if record.epoch != self.board.fenced_epoch:
                 return "fenced: a saga made it Active again: waits for the saga's steps"
-            if self.board.steered_epoch >= record.epoch:
+            if self.board.steered_epoch >= record.epoch and not await self._steering_ended():
                 # A saga stopped its applications or hid it at this epoch (a switchover under
                 # way): coming back by itself would serve beside the node the saga moves to.
                 return "fenced: a saga is moving it: waits for the saga's steps"
@@ -121,7 +123,7 @@ class RoleWatch:
             return f"plays {self.board.role}"
         if not self.resume_active:
             return "Active by the record: waits for the orchestrator's steps"
-        if self.board.steered_epoch >= record.epoch:
+        if self.board.steered_epoch >= record.epoch and not await self._steering_ended():
             # Before this agent restarted, a saga stopped its applications or hid it at this
             # epoch: the saga goes on (or undoes that) with its own steps.
             return "Active by the record, but a saga is moving it: waits for the saga's steps"
@@ -133,6 +135,24 @@ class RoleWatch:
             return "Active by the record: waits for its replicator to run as the source"
         await self._resume(record)
         return "resumed as Active"
+
+    async def _steering_ended(self) -> bool:
+        """Whether the saga that took this node down ended without moving the role (the
+        record still names this node Active at that epoch): its undo never reached the node,
+        which then brings itself back. Asked of the stream at most every 2 s."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._steer_checked_at + 2.0:
+            return False
+        self._steer_checked_at = loop.time()
+        if await saga_running(self.bus, self.cluster) is not False:
+            return False
+        log.warning(
+            "%s: the saga that took it down at epoch %s has ended and the role record still "
+            "names it Active: its undo never reached this node; it brings itself back",
+            self.node, self.board.steered_epoch,
+        )  # fmt: skip
+        self.executor.release_steer()
+        return True
 
     async def _demote(self, why: str) -> None:
         try:
