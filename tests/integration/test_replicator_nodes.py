@@ -342,3 +342,24 @@ async def test_a_verified_replica_stays_verified_across_a_restart_and_a_source_d
 async def _last_state(bus: Bus, state: str) -> bool:
     states = await events_of(bus, "ReplicationStateChanged")
     return bool(states) and states[-1].payload.state == state
+
+
+async def test_a_source_restarted_after_a_crash_says_its_targets_may_lack_its_writes(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """Its ReplicationStarted carries ``unverified_targets`` (the orchestrator then holds the
+    targets out of sync until verified); a first start, or one after a clean stop, does not.
+    The crash is the state dir a SIGKILL leaves: no clean-stop mark, no verified mark."""
+    source, state = tmp_path / "a" / "data", tmp_path / "a" / "state"
+    source.mkdir(parents=True)
+    for n in (1, 2):
+        async with node(bus, source, "primary", initial_role="active", state_dir=state):
+            await eventually(lambda n=n: started(bus, n), 30, "the source to start")
+    assert (state / CLEAN_MARK).exists()
+    (state / CLEAN_MARK).unlink()
+    (state / "replica-verified").unlink(missing_ok=True)
+    async with node(bus, source, "primary", initial_role="active", state_dir=state):
+        await eventually(lambda: started(bus, 3), 30, "the source to start again")
+    first, clean, crashed = [e.payload for e in await events_of(bus, "ReplicationStarted")]
+    assert (first.unverified_targets, clean.unverified_targets) == ("", "")  # type: ignore[attr-defined]
+    assert "did not stop cleanly" in crashed.unverified_targets  # type: ignore[attr-defined]

@@ -120,8 +120,17 @@ class SourceSide:
         s = self.s
         state = s.state
         state.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread((state / SOURCE_EPOCH_FILE).write_text, f"{self.epoch}\n")
         mark = state / CLEAN_MARK
+        # This node was a source that did not stop cleanly, and no verify matched it to a
+        # source since: writes of that run may never have reached the journal, so its
+        # targets may lack them. (A node a target until now, or one verified since, has
+        # the journal's data: its targets are as they say.)
+        crashed_before = (
+            last_source_epoch(state) > 0
+            and not mark.exists()
+            and not (state / VERIFIED_MARK).exists()
+        )
+        await asyncio.to_thread((state / SOURCE_EPOCH_FILE).write_text, f"{self.epoch}\n")
         # From now on this node's data is the reference: should it die, the next source
         # may lack some of it, so it is no longer known to match as a replica.
         await asyncio.to_thread((state / VERIFIED_MARK).unlink, True)
@@ -132,7 +141,11 @@ class SourceSide:
         self._unclean = ""
         if not mark.exists():
             why = "first start of this source, or it did not stop cleanly"
-            self._unclean = f"{s.node} started as the source without a clean stop before"
+        if crashed_before:
+            self._unclean = (
+                f"{s.node} was a source that did not stop cleanly: what it wrote then may "
+                "not be on its targets"
+            )
         elif s.capture == "watch":
             why = "watch capture started: what changed while it was down is found by verify"
         mark.unlink(missing_ok=True)
