@@ -158,8 +158,19 @@ class NatsServer:
         )
 
     def start(self, timeout: float = 20.0) -> NatsServer:
-        self.launch()
-        return self.wait_ready(timeout)
+        """Launch and wait until ready. A restart on the port it had may find the port
+        still taken for a moment (the old socket, or a client's ephemeral port that landed
+        on it): tried again until ``timeout``, then the error stands."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.launch()
+            try:
+                return self.wait_ready(max(deadline - time.monotonic(), 1.0))
+            except NatsServerError as exc:
+                if "address already in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                log.warning("nats-server %s: its port is still in use; trying again", self.name)
+                time.sleep(0.5)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM), then SIGKILL if it does not exit in time."""
