@@ -67,6 +67,14 @@ class StatusTrail:
                 self.seen.append(now)
             await asyncio.sleep(self.every_s)
 
+    def says(self, reason: str, *, answered: bool | None = None) -> bool:
+        """Whether the last thing seen has ``reason`` in it (and the client answered, or
+        not, when ``answered`` is given)."""
+        last = self.seen[-1] if self.seen else None
+        if last is None or reason not in last.reason:
+            return False
+        return answered is None or last.answered is answered
+
     def since(self, when: float) -> list[Seen]:
         return [s for s in self.seen if s.at >= when]
 

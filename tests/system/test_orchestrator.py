@@ -58,10 +58,6 @@ def _answers(pair: Pair):  # type: ignore[no-untyped-def]
     return probe
 
 
-def _last_says(trail: StatusTrail, reason: str) -> bool:
-    return bool(trail.seen) and reason in trail.seen[-1].reason
-
-
 def _kill_app(pair: Pair, node: str) -> None:
     pid = read_pid(pair.tmp / node / "state" / "apps" / "web.pid")
     if pid is not None:
@@ -126,7 +122,7 @@ async def test_sigkill_of_the_active_fails_over_to_the_passive_with_the_data(
     async with StatusTrail(pair, _answers(pair)) as trail:
         _lose_node(pair, "primary")
         await eventually(lambda: rec.of("SagaCompleted"), 60, "the failover saga to complete")
-        await eventually(lambda: _last_says(trail, "secondary serves"), 30, "status: moved")
+        await eventually(lambda: trail.says("secondary serves"), 30, "status: moved")
     assert after_loss(trail.seen, "secondary") == "", trail.table()
     started = rec.of("SagaStarted")[0]
     assert started.payload.kind == "failover"  # type: ignore[attr-defined]
@@ -314,7 +310,7 @@ async def test_managed_failover_waits_for_an_operator_to_confirm(bus: Bus, pair:
     async with StatusTrail(pair, _answers(pair)) as trail:
         _lose_node(pair, "primary")
         await eventually(lambda: rec.of("FailoverRecommended"), 60, "a failover recommended")
-        await eventually(lambda: _last_says(trail, "failover to secondary recommended"),
+        await eventually(lambda: trail.says("failover to secondary recommended"),
                          30, "status: the operator is needed")  # fmt: skip
     last = trail.seen[-1]
     assert last.service == "needs_operator" and not last.answered, trail.table()
@@ -357,7 +353,7 @@ actions = [{ do = "switchover" }]
     async with StatusTrail(pair, _answers(pair)) as trail:
         _kill_app(pair, "primary")  # the application fails; the node is fine
         await eventually(lambda: rec.of("SagaCompleted"), 60, "the automatic switchover")
-        await eventually(lambda: _last_says(trail, "secondary serves"), 30, "status: moved")
+        await eventually(lambda: trail.says("secondary serves"), 30, "status: moved")
     assert after_loss(trail.seen, "secondary") == "", trail.table()
     assert "primary is" in trail.seen[-1].reason, trail.table()  # not protected: says why
     started = rec.of("SagaStarted")[0]

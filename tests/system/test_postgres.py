@@ -153,9 +153,16 @@ async def _dead_letters_of(pair: Pair) -> list[str]:
     return found
 
 
-def _said(trail: StatusTrail, reason: str, *, answered: bool) -> bool:
-    last = trail.seen[-1] if trail.seen else None
-    return last is not None and reason in last.reason and last.answered is answered
+def _lose_the_active(pair: Pair) -> None:
+    """The Active dies without a word: its agent and postgres, SIGKILL both."""
+    pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
+    _kill_postgres(pair, "primary")
+
+
+async def _missing(writer: Writer, port: int) -> list[int]:
+    """The acknowledged commits the database does not have, in order."""
+    present = await asyncio.to_thread(rows_present, port)
+    return sorted(set(writer.acked) - present)
 
 
 def _committed_some(writer: Writer, more_than: int) -> bool:
@@ -174,15 +181,13 @@ async def test_sync_mode_failover_after_sigkill_loses_no_acknowledged_commit(
     try:
         async with StatusTrail(pair, lambda: answers(port)) as trail:
             await eventually(lambda: _committed_some(writer, 200), 120, "commits under load")
-            # The Active dies without a word: its agent and postgres, SIGKILL both.
             killed_at = time.time()
-            pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
-            _kill_postgres(pair, "primary")
+            _lose_the_active(pair)
             acked_at_kill = len(writer.acked)
             await eventually(lambda: _serving(pair, "secondary"), 240, "postgres on the new Active")
             await eventually(lambda: _committed_some(writer, acked_at_kill + 50), 120,
                              "commits on the new Active")  # fmt: skip
-            await eventually(lambda: _said(trail, "secondary serves", answered=True), 60,
+            await eventually(lambda: trail.says("secondary serves", answered=True), 60,
                              "the status: secondary serves, and a client answered")  # fmt: skip
     finally:
         writer.stop()
@@ -192,8 +197,7 @@ async def test_sync_mode_failover_after_sigkill_loses_no_acknowledged_commit(
     first_down = next(i for i, s in enumerate(after) if s.service == "down")
     assert all(s.service != "serving" for s in after[first_down:]), trail.table()
     assert after[-1].service == "degraded" and "primary is not heard from" in after[-1].reason
-    present = await asyncio.to_thread(rows_present, pair.public_port)
-    lost = sorted(set(writer.acked) - present)
+    lost = await _missing(writer, pair.public_port)
     assert lost == [], f"{len(lost)} acknowledged commits missing: {lost[:20]}"
     view = await cluster_view(pair)
     assert view["active"] == "secondary"
@@ -223,8 +227,7 @@ async def test_async_mode_switchover_under_load_loses_no_acknowledged_commit(
                          "commits on the new Active")  # fmt: skip
     finally:
         writer.stop()
-    present = await asyncio.to_thread(rows_present, pair.public_port)
-    lost = sorted(set(writer.acked) - present)
+    lost = await _missing(writer, pair.public_port)
     assert lost == [], f"{len(lost)} acknowledged commits missing: {lost[:20]}"
     # A switchover is normal operation: nothing of it is dead-lettered (the old Active's
     # last batches of its epoch are skipped as expected, not refused).
@@ -246,16 +249,14 @@ async def test_async_mode_failover_after_sigkill_loses_nothing_beyond_the_report
     try:
         await eventually(lambda: _committed_some(writer, 200), 120, "commits under load")
         shown = {n["name"]: n for n in (await cluster_view(pair))["nodes"]}
-        pair.agents["primary"].proc.kill()  # type: ignore[union-attr]
-        _kill_postgres(pair, "primary")
+        _lose_the_active(pair)
         await eventually(lambda: _serving(pair, "secondary"), 240, "postgres on the new Active")
         acked_at_failover = len(writer.acked)
         await eventually(lambda: _committed_some(writer, acked_at_failover + 50), 120,
                          "commits on the new Active")  # fmt: skip
     finally:
         writer.stop()
-    present = await asyncio.to_thread(rows_present, pair.public_port)
-    lost = set(writer.acked) - present
+    lost = set(await _missing(writer, pair.public_port))
     lag = (shown["secondary"]["lag_batches"], shown["secondary"]["lag_bytes"])
     # The gauges are sampled when a heartbeat is sent; 0.5 s of slack for that sampling.
     as_of = min(datetime.fromisoformat(shown[n]["last_heartbeat_at"]).timestamp()

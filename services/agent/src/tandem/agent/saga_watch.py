@@ -21,7 +21,8 @@ from tandem.events.subjects import EVENTS_STREAM, event_subject
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT_S = 5.0
+#: Short: the role watch waits on this in its loop (a demotion must not wait behind it).
+_TIMEOUT_S = 2.0
 
 
 async def _last_saga_id(bus: Bus, cluster: str, event_type: str) -> str | None:
