@@ -159,13 +159,8 @@ class Topology:
         }
 
     def start_nats(self) -> None:
-        cluster = NatsCluster(base_dir=self.root / "nats", size=3, name="chaos")
-        if self.host != "127.0.0.1":
-            _start_on_host(cluster, self.host)
-        else:
-            cluster.start()
-        for server in cluster.servers:
-            server.port = server.client_port or -1  # a restart listens where clients look
+        cluster = NatsCluster(base_dir=self.root / "nats", size=3, name="chaos", host=self.host)
+        cluster.start()
         self.nats = [NatsNode(s) for s in cluster.servers]
         asyncio.run(self._provision())
 
@@ -412,26 +407,3 @@ class Topology:
             if now >= deadline:
                 return False, why
             time.sleep(0.2)
-
-
-def _start_on_host(cluster: NatsCluster, host: str) -> None:
-    """``NatsCluster.start`` with every server listening on ``host`` (a root-namespace leg the
-    network-namespace hosts reach)."""
-    ports = [free_port(host) for _ in range(cluster.size)]
-    routes = [f"nats-route://{host}:{p}" for p in ports]
-    cluster.servers = [
-        NatsServer(
-            store_dir=cluster.base_dir / f"n{i + 1}",
-            name=f"{cluster.name}-n{i + 1}",
-            host=host,
-            cluster_name=cluster.name,
-            cluster_port=port,
-            routes=[r for j, r in enumerate(routes) if j != i],
-            monitor_port=None,
-        )
-        for i, port in enumerate(ports)
-    ]
-    for server in cluster.servers:
-        server.launch()
-    for server in cluster.servers:
-        server.wait_ready(30)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _MONITOR = re.compile(r"Starting http monitor on (\S+):(\d+)")
+_ROUTES = re.compile(r"Listening for route connections on (\S+):(\d+)")
 _READY = "Server is ready"
 
 
@@ -137,6 +138,8 @@ class NatsServer:
         self.client_port = None
 
     def wait_ready(self, timeout: float = 20.0) -> NatsServer:
+        """Ready = clients can connect and, in a cluster, the route port is bound too: the
+        server says "ready" before it binds that port, and exits if the port is taken."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self._new_log()
@@ -144,7 +147,8 @@ class NatsServer:
                 self.client_port = int(m.group(2))
             if m := _MONITOR.search(text):
                 self.http_port = int(m.group(2))
-            if _READY in text and self.client_port is not None:
+            routed = self.cluster_name is None or _ROUTES.search(text) is not None
+            if _READY in text and self.client_port is not None and routed:
                 log.info("nats-server %s ready at %s", self.name, self.url)
                 return self
             if self.process is not None and self.process.poll() is not None:
@@ -212,38 +216,54 @@ class NatsServer:
 
 @dataclass
 class NatsCluster:
-    """A JetStream cluster of ``size`` servers on loopback, each with its own store dir."""
+    """A JetStream cluster of ``size`` servers on ``host``, each with its own store dir."""
 
     base_dir: Path
     size: int = 3
     name: str = "tandem"
+    host: str = "127.0.0.1"
     #: Given to every server (see ``NatsServer``): authorization, TLS of the client port...
     extra_config: str = ""
     #: Inside every server's ``cluster {}`` block: the routes' TLS.
     cluster_extra: str = ""
     servers: list[NatsServer] = field(default_factory=list, init=False)
 
-    def start(self, timeout: float = 30.0) -> NatsCluster:
-        ports = [free_port() for _ in range(self.size)]
-        routes = [f"nats-route://127.0.0.1:{p}" for p in ports]
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> NatsCluster:
+        """Ports are chosen free, then bound by the servers a moment later: another process
+        can take one in between. Such a start is tried again on new ports."""
+        for attempt in range(1, attempts + 1):
+            self._place()
+            try:
+                for server in self.servers:
+                    server.launch()
+                for server in self.servers:
+                    server.wait_ready(timeout)
+                return self
+            except NatsServerError as exc:
+                self.stop()
+                if "address already in use" not in str(exc) or attempt == attempts:
+                    raise
+                log.warning("nats cluster %s: a port was taken; new ports", self.name)
+        raise AssertionError("unreachable")
+
+    def _place(self) -> None:
+        ports = [(free_port(self.host), free_port(self.host)) for _ in range(self.size)]
+        routes = [f"nats-route://{self.host}:{route}" for _, route in ports]
         self.servers = [
             NatsServer(
                 store_dir=self.base_dir / f"n{i + 1}",
                 name=f"{self.name}-n{i + 1}",
+                host=self.host,
+                port=client,
                 cluster_name=self.name,
-                cluster_port=port,
+                cluster_port=route,
                 routes=[r for j, r in enumerate(routes) if j != i],
                 monitor_port=None,
                 extra_config=self.extra_config,
                 cluster_extra=self.cluster_extra,
             )
-            for i, port in enumerate(ports)
+            for i, (client, route) in enumerate(ports)
         ]
-        for server in self.servers:
-            server.launch()
-        for server in self.servers:
-            server.wait_ready(timeout)
-        return self
 
     @property
     def urls(self) -> list[str]:
