@@ -9,7 +9,6 @@ every such report so that a test can say which subject was refused.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +18,11 @@ import nats
 
 from helpers import eventually
 from tandem.events.bus import Bus
-from tandem.events.bus_auth import authorization_config, bus_settings_for, issue_passwords
-from tandem.events.bus_identities import ADMIN, BusIdentity, bus_identities
-from tandem.events.bus_tls import (
-    DEFAULT_SERVER_NAMES,
-    TlsFiles,
-    server_tls_config,
-    write_local_pki,
-)
+from tandem.events.bus_identities import ADMIN, BusIdentity
+from tandem.events.bus_tls import DEFAULT_SERVER_NAMES, TlsFiles
 from tandem.events.connection import connect_options
 from tandem.events.embedded import NatsServer
+from tandem.events.secure_bus import SecureBusFiles
 from tandem.events.settings import BusSettings
 
 CLUSTERS = {"c1": ["a", "b"], "c2": ["x"]}
@@ -39,36 +33,33 @@ TEST_ROUNDS = 4
 @dataclass
 class SecuredBus:
     server: NatsServer
-    tls: TlsFiles
-    identities: dict[str, BusIdentity]
-    passwords: dict[str, str] = field(repr=False)
+    files: SecureBusFiles
+
+    @property
+    def tls(self) -> TlsFiles:
+        return self.files.tls
+
+    @property
+    def identities(self) -> dict[str, BusIdentity]:
+        return self.files.identities
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        return self.files.passwords
 
     def settings(self, user: str, **overrides: Any) -> BusSettings:
         base: dict[str, Any] = {
             "servers": [self.server.url],
-            "tls_ca_file": self.tls.ca_cert,
             "max_reconnect_attempts": 0,
             "request_timeout_s": 1.0,
         }
-        base.update(overrides)
-        password = base.pop("password", self.passwords[user])
-        return bus_settings_for(self.identities[user], password, **base)
+        return self.files.settings(user, **{**base, **overrides})
 
     def login_env(self, user: str) -> dict[str, str]:
-        """A service's environment that logs it in as ``user`` over TLS."""
-        return {
-            "TANDEM_BUS_USER": user,
-            "TANDEM_BUS_PASSWORD": self.passwords[user],
-            "TANDEM_BUS_INBOX_PREFIX": self.identities[user].inbox_prefix,
-            "TANDEM_BUS_TLS_CA_FILE": str(self.tls.ca_cert),
-        }
+        return self.files.login_env(user)
 
     def login_toml(self, user: str) -> str:
-        """The same as lines of a node config's ``[bus]`` table."""
-        return "".join(
-            f"{key.removeprefix('TANDEM_BUS_').lower()} = {json.dumps(value)}\n"
-            for key, value in self.login_env(user).items()
-        )
+        return self.files.login_toml(user)
 
     async def connect(self, user: str, **overrides: Any) -> Client:
         settings = self.settings(user, **overrides)
@@ -113,12 +104,15 @@ def start_secured_bus(
     server_names: Sequence[str] = DEFAULT_SERVER_NAMES,
     clusters: Mapping[str, Sequence[str]] = CLUSTERS,
 ) -> SecuredBus:
-    identities = {i.user: i for i in bus_identities(clusters)}
-    passwords = issue_passwords(list(identities.values()))
-    tls = write_local_pki(store / "tls", server_names)
-    config = authorization_config(
-        list(identities.values()), passwords, rounds=TEST_ROUNDS
-    ) + server_tls_config(tls, verify_clients=verify_clients)
-    server = NatsServer(store_dir=store / "nats", name="secured", extra_config=config).start()
-    assert ADMIN in identities
-    return SecuredBus(server, tls, identities, passwords)
+    files = SecureBusFiles.create(
+        store / "secrets",
+        clusters,
+        server_names=server_names,
+        verify_clients=verify_clients,
+        rounds=TEST_ROUNDS,
+    )
+    server = NatsServer(
+        store_dir=store / "nats", name="secured", extra_config=files.server_config()
+    ).start()
+    assert ADMIN in files.identities
+    return SecuredBus(server, files)
