@@ -1,7 +1,11 @@
-"""`tandem up` as a user runs it: embedded bus, every service and the demo pair, then Ctrl-C."""
+"""`tandem up` as a user runs it: embedded bus, every service and the demo pair, then Ctrl-C.
+
+The bus it runs requires TLS and a login (issue 17): each service logs in as its own
+identity, and the other commands find the admin's login through the state file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,8 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tandem.events.bus_identities import VIEWER
+from tandem.events.connection import BusRefusedLoginError, open_connection
+from tandem.events.settings import BusSettings
 
 pytestmark = pytest.mark.system
 
@@ -40,7 +49,48 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_binary: str) -> None:
+def tandem(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tandem.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=env,
+    )
+
+
+async def connect_once(url: str, **login: Any) -> None:
+    """Connect with only ``login`` (no login, no CA unless given), then close."""
+    settings = BusSettings(servers=[url], max_reconnect_attempts=0, **login)
+    nc = await open_connection(settings, name="test-up-outsider")
+    await nc.close()
+
+
+def assert_the_bus_refuses_outsiders(state: dict[str, Any]) -> None:
+    url, ca = state["bus_url"], Path(state["bus_ca_file"])
+    secrets = Path(state["bus_secrets"])
+    viewer = {
+        "user": VIEWER,
+        "password": json.loads((secrets / "passwords.json").read_text())[VIEWER],
+    }
+    # No login at all, over TLS: refused by the authorization.
+    with pytest.raises(BusRefusedLoginError, match=r"(?i)authorization"):
+        asyncio.run(connect_once(url, tls_ca_file=ca))
+    # The right login without the CA: refused by TLS before any login is sent.
+    with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        asyncio.run(connect_once(url, **viewer))
+    # Both: in (the viewer's printed login works).
+    asyncio.run(connect_once(url, tls_ca_file=ca, inbox_prefix="_INBOX.viewer", **viewer))
+
+
+@pytest.mark.timeout(400)
+def test_up_starts_everything_and_ctrl_c_stops_everything(
+    tmp_path: Path, nats_binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The suite's own bus login (conftest) is for its server: the commands below must find
+    # this bus's login by themselves, from the state file.
+    for key in [k for k in os.environ if k.startswith("TANDEM_BUS_") or k == "TANDEM_SECRETS_DIR"]:
+        monkeypatch.delenv(key)
     env = {**os.environ, "TANDEM_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200"}
     up = subprocess.Popen(
         [
@@ -74,6 +124,11 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_b
         tokens_file = tmp_path / "store" / "orchestrator" / "api-tokens"
         assert tokens_file.stat().st_mode & 0o777 == 0o600
         assert state["operator_token"] not in tokens_file.read_text()
+        # The bus passwords stay in their own 0600 file: the state file names its folder.
+        passwords = json.loads((Path(state["bus_secrets"]) / "passwords.json").read_text())
+        state_text = (tmp_path / "state" / "tandem" / "up.json").read_text()
+        assert passwords and all(p not in state_text for p in passwords.values())
+        assert_the_bus_refuses_outsiders(state)
 
         # No --bus: the tail finds the bus of the running `tandem up` by itself.
         tail = subprocess.run(
@@ -136,18 +191,30 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path, nats_b
             env=env,
         )
         assert status.returncode == 0, status.stdout + status.stderr
+        # The admin's commands on the bus log in by themselves too.
+        provision = tandem(env, "bus", "provision")
+        assert provision.returncode == 0 and "unchanged" in provision.stdout, provision
+        # The whole switchover runs with each component's least privilege.
+        switch = tandem(env, "switchover", "demo", "--to", "secondary", "--timeout", "120")
+        assert switch.returncode == 0, switch.stdout + switch.stderr
+        assert "secondary is Active" in switch.stdout, switch.stdout
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0, out
     assert "Tandem is up" in out and "stopped." in out
-    # Its output went to a pipe, not a terminal: the tokens are not in it, nor in any log.
+    # Its output went to a pipe, not a terminal: the tokens and bus passwords are not in it,
+    # nor in any log; how to log in is.
     assert "not shown (the output is not a terminal)" in out
-    logs = [p.read_text(errors="replace") for p in (tmp_path / "store").rglob("*.log")]
+    assert "passwords not shown (the output is not a terminal)" in out
+    assert "TANDEM_BUS_USER=viewer TANDEM_BUS_INBOX_PREFIX=_INBOX.viewer" in out
+    logs = {p: p.read_text(errors="replace") for p in (tmp_path / "store").rglob("*.log")}
     assert logs
-    for token in (state["operator_token"], state["viewer_token"]):
-        assert token not in out
-        assert all(token not in log for log in logs)
+    for secret in (state["operator_token"], state["viewer_token"], *passwords.values()):
+        assert secret not in out
+        assert all(secret not in log for log in logs.values())
+    for path, log in logs.items():
+        assert "permissions violation" not in log.lower(), f"{path}:\n{log[-3000:]}"
     for name, pid in state["services"].items():
         assert not alive(pid), f"{name} (pid {pid}) is still running"
     assert not (tmp_path / "state" / "tandem" / "up.json").exists()

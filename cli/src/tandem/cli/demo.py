@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+from tandem.events.private_files import write_private
 
 DEMO_CLUSTER = "demo"
 DEMO_NODES = ("primary", "secondary")
@@ -35,10 +38,13 @@ def pair_node_toml(
     check: str,
     check_interval_s: float,
     check_timeout_s: float,
+    bus_login: str = "",
 ) -> str:
     """The part every node of a loopback pair shares (also used by the failover benchmark):
     watch replication of ``data``, the demo app on ``app_port`` with an http check, and the
-    public port only the Active listens on is added by ``loopback_public_toml``."""
+    public port only the Active listens on is added by ``loopback_public_toml``.
+    ``bus_login``: the ``[bus]`` table's lines that log the node in
+    (``SecureBusFiles.login_toml``)."""
     app_argv = [sys.executable, "-m", "tandem.agent.demoapp", "--data", str(data)]
     app_argv += ["--port", str(app_port)]
     return f"""cluster = {_q(cluster)}
@@ -49,7 +55,7 @@ state_dir = {_q(base / "state")}
 
 [bus]
 servers = {_q([bus_url])}
-
+{bus_login}
 [replication]
 protected_root = {_q(data)}
 capture = "watch"
@@ -83,7 +89,13 @@ forward_to = {app_port}
 
 
 def demo_node_config(
-    root: Path, node: str, bus_url: str, port: int, bus_port: int, public_port: int
+    root: Path,
+    node: str,
+    bus_url: str,
+    port: int,
+    bus_port: int,
+    public_port: int,
+    bus_login: str = "",
 ) -> str:
     """The TOML config of one demo node (see examples/node.toml for every field)."""
     base = root / "demo" / node
@@ -99,6 +111,7 @@ def demo_node_config(
         check="demo-http",
         check_interval_s=1,
         check_timeout_s=2,
+        bus_login=bus_login,
     )
     return f"""# Demo node written by `tandem up`.
 {core}
@@ -131,12 +144,22 @@ targets = [{{ kind = "tcp", host = "127.0.0.1", port = {bus_port} }}]
 
 
 def write_demo_configs(
-    root: Path, bus_url: str, bus_port: int, ports: dict[str, int], public_port: int
+    root: Path,
+    bus_url: str,
+    bus_port: int,
+    ports: dict[str, int],
+    public_port: int,
+    bus_logins: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
+    """``bus_logins``: each node's ``[bus]`` login lines; they hold its password, so the
+    configs are written owner-only."""
     paths = {}
     for node in DEMO_NODES:
         demo_folder(root, node).mkdir(parents=True, exist_ok=True)
         path = root / "demo" / node / "node.toml"
-        path.write_text(demo_node_config(root, node, bus_url, ports[node], bus_port, public_port))
+        login = (bus_logins or {}).get(node, "")
+        write_private(
+            path, demo_node_config(root, node, bus_url, ports[node], bus_port, public_port, login)
+        )
         paths[node] = path
     return paths

@@ -15,7 +15,7 @@ from tandem.events.cancel import raise_if_cancelled
 from tandem.events.envelope import Event
 from tandem.events.errors import DecodeError
 from tandem.events.registry import decode_event
-from tandem.events.settings import load_bus_settings
+from tandem.events.settings import BusSettings
 from tandem.events.subjects import EVENTS_STREAM, events_filter
 
 
@@ -33,7 +33,7 @@ def _short(value: Any) -> str:
 
 async def tail(
     console: Console,
-    bus_url: str,
+    settings: BusSettings,
     *,
     cluster: str | None,
     event_type: str | None,
@@ -43,9 +43,7 @@ async def tail(
 ) -> int:
     """Print events; returns the number printed. Stops after ``count`` or when idle too long."""
     subject = events_filter(cluster, event_type)
-    async with await Bus.connect(
-        load_bus_settings(servers=bus_url), name="tandem-events-tail"
-    ) as bus:
+    async with await Bus.connect(settings, name="tandem-events-tail") as bus:
         info = await bus.js.stream_info(EVENTS_STREAM)
         start = max(info.state.first_seq, info.state.last_seq - history + 1)
         if history > 0 and info.state.last_seq > 0:

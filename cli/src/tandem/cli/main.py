@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from tandem.cli.busurl import resolve_bus_url
+from tandem.cli.busurl import cli_bus_settings, resolve_bus_url, service_login_env
 from tandem.cli.options import ApiOption, TokenOption
 from tandem.cli.services import SERVICES, lookup
 from tandem.cli.srm import srm_app
@@ -41,7 +42,9 @@ BusOption = Annotated[
     str | None,
     typer.Option(
         "--bus",
-        help="Bus URL (default: TANDEM_BUS_SERVERS, a running `tandem up`, or nats://127.0.0.1:4222).",
+        help="Bus URL (default: TANDEM_BUS_SERVERS, a running `tandem up`, or "
+        "nats://127.0.0.1:4222). Login: TANDEM_BUS_USER/_PASSWORD, else the admin of "
+        "TANDEM_SECRETS_DIR or of the running `tandem up`.",
     ),
 ]
 
@@ -122,6 +125,7 @@ def run_service(
 ) -> None:
     """Run one service in the foreground until Ctrl-C or SIGTERM."""
     from tandem.events.runtime import service_main
+    from tandem.events.settings import SettingsError
 
     try:
         entry = lookup(service)
@@ -133,6 +137,12 @@ def run_service(
     for key, value in (("CLUSTER", cluster), ("NODE", node)):
         if value is not None:
             os.environ[f"{entry.env_prefix}{key}"] = value
+    try:
+        # Beside a running `tandem up` (or with TANDEM_SECRETS_DIR): the service's own identity.
+        os.environ.update(service_login_env(entry.name, cluster, node))
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
     raise typer.Exit(service_main(spec))
 
 
@@ -159,7 +169,7 @@ def events_tail(
         asyncio.run(
             tail(
                 console,
-                resolve_bus_url(bus),
+                cli_bus_settings(bus),
                 cluster=cluster,
                 event_type=type_,
                 count=count,
@@ -197,6 +207,7 @@ def verify(
     from tandem.cli.verify import verify_cluster, verify_local
     from tandem.events.errors import CommandFailedError
     from tandem.events.names import InvalidNameError
+    from tandem.events.settings import SettingsError
 
     if (source is None) != (replica is None):
         err.print("[red]local mode needs both --source and --replica[/]")
@@ -211,9 +222,9 @@ def verify(
         raise typer.Exit(2)
     try:
         ok = asyncio.run(
-            verify_cluster(console, resolve_bus_url(bus), cluster, node, target, timeout)
+            verify_cluster(console, cli_bus_settings(bus), cluster, node, target, timeout)
         )
-    except (InvalidNameError, LookupError) as exc:
+    except (InvalidNameError, LookupError, SettingsError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     except CommandFailedError as exc:
@@ -229,10 +240,10 @@ def verify(
 def bus_provision(bus: BusOption = None) -> None:
     """Create or update Tandem's streams and buckets (limits from TANDEM_STREAMS_*)."""
     from tandem.events.bus import Bus
-    from tandem.events.settings import SettingsError, load_bus_settings, load_stream_settings
+    from tandem.events.settings import SettingsError, load_stream_settings
 
     async def go() -> list[str]:
-        async with await Bus.connect(load_bus_settings(servers=resolve_bus_url(bus))) as b:
+        async with await Bus.connect(cli_bus_settings(bus)) as b:
             return await b.provision(load_stream_settings())
 
     try:
@@ -334,5 +345,8 @@ def group_switchover(
 
 
 def main() -> int:
+    # nats-py's protocol returns True from eof_received, which asyncio's TLS transport ignores
+    # and warns about when a TLS connection closes: noise on every command's stderr.
+    logging.getLogger("asyncio").addFilter(lambda r: "eof_received" not in r.getMessage())
     app()
     return 0

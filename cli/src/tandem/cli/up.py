@@ -1,4 +1,9 @@
-"""``tandem up``: an embedded nats-server and every service, supervised, with a demo pair."""
+"""``tandem up``: an embedded nats-server and every service, supervised, with a demo pair.
+
+The bus requires a login and TLS (issue 17): ``tandem up`` writes the deployment's secrets to
+``<store>/bus-secrets`` (``SecureBusFiles``: kept across runs of the same store), provisions
+as the admin, and starts each service logged in as its own least-privilege identity.
+"""
 
 from __future__ import annotations
 
@@ -18,18 +23,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tandem.cli.busurl import state_file
-from tandem.cli.demo import DEMO_NODES, demo_folder, write_demo_configs
+from tandem.cli.busurl import service_identity, state_file
+from tandem.cli.demo import DEMO_CLUSTER, DEMO_NODES, demo_folder, write_demo_configs
 from tandem.cli.services import CENTRAL, SERVICES
 from tandem.cli.supervisor import Child, Supervisor
 from tandem.events.api_tokens import file_line
 from tandem.events.bus import Bus
+from tandem.events.bus_identities import ADMIN, VIEWER, agent_user
 from tandem.events.catalog import ServiceStarted
 from tandem.events.embedded import NatsServer, free_port
 from tandem.events.private_files import write_private
 from tandem.events.registry import decode_event
-from tandem.events.settings import load_bus_settings, load_stream_settings
-from tandem.events.subjects import events_filter
+from tandem.events.roles import claim_first_role
+from tandem.events.secure_bus import SecureBusFiles
+from tandem.events.settings import load_stream_settings
+from tandem.events.subjects import ROLES_BUCKET, events_filter
 
 
 def _port_free(port: int) -> bool:
@@ -81,9 +89,17 @@ def plan_children(
     bus_port: int = 4222,
     api: ApiAccess | None = None,
     public_port: int | None = None,
+    secrets: SecureBusFiles | None = None,
 ) -> list[Child]:
+    """The children of ``tandem up``. With ``secrets`` each logs in as its own identity:
+    a central service by its environment, a demo node by its config's ``[bus]`` table."""
     python = sys.executable
     base = {"TANDEM_BUS_SERVERS": bus_url}
+
+    def login(service: str) -> dict[str, str]:
+        user = service_identity(service, None, None)
+        return secrets.login_env(user) if secrets is not None and user is not None else {}
+
     api = api or ApiAccess.new()
     # The orchestrator's outbox lives beside the logs: an event in flight when it is killed
     # is sent after its restart. Its tokens file too.
@@ -95,7 +111,7 @@ def plan_children(
         Child(
             e.name,
             [python, "-m", e.module],
-            {**base, **(orchestrator_env if e.name == "orchestrator" else {})},
+            {**base, **login(e.name), **(orchestrator_env if e.name == "orchestrator" else {})},
             logs / f"{e.name}.log",
         )
         for e in CENTRAL
@@ -104,7 +120,12 @@ def plan_children(
         agent = SERVICES["agent"]
         root = root if root is not None else Path(tempfile.mkdtemp(prefix="tandem-demo-"))
         public = public_port or demo_public_port()
-        configs = write_demo_configs(root, bus_url, bus_port, demo_ports(), public)
+        logins = {
+            node: secrets.login_toml(agent_user(DEMO_CLUSTER, node))
+            for node in DEMO_NODES
+            if secrets is not None
+        }
+        configs = write_demo_configs(root, bus_url, bus_port, demo_ports(), public, logins)
         for node in DEMO_NODES:
             argv = [python, "-m", agent.module, "--config", str(configs[node])]
             children.append(Child(f"agent-{node}", argv, dict(base), logs / f"agent-{node}.log"))
@@ -142,6 +163,25 @@ async def _wait_started(bus: Bus, expected: int, timeout_s: float) -> list[Servi
     return seen
 
 
+def bus_secrets(root: Path, demo: bool) -> SecureBusFiles:
+    """The bus's CA, certificates and passwords in ``<root>/bus-secrets``: made at the first
+    run, kept by the next ones of the same store (``tandem bus secrets --rotate`` changes
+    them); the identities follow whether the demo pair runs."""
+    clusters = {DEMO_CLUSTER: list(DEMO_NODES)} if demo else {}
+    return SecureBusFiles.create(root / "bus-secrets", clusters)
+
+
+async def write_first_role(bus: Bus, timeout_s: float = 10.0) -> None:
+    """The demo's first role record (primary Active, epoch 1), unless it has one: agents
+    may not write ``tandem_roles``, so the node configured Active would wait for ever. A
+    record already there (an earlier run of this store) is left as it is."""
+    kv = await bus.kv(ROLES_BUCKET)
+    await asyncio.wait_for(
+        claim_first_role(kv, DEMO_CLUSTER, DEMO_NODES[0], "first pairing (tandem up)"),
+        timeout_s,
+    )
+
+
 async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo: bool) -> int:
     temp = store_dir is None
     root = Path(tempfile.mkdtemp(prefix="tandem-up-")) if store_dir is None else store_dir
@@ -150,7 +190,10 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
     if port > 0 and not _port_free(port):
         console.print(f"[yellow]port {port} is taken; the bus gets a random port instead[/]")
         port = -1
-    server = NatsServer(store_dir=root / "nats", port=port if port > 0 else -1)
+    secrets = await asyncio.to_thread(bus_secrets, root, demo)
+    server = NatsServer(
+        store_dir=root / "nats", port=port if port > 0 else -1, extra_config=secrets.server_config()
+    )
     supervisor = Supervisor(lambda line: console.print(f"[yellow]supervisor:[/] {line}"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,21 +202,31 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
     bus: Bus | None = None
     try:
         await asyncio.to_thread(server.start)
-        bus = await Bus.connect(load_bus_settings(servers=[server.url]), name="tandem-up")
+        bus = await Bus.connect(secrets.settings(ADMIN, servers=[server.url]), name="tandem-up")
         await bus.provision(load_stream_settings())
+        if demo:
+            await write_first_role(bus)
         api = ApiAccess.new()
         public_port = demo_public_port()
         children = plan_children(
-            server.url, root / "logs", demo, root, server.client_port or 4222, api, public_port
+            server.url,
+            root / "logs",
+            demo,
+            root,
+            server.client_port or 4222,
+            api,
+            public_port,
+            secrets,
         )
         for child in children:
             await supervisor.start(child)
-        _write_state(server, root, children, api)
+        _write_state(server, root, children, api, secrets)
         started = await _wait_started(
             bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30
         )
         console.print(_table(server, root, children, started, api, public_port))
         _print_tokens(console, api)
+        _print_bus_logins(console, secrets)
         console.print(
             "Try: [bold]tandem status[/]   [bold]tandem switchover demo[/]   "
             "[bold]tandem events tail[/]   Stop: [bold]Ctrl-C[/]"
@@ -207,6 +260,32 @@ def _print_tokens(console: Console, api: ApiAccess) -> None:
     console.print(f"  viewer (read only):              {api.viewer_token}", soft_wrap=True)
 
 
+def _print_bus_logins(console: Console, secrets: SecureBusFiles) -> None:
+    """How to log in to the bus by hand: the environment of a viewer and of an operator
+    (admin). Passwords, like the API tokens, go to a terminal only."""
+    console.print(
+        "Bus logins (TLS; the tandem commands here log in as admin by themselves):",
+        soft_wrap=True,
+    )
+    isatty = getattr(console.file, "isatty", None)
+    shown = callable(isatty) and isatty()
+    for who, user in (("viewer (reads events)", VIEWER), ("operator (admin)", ADMIN)):
+        env = secrets.login_env(user)
+        if not shown:
+            del env["TANDEM_BUS_PASSWORD"]
+        line = " ".join(f"{k}={v}" for k, v in env.items())
+        console.print(f"  {who}: {line}", soft_wrap=True, highlight=False, markup=False)
+    passwords = secrets.folder / "passwords.json"
+    if shown:
+        console.print(f"  passwords: {passwords} (owner only)", soft_wrap=True)
+    else:
+        console.print(
+            "  passwords not shown (the output is not a terminal): TANDEM_BUS_PASSWORD is "
+            f"the user's entry in {passwords} (owner only)",
+            soft_wrap=True,
+        )
+
+
 def _announces(child: Child) -> tuple[str, str]:
     """The (service, node) a child names in its ServiceStarted event."""
     if child.name.startswith("agent-"):
@@ -214,10 +293,17 @@ def _announces(child: Child) -> tuple[str, str]:
     return child.name, child.name.replace("_", "-")
 
 
-def _write_state(server: NatsServer, root: Path, children: list[Child], api: ApiAccess) -> None:
+def _write_state(
+    server: NatsServer,
+    root: Path,
+    children: list[Child],
+    api: ApiAccess,
+    secrets: SecureBusFiles | None = None,
+) -> None:
     path = state_file()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # 0600: it holds this run's API tokens.
+    # 0600: it holds this run's API tokens. The bus passwords stay in their own folder: the
+    # other commands find them by its path (busurl.cli_bus_settings).
     write_private(
         path,
         json.dumps(
@@ -226,6 +312,8 @@ def _write_state(server: NatsServer, root: Path, children: list[Child], api: Api
                 "bus_url": server.url,
                 "monitor_url": f"http://127.0.0.1:{server.http_port}" if server.http_port else None,
                 "store_dir": str(root),
+                "bus_secrets": str(secrets.folder) if secrets is not None else None,
+                "bus_ca_file": str(secrets.tls.ca_cert) if secrets is not None else None,
                 "api_url": api.url,
                 "viewer_token": api.viewer_token,
                 "operator_token": api.operator_token,
@@ -247,7 +335,7 @@ def _table(
     table = Table(title="Tandem is up", show_lines=False)
     for col in ("component", "where", "status"):
         table.add_column(col)
-    table.add_row("bus (nats-server)", server.url, "ready")
+    table.add_row("bus (nats-server)", server.url, "ready: TLS, login required")
     if server.http_port:
         table.add_row("bus monitoring", f"http://127.0.0.1:{server.http_port}", "")
     table.add_row("store", str(root), "")

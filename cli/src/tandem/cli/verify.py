@@ -19,7 +19,7 @@ from tandem.events.catalog.commands import VerifyReplicaPayload
 from tandem.events.registry import decode_event
 from tandem.events.roles import read_role
 from tandem.events.rpc import send_command
-from tandem.events.settings import load_bus_settings
+from tandem.events.settings import BusSettings
 from tandem.events.subjects import EVENTS_STREAM, ROLES_BUCKET, events_filter
 
 
@@ -82,13 +82,13 @@ def verify_local(console: Console, source: Path, replica: Path) -> bool:
 
 async def verify_cluster(
     console: Console,
-    bus_url: str,
+    settings: BusSettings,
     cluster: str,
     node: str | None,
     target: str | None,
     timeout: float,
 ) -> bool:
-    async with await Bus.connect(load_bus_settings(servers=bus_url), name="tandem-verify") as bus:
+    async with await Bus.connect(settings, name="tandem-verify") as bus:
         role, _ = await read_role(await bus.kv(ROLES_BUCKET), cluster)
         if node is None:
             if role is None:
