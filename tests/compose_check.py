@@ -12,7 +12,9 @@
 * ``TANDEM_AGENT_*`` must be what the node agent's own settings accept: an agent service sets
   ``TANDEM_AGENT_CONFIG`` to a path bind-mounted from a host file, that file must pass
   ``load_node_config`` with the service's ``TANDEM_NODE_*`` and ``TANDEM_BUS_*`` entries applied
-  as the agent would see them, and its ``[bus]`` servers must be nats URLs to services of the file.
+  as the agent would see them, and its ``[bus]`` servers must be nats URLs to services of the file;
+* every Tandem service must log in to the bus as its own identity, with the deployment's CA
+  mounted, and the nats servers must have the files their config includes (``compose_bus_check``).
 
 """
 
@@ -95,7 +97,8 @@ def compose_binary() -> str | None:
     return shutil.which(COMPOSE)
 
 
-def compose_config_problems(path: Path) -> list[str]:
+def compose_config_problems(path: Path, env: dict[str, str] | None = None) -> list[str]:
+    """``docker-compose config``'s verdict; ``env``: variables added to its environment."""
     binary = compose_binary()
     if binary is None:
         return [f"{COMPOSE} is not installed: {COMPOSE_HINT}"]
@@ -106,6 +109,7 @@ def compose_config_problems(path: Path) -> list[str]:
             text=True,
             timeout=COMPOSE_TIMEOUT_S,
             check=False,
+            env={**os.environ, **(env or {})},
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [f"{COMPOSE} config could not check {path}: {exc}"]
@@ -167,11 +171,28 @@ def bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
     ``type: bind``)."""
     for volume in service.get("volumes") or []:
         if isinstance(volume, str):
-            source, sep, rest = volume.partition(":")
-            if sep and source.startswith((".", "/", "~")):
-                yield source, rest.partition(":")[0]
+            parts = split_volume(volume)
+            # A path, or a path docker-compose substitutes (${DIR:-./x}/file): not a volume name.
+            if len(parts) > 1 and parts[0].startswith((".", "/", "~", "$")):
+                yield parts[0], parts[1]
         elif isinstance(volume, dict) and volume.get("type") == "bind" and volume.get("source"):
             yield str(volume["source"]), str(volume.get("target") or "")
+
+
+def split_volume(volume: str) -> list[str]:
+    """``source:target[:mode]`` split at the colons outside ``${...}`` (``${DIR:-./x}``)."""
+    parts, current, depth = [], "", 0
+    for i, char in enumerate(volume):
+        if volume.startswith("${", i):
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+        if char == ":" and not depth:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
 
 
 def bind_sources(service: dict[str, Any]) -> Iterator[str]:
@@ -491,17 +512,20 @@ def run(path: str | Path) -> Report:
     path = Path(path)
     if not path.is_file():
         return Report([f"{path} does not exist"])
-    report = Report(compose_config_problems(path))
     try:
         services = services_of(load_yaml(path), path)
     except CheckError as exc:
-        report.problems.append(str(exc))
-        return report
+        return Report([*compose_config_problems(path), str(exc)])
+    import compose_bus_check  # it builds on this module's helpers
+
     base = path.resolve().parent
-    hosts = host_names(services)
-    report.services = len(services)
-    for name, service in services.items():
-        report.problems.extend(check_service(str(name), service, base, hosts))
+    with compose_bus_check.bus_secrets(services, base) as (secrets, env):
+        report = Report(compose_config_problems(path, env))
+        hosts = host_names(services)
+        report.services = len(services)
+        for name, service in services.items():
+            report.problems.extend(check_service(str(name), service, base, hosts))
+        report.problems.extend(compose_bus_check.check_logins(services, base, secrets, env))
     return report
 
 
@@ -525,4 +549,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # compose_bus_check imports this module by name: one copy of it, not a second.
+    sys.modules.setdefault("compose_check", sys.modules[__name__])
     sys.exit(main())

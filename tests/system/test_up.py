@@ -19,6 +19,8 @@ import pytest
 
 from tandem.events.bus_identities import VIEWER
 from tandem.events.connection import BusRefusedLoginError, open_connection
+from tandem.events.embedded import NatsServer
+from tandem.events.secure_bus import SecureBusFiles
 from tandem.events.settings import BusSettings
 
 pytestmark = pytest.mark.system
@@ -218,3 +220,36 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(
     for name, pid in state["services"].items():
         assert not alive(pid), f"{name} (pid {pid}) is still running"
     assert not (tmp_path / "state" / "tandem" / "up.json").exists()
+
+
+def test_bus_commands_log_in_from_a_secrets_folder(
+    tmp_path: Path, nats_binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As an operator beside docker compose: TANDEM_SECRETS_DIR names the folder `tandem bus
+    # secrets` wrote; the bus commands log in as its admin.
+    for key in [k for k in os.environ if k.startswith("TANDEM_BUS_") or k == "TANDEM_SECRETS_DIR"]:
+        monkeypatch.delenv(key)
+    folder = tmp_path / "bus-secrets"
+    args = ["bus", "secrets", str(folder), "--cluster", "c1=a,b", "--bcrypt-rounds", "4"]
+    made = tandem(dict(os.environ), *args)
+    assert made.returncode == 0, made.stdout + made.stderr
+    files = SecureBusFiles.load(folder)
+    server = NatsServer(store_dir=tmp_path / "nats", extra_config=files.server_config()).start()
+    try:
+        env = {
+            **os.environ,
+            "TANDEM_STATE_DIR": str(tmp_path / "state"),
+            "TANDEM_BUS_SERVERS": server.url,
+            "TANDEM_SECRETS_DIR": str(folder),
+        }
+        for _ in range(2):  # the second finds the record and leaves it
+            done = tandem(env, "bus", "provision", "--first-active", "c1=a")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "role of c1: a Active at epoch 1" in done.stdout
+        # Without the folder: no CA (and no login), refused by TLS first.
+        del env["TANDEM_SECRETS_DIR"]
+        refused = tandem(env, "bus", "provision")
+        assert refused.returncode == 3, refused
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr.replace("\n", ""), refused
+    finally:
+        server.stop()

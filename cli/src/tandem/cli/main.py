@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
+from tandem.cli.bus_secrets import secrets_command
 from tandem.cli.busurl import cli_bus_settings, resolve_bus_url, service_login_env
 from tandem.cli.options import ApiOption, TokenOption
 from tandem.cli.services import SERVICES, lookup
@@ -30,6 +31,7 @@ bus_app = typer.Typer(help="Look after the bus (NATS JetStream).", no_args_is_he
 group_app = typer.Typer(help="Act on groups of clusters.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(bus_app, name="bus")
+bus_app.command("secrets")(secrets_command)
 app.add_typer(group_app, name="group")
 app.add_typer(srm_app, name="srm")
 app.add_typer(token_app, name="token")
@@ -237,21 +239,47 @@ def verify(
 
 
 @bus_app.command("provision")
-def bus_provision(bus: BusOption = None) -> None:
+def bus_provision(
+    bus: BusOption = None,
+    first_active: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--first-active",
+            help="CLUSTER=NODE: write a new cluster's first role record (NODE Active at "
+            "epoch 1) unless it has one; agents may not write it themselves (repeatable).",
+        ),
+    ] = None,
+) -> None:
     """Create or update Tandem's streams and buckets (limits from TANDEM_STREAMS_*)."""
     from tandem.events.bus import Bus
+    from tandem.events.roles import claim_first_role
     from tandem.events.settings import SettingsError, load_stream_settings
+    from tandem.events.subjects import ROLES_BUCKET
+
+    firsts = [value.partition("=") for value in first_active or []]
+    if any(not sep or not cluster or not node for cluster, sep, node in firsts):
+        err.print("[red]--first-active wants CLUSTER=NODE[/]")
+        raise typer.Exit(2)
 
     async def go() -> list[str]:
         async with await Bus.connect(cli_bus_settings(bus)) as b:
-            return await b.provision(load_stream_settings())
+            lines = await b.provision(load_stream_settings())
+            for cluster, _, node in firsts:
+                kv = await b.kv(ROLES_BUCKET)
+                why = "first pairing (tandem bus provision)"
+                held = await asyncio.wait_for(claim_first_role(kv, cluster, node, why), 10)
+                lines.append(f"role of {cluster}: {held.active} Active at epoch {held.epoch}")
+            return lines
 
     try:
         for line in asyncio.run(go()):
             console.print(line)
-    except SettingsError as exc:
+    except (SettingsError, ValueError) as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        err.print(f"[red]cannot provision the bus: {exc}[/]")
+        raise typer.Exit(3) from None
 
 
 @app.command()
