@@ -120,11 +120,11 @@ def plan_children(
         agent = SERVICES["agent"]
         root = root if root is not None else Path(tempfile.mkdtemp(prefix="tandem-demo-"))
         public = public_port or demo_public_port()
-        logins = {
-            node: secrets.login_toml(agent_user(DEMO_CLUSTER, node))
-            for node in DEMO_NODES
+        logins = (
+            {n: secrets.login_toml(agent_user(DEMO_CLUSTER, n)) for n in DEMO_NODES}
             if secrets is not None
-        }
+            else {}
+        )
         configs = write_demo_configs(root, bus_url, bus_port, demo_ports(), public, logins)
         for node in DEMO_NODES:
             argv = [python, "-m", agent.module, "--config", str(configs[node])]
