@@ -20,12 +20,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from secured_bus import start_secured_server
 from tandem.events.bus import Bus, event_headers
 from tandem.events.catalog import AlertRaised
 from tandem.events.catalog.alerts import AlertRaisedPayload
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.consumer import ConsumerOptions, DurableConsumer
-from tandem.events.embedded import NatsServer
 from tandem.events.envelope import Event
 from tandem.events.settings import load_bus_settings, load_stream_settings
 from tandem.events.subjects import EVENTS_STREAM, event_subject
@@ -115,7 +115,7 @@ async def measure(n: int, rounds: int, *, sync_always: bool = True) -> dict[str,
     }
     seq_n = max(200, n // 10)  # one round trip per event: keep it short
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
-        server = NatsServer(store_dir=Path(tmp), name="bench", sync_always=sync_always).start()
+        server = start_secured_server(Path(tmp), name="bench", sync_always=sync_always)
         try:
             bus = await Bus.connect(load_bus_settings(servers=server.url), name="bench")
             await bus.provision(load_stream_settings())

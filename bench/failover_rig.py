@@ -32,6 +32,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pair_state import http_status as probe_status
 from pair_state import kill_leftovers, pair_ready
+from secured_bus import start_secured_server
 from tandem.cli.demo import loopback_public_toml, pair_node_toml
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, free_port
@@ -177,7 +178,7 @@ class Rig:
         return proc
 
     def start(self) -> Rig:
-        self.nats = NatsServer(store_dir=self.root / "nats", name="bench-failover").start()
+        self.nats = start_secured_server(self.root / "nats", name="bench-failover")
         asyncio.run(self._provision())
         self.public_port = free_port()
         for node in NODES:

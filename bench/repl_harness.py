@@ -28,8 +28,8 @@ from repl_util import (
     tail,
     unmount_leftovers,
 )
+from secured_bus import start_secured_server
 from tandem.events.bus import Bus
-from tandem.events.embedded import NatsServer
 from tandem.events.registry import decode_event
 from tandem.events.roles import claim_first_role
 from tandem.events.settings import load_bus_settings, load_stream_settings
@@ -113,8 +113,9 @@ class Bench:
         # Each measurement starts with no dirty pages of the one before: their writeback
         # would otherwise land in this one's time.
         await asyncio.to_thread(os.sync)
-        server = NatsServer(store_dir=base / "nats", name=cluster, sync_always=True)
-        await asyncio.to_thread(server.start)
+        server = await asyncio.to_thread(
+            start_secured_server, base / "nats", name=cluster, sync_always=True
+        )
         bus: Bus | None = None
         procs: list[asyncio.subprocess.Process] = []
         try:

@@ -2,6 +2,13 @@
 
 Fixture chain: ``nats_store`` (temp dir) -> ``nats_server`` (real nats-server, readiness and
 port read from its log) -> ``bus`` (connected, streams and buckets reset and provisioned).
+
+The session's server is secured as a deployment's is (issue 17): logins and TLS, made by
+``tandem.events.secure_bus``. The suite logs in as the admin identity through the
+environment (``TANDEM_BUS_USER``...), which every client and every service a test starts
+inherits; least privilege per component is tested on its own servers
+(``tests/bus_security_rig.py``). A test that starts an open server of its own (fault tests
+on clusters of plain servers) says so with ``open_bus_env``.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, NatsServerError, nats_server_binary
+from tandem.events.secure_bus import SecureBusFiles
 from tandem.events.settings import load_bus_settings, load_stream_settings
 from tandem.events.subjects import (
     CONFIG_BUCKET,
@@ -57,11 +65,39 @@ def nats_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("nats")
 
 
+#: bcrypt's cheapest work factor: the suite connects thousands of times (production: 11).
+TEST_BCRYPT_ROUNDS = 4
+
+
 @pytest.fixture(scope="session")
-def nats_server(nats_binary: str, nats_store: Path) -> Iterator[NatsServer]:
-    server = NatsServer(store_dir=nats_store, name="tandem-test").start()
+def bus_secrets(nats_store: Path) -> SecureBusFiles:
+    """The session's bus secrets: a test's own server started with ``server_config()`` takes
+    the suite's admin login from the environment as the session's server does."""
+    return SecureBusFiles.create(nats_store / "secrets", {}, rounds=TEST_BCRYPT_ROUNDS)
+
+
+@pytest.fixture(scope="session")
+def nats_server(
+    nats_binary: str, nats_store: Path, bus_secrets: SecureBusFiles
+) -> Iterator[NatsServer]:
+    secrets = bus_secrets
+    server = NatsServer(
+        store_dir=nats_store, name="tandem-test", extra_config=secrets.server_config()
+    ).start()
+    login = {k: v for k, v in secrets.login_env("admin").items() if k != "TANDEM_BUS_INBOX_PREFIX"}
+    saved = {k: os.environ.get(k) for k in login}
+    os.environ.update(login)
     yield server
     server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+#: The environment of a client or service of a test's own open server (no login, no TLS).
+OPEN_BUS_ENV = {"TANDEM_BUS_INSECURE_BUS": "true"}
 
 
 async def reset_bus(bus: Bus) -> None:

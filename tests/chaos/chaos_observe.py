@@ -28,6 +28,8 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from pair_state import http_status
+from tandem.events.connection import connect_options
+from tandem.events.settings import BusSettings
 from tandem.events.subjects import EVENTS_STREAM, ROLES_BUCKET, events_filter, role_key
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,8 @@ def _parse(msg: Msg, seq: int = 0) -> Seen:
 class BusWatch:
     """A NATS client on a loop of its own (a thread): sync methods for the harness."""
 
-    def __init__(self, urls: list[str], cluster: str) -> None:
-        self.urls, self.cluster = urls, cluster
+    def __init__(self, settings: BusSettings, cluster: str) -> None:
+        self.settings, self.cluster = settings, cluster
         self.seen: list[Seen] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="buswatch")
@@ -82,13 +84,9 @@ class BusWatch:
 
     def start(self) -> BusWatch:
         async def connect() -> None:
-            self.nc = await nats.connect(
-                servers=self.urls,
-                name="chaos-watch",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.2,
-                connect_timeout=2,
-            )
+            options = connect_options(self.settings, name="chaos-watch")
+            options.update(max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
+            self.nc = await nats.connect(**options)
 
             async def on(msg: Msg) -> None:
                 self.seen.append(_parse(msg))

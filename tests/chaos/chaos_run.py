@@ -65,7 +65,7 @@ class ChaosRun:
     def start(self, ready_timeout: float = 120) -> ChaosRun:
         topo = self.topo
         topo.start_nats()
-        self.watch = BusWatch(topo.urls, CLUSTER).start()
+        self.watch = BusWatch(topo.bus_settings(), CLUSTER).start()
         topo.watch = self.watch  # type: ignore[attr-defined]  # the nemesis finds the leader
         topo.add_agents()
         topo.add_orchestrators()

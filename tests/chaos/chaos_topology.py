@@ -36,8 +36,11 @@ from chaos_procs import Exit, Proc
 from pair_state import http_status, kill_leftovers, pair_ready
 from tandem.cli.demo import loopback_public_toml, pair_node_toml
 from tandem.events.bus import Bus
+from tandem.events.bus_identities import ADMIN
+from tandem.events.bus_tls import DEFAULT_SERVER_NAMES
 from tandem.events.embedded import NatsCluster, NatsServer, free_port
-from tandem.events.settings import load_bus_settings, load_stream_settings
+from tandem.events.secure_bus import SecureBusFiles
+from tandem.events.settings import BusSettings, load_stream_settings
 
 log = logging.getLogger(__name__)
 
@@ -150,22 +153,41 @@ class Topology:
         return [f"nats://{self.host}:{n.server.port}" for n in self.nats]
 
     def env(self, **extra: str) -> dict[str, str]:
+        """A process's environment: every one logs in as the admin (least privilege per
+        component is tested in tests/system/test_secured_switchover.py)."""
+        login = self.secrets.login_env(ADMIN)
+        login.pop("TANDEM_BUS_INBOX_PREFIX")
         return {
             **os.environ,
+            **login,
             "TANDEM_LOG_LEVEL": "INFO",
             "TANDEM_STREAMS_REPLICAS": "3",
             "TANDEM_BUS_SERVERS": ",".join(self.urls),
             **extra,
         }
 
+    def bus_settings(self, **bus: Any) -> BusSettings:
+        """An in-process client's settings: the admin, as the processes log in."""
+        return self.secrets.settings(ADMIN, servers=self.urls, inbox_prefix=None, **bus)
+
     def start_nats(self) -> None:
-        cluster = NatsCluster(base_dir=self.root / "nats", size=3, name="chaos", host=self.host)
+        names = dict.fromkeys([*DEFAULT_SERVER_NAMES, self.host])
+        self.secrets = SecureBusFiles.create(
+            self.root / "secrets", {}, server_names=list(names), rounds=4
+        )
+        cluster = NatsCluster(
+            base_dir=self.root / "nats",
+            size=3,
+            name="chaos",
+            host=self.host,
+            extra_config=self.secrets.server_config(),
+        )
         cluster.start()
         self.nats = [NatsNode(s) for s in cluster.servers]
         asyncio.run(self._provision())
 
     async def _provision(self) -> None:
-        bus = await Bus.connect(load_bus_settings(servers=self.urls, request_timeout_s=3))
+        bus = await Bus.connect(self.bus_settings(request_timeout_s=3))
         try:
             deadline = time.monotonic() + 60
             while True:

@@ -20,6 +20,7 @@ from helpers import alert
 from pair_state import http_status
 from tandem.events.bus import Bus, event_headers
 from tandem.events.embedded import NatsServer, free_port
+from tandem.events.settings import load_bus_settings
 from tandem.events.subjects import event_subject
 
 pytestmark = pytest.mark.system
@@ -31,7 +32,7 @@ async def test_the_event_checker_finds_exactly_the_event_missing_from_the_stream
 ) -> None:
     import asyncio
 
-    watch = BusWatch([nats_server.url], "chaos").start()
+    watch = BusWatch(load_bus_settings(servers=[nats_server.url]), "chaos").start()
     try:
         events = [alert(cluster="chaos", n=i) for i in range(5)]
         for e in events:

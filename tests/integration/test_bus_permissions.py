@@ -5,7 +5,9 @@ because of an unrelated failure, and fails if the permission were loosened)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from nats.aio.msg import Msg
@@ -128,14 +130,20 @@ async def test_a_wrong_password_is_refused(secured: SecuredBus) -> None:
 
 
 async def test_a_server_without_logins_is_refused_unless_insecure_bus(
-    secured: SecuredBus, nats_server: NatsServer
+    secured: SecuredBus, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    strict = {"insecure_bus": False, "max_reconnect_attempts": 0}
-    with pytest.raises(InsecureBusError, match="without a login"):
-        await Bus.connect(load_bus_settings(servers=[nats_server.url], **strict))
-    async with await Bus.connect(load_bus_settings(servers=[nats_server.url])) as open_bus:
-        assert open_bus.nc.is_connected  # insecure_bus is still true by default
-    async with await Bus.connect(secured.settings(VIEWER, **strict)) as bus:
+    open_server = NatsServer(store_dir=tmp_path / "open", name="open").start()
+    try:
+        plain = {"servers": [open_server.url], "max_reconnect_attempts": 0}
+        with pytest.raises(InsecureBusError, match="without a login"):
+            await Bus.connect(load_bus_settings(**plain))  # refused by default
+        with caplog.at_level(logging.WARNING, logger="tandem.events.connection"):
+            async with await Bus.connect(load_bus_settings(insecure_bus=True, **plain)) as bus:
+                assert bus.nc.is_connected
+        assert "lets anyone in without a login" in caplog.text  # said in every start log
+    finally:
+        open_server.stop()
+    async with await Bus.connect(secured.settings(VIEWER, max_reconnect_attempts=0)) as bus:
         assert bus.nc.is_connected
 
 

@@ -13,9 +13,10 @@ import pytest
 from bus_security_rig import SecuredBus, start_secured_bus
 from tandem.events.bus import Bus
 from tandem.events.bus_identities import ADMIN, VIEWER
-from tandem.events.bus_tls import route_tls_block, server_tls_config, write_local_pki
+from tandem.events.bus_tls import route_tls_block, write_local_pki
 from tandem.events.embedded import NatsCluster
-from tandem.events.settings import StreamSettings, load_bus_settings, load_stream_settings
+from tandem.events.secure_bus import SecureBusFiles
+from tandem.events.settings import StreamSettings, load_stream_settings
 
 
 async def until_provisioned(bus: Bus, streams: StreamSettings, timeout: float = 30.0) -> list[str]:
@@ -91,14 +92,14 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
 
 
 async def test_a_cluster_forms_over_tls_routes(tmp_path: Path, nats_binary: str) -> None:
-    tls = write_local_pki(tmp_path / "tls")
+    secrets = SecureBusFiles.create(tmp_path / "secrets", {}, rounds=4)
     cluster = NatsCluster(
         tmp_path / "cluster",
-        extra_config=server_tls_config(tls),
-        cluster_extra=route_tls_block(tls),
+        extra_config=secrets.server_config(),
+        cluster_extra=route_tls_block(secrets.tls),
     ).start()
     try:
-        settings = load_bus_settings(servers=cluster.urls, tls_ca_file=tls.ca_cert)
+        settings = secrets.settings(ADMIN, servers=cluster.urls)
         async with await Bus.connect(settings) as bus:
             # Three replicas need the routes: the stream is placed on all three servers
             # (asked again while the servers elect their meta leader).
@@ -108,6 +109,6 @@ async def test_a_cluster_forms_over_tls_routes(tmp_path: Path, nats_binary: str)
             assert info.cluster is not None and len(info.cluster.replicas or []) == 2
         for server in cluster.servers:
             routes = server.config_text().split("cluster {", 1)[1]
-            assert '"verify": true' in routes and str(tls.ca_cert) in routes
+            assert '"verify": true' in routes and str(secrets.tls.ca_cert) in routes
     finally:
         cluster.stop()

@@ -35,6 +35,7 @@ from tandem.events.outbox import Outbox
 from tandem.events.registry import decode_command, decode_event
 from tandem.events.roles import RoleRecord
 from tandem.events.rpc import CommandServer, NoAnswerError, send_command
+from tandem.events.secure_bus import SecureBusFiles
 from tandem.events.settings import load_bus_settings, load_stream_settings
 from tandem.events.subjects import (
     EVENTS_STREAM,
@@ -333,8 +334,13 @@ async def test_a_saga_stopped_by_a_lost_leadership_is_resumed_where_it_was(bus: 
 
 
 @contextlib.asynccontextmanager
-async def own_bus(tmp_path: Path) -> AsyncIterator[tuple[NatsServer, Bus]]:
-    server = NatsServer(store_dir=tmp_path / "nats", name="faulty", port=free_port()).start()
+async def own_bus(tmp_path: Path, secrets: SecureBusFiles) -> AsyncIterator[tuple[NatsServer, Bus]]:
+    server = NatsServer(
+        store_dir=tmp_path / "nats",
+        name="faulty",
+        port=free_port(),
+        extra_config=secrets.server_config(),
+    ).start()
     bus = await Bus.connect(load_bus_settings(servers=[server.url]), name="tandem-test-faulty")
     try:
         await bus.provision(load_stream_settings())
@@ -364,10 +370,10 @@ async def stored_ids(bus: Bus, cluster: str) -> list[str]:
 
 
 async def test_decisions_and_operator_actions_put_while_the_bus_is_down_are_stored_after(
-    tmp_path: Path,
+    tmp_path: Path, bus_secrets: SecureBusFiles
 ) -> None:
     cluster = "outbox-down"
-    async with own_bus(tmp_path) as (server, bus):
+    async with own_bus(tmp_path, bus_secrets) as (server, bus):
         settings = OrchestratorSettings(instance="orch-test")
         state = ClusterState()
         state.cluster(cluster).active = OLD  # a known cluster: its actions are filed there
@@ -400,7 +406,7 @@ async def test_decisions_and_operator_actions_put_while_the_bus_is_down_are_stor
 
 
 async def test_a_saga_event_not_yet_stored_when_the_orchestrator_dies_is_stored_after_restart(
-    tmp_path: Path,
+    tmp_path: Path, bus_secrets: SecureBusFiles
 ) -> None:
     """With a state dir, ``Publisher.stored`` writes the event to the durable outbox before it
     is first sent. An orchestrator that loses the bus (and its leadership) with a saga event
@@ -410,7 +416,7 @@ async def test_a_saga_event_not_yet_stored_when_the_orchestrator_dies_is_stored_
     cluster = "outbox-durable"
     folder = tmp_path / "orch-state" / "outbox"
     leading = [True]
-    async with own_bus(tmp_path) as (server, bus):
+    async with own_bus(tmp_path, bus_secrets) as (server, bus):
         first = Outbox(bus, path=folder)
         publisher = Publisher(bus, outbox=first)
         event = alert(cluster, code="saga.stuck", n=1)

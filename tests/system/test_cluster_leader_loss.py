@@ -12,6 +12,7 @@ import pytest
 from helpers import alert
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsCluster
+from tandem.events.secure_bus import SecureBusFiles
 from tandem.events.settings import load_bus_settings, load_stream_settings
 from tandem.events.subjects import EVENTS_STREAM
 
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.system
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, nats_binary: str) -> Iterator[NatsCluster]:
-    c = NatsCluster(base_dir=tmp_path, size=3).start()
+def cluster(tmp_path: Path, nats_binary: str, bus_secrets: SecureBusFiles) -> Iterator[NatsCluster]:
+    c = NatsCluster(base_dir=tmp_path, size=3, extra_config=bus_secrets.server_config()).start()
     yield c
     c.stop()
 

@@ -19,6 +19,7 @@ from helpers import eventually
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, free_port
 from tandem.events.outbox_file import OutboxFile
+from tandem.events.secure_bus import SecureBusFiles
 from tandem.events.settings import load_bus_settings, load_stream_settings
 from tandem.events.subjects import EVENTS_STREAM, events_filter
 
@@ -28,8 +29,8 @@ CLUSTER = "outbox"
 
 
 @pytest.fixture
-def server(tmp_path: Path, nats_binary: str) -> Iterator[NatsServer]:
-    s = NatsServer(store_dir=tmp_path / "nats").start()
+def server(tmp_path: Path, nats_binary: str, bus_secrets: SecureBusFiles) -> Iterator[NatsServer]:
+    s = NatsServer(store_dir=tmp_path / "nats", extra_config=bus_secrets.server_config()).start()
     yield s
     s.process and s.process.send_signal(signal.SIGCONT)
     s.stop()

@@ -42,6 +42,7 @@ from orchestrator_rig import Pair, both_nodes_ready, cluster_view, leader_ready
 from tandem.agent.identity.nftables import table_name_for
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer
+from tandem.events.secure_bus import SecureBusFiles
 from tandem.events.settings import BusSettings
 
 pytestmark = pytest.mark.system
@@ -160,7 +161,11 @@ async def _fault(wire: Wire, name: str, old: str, new: str, fault, heal=None) ->
 
 @pytest.mark.timeout(420)
 async def test_no_two_nodes_ever_answer_for_the_public_ip(
-    lan: Lan, tmp_path: Path, nats_binary: str
+    lan: Lan,
+    tmp_path: Path,
+    nats_binary: str,
+    bus_secrets: SecureBusFiles,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (net,) = free_subnets(1)
     for n, host in enumerate("abc", 1):
@@ -168,7 +173,15 @@ async def test_no_two_nodes_ever_answer_for_the_public_ip(
     bus_ip = str(net[254])
     lan.add_root_leg("chan", f"{bus_ip}/24")
     public = str(net[100])
-    nats = NatsServer(tmp_path / "nats", name="tandem-fence", host=bus_ip, monitor_port=None)
+    nats = NatsServer(
+        tmp_path / "nats",
+        name="tandem-fence",
+        host=bus_ip,
+        monitor_port=None,
+        extra_config=bus_secrets.server_config(),
+    )
+    # The suite's certificate names localhost, not this LAN address: clients check that name.
+    monkeypatch.setenv("TANDEM_BUS_TLS_SERVER_NAME", "localhost")
     await asyncio.to_thread(nats.start)
     pair = Pair(cluster=CLUSTER, tmp=tmp_path, bus_url=nats.url, public_port=None)
     wire = Wire(lan, pair, net, public)

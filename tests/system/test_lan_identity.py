@@ -38,6 +38,7 @@ from netns_rig import tool as run_tool
 from orchestrator_rig import Pair, both_nodes_ready, leader_ready, wait_saga
 from tandem.agent.identity.nftables import table_name_for
 from tandem.events.embedded import NatsServer
+from tandem.events.secure_bus import SecureBusFiles
 
 pytestmark = pytest.mark.system
 log = logging.getLogger(__name__)
@@ -277,7 +278,11 @@ def _in_order(answers: list[str], first: str, then: str) -> bool:
 
 
 async def test_switchover_between_real_agents_never_shows_two_answers(
-    lan: Lan, tmp_path: Path, nats_binary: str
+    lan: Lan,
+    tmp_path: Path,
+    nats_binary: str,
+    bus_secrets: SecureBusFiles,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (net,) = free_subnets(1)
     for n, host in enumerate("abc", 1):
@@ -286,7 +291,15 @@ async def test_switchover_between_real_agents_never_shows_two_answers(
     lan.add_root_leg("chan", f"{net[254]}/24")
     public = str(net[100])
     table = table_name_for("lan-e2e")  # the agents derive it from the cluster name
-    nats = NatsServer(tmp_path / "nats", name="tandem-lan", host=str(net[254]), monitor_port=None)
+    nats = NatsServer(
+        tmp_path / "nats",
+        name="tandem-lan",
+        host=str(net[254]),
+        monitor_port=None,
+        extra_config=bus_secrets.server_config(),
+    )
+    # The suite's certificate names localhost, not this LAN address: clients check that name.
+    monkeypatch.setenv("TANDEM_BUS_TLS_SERVER_NAME", "localhost")
     await asyncio.to_thread(nats.start)
     pair = Pair(cluster="lan-e2e", tmp=tmp_path, bus_url=nats.url, public_port=None)
     try:

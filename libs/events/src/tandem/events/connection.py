@@ -43,6 +43,8 @@ def connect_options(settings: BusSettings, name: str | None = None) -> dict[str,
         if settings.tls_cert_file is not None and settings.tls_key_file is not None:
             ctx.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
         opts["tls"] = ctx
+        if settings.tls_server_name is not None:
+            opts["tls_hostname"] = settings.tls_server_name
     return opts
 
 
@@ -90,9 +92,15 @@ async def open_connection(settings: BusSettings, name: str | None = None) -> NAT
         return_when=asyncio.FIRST_COMPLETED,
     )
     if connecting in done and connecting.exception() is None:
-        if settings.insecure_bus or nc._server_info.get("auth_required"):
-            return nc
         where = nc.connected_url.netloc if nc.connected_url else settings.servers[0]
+        if nc._server_info.get("auth_required"):
+            return nc
+        if settings.insecure_bus:
+            log.warning(
+                "the bus at %s lets anyone in without a login; used because insecure_bus = true",
+                where,
+            )
+            return nc
         await nc.close()
         raise InsecureBusError(
             f"the bus at {where} lets anyone in without a login: refused "

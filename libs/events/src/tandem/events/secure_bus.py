@@ -24,7 +24,6 @@ from typing import Any
 from tandem.events.bus_auth import (
     DEFAULT_ROUNDS,
     authorization_config,
-    bus_settings_for,
     issue_passwords,
     read_bus_passwords,
     write_bus_passwords,
@@ -32,7 +31,7 @@ from tandem.events.bus_auth import (
 from tandem.events.bus_identities import BusIdentity, bus_identities
 from tandem.events.bus_tls import DEFAULT_SERVER_NAMES, TlsFiles, server_tls_config, write_local_pki
 from tandem.events.private_files import write_private
-from tandem.events.settings import BusSettings
+from tandem.events.settings import BusSettings, load_bus_settings
 
 
 def _tls_files(folder: Path) -> TlsFiles:
@@ -130,5 +129,6 @@ class SecureBusFiles:
     def settings(self, user: str, **bus: Any) -> BusSettings:
         """Settings that log in as ``user`` (``bus``: servers, timeouts...)."""
         bus.setdefault("tls_ca_file", self.tls.ca_cert)
-        password = bus.pop("password", self.passwords[user])
-        return bus_settings_for(self.identities[user], password, **bus)
+        bus.setdefault("inbox_prefix", self.identities[user].inbox_prefix)
+        bus.setdefault("password", self.passwords[user])
+        return load_bus_settings(user=user, **bus)

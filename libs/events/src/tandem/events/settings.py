@@ -43,12 +43,15 @@ class BusSettings(BaseSettings):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    #: The name the server's certificate must carry, when it is not the host of the URL (a
+    #: server reached by an address its certificate does not list).
+    tls_server_name: str | None = None
     #: The identity's own inbox prefix (``tandem.events.bus_identities``), which only it may
     #: subscribe to; None: nats-py's shared ``_INBOX``.
     inbox_prefix: str | None = None
-    #: False: a server that lets clients in without a login is refused (issue 17). True for
-    #: now, while ``tandem up``, the compose file and the tests still run an open bus.
-    insecure_bus: bool = True
+    #: True lets a client use a server that lets anyone in without a login (issue 17); by
+    #: default such a server is refused. Only for a throw-away bus.
+    insecure_bus: bool = False
     connect_timeout_s: float = Field(default=5.0, gt=0)
     #: -1 reconnects for ever: a node agent must come back when the bus does.
     max_reconnect_attempts: int = -1
