@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tandem.events.bus import Bus
@@ -9,9 +11,10 @@ from tandem.events.catalog import Hide, Ping
 from tandem.events.catalog.commands import PingPayload, StepPayload
 from tandem.events.envelope import Command, CommandResult
 from tandem.events.errors import CasConflictError, CommandFailedError
+from tandem.events.headers import SENDER
 from tandem.events.kv import compare_and_set
 from tandem.events.rpc import CommandServer, send_command
-from tandem.events.subjects import DLQ_STREAM, ROLES_BUCKET, role_key
+from tandem.events.subjects import DLQ_STREAM, ROLES_BUCKET, command_subject, role_key
 
 
 @pytest.fixture
@@ -74,6 +77,28 @@ async def test_a_command_from_an_older_epoch_is_refused(bus: Bus, node) -> None:
     )
     assert not result.ok and result.reason == "stale epoch 4: the cluster is at epoch 5"
     assert calls == []
+
+
+async def test_a_command_whose_sender_may_not_command_nodes_is_refused_and_named(
+    bus: Bus,
+    node,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bus's permissions already keep an agent from publishing commands (tested in
+    test_bus_permissions); the node says so again for a command whose sender is another."""
+    calls, _ = node
+    hide = Hide(cluster="demo", node="primary", epoch=3, payload=StepPayload())
+    subject = command_subject("demo", "primary", "Hide")
+    reply = await bus.nc.request(
+        subject, hide.to_json(), timeout=5, headers={SENDER: "agent:demo:secondary"}
+    )
+    refused = CommandResult.model_validate_json(reply.data)
+    assert not refused.ok and calls == []
+    assert refused.reason.startswith("sent by agent:demo:secondary, who may not command nodes")
+    with caplog.at_level(logging.INFO, logger="tandem.events.rpc"):
+        result = await send_command(bus, hide)  # the suite's login: the admin
+    assert result.ok and len(calls) == 1
+    assert f"Hide {hide.id} (e3, key {hide.idempotency_key}) from admin" in caplog.text
 
 
 async def test_a_malformed_command_gets_an_error_answer_and_is_dead_lettered(

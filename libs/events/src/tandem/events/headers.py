@@ -5,6 +5,8 @@ TYPE = "Tandem-Type"
 VERSION = "Tandem-Version"
 EPOCH = "Tandem-Epoch"
 CLUSTER = "Tandem-Cluster"
+#: A command's sender: the bus user it was sent as (checked by the node, issue 17).
+SENDER = "Tandem-Sender"
 
 DLQ_REASON = "Tandem-Dlq-Reason"
 DLQ_CONSUMER = "Tandem-Dlq-Consumer"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -21,8 +21,9 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
-from tandem.events import subjects
+from tandem.events import headers, subjects
 from tandem.events.bus import Bus
+from tandem.events.bus_identities import ADMIN, ORCHESTRATOR
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.envelope import Command, CommandResult
@@ -60,7 +61,12 @@ async def _request_once(bus: Bus, command: Command, timeout: float) -> CommandRe
     subject = subjects.command_subject(command.cluster, command.node, command.type)
     where = f"{command.type} to {command.cluster}/{command.node}"
     try:
-        reply = await bus.nc.request(subject, command.to_json(), timeout=timeout)
+        reply = await bus.nc.request(
+            subject,
+            command.to_json(),
+            timeout=timeout,
+            headers={headers.SENDER: bus.settings.user or ""},
+        )
     except NoRespondersError:
         raise NoAnswerError(f"{where}: no agent is listening") from None
     except (NatsTimeoutError, TimeoutError):
@@ -128,6 +134,11 @@ async def send_command(
         return result
 
 
+#: The identities that may command a node: the orchestrator (sagas) and the admin (an
+#: operator's ``tandem verify``...).
+COMMANDERS = frozenset({ORCHESTRATOR, ADMIN})
+
+
 class CommandServer:
     """Serve the commands addressed to one node. ``current_epoch`` is read per command."""
 
@@ -142,8 +153,13 @@ class CommandServer:
         remember: int = 4096,
         commands: list[str] | None = None,
         on_result: ResultListener | None = None,
+        commanders: Collection[str] = COMMANDERS,
     ) -> None:
         self.bus = bus
+        #: Who may command this node, by the sender a command carries. NATS permissions
+        #: let only these identities publish commands at all; this check says so again at
+        #: the node and names a refused sender. Not applied on a bus without logins.
+        self.commanders = frozenset(commanders)
         self.cluster = cluster
         self.node = node
         self.handler = handler
@@ -197,14 +213,16 @@ class CommandServer:
                 ),
             )
             return
-        await self._answer(msg, await self.execute(command))
+        sender = (msg.headers or {}).get(headers.SENDER, "")
+        await self._answer(msg, await self.execute(command, sender=sender))
 
-    async def execute(self, command: Command) -> CommandResult:
-        """Carry out ``command`` once per idempotency key; fenced by epoch and addressee."""
+    async def execute(self, command: Command, *, sender: str = "") -> CommandResult:
+        """Carry out ``command`` once per idempotency key; fenced by sender, epoch and
+        addressee. Who commanded what is logged."""
         started = asyncio.get_running_loop().time()
-        refusal = self._refusal(command)
+        refusal = self._sender_refusal(sender) or self._refusal(command)
         if refusal:
-            log.warning("refused %s %s: %s", command.type, command.id, refusal)
+            log.warning("refused %s %s from %r: %s", command.type, command.id, sender, refusal)
             refused = CommandResult(
                 command_id=command.id,
                 idempotency_key=command.idempotency_key,
@@ -218,6 +236,9 @@ class CommandServer:
         if earlier is not None:
             result = await earlier
             return result.model_copy(update={"replayed": True, "command_id": command.id})
+        log.info(
+            "%s %s (e%d, key %s) from %s", command.type, command.id, command.epoch, key, sender
+        )
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._results[key] = future
         while len(self._results) > self._remember:
@@ -243,6 +264,12 @@ class CommandServer:
             self.on_result(command, result, asyncio.get_running_loop().time() - started)
         except Exception:
             log.exception("result listener failed for %s", command.type)
+
+    def _sender_refusal(self, sender: str) -> str:
+        if self.bus.settings.user is None or sender in self.commanders:
+            return ""  # no logins on this bus: senders are not known
+        allowed = ", ".join(sorted(self.commanders))
+        return f"sent by {sender or 'no one named'}, who may not command nodes (only {allowed})"
 
     def _refusal(self, command: Command) -> str:
         if command.cluster != self.cluster or command.node != self.node:
