@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bus_security_rig import Client, SecuredBus, start_secured_bus
+from helpers import eventually
 from orchestrator_rig import Pair, both_nodes_ready, leader_ready, wait_saga
 from tandem.events.bus_identities import ADMIN, ORCHESTRATOR, agent_user
 from tandem.events.embedded import free_port
@@ -43,17 +44,22 @@ async def test_the_orchestrator_runs_a_switchover_with_least_privilege(
     admin: Client = await secured.connect(ADMIN, request_timeout_s=5.0)
     try:
         await admin.bus.provision(load_stream_settings())
-        # Agents may not write the role record, not even the first one: the admin does.
+        for node, role in (("primary", "active"), ("secondary", "passive")):
+            login = secured.login_toml(agent_user(CLUSTER, node))
+            pair.add_node(node, node, initial_role=role, bus_extra=login).start()
+        # Agents may not write the role record, not even the first one: the node configured
+        # Active says so and waits; the admin writes it.
+        hint = f"tandem bus provision --first-active {CLUSTER}=primary"
+        await eventually(lambda: hint in pair.agents["primary"].log.read_text(), 60, "the hint")
         roles = await admin.bus.kv(ROLES_BUCKET)
+        record, _ = await read_role(roles, CLUSTER)
+        assert record is None  # nobody claimed it
         await roles.create(
             CLUSTER,
             RoleRecord(active="primary", epoch=1, reason="first pairing")
             .model_dump_json()
             .encode(),
         )
-        for node, role in (("primary", "active"), ("secondary", "passive")):
-            login = secured.login_toml(agent_user(CLUSTER, node))
-            pair.add_node(node, node, initial_role=role, bus_extra=login).start()
         pair.add_orchestrator(extra_env=secured.login_env(ORCHESTRATOR)).start()
         await leader_ready(pair)
         await both_nodes_ready(pair)

@@ -39,6 +39,20 @@ async def read_role(kv: KeyValue, cluster: str) -> tuple[RoleRecord | None, int 
         raise DecodeError(f"role record of {cluster!r} is invalid: {exc}") from None
 
 
+def may_write_roles(user: str | None) -> bool:
+    """A node agent's own login may not write role records (issue 17): on a bus with
+    per-node logins, a cluster's first record is the admin's (``tandem bus provision
+    --first-active``), and the node waits for it instead of claiming."""
+    return user is None or not user.startswith("agent:")
+
+
+def first_role_hint(cluster: str, node: str) -> str:
+    return (
+        f"no role record for {cluster} yet, and this node's login may not write one: "
+        f"waiting for it (an admin writes it: tandem bus provision --first-active {cluster}={node})"
+    )
+
+
 async def claim_first_role(kv: KeyValue, cluster: str, node: str, reason: str) -> RoleRecord:
     """At first pairing: make ``node`` Active at epoch 1 unless a record exists; return the
     record that holds afterwards (ours, or the one another node wrote first)."""

@@ -30,7 +30,13 @@ from tandem.events.catalog.roles import NodeUnfencedPayload
 from tandem.events.catalog.vocabulary import Role
 from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
-from tandem.events.roles import RoleRecord, claim_first_role, read_role
+from tandem.events.roles import (
+    RoleRecord,
+    claim_first_role,
+    first_role_hint,
+    may_write_roles,
+    read_role,
+)
 from tandem.events.subjects import ROLES_BUCKET
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,7 @@ class RoleWatch:
         self.record: RoleRecord | None = None
         self.decision = ""
         self._steer_checked_at = float("-inf")
+        self._told_first = False
 
     async def run(self) -> None:
         while True:
@@ -80,7 +87,15 @@ class RoleWatch:
             try:
                 kv = await self.bus.kv(ROLES_BUCKET)
                 record, _ = await asyncio.wait_for(read_role(kv, self.cluster), 5)
-                if record is None and self.claim_first:
+                if (
+                    record is None
+                    and self.claim_first
+                    and not may_write_roles(self.bus.settings.user)
+                ):
+                    if not self._told_first:
+                        log.warning("%s", first_role_hint(self.cluster, self.node))
+                        self._told_first = True
+                elif record is None and self.claim_first:
                     # First pairing: the node configured to start Active claims epoch 1
                     # (compare-and-set: if another node's claim won, that one holds).
                     record = await asyncio.wait_for(

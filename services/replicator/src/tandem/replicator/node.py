@@ -26,7 +26,13 @@ from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
-from tandem.events.roles import RoleRecord, claim_first_role, read_role
+from tandem.events.roles import (
+    RoleRecord,
+    claim_first_role,
+    first_role_hint,
+    may_write_roles,
+    read_role,
+)
 from tandem.events.subjects import JOURNAL_STREAM, ROLES_BUCKET, journal_subject
 from tandem.events.transient import (
     Backoff,
@@ -47,12 +53,19 @@ SideName = Literal["source", "target", "none"]
 
 async def current_role(bus: Bus, settings: ReplicatorSettings, poll_s: float = 1.0) -> RoleRecord:
     kv = await retry_transient("opening the role bucket", lambda: bus.kv(ROLES_BUCKET))
+    told = False
     while True:
         record, _ = await retry_transient(
             "reading the role record", lambda: read_role(kv, settings.cluster)
         )
         if record is not None:
             return record
+        if settings.initial_role == "active" and not may_write_roles(bus.settings.user):
+            if not told:
+                log.warning("%s", first_role_hint(settings.cluster, settings.node))
+                told = True
+            await asyncio.sleep(poll_s)
+            continue
         if settings.initial_role == "active":
             return await retry_transient(
                 "claiming the first role",
