@@ -7,8 +7,8 @@ The session's server is secured as a deployment's is (issue 17): logins and TLS,
 ``tandem.events.secure_bus``. The suite logs in as the admin identity through the
 environment (``TANDEM_BUS_USER``...), which every client and every service a test starts
 inherits; least privilege per component is tested on its own servers
-(``tests/bus_security_rig.py``). A test that starts an open server of its own (fault tests
-on clusters of plain servers) says so with ``open_bus_env``.
+(``tests/bus_security_rig.py``). A test that starts a server of its own starts it
+with ``bus_secrets.server_config()``.
 """
 
 from __future__ import annotations
@@ -70,25 +70,15 @@ TEST_BCRYPT_ROUNDS = 4
 
 
 @pytest.fixture(scope="session")
-def bus_secrets(nats_store: Path) -> SecureBusFiles:
-    """The session's bus secrets: a test's own server started with ``server_config()`` takes
-    the suite's admin login from the environment as the session's server does."""
-    return SecureBusFiles.create(nats_store / "secrets", {}, rounds=TEST_BCRYPT_ROUNDS)
-
-
-@pytest.fixture(scope="session")
-def nats_server(
-    nats_binary: str, nats_store: Path, bus_secrets: SecureBusFiles
-) -> Iterator[NatsServer]:
-    secrets = bus_secrets
-    server = NatsServer(
-        store_dir=nats_store, name="tandem-test", extra_config=secrets.server_config()
-    ).start()
+def bus_secrets(nats_store: Path) -> Iterator[SecureBusFiles]:
+    """The session's bus secrets, and the suite's admin login in this process's environment
+    (every client and service a test starts logs in with it): a test's own server started
+    with ``server_config()`` takes that login as the session's server does."""
+    secrets = SecureBusFiles.create(nats_store / "secrets", {}, rounds=TEST_BCRYPT_ROUNDS)
     login = {k: v for k, v in secrets.login_env("admin").items() if k != "TANDEM_BUS_INBOX_PREFIX"}
     saved = {k: os.environ.get(k) for k in login}
     os.environ.update(login)
-    yield server
-    server.stop()
+    yield secrets
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -96,8 +86,15 @@ def nats_server(
             os.environ[key] = value
 
 
-#: The environment of a client or service of a test's own open server (no login, no TLS).
-OPEN_BUS_ENV = {"TANDEM_BUS_INSECURE_BUS": "true"}
+@pytest.fixture(scope="session")
+def nats_server(
+    nats_binary: str, nats_store: Path, bus_secrets: SecureBusFiles
+) -> Iterator[NatsServer]:
+    server = NatsServer(
+        store_dir=nats_store, name="tandem-test", extra_config=bus_secrets.server_config()
+    ).start()
+    yield server
+    server.stop()
 
 
 async def reset_bus(bus: Bus) -> None:
