@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime
 
 from tandem.events.cancel import raise_if_cancelled
@@ -34,6 +35,8 @@ from tandem.orchestrator.publishing import LeadershipLost
 from tandem.orchestrator.supervise import SayOnce
 
 log = logging.getLogger(__name__)
+
+_DURATION = re.compile(r"\b\d+(?:\.\d+)?s\b")
 
 
 class Decisions:
@@ -63,9 +66,11 @@ class Decisions:
             await asyncio.sleep(self.o.s.decide_every_s)
 
     def _once(self, subject: str, text: str) -> bool:
-        if self._said.get(subject) == text:
+        # "silent for 3.1s" then "3.2s" is the same news: durations do not make it new.
+        gist = _DURATION.sub("#s", text)
+        if self._said.get(subject) == gist:
             return False
-        self._said[subject] = text
+        self._said[subject] = gist
         return True
 
     async def _emit(self, event: Event) -> None:
@@ -128,6 +133,7 @@ class Decisions:
             if gone:
                 said += await self._active_gone(name, rec.active, gone)
                 continue
+            self._said.pop(f"gone:{name}", None)  # back: its next loss is news again
             said += await self._withdraw_if_back(name, rec.active)
             said += await self._requests(name, rec.active)
         return said
