@@ -149,13 +149,9 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-def write_local_pki(
-    directory: Path, server_names: Sequence[str] = DEFAULT_SERVER_NAMES
-) -> TlsFiles:
-    """Create a CA and the server and client certificates in ``directory`` (replacing any
-    there: that is how they are rotated). Every file is 0600."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = TlsFiles(
+def tls_files_in(directory: Path) -> TlsFiles:
+    """Where ``write_local_pki(directory)`` puts each file."""
+    return TlsFiles(
         ca_cert=directory / "ca.pem",
         ca_key=directory / "ca-key.pem",
         server_cert=directory / "server.pem",
@@ -163,6 +159,15 @@ def write_local_pki(
         client_cert=directory / "client.pem",
         client_key=directory / "client-key.pem",
     )
+
+
+def write_local_pki(
+    directory: Path, server_names: Sequence[str] = DEFAULT_SERVER_NAMES
+) -> TlsFiles:
+    """Create a CA and the server and client certificates in ``directory`` (replacing any
+    there: that is how they are rotated). Every file is 0600."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = tls_files_in(directory)
     ca_cert, ca_key = make_ca()
     server_cert, server_key = issue_certificate(
         ca_cert, ca_key, "tandem bus server", names=server_names, server=True, client=True

@@ -29,21 +29,15 @@ from tandem.events.bus_auth import (
     write_bus_passwords,
 )
 from tandem.events.bus_identities import BusIdentity, bus_identities
-from tandem.events.bus_tls import DEFAULT_SERVER_NAMES, TlsFiles, server_tls_config, write_local_pki
+from tandem.events.bus_tls import (
+    DEFAULT_SERVER_NAMES,
+    TlsFiles,
+    server_tls_config,
+    tls_files_in,
+    write_local_pki,
+)
 from tandem.events.private_files import write_private
 from tandem.events.settings import BusSettings, load_bus_settings
-
-
-def _tls_files(folder: Path) -> TlsFiles:
-    tls = folder / "tls"
-    return TlsFiles(
-        ca_cert=tls / "ca.pem",
-        ca_key=tls / "ca-key.pem",
-        server_cert=tls / "server.pem",
-        server_key=tls / "server-key.pem",
-        client_cert=tls / "client.pem",
-        client_key=tls / "client-key.pem",
-    )
 
 
 @dataclass
@@ -78,7 +72,7 @@ class SecureBusFiles:
                 )
             keep.pop(user, None)
         passwords = issue_passwords(list(identities.values()), keep)
-        tls = _tls_files(folder)
+        tls = tls_files_in(folder / "tls")
         if new_certificates or not tls.ca_cert.exists():
             tls = write_local_pki(folder / "tls", server_names)
         write_bus_passwords(folder / "passwords.json", passwords)
@@ -99,7 +93,7 @@ class SecureBusFiles:
         identities = {i.user: i for i in bus_identities(clusters)}
         return cls(
             folder,
-            _tls_files(folder),
+            tls_files_in(folder / "tls"),
             clusters,
             identities,
             read_bus_passwords(folder / "passwords.json"),
