@@ -109,7 +109,7 @@ class SourceSide:
         self.root = settings.protected_root
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verifying = asyncio.Lock()  # one verify at a time: passes must not interleave
-        #: When a verify last found each target matching (loop time): a retry not needed.
+        #: When the last verify that found each target matching started (loop time).
         self._matched_at: dict[str, float] = {}
         self._background: set[asyncio.Task[VerifyResult]] = set()
         #: Set once capture runs and the journal publisher exists (steps may then use them).
@@ -328,31 +328,30 @@ class SourceSide:
         self, reason: str, pause_s: float = 5.0, max_pause_s: float = 60.0
     ) -> None:
         """Verify every peer, trying again (less and less often) until it succeeds: until
-        then the orchestrator holds the peer unverified and moves no role onto it."""
-        loop = asyncio.get_running_loop()
+        then the orchestrator holds the peer unverified and moves no role onto it. Called
+        once the capture is live: a verify of a peer that started since then and matched
+        (one the peer asked for) does the job, and another would only show the peer syncing
+        again, while the guard refuses a failover to it."""
+        asked = asyncio.get_running_loop().time()
         for target in self.s.peers:
             attempt, pause = 0, pause_s
-            while True:
+            while not await self._matched_since(target, asked):
                 attempt += 1
                 result = await self.verify(target, reason, fetch_timeout=AUTO_VERIFY_WAIT_S)
                 if result.ok:
                     break
-                failed_at = loop.time()
                 log.warning(
                     "verify of %s (attempt %d) failed: %s; again in %.0fs",
                     target, attempt, result.reason, pause,
                 )  # fmt: skip
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, max_pause_s)
-                # Another verify (one the target asked for) may have matched it meanwhile:
-                # another one now would only show it syncing again, and refuse a failover.
-                if await self._matched_since(target, failed_at):
-                    log.info("verify of %s: matched by a verify since; not run again", target)
-                    break
+            else:
+                log.info("verify of %s: matched by a verify since the capture went live", target)
 
     async def _matched_since(self, target: str, when: float) -> bool:
-        """Whether a verify found ``target`` matching after ``when``; asked once any verify
-        running now has ended (it may be the one that matches)."""
+        """Whether a verify that started after ``when`` found ``target`` matching; asked
+        once any verify running now has ended (it may be the one that matches)."""
         async with self._verifying:
             return self._matched_at.get(target, float("-inf")) > when
 
@@ -366,6 +365,7 @@ class SourceSide:
         self, target: str, reason: str, max_passes: int, fetch_timeout: float
     ) -> VerifyResult:
         s = self.s
+        started = asyncio.get_running_loop().time()
         log.info("verify of %s started: %s", target, reason)
         await self._publish(SyncStarted, SyncStartedPayload(target=target, reason=reason))
         throttle = Throttle(1.0)
@@ -423,7 +423,7 @@ class SourceSide:
             ),
         )
         if result.ok:
-            self._matched_at[target] = asyncio.get_running_loop().time()
+            self._matched_at[target] = started
             log.info("verify of %s done: %s", target, result.reason)
         return result
 
