@@ -56,6 +56,9 @@ CLEAN_MARK = "source-stopped-cleanly"
 #: How long a verify the source starts by itself waits for the replica's manifest (one asked
 #: for by an operator waits longer): a target whose side restarted never answers.
 AUTO_VERIFY_WAIT_S = 30.0
+#: How long a verify asked for before the capture is live waits for it (the capture waits
+#: for the bus and the folder; one that cannot start raises its own alert).
+CAPTURE_WAIT_S = 120.0
 #: The last epoch this node was the source at: after a restart, the journal's newest batches
 #: of that epoch are its own writes, not something to apply (see ``node.py``).
 SOURCE_EPOCH_FILE = "source-epoch"
@@ -358,6 +361,13 @@ class SourceSide:
     async def verify(
         self, target: str, reason: str, max_passes: int = 3, fetch_timeout: float = 120.0
     ) -> VerifyResult:
+        # Only a verify made while the capture is live counts: what is written after its
+        # pass and before the capture would be on neither the journal nor the replica.
+        try:
+            await asyncio.wait_for(self.ready.wait(), CAPTURE_WAIT_S)
+        except TimeoutError:
+            why = f"the capture is not live after {CAPTURE_WAIT_S:.0f}s: verify later"
+            return VerifyResult(False, 0, 0, 0, 0, why)
         async with self._verifying:
             return await self._verify(target, reason, max_passes, fetch_timeout)
 
