@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from tandem.events.errors import CasConflictError
@@ -22,3 +22,11 @@ async def compare_and_set(
         return await kv.update(key, value, last=expected_revision)
     except KeyWrongLastSequenceError as exc:
         raise CasConflictError(key, expected_revision, str(exc.description or exc)) from None
+    except KeyNotFoundError:
+        if expected_revision is not None:
+            raise
+        # nats-py's create: refused because the key exists, then its own read of the key
+        # (a direct get, which a replica still behind may answer) did not find it.
+        raise CasConflictError(
+            key, None, "the key exists (a replica behind did not show it)"
+        ) from None

@@ -11,7 +11,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tandem.events.errors import CasConflictError, DecodeError
+from tandem.events.errors import CasConflictError, DecodeError, TransientError
 from tandem.events.kv import compare_and_set
 from tandem.events.names import NodeName
 from tandem.events.subjects import role_key
@@ -62,6 +62,8 @@ async def claim_first_role(kv: KeyValue, cluster: str, node: str, reason: str) -
         return record
     except CasConflictError:
         existing, _ = await read_role(kv, cluster)
-        if existing is None:
-            raise
+        if existing is None:  # written, but the replica that answered is still behind
+            raise TransientError(
+                f"the role record of {cluster} exists but is not readable yet"
+            ) from None
         return existing

@@ -38,8 +38,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (DecodeError, CasConflictError, ValidationError)):
         return False
-    if isinstance(exc, APIError):
-        return exc.err_code not in _PERMANENT_API_CODES
+    if isinstance(exc, APIError):  # nats-py raises some (KeyNotFoundError) with no code
+        return getattr(exc, "err_code", None) not in _PERMANENT_API_CODES
     # Our own checks on an answer (e.g. stored in another stream) do not change on a retry.
     return not (isinstance(exc, TandemBusError) and type(exc) is TandemBusError)
 
