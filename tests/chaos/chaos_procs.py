@@ -133,9 +133,10 @@ class Proc:
             assert self.popen is not None
             self.popen.send_signal(signal.SIGCONT)
 
-    def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM (then SIGKILL); the exit code, recorded as an exit not caused by a fault
-        when it is neither 0 nor -SIGTERM."""
+    def stop(self, timeout: float = 35) -> int | None:
+        """SIGTERM (then SIGKILL after ``timeout``: longer than an agent's own stop deadline,
+        ``[shutdown] deadline_s`` = 30 s, which it promises to keep); the exit code, recorded
+        as an exit not caused by a fault when it is neither 0 nor -SIGTERM."""
         if not self.running():
             self.reap()
             return None

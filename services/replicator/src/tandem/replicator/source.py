@@ -219,10 +219,12 @@ class SourceSide:
                 await self._serve(s, why)
             finally:
                 await asyncio.to_thread(self.capture.stop)
-                try:
-                    await asyncio.shield(self._drain_then_mark(mark))
-                except Exception as exc:
-                    log.warning("the send queue was not drained at stop: %s", exc)
+                # Shielded: a stop that cancels the side still lets the drain finish; its
+                # outcome is said by the task itself, even when nobody awaits it any more.
+                drain = asyncio.create_task(self._drain_then_mark(mark))
+                drain.add_done_callback(_say_drain_outcome)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(drain)
         finally:
             if watcher is not None:
                 with contextlib.suppress(Exception):
@@ -449,3 +451,10 @@ class SourceSide:
     def _from_thread(self, coro: Any) -> None:
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+
+def _say_drain_outcome(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        log.warning("the send queue's drain at stop was cancelled")
+    elif (exc := task.exception()) is not None:
+        log.warning("the send queue was not drained at stop: %s", exc)
