@@ -4,7 +4,6 @@ captures (watch and intercept), the Passive applies; verify on command; sync mod
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import subprocess
 import sys
@@ -364,33 +363,3 @@ async def test_a_source_restarted_after_a_crash_says_its_targets_may_lack_its_wr
     first, clean, crashed = [e.payload for e in await events_of(bus, "ReplicationStarted")]
     assert (first.unverified_targets, clean.unverified_targets) == ("", "")  # type: ignore[attr-defined]
     assert "did not stop cleanly" in crashed.unverified_targets  # type: ignore[attr-defined]
-
-
-async def test_a_verify_retry_that_another_verify_made_needless_is_not_run(
-    bus: Bus, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The source's verify at start finds no target yet and waits to try again; the target,
-    started meanwhile, asks for its own verify, which matches. The retry then does not run:
-    another verify would show the target syncing again, and while it runs the guard refuses a
-    failover to it (seen with PostgreSQL: the Active killed during that needless verify, and
-    no failover)."""
-    source, replica = tmp_path / "a", tmp_path / "b"
-    source.mkdir()
-    replica.mkdir()
-    (source / "existing").write_bytes(b"was there before pairing")
-    caplog.set_level(logging.INFO, logger="tandem.replicator.source")
-    async with node(bus, source, "primary", initial_role="active"):
-
-        async def first_verify_failed() -> bool:
-            return any(not e.payload.ok for e in await events_of(bus, "SyncCompleted"))
-
-        await eventually(first_verify_failed, 30, "the verify at start to find no target")
-        async with node(bus, replica, "secondary"):
-            await eventually(
-                lambda: "matched by a verify since the capture went live" in caplog.text,
-                60,
-                "the retry to see the target matched",
-            )
-            assert tree(replica) == tree(source)
-    started = [e for e in await events_of(bus, "SyncStarted") if e.payload.target == "secondary"]
-    assert len(started) == 2, [e.payload.reason for e in started]  # the failed one, the asked one

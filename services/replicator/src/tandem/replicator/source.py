@@ -112,8 +112,6 @@ class SourceSide:
         self.root = settings.protected_root
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verifying = asyncio.Lock()  # one verify at a time: passes must not interleave
-        #: When the last verify that found each target matching started (loop time).
-        self._matched_at: dict[str, float] = {}
         self._background: set[asyncio.Task[VerifyResult]] = set()
         #: Set once capture runs and the journal publisher exists (steps may then use them).
         self.ready = asyncio.Event()
@@ -333,14 +331,10 @@ class SourceSide:
         self, reason: str, pause_s: float = 5.0, max_pause_s: float = 60.0
     ) -> None:
         """Verify every peer, trying again (less and less often) until it succeeds: until
-        then the orchestrator holds the peer unverified and moves no role onto it. Called
-        once the capture is live: a verify of a peer that started since then and matched
-        (one the peer asked for) does the job, and another would only show the peer syncing
-        again, while the guard refuses a failover to it."""
-        asked = asyncio.get_running_loop().time()
+        then the orchestrator holds the peer unverified and moves no role onto it."""
         for target in self.s.peers:
             attempt, pause = 0, pause_s
-            while not await self._matched_since(target, asked):
+            while True:
                 attempt += 1
                 result = await self.verify(target, reason, fetch_timeout=AUTO_VERIFY_WAIT_S)
                 if result.ok:
@@ -351,14 +345,6 @@ class SourceSide:
                 )  # fmt: skip
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, max_pause_s)
-            else:
-                log.info("verify of %s: matched by a verify since the capture went live", target)
-
-    async def _matched_since(self, target: str, when: float) -> bool:
-        """Whether a verify that started after ``when`` found ``target`` matching; asked
-        once any verify running now has ended (it may be the one that matches)."""
-        async with self._verifying:
-            return self._matched_at.get(target, float("-inf")) > when
 
     async def verify(
         self, target: str, reason: str, max_passes: int = 3, fetch_timeout: float = 120.0
@@ -377,7 +363,6 @@ class SourceSide:
         self, target: str, reason: str, max_passes: int, fetch_timeout: float
     ) -> VerifyResult:
         s = self.s
-        started = asyncio.get_running_loop().time()
         log.info("verify of %s started: %s", target, reason)
         await self._publish(SyncStarted, SyncStartedPayload(target=target, reason=reason))
         throttle = Throttle(1.0)
@@ -435,7 +420,6 @@ class SourceSide:
             ),
         )
         if result.ok:
-            self._matched_at[target] = started
             log.info("verify of %s done: %s", target, result.reason)
         return result
 
