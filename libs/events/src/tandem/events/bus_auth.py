@@ -71,10 +71,10 @@ def _server_permissions(p: Permissions) -> dict[str, Any]:
 
 
 def bus_settings_for(identity: BusIdentity, password: str, **bus: Any) -> BusSettings:
-    """Settings that log in as ``identity`` (``bus``: servers, TLS files, ...)."""
-    return load_bus_settings(
-        user=identity.user, password=password, inbox_prefix=identity.inbox_prefix, **bus
-    )
+    """Settings that log in as ``identity`` (``bus``: servers, TLS files, ...; an
+    ``inbox_prefix`` there replaces the identity's)."""
+    bus.setdefault("inbox_prefix", identity.inbox_prefix)
+    return load_bus_settings(user=identity.user, password=password, **bus)
 
 
 def write_bus_passwords(path: Path, passwords: Mapping[str, str]) -> None:

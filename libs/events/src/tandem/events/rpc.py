@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -153,13 +153,12 @@ class CommandServer:
         remember: int = 4096,
         commands: list[str] | None = None,
         on_result: ResultListener | None = None,
-        commanders: Collection[str] = COMMANDERS,
     ) -> None:
         self.bus = bus
         #: Who may command this node, by the sender a command carries. NATS permissions
         #: let only these identities publish commands at all; this check says so again at
         #: the node and names a refused sender. Not applied on a bus without logins.
-        self.commanders = frozenset(commanders)
+        self.commanders = COMMANDERS
         self.cluster = cluster
         self.node = node
         self.handler = handler

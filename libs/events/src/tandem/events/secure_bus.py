@@ -24,6 +24,7 @@ from typing import Any
 from tandem.events.bus_auth import (
     DEFAULT_ROUNDS,
     authorization_config,
+    bus_settings_for,
     issue_passwords,
     read_bus_passwords,
     write_bus_passwords,
@@ -37,7 +38,7 @@ from tandem.events.bus_tls import (
     write_local_pki,
 )
 from tandem.events.private_files import write_private
-from tandem.events.settings import BusSettings, load_bus_settings
+from tandem.events.settings import BusSettings
 
 
 @dataclass
@@ -123,6 +124,5 @@ class SecureBusFiles:
     def settings(self, user: str, **bus: Any) -> BusSettings:
         """Settings that log in as ``user`` (``bus``: servers, timeouts...)."""
         bus.setdefault("tls_ca_file", self.tls.ca_cert)
-        bus.setdefault("inbox_prefix", self.identities[user].inbox_prefix)
-        bus.setdefault("password", self.passwords[user])
-        return load_bus_settings(user=user, **bus)
+        password = bus.pop("password", self.passwords[user])
+        return bus_settings_for(self.identities[user], password, **bus)
