@@ -90,6 +90,8 @@ class OrchestratorViews:
             lag_bytes=target.lag_bytes,
             lag_oldest_age_s=target.oldest_unapplied_age_s,
             awaiting_operator=rec.awaiting_operator,
+            standby=rec.standby,
+            standby_reason=rec.standby_reason,
         )
         if beat is not None and alive:
             # A live heartbeat is newer than the record: it says what the node plays now.
@@ -167,6 +169,7 @@ class OrchestratorViews:
             health=worst([n.health for n in nodes if n.name == rec.active]),
             service=service,
             service_reason=reason,
+            maintenance=rec.paused(datetime.now(UTC)),
         )
 
     def clusters(self) -> list[ClusterView]:

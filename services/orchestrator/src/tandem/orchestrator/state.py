@@ -22,12 +22,15 @@ from datetime import datetime
 from tandem.events.catalog import (
     AlertCleared,
     AlertRaised,
+    ClusterPaused,
+    ClusterResumed,
     FailoverRecommendationWithdrawn,
     FailoverRecommended,
     HealthChanged,
     NetworkReachabilityChanged,
     NodeRoleAssumed,
     NodeSelfFenced,
+    NodeStandbyChanged,
     NodeUnfenced,
     ReplicationStarted,
     ReplicationStateChanged,
@@ -47,7 +50,7 @@ from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaStat
 from tandem.events.envelope import Event
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.projection import Projection
-from tandem.orchestrator.views import PendingFailover, SagaStepView, SagaView
+from tandem.orchestrator.views import MaintenanceView, PendingFailover, SagaStepView, SagaView
 
 ORDER = [HealthStatus.OK, HealthStatus.UNKNOWN, HealthStatus.WARNING, HealthStatus.CRITICAL]
 
@@ -75,6 +78,9 @@ class NodeRecord:
     #: Why this node's replica is not known to match its source ('' when it is): the source
     #: restarted without a clean stop, and no verify of this node succeeded since.
     unverified: str = ""
+    #: Never chosen as a target while set (``tandem node standby``), and why.
+    standby: bool = False
+    standby_reason: str = ""
 
     @property
     def health(self) -> HealthStatus:
@@ -143,6 +149,16 @@ class ClusterRecord:
     withdrawn_failover: str = ""
     #: Alerts raised on this cluster and not cleared, by code.
     alerts: dict[str, AlertRecord] = field(default_factory=dict)
+    #: The last ``ClusterPaused`` not followed by a ``ClusterResumed`` (see ``paused``).
+    maintenance: MaintenanceView | None = None
+
+    def paused(self, now: datetime) -> MaintenanceView | None:
+        """The pause in force at ``now``: a pause whose ``until`` has passed counts as
+        resumed (the one place that decides it)."""
+        m = self.maintenance
+        if m is None or (m.until is not None and m.until <= now):
+            return None
+        return m
 
     def node(self, name: str) -> NodeRecord:
         if name not in self.nodes:
@@ -255,6 +271,19 @@ class ClusterState(Projection):
                     event.payload.reason,
                     event.occurred_at,
                 )
+        elif isinstance(event, ClusterPaused):
+            c.maintenance = MaintenanceView(
+                by=event.payload.by,
+                reason=event.payload.reason,
+                since=event.occurred_at,
+                until=event.payload.until,
+            )
+        elif isinstance(event, ClusterResumed):
+            c.maintenance = None
+        elif isinstance(event, NodeStandbyChanged):
+            n = c.node(event.payload.target)
+            n.standby = event.payload.standby
+            n.standby_reason = event.payload.reason if event.payload.standby else ""
         elif isinstance(event, AlertRaised):
             c.alerts[event.payload.code] = AlertRecord(
                 event.payload.code, event.payload.message, event.occurred_at, event.node

@@ -65,6 +65,9 @@ class NodeView(_View):
     lag_oldest_age_s: float | None = None
     #: Left stopped after an automatic switchover, for an operator to inspect.
     awaiting_operator: bool = False
+    #: Kept from being chosen as the target of a switchover or failover (maintenance).
+    standby: bool = False
+    standby_reason: str = ""
 
 
 class PendingFailover(_View):
@@ -72,6 +75,16 @@ class PendingFailover(_View):
     to: str
     reason: str
     recommended_at: datetime
+
+
+class MaintenanceView(_View):
+    """A paused cluster: no automatic failover or switchover (managed ones stay allowed)."""
+
+    by: str
+    reason: str
+    since: datetime
+    #: When the pause ends by itself (None: until ``tandem resume``).
+    until: datetime | None = None
 
 
 class ClusterView(_View):
@@ -86,6 +99,8 @@ class ClusterView(_View):
     health: HealthStatus = HealthStatus.UNKNOWN
     service: ServiceStatus = ServiceStatus.DOWN
     service_reason: str = ""
+    #: Set while the cluster is paused (``tandem pause``).
+    maintenance: MaintenanceView | None = None
 
 
 StepState = Literal["pending", "running", "completed", "failed", "compensated"]

@@ -23,6 +23,11 @@ from tandem.events.catalog.health import (
     NetworkReachabilityChanged,
     RuleBreached,
 )
+from tandem.events.catalog.maintenance import (
+    ClusterPaused,
+    ClusterResumed,
+    NodeStandbyChanged,
+)
 from tandem.events.catalog.operations import (
     FailoverRecommendationWithdrawn,
     FailoverRecommended,
@@ -69,6 +74,8 @@ __all__ = [
     "ApplicationRestartRequested",
     "ApplicationRestarted",
     "ApplyReceiveQueue",
+    "ClusterPaused",
+    "ClusterResumed",
     "CommandExecuted",
     "DnsUpdateFailed",
     "DnsUpdated",
@@ -85,6 +92,7 @@ __all__ = [
     "NetworkReachabilityChanged",
     "NodeRoleAssumed",
     "NodeSelfFenced",
+    "NodeStandbyChanged",
     "NodeUnfenced",
     "OperatorActionRecorded",
     "Ping",
