@@ -21,6 +21,7 @@ from tandem.orchestrator.fencing import Fencer
 from tandem.orchestrator.groups import group_plan, member_order, member_target
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
+from tandem.orchestrator.maintenance import MaintenanceActions
 from tandem.orchestrator.plans import failover_plan, switchover_plan
 from tandem.orchestrator.publishing import LeadershipLost, Publisher, lost_is_conflict
 from tandem.orchestrator.readside import OrchestratorViews
@@ -31,7 +32,7 @@ from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord
 log = logging.getLogger(__name__)
 
 
-class Orchestrator(OrchestratorViews):
+class Orchestrator(OrchestratorViews, MaintenanceActions):
     def __init__(
         self,
         bus: Bus,
@@ -70,6 +71,8 @@ class Orchestrator(OrchestratorViews):
     def refusal(self, cluster: str, node: str) -> str:
         """Why ``node`` may not become Active now, or ''."""
         view = self._node_view(cluster, node)
+        if view.standby:
+            return f"{node} is in standby: {view.standby_reason or 'no reason given'}"
         if not view.alive:
             return f"{node} is not alive (no heartbeat)"
         if view.isolated:
@@ -189,6 +192,8 @@ class Orchestrator(OrchestratorViews):
             rec = self.state.cluster(cluster)
             if rec.active is None:
                 raise ConflictError(f"{cluster} has no Active yet")
+            if automatic and self.paused_why(cluster):
+                raise ConflictError(f"{self.paused_why(cluster)}: no automatic switchover")
             running = self.state.running_saga(cluster)
             if running is not None:
                 raise ConflictError(

@@ -121,6 +121,7 @@ class Decisions:
         if loop.time() - self._roles_read_at >= 1.0:
             self._roles_read_at = loop.time()
             said += await self.roles()
+        said += await self.o.expire_pauses()
         for name, rec in list(state.clusters.items()):
             for node in rec.nodes:
                 self.o.liveness.watch(name, node)
@@ -179,22 +180,27 @@ class Decisions:
                 )
                 return [text]
             return []
-        if self.o.liveness.mode(cluster, active) == "managed":
+        paused = self.o.paused_why(cluster)
+        if self.o.liveness.mode(cluster, active) == "managed" or paused:
             pending = rec.pending_failover
             if pending is not None and pending.failed_node == active:
                 return await self._withdraw_if_unfit(cluster, active)
+            why = f"{gone} ({paused}: no automatic failover)" if paused else gone
             await self._emit(
                 FailoverRecommended(
                     cluster=cluster,
                     node=self.o.s.instance,
                     epoch=rec.epoch,
-                    payload=FailoverRecommendedPayload(failed_node=active, to=target, reason=gone),
+                    payload=FailoverRecommendedPayload(failed_node=active, to=target, reason=why),
                 )
             )
-            return [f"{cluster}: {gone}; failover to {target} recommended (managed mode)"]
+            mode = "paused" if paused else "managed mode"
+            return [f"{cluster}: {gone}; failover to {target} recommended ({mode})"]
         async with self.o._starting:
             if self.o.state.running_saga(cluster) is not None or not self.o.is_leader():
                 return []
+            if self.o.paused_why(cluster):
+                return []  # paused meanwhile: the next cycle recommends it
             saga = await self.o._failover(cluster, target, gone, operator=False)
         self._said.pop(f"gone:{cluster}", None)
         return [f"{cluster}: {gone}; failover to {target} (saga {saga.id})"]

@@ -81,6 +81,8 @@ class NodeRecord:
     #: Never chosen as a target while set (``tandem node standby``), and why.
     standby: bool = False
     standby_reason: str = ""
+    #: When the standby last changed (an older change folded again late is ignored).
+    standby_at: datetime | None = None
 
     @property
     def health(self) -> HealthStatus:
@@ -151,6 +153,8 @@ class ClusterRecord:
     alerts: dict[str, AlertRecord] = field(default_factory=dict)
     #: The last ``ClusterPaused`` not followed by a ``ClusterResumed`` (see ``paused``).
     maintenance: MaintenanceView | None = None
+    #: When it last changed (an older pause or resume folded again late is ignored).
+    maintenance_at: datetime | None = None
 
     def paused(self, now: datetime) -> MaintenanceView | None:
         """The pause in force at ``now``: a pause whose ``until`` has passed counts as
@@ -271,19 +275,25 @@ class ClusterState(Projection):
                     event.payload.reason,
                     event.occurred_at,
                 )
-        elif isinstance(event, ClusterPaused):
-            c.maintenance = MaintenanceView(
-                by=event.payload.by,
-                reason=event.payload.reason,
-                since=event.occurred_at,
-                until=event.payload.until,
-            )
-        elif isinstance(event, ClusterResumed):
-            c.maintenance = None
+        elif isinstance(event, ClusterPaused | ClusterResumed):
+            # The newest counts: the leader folds its own at once, the stream again later.
+            if c.maintenance_at is None or event.occurred_at >= c.maintenance_at:
+                c.maintenance_at = event.occurred_at
+                c.maintenance = (
+                    MaintenanceView(
+                        by=event.payload.by,
+                        reason=event.payload.reason,
+                        since=event.occurred_at,
+                        until=event.payload.until,
+                    )
+                    if isinstance(event, ClusterPaused)
+                    else None
+                )
         elif isinstance(event, NodeStandbyChanged):
             n = c.node(event.payload.target)
-            n.standby = event.payload.standby
-            n.standby_reason = event.payload.reason if event.payload.standby else ""
+            if n.standby_at is None or event.occurred_at >= n.standby_at:
+                n.standby, n.standby_at = event.payload.standby, event.occurred_at
+                n.standby_reason = event.payload.reason if event.payload.standby else ""
         elif isinstance(event, AlertRaised):
             c.alerts[event.payload.code] = AlertRecord(
                 event.payload.code, event.payload.message, event.occurred_at, event.node

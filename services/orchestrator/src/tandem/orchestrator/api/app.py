@@ -14,6 +14,7 @@ from tandem.orchestrator.api.auth import STATE_KEY, TokenStore
 from tandem.orchestrator.api.deps import FACADE_KEY
 from tandem.orchestrator.api.errors import install_error_handlers
 from tandem.orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
+from tandem.orchestrator.api.routes_maintenance import mutations as maintenance_mutations
 from tandem.orchestrator.api.routes_ops import METRICS_KEY
 from tandem.orchestrator.facade import OrchestratorFacade
 
@@ -55,6 +56,7 @@ def create_app(
     for module in (routes_clusters, routes_groups):
         app.include_router(module.router)
         app.include_router(module.mutations)
+    app.include_router(maintenance_mutations)
     app.include_router(routes_sagas.router)
     app.include_router(routes_ops.router)
 
