@@ -97,6 +97,8 @@ class Node(_Model):
     lag_bytes: int = 0
     lag_oldest_age_s: float | None = None
     awaiting_operator: bool = False
+    standby: bool = False
+    standby_reason: str = ""
 
 
 class PendingFailover(_Model):
@@ -104,6 +106,31 @@ class PendingFailover(_Model):
     to: str
     reason: str = ""
     recommended_at: datetime | None = None
+
+
+class Maintenance(_Model):
+    """A paused cluster (``tandem pause``): no automatic failover or switchover."""
+
+    by: str = ""
+    reason: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class PauseAnswer(_Model):
+    cluster: str
+    maintenance: Maintenance | None = None
+    message: str = ""
+
+
+class StandbyAnswer(_Model):
+    cluster: str
+    node: str
+    standby: bool
+    reason: str = ""
+    message: str = ""
+    #: Set when no node is left to take over.
+    note: str = ""
 
 
 class Cluster(_Model):
@@ -117,6 +144,7 @@ class Cluster(_Model):
     #: serving / degraded / down / needs_operator ("unknown": an orchestrator too old to say).
     service: str = "unknown"
     service_reason: str = ""
+    maintenance: Maintenance | None = None
 
 
 class SagaStep(_Model):
@@ -294,6 +322,21 @@ class ApiClient:
     def failover(self, cluster: str, to: str | None, reason: str) -> Accepted:
         path = f"{API_PREFIX}/clusters/{_segment(cluster)}/failover"
         return self._post(path, {"to": to, "confirm": True, "reason": reason})
+
+    def pause(self, cluster: str, reason: str, for_s: float | None = None) -> PauseAnswer:
+        path = f"{API_PREFIX}/clusters/{_segment(cluster)}/pause"
+        body: dict[str, Any] = {"reason": reason, "for_s": for_s}
+        return self._post_as(PauseAnswer, path, body)
+
+    def resume(self, cluster: str, reason: str) -> PauseAnswer:
+        path = f"{API_PREFIX}/clusters/{_segment(cluster)}/resume"
+        return self._post_as(PauseAnswer, path, {"reason": reason})
+
+    def standby(self, cluster: str, node: str, on: bool, reason: str) -> StandbyAnswer:
+        """``on``: keep ``node`` from being chosen as a target; else let it be again."""
+        verb = "standby" if on else "unstandby"
+        path = f"{API_PREFIX}/clusters/{_segment(cluster)}/nodes/{_segment(node)}/{verb}"
+        return self._post_as(StandbyAnswer, path, {"reason": reason})
 
     def group_switchover(self, group: str, reason: str, to: str | None = None) -> GroupAccepted:
         """``to``: an identity (primary, secondary, tertiary) to move every member to."""

@@ -137,6 +137,7 @@ def _notes(node: Node) -> str:
     for flag, text in (
         (node.isolated, "isolated"),
         (node.awaiting_operator, "awaiting operator"),
+        (node.standby, f"standby: {node.standby_reason}" if node.standby_reason else "standby"),
     ):
         if flag:
             notes.append(text)
@@ -151,7 +152,12 @@ def service_line(cluster: Cluster) -> str:
     )
     style = _SERVICE_STYLE.get(service, "dim")
     label = service.replace("_", " ")
-    return f"{escape(cluster.name)}  [{style}]{escape(label)}[/]  {escape(reason)}".rstrip()
+    line = f"{escape(cluster.name)}  [{style}]{escape(label)}[/]  {escape(reason)}".rstrip()
+    if cluster.maintenance is not None:
+        from tandem.cli.maintenance import describe
+
+        line += f"  [bold yellow]{escape(describe(cluster.maintenance))}[/]"
+    return line
 
 
 def _health(node: Node, cluster: Cluster) -> str:
