@@ -293,10 +293,11 @@ async def test_a_wrong_key_is_reported_as_badsig_and_the_service_goes_on(
         alpha_updates = await count(bus, "DnsUpdated", 1, cluster="alpha")
         assert alpha_updates[0].epoch == 4
         assert await named.addresses(APP) == SECONDARY
-        cleared = await count(bus, "AlertCleared", 2, cluster="alpha")
+        cleared = await count(bus, "AlertCleared", 3, cluster="alpha")
         assert {c.payload.code for c in cleared} == {
             "dns.update_failed.app.dr.tandem.test",
             "dns.update_missing.app.dr.tandem.test",
+            "dns.stale.app.dr.tandem.test",
         }
 
 

@@ -84,11 +84,7 @@ def bus_identities(clusters: Mapping[str, Sequence[str]]) -> list[BusIdentity]:
     central = [
         _identity(ADMIN, "provisions streams and buckets; operators' CLI", None),
         _identity(ORCHESTRATOR, "decides roles, runs sagas", orchestrator_permissions()),
-        _identity(
-            DNS_UPDATER,
-            "moves DNS names on role changes",
-            event_service_permissions(DNS_UPDATER, ("DnsUpdated", "DnsUpdateFailed", *_ALERTS)),
-        ),
+        _identity(DNS_UPDATER, "moves DNS names on role changes", dns_updater_permissions()),
         _identity(
             VMWARE_BRIDGE,
             "fences and remediates VMs",
@@ -250,6 +246,24 @@ def event_service_permissions(user: str, event_types: Sequence[str]) -> Permissi
             *_consumers(subjects.EVENTS_STREAM),
         ),
         subscribe=(f"{inbox_prefix_of(user)}.>", subjects.EVENTS_ALL),
+    )
+
+
+def dns_updater_permissions() -> Permissions:
+    """A central event service that also reads the role records: which node is Active is
+    what its reconcile checks each DR name against."""
+    base = event_service_permissions(
+        DNS_UPDATER,
+        (
+            "DnsUpdated",
+            "DnsUpdateFailed",
+            "DnsRecordReconciled",
+            "DnsReconcileCompleted",
+            *_ALERTS,
+        ),
+    )
+    return Permissions(
+        publish=(*base.publish, *_stream_reads(_ROLES_STREAM)), subscribe=base.subscribe
     )
 
 

@@ -130,6 +130,14 @@ class VerifyConfig(_Model):
     query_timeout_s: float = Field(default=2.0, gt=0)
 
 
+class ReconcileConfig(_Model):
+    """The check that each DR name points at its cluster's current Active (moved when not):
+    at start, every ``interval_s`` (0: never by itself), and on request."""
+
+    at_start: bool = True
+    interval_s: float = Field(default=60.0, ge=0)
+
+
 class NameConfig(_Model):
     """A DR public name, moved to the site address of the new Active of ``cluster``."""
 
@@ -163,6 +171,7 @@ class DnsUpdaterConfig(_Model):
     update: UpdateConfig
     retry: RetryConfig = Field(default_factory=RetryConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     names: list[NameConfig] = Field(default_factory=list)
 
     _key = field_validator("key_file", mode="before")(_key_from)

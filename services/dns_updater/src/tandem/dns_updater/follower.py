@@ -12,10 +12,12 @@ DR names to the site addresses of the new Active.
 - A failed update is recorded and the consumer goes on; only an outcome that cannot be
   recorded (the bus is away) makes the role change come back later (``TransientError``).
 - First start of a durable: the last role change of the cluster, then every new one.
+- A move holds the cluster's ``lock``, which the reconcile (``reconcile.py``) holds too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any, get_args
@@ -80,6 +82,13 @@ class ClusterFollower:
         self.mover = mover or Mover(config)
         #: The newest epoch handled; older role changes are ignored.
         self.last_epoch: int | None = None
+        #: The Active of ``last_epoch``.
+        self.last_active: str | None = None
+        #: Held while a name of the cluster is moved, by this follower or the reconcile: a
+        #: check never moves a name back after a newer role change moved it.
+        self.lock = asyncio.Lock()
+        #: Names that may have a DNS alert open (cleared by the reconcile once right).
+        self.suspect: set[str] = {e.display_name for e in entries}
 
     @property
     def durable(self) -> str:
@@ -87,8 +96,9 @@ class ClusterFollower:
 
     def consumer(self) -> DurableConsumer:
         # One message at a time, and long enough an ack wait for the slowest move of every
-        # name, so that a message is never redelivered while it is still being handled.
-        ack_wait = len(self.entries) * (self.config.longest_move_s() + PUBLISH_TIMEOUT_S) + 30
+        # name (twice: a reconcile may hold the lock), so that a message is never
+        # redelivered while it is still being handled.
+        ack_wait = 2 * self.longest_round_s() + 30
         options = ConsumerOptions(
             durable=self.durable,
             filter_subject=events_filter(self.cluster, "RoleChanged"),
@@ -97,6 +107,10 @@ class ClusterFollower:
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
         )
         return DurableConsumer(self.bus, options, self.handle)
+
+    def longest_round_s(self) -> float:
+        """An upper bound of the time moving every name of the cluster takes."""
+        return len(self.entries) * (self.config.longest_move_s() + PUBLISH_TIMEOUT_S)
 
     async def handle(self, event: Event) -> None:
         if not isinstance(event, RoleChanged) or event.cluster != self.cluster:
@@ -113,9 +127,10 @@ class ClusterFollower:
                 self.last_epoch,
             )
             return
-        self.last_epoch = epoch
-        for entry in self.entries:
-            await self._move(entry, event)
+        async with self.lock:
+            self.last_epoch, self.last_active = epoch, event.payload.active_node
+            for entry in self.entries:
+                await self._move(entry, event)
 
     async def _move(self, entry: NameConfig, cause: RoleChanged) -> None:
         node = cause.payload.active_node
@@ -151,6 +166,7 @@ class ClusterFollower:
         )
         await self._record(DnsUpdated(**self._envelope(cause), payload=payload), cause, name)
         log.info("%s: %s now points to %s", self.cluster, name, ", ".join(payload.addresses))
+        self.suspect.discard(name)
         # Cleared at every success, not only after a failure this process saw: the failure
         # may have been recorded before a restart.
         # Also the alert of an agent that gave up waiting for this move (same name).
@@ -165,6 +181,7 @@ class ClusterFollower:
     ) -> None:
         name, node = entry.display_name, cause.payload.active_node
         log.error("%s: %s was not moved to %s: %s", self.cluster, name, node, reason)
+        self.suspect.add(name)
         failed = DnsUpdateFailedPayload(name=name, attempts=attempts, reason=reason)
         await self._record(DnsUpdateFailed(**self._envelope(cause), payload=failed), cause, name)
         alert = AlertRaisedPayload(

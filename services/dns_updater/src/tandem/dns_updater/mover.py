@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from tandem.dns_updater.config import DnsUpdaterConfig, NameConfig
+from tandem.dns_updater.tsigkey import KeyFiles, TsigKey
 from tandem.dns_updater.update import DnsError, Lookup, build_update, lookup, ordered, send_update
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,13 @@ class MoveFailed(Exception):
 
 
 class Mover:
-    def __init__(self, config: DnsUpdaterConfig) -> None:
+    def __init__(self, config: DnsUpdaterConfig, keys: KeyFiles | None = None) -> None:
         self.config = config
+        #: The key files, read again when they change (a corrected key needs no restart).
+        self.keys = keys or KeyFiles()
+
+    def key_for(self, entry: NameConfig) -> TsigKey:
+        return self.keys.current(self.config.key_for(entry))
 
     async def move(self, entry: NameConfig, addresses: list[str]) -> Moved:
         attempts = await self.push(entry, addresses)
@@ -79,9 +85,8 @@ class Mover:
         update = self.config.update
         errors: list[str] = []
         for server in update.servers:
-            message = build_update(
-                entry.zone, entry.name, entry.ttl, addresses, self.config.key_for(entry)
-            )
+            key = self.key_for(entry)
+            message = build_update(entry.zone, entry.name, entry.ttl, addresses, key)
             try:
                 await send_update(
                     message, server, timeout=update.timeout_s, protocol=update.protocol
@@ -120,3 +125,12 @@ class Mover:
                     attempts=0,
                 )
             await asyncio.sleep(settings.interval_s)
+
+    async def look(self, entry: NameConfig) -> list[Lookup]:
+        """What each authoritative server answers for the name now (one round of queries)."""
+        timeout = self.config.verify.query_timeout_s
+        return list(
+            await asyncio.gather(
+                *(lookup(entry.name, s, timeout=timeout) for s in self.config.verify_servers)
+            )
+        )

@@ -6,12 +6,14 @@
     };
 
 One key per file. The secret never appears in a message, a log line or a ``repr``.
+``KeyFiles`` reads a key file again when it changes.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from pathlib import Path
 import dns.exception
 import dns.name
 import dns.tsig
+
+log = logging.getLogger(__name__)
 
 #: BIND's algorithm names and dnspython's.
 ALGORITHMS: dict[str, dns.name.Name] = {
@@ -100,3 +104,35 @@ def load_key(path: Path) -> TsigKey:
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"{path}: cannot be read: {exc}") from None
     return parse_key(text, path)
+
+
+class KeyFiles:
+    """Keys read again when their file changes (size or modification time): a corrected
+    key is used from the next update on, without a restart. A file that cannot be read or
+    used then keeps the key in force (logged, once per change of the file)."""
+
+    def __init__(self) -> None:
+        self._read: dict[Path, tuple[tuple[int, int] | None, TsigKey]] = {}
+
+    def current(self, key: TsigKey) -> TsigKey:
+        """The key of ``key.path`` as the file is now (``key`` itself until it changes)."""
+        try:
+            stat = key.path.stat()
+            seen: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            seen = None
+        known = self._read.get(key.path)
+        if known is None:
+            self._read[key.path] = (seen, key)
+            return key
+        if seen is None or seen == known[0]:
+            return known[1]
+        try:
+            fresh = load_key(key.path)
+        except KeyFileError as exc:
+            log.error("%s changed but cannot be used (%s): keeping %s", key.path, exc, known[1])
+            self._read[key.path] = (seen, known[1])
+            return known[1]
+        log.info("%s changed: using %s from now on", key.path, fresh)
+        self._read[key.path] = (seen, fresh)
+        return fresh

@@ -14,6 +14,11 @@ from tandem.events.catalog.commands import (
     VerifyReplica,
 )
 from tandem.events.catalog.dns import DnsUpdated, DnsUpdateFailed
+from tandem.events.catalog.dns_reconcile import (
+    DnsReconcileCompleted,
+    DnsReconcileRequested,
+    DnsRecordReconciled,
+)
 from tandem.events.catalog.execution import CommandExecuted
 from tandem.events.catalog.fencing import VmFenced, VmFenceFailed, VmFenceRequested
 from tandem.events.catalog.health import (
@@ -77,6 +82,9 @@ __all__ = [
     "ClusterPaused",
     "ClusterResumed",
     "CommandExecuted",
+    "DnsReconcileCompleted",
+    "DnsReconcileRequested",
+    "DnsRecordReconciled",
     "DnsUpdateFailed",
     "DnsUpdated",
     "DrainSendQueue",

@@ -39,12 +39,16 @@ class DnsUpdateFailed(Event):
     payload: DnsUpdateFailedPayload
 
 
-DnsProblem = Literal["update_failed", "update_missing"]
+#: update_failed: a move after a role change failed; update_missing: an agent waiting to
+#: expose got no confirmation; stale: a reconcile found the name not pointing at the Active
+#: and could not move it.
+DnsProblem = Literal["update_failed", "update_missing", "stale"]
 
 
 def dns_alert_code(problem: DnsProblem, name: str) -> str:
     """One alert code per DR name and problem, whoever raises it: the dns_updater (the update
-    failed) or an agent waiting to expose (failed, or no confirmation in time). The
-    dns_updater clears both when it moves the name. E.g. ``dns.update_failed.erp.example.net``.
+    failed, or a reconcile could not repair the name) or an agent waiting to expose (failed,
+    or no confirmation in time). The dns_updater clears them all once the name is right.
+    E.g. ``dns.update_failed.erp.example.net``.
     """
     return f"dns.{problem}.{name.strip().rstrip('.').lower()}"
