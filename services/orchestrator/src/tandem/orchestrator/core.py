@@ -16,6 +16,7 @@ from tandem.events.catalog.vocabulary import Identity, ReplicaState, SagaKind
 from tandem.events.ids import new_id
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.outbox import Outbox
+from tandem.orchestrator.dns_reconcile import DnsReconcileRequests
 from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.fencing import Fencer
 from tandem.orchestrator.groups import group_plan, member_order, member_target
@@ -28,11 +29,12 @@ from tandem.orchestrator.readside import OrchestratorViews
 from tandem.orchestrator.runner import SagaRunner, StepFailed
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord
+from tandem.orchestrator.telemetry import TelemetrySource
 
 log = logging.getLogger(__name__)
 
 
-class Orchestrator(OrchestratorViews, MaintenanceActions):
+class Orchestrator(OrchestratorViews, MaintenanceActions, DnsReconcileRequests, TelemetrySource):
     def __init__(
         self,
         bus: Bus,

@@ -3,10 +3,14 @@ this protocol only; the orchestrator service implements it."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tandem.events.catalog.vocabulary import Identity
 from tandem.orchestrator.views import ClusterView, EventView, GroupView, SagaView
+
+if TYPE_CHECKING:
+    from tandem.orchestrator.dns_reconcile import DnsReconcileAccepted
+    from tandem.orchestrator.telemetry import Telemetry
 
 
 class NotFoundError(LookupError):
@@ -47,8 +51,19 @@ class OrchestratorFacade(Protocol):
         the saga id and the members skipped (already Active there), each with why."""
         ...
 
+    async def dns_reconcile(
+        self, cluster: str | None, actor: str, reason: str
+    ) -> DnsReconcileAccepted:
+        """Ask the dns_updater to check the DR names of ``cluster`` (None: all) now."""
+        ...
+
     async def record_operator_action(
         self, actor: str, action: str, arguments: dict[str, object], outcome: str, source: str
     ) -> None: ...
+
+    def telemetry(self) -> Telemetry:
+        """For ``/metrics``: the sagas, open alerts and queue depths (optional: a facade
+        without it shows none)."""
+        ...
 
     def is_leader(self) -> bool: ...

@@ -9,7 +9,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from tandem.orchestrator.api import routes_clusters, routes_groups, routes_ops, routes_sagas
+from tandem.orchestrator.api import (
+    routes_clusters,
+    routes_dns,
+    routes_groups,
+    routes_ops,
+    routes_sagas,
+)
 from tandem.orchestrator.api.auth import STATE_KEY, TokenStore
 from tandem.orchestrator.api.deps import FACADE_KEY
 from tandem.orchestrator.api.errors import install_error_handlers
@@ -57,6 +63,7 @@ def create_app(
         app.include_router(module.router)
         app.include_router(module.mutations)
     app.include_router(maintenance_mutations)
+    app.include_router(routes_dns.mutations)
     app.include_router(routes_sagas.router)
     app.include_router(routes_ops.router)
 
