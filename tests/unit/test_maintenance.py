@@ -192,3 +192,17 @@ async def test_an_automatic_switchover_of_a_paused_cluster_is_refused(pair: Node
     assert alert.payload.code == "switchover.refused"
     assert "no automatic switchover" in alert.payload.message
     assert not pair.state.sagas
+
+
+def test_the_cli_reads_durations() -> None:
+    from tandem.cli.maintenance import parse_duration
+
+    assert parse_duration("90") == 90
+    assert parse_duration("90s") == 90
+    assert parse_duration("30m") == 1800
+    assert parse_duration("2h") == 7200
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("1d") == 86400
+    for bad in ("", "2x", "h", "1h 30m", "0", "0s", "-5m"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
