@@ -123,6 +123,24 @@ class PauseAnswer(_Model):
     message: str = ""
 
 
+class DnsReconcileAccepted(_Model):
+    """A DNS reconcile request stored: the dns_updater's answer comes after ``seq``."""
+
+    request_id: str
+    cluster: str | None = None
+    seq: int = 0
+
+
+class EventRecord(_Model):
+    seq: int
+    id: str
+    type: str
+    cluster: str = ""
+    node: str = ""
+    correlation_id: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
 class StandbyAnswer(_Model):
     cluster: str
     node: str
@@ -337,6 +355,14 @@ class ApiClient:
         verb = "standby" if on else "unstandby"
         path = f"{API_PREFIX}/clusters/{_segment(cluster)}/nodes/{_segment(node)}/{verb}"
         return self._post_as(StandbyAnswer, path, {"reason": reason})
+
+    def dns_reconcile(self, cluster: str | None, reason: str) -> DnsReconcileAccepted:
+        body = {"cluster": cluster, "reason": reason}
+        return self._post_as(DnsReconcileAccepted, f"{API_PREFIX}/dns/reconcile", body)
+
+    def events(self, after: int, limit: int = 200) -> list[EventRecord]:
+        """Events of every cluster after stream position ``after``, oldest first."""
+        return self._get(f"{API_PREFIX}/events?after={after}&limit={limit}", list[EventRecord])
 
     def group_switchover(self, group: str, reason: str, to: str | None = None) -> GroupAccepted:
         """``to``: an identity (primary, secondary, tertiary) to move every member to."""

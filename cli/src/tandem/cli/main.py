@@ -13,6 +13,7 @@ from rich.console import Console
 
 from tandem.cli.bus_secrets import secrets_command
 from tandem.cli.busurl import cli_bus_settings, resolve_bus_url, service_login_env
+from tandem.cli.dns import dns_app
 from tandem.cli.maintenance import register as register_maintenance
 from tandem.cli.options import ApiOption, TokenOption
 from tandem.cli.services import SERVICES, lookup
@@ -37,6 +38,7 @@ app.add_typer(group_app, name="group")
 app.add_typer(srm_app, name="srm")
 app.add_typer(token_app, name="token")
 app.add_typer(vmware_app, name="vmware")
+app.add_typer(dns_app, name="dns")
 register_maintenance(app)
 
 console = Console()
