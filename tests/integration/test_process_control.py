@@ -13,7 +13,13 @@ import psutil
 import pytest
 
 from helpers import eventually
-from tandem.agent.control import ApplicationConfig, AppState, ControlError, ProcessControl
+from tandem.agent.control import (
+    ApplicationConfig,
+    AppState,
+    ControlError,
+    ProcessControl,
+    procfiles,
+)
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(600)"
 IGNORES_TERM = (
@@ -205,3 +211,38 @@ async def test_a_reused_pid_is_not_taken_for_the_app(
     assert fresh.state is AppState.RUNNING and fresh.pid not in (None, other.pid)
     assert other.poll() is None
     await c.stop()
+
+
+async def test_the_app_is_known_by_its_start_in_ticks_not_by_the_wall_clock(
+    tmp_path: Path, started: list[ProcessControl], other: subprocess.Popen[bytes]
+) -> None:
+    """A stepped clock moves psutil's creation time (boot time + ticks): a chaos run saw 9 s,
+    the live app was taken for a reused pid, called "already stopped" and left serving."""
+    c = control(config(tmp_path), tmp_path)
+    started.append(c)
+    created = psutil.Process(other.pid).create_time()
+    ticks = procfiles.start_ticks(other.pid)
+    assert ticks is not None
+    c.pid_file.parent.mkdir(parents=True)
+
+    # The wall clock was stepped 9 s since the record: the same start in ticks, so the same
+    # process.
+    c.pid_file.write_text(f"{other.pid} {created - 9:.6f} {ticks}\n")
+    assert (await c.status()).state is AppState.RUNNING
+
+    # A different start in ticks is another process, whatever the creation time says.
+    c.pid_file.write_text(f"{other.pid} {created:.6f} {ticks + 1}\n")
+    status = await c.status()
+    assert status.state is AppState.STOPPED and "another process" in status.message
+    assert other.poll() is None
+
+
+async def test_a_started_app_is_recorded_with_its_start_in_ticks(
+    tmp_path: Path, started: list[ProcessControl]
+) -> None:
+    c = control(config(tmp_path), tmp_path)
+    started.append(c)
+    status = await c.start()
+    record = procfiles.read_record(c.pid_file)
+    assert record is not None and status.pid == record.pid
+    assert record.start_ticks == procfiles.start_ticks(record.pid)

@@ -1,9 +1,10 @@
 """An application the agent runs as a process of its own (in a new session, so it survives the
 agent and can be stopped as a whole process group).
 
-The pid file holds ``"<pid> <create_time>"``. After an agent restart, the recorded process is
-adopted only if that pid still exists with that creation time: pids are reused, and a different
-process that happens to carry the old pid must never be taken for the application (or killed).
+The pid file holds ``"<pid> <create_time> <start_ticks>"``. After an agent restart, the recorded
+process is adopted only if that pid still exists with that start (in clock ticks since boot, which
+a stepped clock does not move): pids are reused, and a different process that happens to carry
+the old pid must never be taken for the application (or killed).
 """
 
 from __future__ import annotations
@@ -144,9 +145,10 @@ class ProcessControl:
             raise ControlError(f"app {app.name}: cannot run {app.start[0]!r}: {what}") from exc
         self._child = child
         created = await asyncio.to_thread(procfiles.create_time, child.pid)
+        ticks = await asyncio.to_thread(procfiles.start_ticks, child.pid)
         # Recorded before the settle, so an agent that dies now can still adopt the process.
         await asyncio.to_thread(
-            procfiles.write_record, self.pid_file, Record(child.pid, created or 0.0)
+            procfiles.write_record, self.pid_file, Record(child.pid, created or 0.0, ticks)
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settle_s

@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Creation times are compared with some slack: psutil derives them from the boot time, which
-# moves slightly when the clock is stepped. A reused pid is never within it: the pid space has
-# to wrap around between the two processes.
+# A process is known by its start in clock ticks since boot (/proc/<pid>/stat field 22): it
+# never changes. psutil's creation time is that plus the boot time, which the kernel derives
+# from the wall clock: a stepped clock moves it (a chaos run saw 9 s), and the live application
+# was then taken for a reused pid, "already stopped", and left serving on a Passive. The
+# creation time, compared with some slack, is only the fallback (no /proc, an old pid file).
 _CREATE_TIME_SLACK_S = 1.0
+_STAT_STARTTIME = 19  # field 22 of /proc/<pid>/stat, counted from field 3 (after the ")")
 _LOG_TAIL_BYTES = 4096
 _LOG_TAIL_LINES = 10
 
@@ -31,6 +34,8 @@ _LOG_TAIL_LINES = 10
 class Record(NamedTuple):
     pid: int
     create_time: float
+    #: The start in clock ticks since boot (None: unknown, e.g. a pid file of an older agent).
+    start_ticks: int | None = None
 
 
 class Verdict(NamedTuple):
@@ -96,7 +101,8 @@ def read_record(path: Path) -> Record | None:
         return None
     parts = text.split()
     try:
-        return Record(int(parts[0]), float(parts[1]))
+        ticks = int(parts[2]) if len(parts) > 2 else None
+        return Record(int(parts[0]), float(parts[1]), ticks)
     except (IndexError, ValueError):
         log.warning("ignoring malformed pid file %s: %r", path, text[:100])
         return None
@@ -107,7 +113,8 @@ def write_record(path: Path, record: Record) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="ascii") as f:
-        f.write(f"{record.pid} {record.create_time:.6f}\n")
+        ticks = "" if record.start_ticks is None else f" {record.start_ticks}"
+        f.write(f"{record.pid} {record.create_time:.6f}{ticks}\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -152,6 +159,23 @@ def create_time(pid: int) -> float | None:
         return None
 
 
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot; None without /proc or once it exited."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat[stat.rindex(b")") + 2 :].split()[_STAT_STARTTIME])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _same_process(record: Record, created: float) -> bool:
+    if record.start_ticks is not None:
+        ticks = start_ticks(record.pid)
+        if ticks is not None:
+            return ticks == record.start_ticks
+    return abs(created - record.create_time) <= _CREATE_TIME_SLACK_S
+
+
 def check(record: Record) -> Verdict:
     """Whether the recorded process is alive and is the one that was recorded."""
     try:
@@ -165,7 +189,7 @@ def check(record: Record) -> Verdict:
         return Verdict(
             False, f"process {record.pid} cannot be inspected (access denied)", unknown=True
         )
-    if abs(created - record.create_time) > _CREATE_TIME_SLACK_S:
+    if not _same_process(record, created):
         return Verdict(
             False, f"process {record.pid} has exited (its pid now belongs to another process)"
         )
