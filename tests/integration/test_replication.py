@@ -192,6 +192,29 @@ async def test_a_gap_that_is_never_filled_marks_the_replica_out_of_sync(
         await target.stop()
 
 
+async def test_a_takeover_accepts_a_gap_that_never_fills_and_applies_only_before_it(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """The old Active stored batch 3 but died before batch 2 was stored (chaos s040: its
+    publish window outran a stream leader's loss, then its guard killed it). Catching up to
+    become Active waited for batch 3 for good (the failover needed an operator); now it takes
+    over the journal's unbroken beginning, batch 1, says what is lost, and applies nothing
+    after the gap. Without ``accept_gap`` the wait still times out."""
+    target = Target(bus, tmp_path / "replica", tmp_path / "state", epoch=[1], gap_timeout_s=0.5)
+    target.start()
+    try:
+        await publish_batch(bus, Batch(1, 1, 0, (Op(OpKind.WRITE, "a", data=b"1"),)))
+        await publish_batch(bus, Batch(1, 3, 2, (Op(OpKind.WRITE, "c", data=b"3"),)))
+        with pytest.raises(TimeoutError):
+            await target.loop.wait_applied((1, 3), 0.2)
+        gap = await target.loop.wait_applied((1, 3), 60, accept_gap=True)
+        assert gap.startswith("gap: batch 1:2 missing, 1:3 is here")
+        assert target.loop.applied_upto() == (1, 1)
+        assert (target.root / "a").read_bytes() == b"1" and not (target.root / "c").exists()
+    finally:
+        await target.stop()
+
+
 async def test_a_replica_out_of_sync_for_a_gap_goes_on_when_the_batch_comes_after_all(
     bus: Bus, tmp_path: Path
 ) -> None:

@@ -53,6 +53,7 @@ class ApplyLoop:
         self._gap_since: float | None = None
         #: Out of sync only because a batch was missing: applying goes on if it turns up.
         self._out_for_gap = False
+        self._gap_reason = ""
         self._unsynced = 0
         #: During verify & synchronize a missing batch is skipped: the verify repairs it.
         self._skip_gaps = False
@@ -159,7 +160,15 @@ class ApplyLoop:
         if now - self._gap_since >= self.gap_timeout_s:
             await self._out_of_sync(f"{reason} for {self.gap_timeout_s:.0f}s")
             self._out_for_gap = True
+            self._gap_reason = f"{reason} for {self.gap_timeout_s:.0f}s"
         return Cycle(0, reason)
+
+    def stopped_at_gap(self) -> str:
+        """Why applying stopped at a batch that never came ('' when it did not): what is
+        applied is the journal's unbroken beginning, and nothing after the gap is."""
+        if self.state is ReplicaState.OUT_OF_SYNC and self._out_for_gap:
+            return self._gap_reason
+        return ""
 
     async def _out_of_sync(self, reason: str) -> None:
         self._out_for_gap = False
@@ -213,14 +222,25 @@ class ApplyLoop:
         await self.report_state(self.state, reason)
         self.wakeup.set()
 
-    async def wait_applied(self, upto: tuple[int, int], timeout: float) -> None:
-        """Return once batch ``upto`` (and all before it) is applied; TimeoutError if not."""
+    async def wait_applied(
+        self, upto: tuple[int, int], timeout: float, *, accept_gap: bool = False
+    ) -> str:
+        """Return once batch ``upto`` (and all before it) is applied; TimeoutError if not.
+
+        ``accept_gap``: return early, with why, once applying stopped at a batch that never
+        came (``stopped_at_gap``): what a new Active takes over after its old Active died
+        before storing a batch it had sent the ones after (they were never acknowledged as
+        stored, so in sync mode none of their writes was acknowledged either)."""
         if upto[1] == 0:
-            return  # nothing was journaled yet
+            return ""  # nothing was journaled yet
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.applied_upto() < upto:
+            gap = self.stopped_at_gap() if accept_gap else ""
+            if gap:
+                return gap
             if loop.time() > deadline:
                 raise TimeoutError(f"batch {upto[0]}:{upto[1]} not applied within {timeout}s")
             self.wakeup.set()
             await asyncio.sleep(0.02)
+        return ""

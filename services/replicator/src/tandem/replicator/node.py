@@ -145,7 +145,17 @@ class ReplicatorNode:
         if epoch != self.side_epoch:
             # The newest batch is of another epoch: nothing was journaled in ours yet.
             epoch, seq = self.side_epoch, 0
-        await side.loop.wait_applied((epoch, seq), timeout)
+        gap = await side.loop.wait_applied((epoch, seq), timeout, accept_gap=True)
+        if gap:
+            # The old Active died before storing a batch it had sent later ones after: the
+            # journal's unbroken beginning is all there is to take over (later batches were
+            # never acknowledged as stored). Said loudly: those writes are gone.
+            reached = "{}:{}".format(*side.loop.applied_upto())
+            lost = f"batches after {reached} up to {epoch}:{seq} are lost ({gap})"
+            log.error(
+                "%s takes over with the journal applied up to %s: %s", self.s.node, reached, lost
+            )
+            return f"receive queue applied up to batch {reached}; {lost}"
         return f"receive queue applied up to batch {epoch}:{seq}"
 
     async def wait_side(self, name: SideName, min_epoch: int, timeout: float) -> str:

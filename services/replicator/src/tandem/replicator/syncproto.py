@@ -49,7 +49,7 @@ class ManifestServer:
         node: str,
         replica_root: Path,
         *,
-        wait_applied: Callable[[tuple[int, int], float], Awaitable[None]],
+        wait_applied: Callable[[tuple[int, int], float], Awaitable[object]],
         on_begin: Callable[[], Awaitable[None]],
         on_end: Callable[[bool, str], Awaitable[None]],
     ) -> None:
