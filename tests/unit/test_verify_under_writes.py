@@ -45,6 +45,8 @@ def _pair(tmp_path: Path) -> tuple[Path, Path]:
     source.mkdir()
     replica.mkdir()
     (source / "settled").write_bytes(b"written long ago")
+    old = time.time() - 3600
+    os.utime(source / "settled", (old, old))
     return source, replica
 
 
@@ -61,6 +63,20 @@ async def test_a_file_written_before_every_pass_is_in_flight_not_diverged(tmp_pa
     assert "1 file(s) written in the last" in result.reason
 
 
+async def test_a_pass_whose_differences_are_all_in_flight_decides_at_once(tmp_path: Path) -> None:
+    """Each pass is two full scans: when every file still differing was just written (the
+    journal carries it), a further pass could only find the same again."""
+    source, replica = tmp_path / "source", tmp_path / "replica"
+    source.mkdir()
+    replica.mkdir()
+    for i in range(5):
+        (source / f"new-{i}").write_bytes(b"just written %d" % i)
+    result = await _verify(source, replica, exact=False, busy=None)
+    assert result.ok and result.passes == 1, result
+    assert "5 file(s) written in the last" in result.reason
+    assert scan(replica) == scan(source)
+
+
 async def test_an_exact_capture_verifies_after_its_last_fixing_pass(tmp_path: Path) -> None:
     source, replica = _pair(tmp_path)
     result = await _verify(source, replica, exact=True, busy=source / "busy")
@@ -71,8 +87,6 @@ async def test_an_old_file_that_keeps_differing_is_not_verified(tmp_path: Path) 
     """Without exact fixes, a file not written lately that still differs after the passes
     (here: the replica keeps losing it) is a real difference."""
     source, replica = _pair(tmp_path)
-    old = time.time() - 3600
-    os.utime(source / "settled", (old, old))
     writer = ReplicaWriter(replica)
 
     async def settle() -> None:

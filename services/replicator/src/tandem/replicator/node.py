@@ -185,6 +185,11 @@ class ReplicatorNode:
         await self.wait_side("none", 0, timeout)
         return f"{self.s.node} stopped replicating (was told to stop intercepting)"
 
+    @property
+    def held(self) -> bool:
+        """``StopIntercepting`` holds this node with no side running."""
+        return self._held_at is not None
+
     def release(self) -> None:
         if self._held_at is not None and self.record is not None:
             self._held_at = None

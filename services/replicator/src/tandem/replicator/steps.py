@@ -10,13 +10,20 @@ from __future__ import annotations
 from tandem.events.catalog import (
     ApplyReceiveQueue,
     DrainSendQueue,
+    ReinstateReplica,
     StartIntercepting,
     StopIntercepting,
 )
 from tandem.events.envelope import Command, CommandResult
 from tandem.replicator.node import ReplicatorNode
 
-COMMANDS = ["DrainSendQueue", "ApplyReceiveQueue", "StartIntercepting", "StopIntercepting"]
+COMMANDS = [
+    "DrainSendQueue",
+    "ApplyReceiveQueue",
+    "StartIntercepting",
+    "StopIntercepting",
+    "ReinstateReplica",
+]
 
 
 def _result(command: Command, ok: bool, reason: str) -> CommandResult:
@@ -62,7 +69,26 @@ async def _carry_out(node: ReplicatorNode, command: Command, timeout: float) -> 
         node.release()
         node.poke()
         return await node.wait_side("source", command.epoch, timeout)
+    if isinstance(command, ReinstateReplica):
+        return await _reinstate(node, timeout)
     raise StepRefused(f"{command.type} is not a replication step")
+
+
+async def _reinstate(node: ReplicatorNode, timeout: float) -> str:
+    """``tandem reinstate``: a node held by ``StopIntercepting`` (the old Active of an
+    automatic switchover) runs the target side of the current Active again."""
+    record = await node.read_record()
+    if record is None or record.active == node.s.node:
+        holder = f"{record.active} at epoch {record.epoch}" if record else "nobody"
+        raise StepRefused(
+            f"the role record names {holder} Active: {node.s.node} is not to be a Passive"
+        )
+    held = node.held
+    node.record = record
+    node.release()
+    node.poke()
+    said = await node.wait_side("target", record.epoch, timeout)
+    return ("no longer held; " if held else "") + said
 
 
 __all__ = ["COMMANDS", "StepRefused", "handle_step"]

@@ -20,18 +20,28 @@ Progress = Callable[[SyncStats, int], None]
 
 
 def source_kinds(root: Path) -> dict[str, Entry]:
-    """Paths and kinds (no hashes yet: those are read under the lock, per file)."""
+    """Paths and kinds (no hashes yet: those are read under the lock, per file). The kinds
+    come from the directory entries themselves: no stat per file (69,000 files: 1.4 s)."""
     out: dict[str, Entry] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            if p.is_symlink():
-                out[rel] = Entry("link")
-            elif p.is_dir():
-                out[rel] = Entry("dir")
-            elif p.is_file():
-                out[rel] = Entry("file")
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        try:
+            entries = list(os.scandir(root / rel_dir if rel_dir else root))
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed (or replaced) since it was listed: the next pass sees it
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_symlink():
+                    out[rel] = Entry("link")
+                elif entry.is_dir(follow_symlinks=False):
+                    out[rel] = Entry("dir")
+                    pending.append(rel)
+                elif entry.is_file(follow_symlinks=False):
+                    out[rel] = Entry("file")
+            except FileNotFoundError:
+                continue
     return out
 
 

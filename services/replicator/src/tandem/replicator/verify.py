@@ -46,7 +46,8 @@ async def verify_and_sync(
 
     Passes run until one finds nothing to fix. An application that keeps writing makes
     every pass find the files it wrote since the replica's manifest was taken, so after
-    ``max_passes`` the last pass decides:
+    ``max_passes`` the last pass decides (``watch``: any pass whose differences are all in
+    flight decides at once):
 
     - ``exact_fixes`` (the capture holds every write off while a file is read and its fix
       journaled: ``intercept``): each fix reached the journal in order with the live writes,
@@ -79,6 +80,12 @@ async def verify_and_sync(
                 "replica matches" if n == 1 else f"replica matches after {n - 1} fixing pass(es)"
             )
             return VerifyResult(True, n, checked, out, sent, reason)
+        if not exact_fixes and last.recent == last.out_of_sync and n < max_passes:
+            # What a further pass would find is the same kind of in-flight change: each
+            # pass costs two full scans, so with an application that keeps writing the
+            # answer would only come later (3 passes took 68 s on 69,000 files), not truer.
+            await settle()
+            return _in_flight(n, checked, out, sent, last, in_flight_s)
     await settle()
     if exact_fixes:
         return VerifyResult(
@@ -88,15 +95,23 @@ async def verify_and_sync(
             "capture's lock, in order with its writes",
         )  # fmt: skip
     if last.recent == last.out_of_sync:
-        return VerifyResult(
-            True, max_passes, checked, out, sent,
-            f"replica matches but for {last.recent} file(s) written in the last "
-            f"{in_flight_s:.0f}s, which the journal is carrying",
-        )  # fmt: skip
+        return _in_flight(max_passes, checked, out, sent, last, in_flight_s)
     return VerifyResult(
         False, max_passes, checked, out, sent,
         f"still differing after {max_passes} passes: {last.out_of_sync - last.recent} file(s) "
         f"not written in the last {in_flight_s:.0f}s differ",
+    )  # fmt: skip
+
+
+def _in_flight(
+    passes: int, checked: int, out: int, sent: int, last: SyncStats, in_flight_s: float
+) -> VerifyResult:
+    """Verified: every file still differing was written in the ``in_flight_s`` before the
+    replica's manifest, was fixed by this pass too, and its latest change is in the journal."""
+    return VerifyResult(
+        True, passes, checked, out, sent,
+        f"replica matches but for {last.recent} file(s) written in the last "
+        f"{in_flight_s:.0f}s, which the journal is carrying",
     )  # fmt: skip
 
 
