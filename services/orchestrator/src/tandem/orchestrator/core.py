@@ -23,10 +23,12 @@ from tandem.orchestrator.groups import group_plan, member_order, member_target
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.maintenance import MaintenanceActions
+from tandem.orchestrator.nodectl import NodeControlActions
 from tandem.orchestrator.plans import failover_plan, switchover_plan
 from tandem.orchestrator.publishing import LeadershipLost, Publisher, lost_is_conflict
 from tandem.orchestrator.readside import OrchestratorViews
 from tandem.orchestrator.runner import SagaRunner, StepFailed
+from tandem.orchestrator.saga_control import SagaControl
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord
 from tandem.orchestrator.telemetry import TelemetrySource
@@ -34,7 +36,14 @@ from tandem.orchestrator.telemetry import TelemetrySource
 log = logging.getLogger(__name__)
 
 
-class Orchestrator(OrchestratorViews, MaintenanceActions, DnsReconcileRequests, TelemetrySource):
+class Orchestrator(
+    OrchestratorViews,
+    MaintenanceActions,
+    NodeControlActions,
+    DnsReconcileRequests,
+    TelemetrySource,
+    SagaControl,
+):
     def __init__(
         self,
         bus: Bus,
@@ -248,7 +257,10 @@ class Orchestrator(OrchestratorViews, MaintenanceActions, DnsReconcileRequests, 
             cluster, old, to or (rec.pending_failover.to if rec.pending_failover else None)
         )
         plan = failover_plan(old, target, rec.epoch, timeout_s=self.s.step_timeout_s)
-        return await self.begin(SagaKind.FAILOVER, rec, old, target, plan, reason)
+        # Started by the decisions (not an operator): recorded as such (SagaStarted.automatic).
+        return await self.begin(
+            SagaKind.FAILOVER, rec, old, target, plan, reason, automatic=not operator
+        )
 
     async def group_switchover(self, group: str, actor: str, reason: str) -> str:
         saga_id, _ = await self._group_switchover(group, None, actor, reason)
@@ -392,6 +404,9 @@ class Orchestrator(OrchestratorViews, MaintenanceActions, DnsReconcileRequests, 
         self, actor: str, action: str, arguments: dict[str, object], outcome: str, source: str
     ) -> None:
         cluster = arguments.get("cluster")
+        if cluster is None and isinstance(arguments.get("saga_id"), str):  # the saga's cluster
+            saga = self.state.sagas.get(str(arguments["saga_id"]))
+            cluster = saga.cluster if saga is not None else None
         event = OperatorActionRecorded(
             cluster=cluster
             if isinstance(cluster, str) and self._known(cluster)

@@ -100,6 +100,9 @@ class SagaRunner:
             gone=gone,
         )
         self.running: dict[str, asyncio.Task[str]] = {}
+        #: The step each saga run here has reached (set before the step's first await: a
+        #: cancel is judged against it, ``saga_control.cancel_refusal``).
+        self.at: dict[str, int] = {}
         #: Group sagas: run a member's switchover (or move it back) as a child saga and
         #: return how it ended; set by the orchestrator.
         self.member_step: Callable[[SagaRecord, SagaStepSpec, bool], Awaitable[str]] | None = None
@@ -145,6 +148,7 @@ class SagaRunner:
         done = saga.completed_steps()
         pivoted = any(saga.plan[i].pivot for i in done)
         pivot = _pivot_of(saga)
+        role_changed = False  # the role record shows the pivot done (its events not folded)
         record = await self.steps.role_record(saga) if pivot is not None else None
         if pivot is not None and record is not None:
             superseded = _superseded(saga.plan[pivot], record)
@@ -154,9 +158,13 @@ class SagaRunner:
                 saga.plan[pivot].node, saga.plan[pivot].epoch,
             ):  # fmt: skip
                 done |= self._done_before(saga, pivot)
+                role_changed = True
         for index, spec in enumerate(saga.plan):
             if index in done:
                 continue
+            if saga.cancel and not (pivoted or role_changed):  # before the role change
+                return await self._cancelled(saga, index)
+            self.at[saga.id] = index
             self._require_leader(saga, f"step {index} ({spec.name})")
             # Fencing retries within its own deadline: waiting it out again only delays the alert.
             forward = (pivoted or spec.pivot) and spec.command != FENCE
@@ -175,6 +183,16 @@ class SagaRunner:
             saga, SagaCompleted, SagaEndedPayload(saga_id=saga.id, reason=why), saga.plan[-1].epoch
         )
         log.info("saga %s: %s", saga.id, why)
+        return why
+
+    async def _cancelled(self, saga: SagaRecord, index: int) -> str:
+        """An operator cancelled the saga before step ``index`` (before its pivot): undo
+        what it did, in reverse, and end it."""
+        why = f"{saga.cancel}; before step {index} ({saga.plan[index].name}); "
+        why += await self._compensate(saga, index)
+        ended = SagaEndedPayload(saga_id=saga.id, reason=why)
+        await self._publish(saga, SagaFailed, ended, saga.plan[index].epoch)
+        log.warning("saga %s: %s", saga.id, why)
         return why
 
     def _done_before(self, saga: SagaRecord, pivot: int) -> set[int]:
@@ -209,7 +227,8 @@ class SagaRunner:
         while True:
             raise_if_cancelled()  # a timed wait may have swallowed a stop
             attempt += 1
-            key = f"{saga.id}:{index}" + (f":try{fresh_keys + 1}" if fresh_keys else "")
+            key = f"{saga.id}:{index}" + (f":r{saga.resumes}" if saga.resumes else "")
+            key += f":try{fresh_keys + 1}" if fresh_keys else ""  # a resume asks anew
             try:
                 reason = await self._run_step(saga, index, spec, attempt, key, forward)
                 return True, reason

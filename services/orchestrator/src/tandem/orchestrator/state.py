@@ -35,8 +35,10 @@ from tandem.events.catalog import (
     ReplicationStarted,
     ReplicationStateChanged,
     RoleChanged,
+    SagaCancelRequested,
     SagaCompleted,
     SagaFailed,
+    SagaResumeRequested,
     SagaStarted,
     SagaStepCompleted,
     SagaStepFailed,
@@ -50,6 +52,8 @@ from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaStat
 from tandem.events.envelope import Event
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.projection import Projection
+from tandem.orchestrator.nodectl_fold import NODE_CONTROL_EVENTS, fold_node_control
+from tandem.orchestrator.saga_fold import fold_saga_control
 from tandem.orchestrator.views import MaintenanceView, PendingFailover, SagaStepView, SagaView
 
 ORDER = [HealthStatus.OK, HealthStatus.UNKNOWN, HealthStatus.WARNING, HealthStatus.CRITICAL]
@@ -105,6 +109,14 @@ class SagaRecord:
     reason: str = ""
     ended_at: datetime | None = None
     steps: dict[int, SagaStepView] = field(default_factory=dict)
+    #: Why it was started (``reason`` becomes how it ended).
+    why: str = ""
+    #: Set by a ``SagaCancelRequested`` ('cancelled by X: why'): undone before its pivot.
+    cancel: str = ""
+    #: ``SagaResumeRequested``: how often an operator resumed it, the last time and by whom.
+    resumes: int = 0
+    resumed_at: datetime | None = None
+    resumed_by: str = ""
 
     def view(self) -> SagaView:
         steps = [
@@ -300,8 +312,12 @@ class ClusterState(Projection):
             )
         elif isinstance(event, AlertCleared):
             c.alerts.pop(event.payload.code, None)
+        elif isinstance(event, NODE_CONTROL_EVENTS):
+            fold_node_control(c, event)
         elif isinstance(event, SagaStarted):
             self._saga_started(event)
+        elif isinstance(event, SagaCancelRequested | SagaResumeRequested):
+            fold_saga_control(self.sagas.get(event.payload.saga_id), event)
         elif isinstance(event, SagaStepStarted | SagaStepCompleted | SagaStepFailed):
             self._saga_step(event)
         elif isinstance(event, SagaCompleted | SagaFailed):
@@ -315,16 +331,21 @@ class ClusterState(Projection):
                     saga.state = "needs_operator" if p.needs_operator else "failed"  # type: ignore[attr-defined]
                 saga.reason = p.reason  # type: ignore[attr-defined]
                 saga.ended_at = event.occurred_at
-                if saga.automatic and saga.state == "completed" and saga.from_node:
+                # An automatic switchover leaves its old Active stopped for an operator; an
+                # automatic failover's old Active is gone (fenced), nothing awaits there.
+                automatic_switchover = saga.automatic and saga.kind == "switchover"
+                if automatic_switchover and saga.state == "completed" and saga.from_node:
                     self.cluster(saga.cluster).node(saga.from_node).awaiting_operator = True
                 if saga.state == "completed":
                     self._resolved_by(saga)
 
     def _resolved_by(self, saga: SagaRecord) -> None:
-        """A saga that completed resolves the operator alerts raised before it started."""
+        """A saga that completed resolves the operator alerts raised before it started (or
+        before an operator resumed it: its own ``saga.stuck``)."""
         alerts = self.cluster(saga.cluster).alerts
+        since = saga.resumed_at or saga.started_at
         for code, alert in list(alerts.items()):
-            if code in OPERATOR_ALERTS and alert.raised_at < saga.started_at:
+            if code in OPERATOR_ALERTS and alert.raised_at < since:
                 del alerts[code]
 
     def _saga_started(self, event: SagaStarted) -> None:
@@ -342,6 +363,7 @@ class ClusterState(Projection):
             automatic=p.automatic,
             parent=p.parent,
             cause=event.causation_id,
+            why=p.reason,
         )
         if event.causation_id is not None:
             self.requests.pop(event.causation_id, None)

@@ -33,6 +33,13 @@ from tandem.events.catalog.maintenance import (
     ClusterResumed,
     NodeStandbyChanged,
 )
+from tandem.events.catalog.node_control import (
+    ControlApplications,
+    NodeCleanedUp,
+    NodeReinstated,
+    ReinstateReplica,
+    ResetRestartLadders,
+)
 from tandem.events.catalog.operations import (
     FailoverRecommendationWithdrawn,
     FailoverRecommended,
@@ -56,6 +63,7 @@ from tandem.events.catalog.roles import (
     NodeUnfenced,
     RoleChanged,
 )
+from tandem.events.catalog.saga_control import SagaCancelRequested, SagaResumeRequested
 from tandem.events.catalog.sagas import (
     SagaCompleted,
     SagaFailed,
@@ -82,6 +90,7 @@ __all__ = [
     "ClusterPaused",
     "ClusterResumed",
     "CommandExecuted",
+    "ControlApplications",
     "DnsReconcileCompleted",
     "DnsReconcileRequested",
     "DnsRecordReconciled",
@@ -98,19 +107,25 @@ __all__ = [
     "Hide",
     "NetworkIsolated",
     "NetworkReachabilityChanged",
+    "NodeCleanedUp",
+    "NodeReinstated",
     "NodeRoleAssumed",
     "NodeSelfFenced",
     "NodeStandbyChanged",
     "NodeUnfenced",
     "OperatorActionRecorded",
     "Ping",
+    "ReinstateReplica",
     "ReplicaRejectedBatch",
     "ReplicationStarted",
     "ReplicationStateChanged",
+    "ResetRestartLadders",
     "RoleChanged",
     "RuleBreached",
+    "SagaCancelRequested",
     "SagaCompleted",
     "SagaFailed",
+    "SagaResumeRequested",
     "SagaStarted",
     "SagaStepCompleted",
     "SagaStepFailed",

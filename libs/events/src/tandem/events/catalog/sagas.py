@@ -36,7 +36,8 @@ class SagaStartedPayload(Payload):
     reason: str
     #: The steps as data (resumed from here by a new leader after a crash).
     plan: list[SagaStepSpec] = Field(default_factory=list)
-    #: Asked for by a health rule or the network checks, not by an operator.
+    #: Started without an operator: a switchover a health rule or the network checks asked
+    #: for, or a failover the orchestrator's decisions started for a gone Active.
     automatic: bool = False
     #: For a member of a group saga: the group saga it belongs to.
     parent: str | None = None

@@ -21,6 +21,7 @@ from tandem.orchestrator.api.deps import FACADE_KEY
 from tandem.orchestrator.api.errors import install_error_handlers
 from tandem.orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
 from tandem.orchestrator.api.routes_maintenance import mutations as maintenance_mutations
+from tandem.orchestrator.api.routes_nodes import mutations as node_mutations
 from tandem.orchestrator.api.routes_ops import METRICS_KEY
 from tandem.orchestrator.facade import OrchestratorFacade
 
@@ -63,8 +64,10 @@ def create_app(
         app.include_router(module.router)
         app.include_router(module.mutations)
     app.include_router(maintenance_mutations)
+    app.include_router(node_mutations)
     app.include_router(routes_dns.mutations)
     app.include_router(routes_sagas.router)
+    app.include_router(routes_sagas.mutations)
     app.include_router(routes_ops.router)
 
     docs = {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url}
