@@ -35,6 +35,11 @@ class NodeBoard:
     #: Wall clock: when the guard hides the node unless the lease is renewed (None: unguarded).
     serve_until: float | None = None
     isolated: bool = False
+    #: Applications an operator stopped (``tandem app stop``): their checks pause, no rule
+    #: repairs them, until an operator's start.
+    held_apps: frozenset[str] = frozenset()
+    #: Bumped by ``tandem cleanup``: the health rules go back to their first rung.
+    ladder_resets: int = 0
     checks: dict[str, HealthStatus] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
 

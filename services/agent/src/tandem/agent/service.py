@@ -29,6 +29,8 @@ from tandem.agent.identity.nftables import table_name_for
 from tandem.agent.identity.publicport import PublicPort
 from tandem.agent.identity.windows import WindowsLanIdentity
 from tandem.agent.lease import LeaseKeeper
+from tandem.agent.nodectl import COMMANDS as CONTROL_COMMANDS
+from tandem.agent.nodectl import NodeControl
 from tandem.agent.reannounce import reannounce_when_others_hide
 from tandem.agent.restarts import RestartRequests
 from tandem.agent.roles import RoleWatch
@@ -192,10 +194,21 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         commands=COMMANDS,
         on_result=executor.record,
     )
+    control = NodeControl(c.node, apps, board, [r.name for r in c.rules], gate=lease)
+    operator_commands = CommandServer(
+        bus,
+        c.cluster,
+        c.node,
+        control.handle,
+        lambda: board.epoch,
+        commands=CONTROL_COMMANDS,
+        on_result=executor.record,
+    )
     sender = asyncio.create_task(outbox.run())
     try:
         async with service_lifetime(bus, "agent", cluster=c.cluster, node=c.node, outbox=outbox):
             await steps.start()
+            await operator_commands.start()
             try:
                 # A part that a bus fault ended is started again in place (keep_running); a
                 # part that crashed for another reason ends the agent (the TaskGroup cancels
@@ -222,6 +235,7 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
                     for name, part in parts_of_node.items():
                         parts.create_task(keep_running(f"{c.node}: {name}", part))
             finally:
+                await operator_commands.stop()
                 await steps.stop()
                 with contextlib.suppress(Exception):
                     await asyncio.shield(_leave(identity, apps, outbox, guard))

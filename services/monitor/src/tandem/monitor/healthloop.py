@@ -49,6 +49,7 @@ class HealthLoop:
         self.emit = emit
         self.clock = clock
         self.latest: dict[str, Sample] = {}
+        self._ladder_resets = board.ladder_resets
 
     async def run(self) -> None:
         if not self.checks:
@@ -69,7 +70,8 @@ class HealthLoop:
         while True:
             raise_if_cancelled()  # a timed wait may have swallowed a stop
             started = self.clock()
-            if check.application is not None and not self.serving():
+            held = check.application in self.board.held_apps  # an operator stopped it
+            if check.application is not None and (held or not self.serving()):
                 # A Passive's applications are stopped on purpose: checking them would only
                 # make its rules "repair" them, starting them on the wrong node.
                 self._pause(check)
@@ -117,6 +119,9 @@ class HealthLoop:
             )
         if not rules:
             return  # still starting: the sample is shown, not held against the check
+        if self.board.ladder_resets != self._ladder_resets:  # tandem cleanup
+            self._ladder_resets = self.board.ladder_resets
+            self.engine.reset()
         for decision in self.engine.observe(check.name, sample, self.clock()):
             try:
                 await self.actions.carry_out(decision)

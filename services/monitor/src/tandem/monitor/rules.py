@@ -167,6 +167,11 @@ class RuleEngine:
             self._states[rule] = _fresh(self._rules[rule], enabled)
             log.info("rule %s %s", rule, "enabled" if enabled else "disabled")
 
+    def reset(self) -> None:
+        """Every rule back to its first rung, no breach counted (an operator's cleanup)."""
+        self._states = {n: _fresh(r, self._states[n].enabled) for n, r in self._rules.items()}
+        log.info("restart ladders reset: %s", ", ".join(self._rules) or "no rules")
+
     def status(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for name, rule in self._rules.items():

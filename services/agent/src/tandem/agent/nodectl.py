@@ -1,0 +1,116 @@
+"""An operator's control of this node's applications and health rules, asked through the
+orchestrator (``tandem app stop|start|restart``, ``tandem cleanup``):
+
+- ``ControlApplications``: stop, start or restart applications, on the Active only. A stop
+  by an operator is not a failure: the applications stopped are *held* (``NodeBoard.held_apps``)
+  and their health checks pause, so no rule raises an alert, restarts them or asks for a
+  switchover, until a start (or a restart) takes them back.
+- ``ResetRestartLadders``: every health rule of the node back to its first rung (the
+  monitor's health loop resets its rule engine when ``NodeBoard.ladder_resets`` changes).
+
+Both answered on the node's command subject (only the orchestrator's and the admin's
+commands are accepted: ``CommandServer``), and recorded as ``CommandExecuted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from tandem.agent.apps import ApplicationSet
+from tandem.agent.control.base import ControlError
+from tandem.events.catalog import ControlApplications, ResetRestartLadders
+from tandem.events.catalog.vocabulary import Role
+from tandem.events.envelope import Command, CommandResult
+from tandem.events.nodeboard import NodeBoard
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ["ControlApplications", "ResetRestartLadders"]
+
+
+class LeaseGate(Protocol):
+    def refusal(self) -> str: ...
+
+
+class NodeControl:
+    def __init__(
+        self,
+        node: str,
+        apps: ApplicationSet,
+        board: NodeBoard,
+        rules: list[str],
+        gate: LeaseGate | None = None,
+    ) -> None:
+        self.node = node
+        self.apps = apps
+        self.board = board
+        self.rules = rules
+        self.gate = gate
+
+    async def handle(self, command: Command) -> CommandResult:
+        timeout = float(getattr(command.payload, "timeout_s", 30.0))
+        data: dict[str, object] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                ok, reason, data = await self._carry_out(command)
+        except TimeoutError:
+            ok, reason = False, f"{command.type} did not finish within {timeout:g}s"
+        except ControlError as exc:
+            ok, reason = False, exc.message
+        return CommandResult(
+            command_id=command.id,
+            idempotency_key=command.idempotency_key,
+            ok=ok,
+            reason=reason,
+            data=data,
+        )
+
+    async def _carry_out(self, command: Command) -> tuple[bool, str, dict[str, object]]:
+        if isinstance(command, ResetRestartLadders):
+            self.board.ladder_resets += 1
+            said = ", ".join(self.rules) if self.rules else "none configured"
+            log.info("%s: restart ladders reset (%s): %s", self.node, said, command.payload.reason)
+            return True, f"restart ladders of {self.node} reset (rules: {said})", {}
+        if isinstance(command, ControlApplications):
+            return await self._control(command)
+        raise ControlError(f"{command.type} is not a command this node control carries out")
+
+    async def _control(self, command: ControlApplications) -> tuple[bool, str, dict[str, object]]:
+        p = command.payload
+        known = self.apps.names()
+        unknown = sorted(set(p.applications) - set(known))
+        if unknown:
+            there = ", ".join(known) or "none"
+            why = f"no application {', '.join(unknown)} on {self.node} (there: {there})"
+            return False, why, {"unknown": unknown, "known": known}
+        if self.board.role is not Role.ACTIVE:
+            plays = "has no role yet" if self.board.role is None else f"plays {self.board.role}"
+            why = f"{self.node} is not the Active ({plays}): its applications do not run here"
+            return False, why, {"refused": True}
+        if self.board.fenced and p.action != "stop":
+            why = f"{self.node} fenced itself ({self.board.fenced_reason}): it must not serve"
+            return False, why, {"refused": True}
+        names = p.applications or known
+        if not names:
+            return True, f"{self.node} has no applications configured", {"applications": []}
+        log.info("%s: %s of %s asked: %s", self.node, p.action, ", ".join(names), p.reason)
+        done: list[str] = []
+        if p.action in ("stop", "restart"):
+            # Held first: a check sampling while it stops must not take it for a failure.
+            self.board.held_apps = self.board.held_apps | set(names)
+            done += [f"stopped {line}" for line in await self.apps.stop(names)]
+        if p.action in ("start", "restart"):
+            refusal = self.gate.refusal() if self.gate is not None else ""
+            if refusal:
+                raise ControlError(f"{'; '.join([*done, refusal])}: it must not serve")
+            try:
+                done += [f"started {line}" for line in await self.apps.start(names)]
+            finally:
+                # Taken back by the operator: the health rules watch it again (a start that
+                # failed is theirs to repair).
+                self.board.held_apps = self.board.held_apps - set(names)
+        if p.action == "stop":
+            done.append("held: the health rules leave it stopped until a start")
+        return True, "; ".join(done), {"applications": names}
