@@ -22,10 +22,12 @@ from tandem.orchestrator.service_status import LastSaga, cluster_service, replic
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterState, SagaRecord, worst
 from tandem.orchestrator.views import (
+    AlertView,
     ClusterView,
     EventView,
     GroupMemberView,
     GroupView,
+    LastSagaView,
     NodeView,
     SagaView,
     ServiceStatus,
@@ -34,6 +36,19 @@ from tandem.orchestrator.views import (
 
 def _last(saga: SagaRecord | None) -> LastSaga | None:
     return None if saga is None else LastSaga(saga.id, saga.kind, saga.state, saga.reason)
+
+
+def _last_view(saga: SagaRecord | None) -> LastSagaView | None:
+    if saga is None:
+        return None
+    return LastSagaView(
+        id=saga.id,
+        kind=saga.kind,
+        state=saga.state,
+        reason=saga.reason or saga.why,
+        started_at=saga.started_at,
+        ended_at=saga.ended_at,
+    )
 
 
 class OrchestratorViews:
@@ -92,6 +107,9 @@ class OrchestratorViews:
             awaiting_operator=rec.awaiting_operator,
             standby=rec.standby,
             standby_reason=rec.standby_reason,
+            role_since=rec.role_since,
+            failover_mode=self.liveness.mode(cluster, name),
+            **self._ages(entry),
         )
         if beat is not None and alive:
             # A live heartbeat is newer than the record: it says what the node plays now.
@@ -119,6 +137,23 @@ class OrchestratorViews:
                 update={"last_heartbeat_at": datetime.fromtimestamp(beat.sent_at, UTC)}
             )
         return view
+
+    def _ages(self, entry: Seen | None) -> dict[str, object]:
+        """How long ago (this process's clock) its heartbeat and its lease renewal were
+        last seen, and what its lease says."""
+        if entry is None:
+            return {}
+        now = self.liveness.clock()
+
+        def age(at: float | None) -> float | None:
+            return None if at is None else round(max(0.0, now - at), 1)
+
+        return {
+            "heartbeat_age_s": age(entry.heartbeat_at),
+            "lease_age_s": age(entry.lease_at),
+            "lease_role": entry.lease_role,
+            "lease_epoch": entry.lease_epoch,
+        }
 
     def _late(self, entry: Seen | None, interval_s: float) -> float | None:
         """How long the heartbeats have been silent, once that is past 4 intervals (the
@@ -156,8 +191,9 @@ class OrchestratorViews:
         nodes = [self._node_view(name, n) for n in self._node_names(name)]
         running = self.state.running_saga(name)
         alerts = sorted(rec.alerts.values(), key=lambda a: a.raised_at)
+        last = self.state.last_saga(name)
         service, reason = cluster_service(
-            rec.active, nodes, _last(self.state.last_saga(name)), alerts, rec.pending_failover
+            rec.active, nodes, _last(last), alerts, rec.pending_failover
         )
         return ClusterView(
             name=name,
@@ -170,6 +206,11 @@ class OrchestratorViews:
             service=service,
             service_reason=reason,
             maintenance=rec.paused(datetime.now(UTC)),
+            alerts=[
+                AlertView(code=a.code, message=a.message, node=a.node, raised_at=a.raised_at)
+                for a in alerts
+            ],
+            last_saga=_last_view(last),
         )
 
     def clusters(self) -> list[ClusterView]:

@@ -79,6 +79,8 @@ class NodeRecord:
     lag_batches: int = 0
     lag_bytes: int = 0
     awaiting_operator: bool = False
+    #: When it took on its current role (its NodeRoleAssumed).
+    role_since: datetime | None = None
     #: Why this node's replica is not known to match its source ('' when it is): the source
     #: restarted without a clean stop, and no verify of this node succeeded since.
     unverified: str = ""
@@ -237,6 +239,8 @@ class ClusterState(Projection):
                 n.fenced, n.agent_started_at = False, event.occurred_at
         elif isinstance(event, NodeRoleAssumed):
             n = c.node(event.node)
+            if n.role != event.payload.role or n.role_since is None:
+                n.role_since = event.occurred_at
             n.identity, n.role = event.payload.identity, event.payload.role
             if event.payload.role is Role.ACTIVE:
                 n.fenced = False

@@ -68,6 +68,17 @@ class NodeView(_View):
     #: Kept from being chosen as the target of a switchover or failover (maintenance).
     standby: bool = False
     standby_reason: str = ""
+    #: When it took on the role it plays (its NodeRoleAssumed; None: not known).
+    role_since: datetime | None = None
+    #: Seconds since its last heartbeat arrived here (None: never heard).
+    heartbeat_age_s: float | None = None
+    #: Seconds since its lease in tandem_leases was last seen renewed (None: never seen),
+    #: and the role and epoch the lease says it holds.
+    lease_age_s: float | None = None
+    lease_role: str | None = None
+    lease_epoch: int | None = None
+    #: automatic / managed (``[failover] mode``, from its lease).
+    failover_mode: str = "automatic"
 
 
 class PendingFailover(_View):
@@ -75,6 +86,26 @@ class PendingFailover(_View):
     to: str
     reason: str
     recommended_at: datetime
+
+
+class AlertView(_View):
+    """An alert raised on the cluster and not cleared."""
+
+    code: str
+    message: str
+    node: str
+    raised_at: datetime
+
+
+class LastSagaView(_View):
+    """The cluster's last saga, running or ended (e.g. one that failed or stopped)."""
+
+    id: str
+    kind: SagaKind
+    state: str
+    reason: str = ""
+    started_at: datetime
+    ended_at: datetime | None = None
 
 
 class MaintenanceView(_View):
@@ -101,6 +132,9 @@ class ClusterView(_View):
     service_reason: str = ""
     #: Set while the cluster is paused (``tandem pause``).
     maintenance: MaintenanceView | None = None
+    #: Open alerts, oldest first, and the last saga (what failed, what an operator should see).
+    alerts: list[AlertView] = Field(default_factory=list)
+    last_saga: LastSagaView | None = None
 
 
 StepState = Literal["pending", "running", "completed", "failed", "compensated"]
