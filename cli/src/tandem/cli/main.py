@@ -14,7 +14,9 @@ from rich.console import Console
 from tandem.cli.bus_secrets import secrets_command
 from tandem.cli.busurl import cli_bus_settings, resolve_bus_url, service_login_env
 from tandem.cli.dns import dns_app
+from tandem.cli.logs import logs_command
 from tandem.cli.maintenance import register as register_maintenance
+from tandem.cli.nodectl import register as register_nodectl
 from tandem.cli.options import ApiOption, TokenOption
 from tandem.cli.services import SERVICES, lookup
 from tandem.cli.srm import srm_app
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Tandem: keep a critical application running across servers and sites.",
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
 bus_app = typer.Typer(help="Look after the bus (NATS JetStream).", no_args_is_help=True)
@@ -40,9 +43,31 @@ app.add_typer(token_app, name="token")
 app.add_typer(vmware_app, name="vmware")
 app.add_typer(dns_app, name="dns")
 register_maintenance(app)
+register_nodectl(app)
+app.command("logs")(logs_command)
 
 console = Console()
 err = Console(stderr=True)
+
+
+@app.callback()
+def _root(
+    stack: Annotated[
+        str | None,
+        typer.Option(
+            "--stack",
+            help="The `tandem up` stack to talk to (default: TANDEM_STACK, else the only one "
+            "running).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Tandem: keep a critical application running across servers and sites."""
+    if stack:
+        from tandem.cli.stacks import STACK_ENV, check_stack_name
+
+        os.environ[STACK_ENV] = check_stack_name(stack)
+
 
 BusOption = Annotated[
     str | None,
@@ -100,13 +125,25 @@ def up(
         bool,
         typer.Option(help="Also run a demo pair (cluster 'demo', nodes primary and secondary)."),
     ] = True,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="The stack's name (default: the store folder's name, or tandem-<pid>); "
+            "other commands pick it with `tandem --stack NAME` or TANDEM_STACK.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start an embedded nats-server and every service, supervised; Ctrl-C stops all."""
+    from tandem.cli.stacks import check_stack_name
     from tandem.cli.up import run_up
     from tandem.events.runtime import configure_logging
 
+    if name is not None:
+        check_stack_name(name)
     configure_logging(os.environ.get("TANDEM_LOG_LEVEL", "WARNING"))
-    raise typer.Exit(asyncio.run(run_up(console, store_dir, nats_port, demo)))
+    raise typer.Exit(asyncio.run(run_up(console, store_dir, nats_port, demo, name)))
 
 
 @app.command()
@@ -158,16 +195,26 @@ def events_tail(
     cluster: Annotated[str | None, typer.Option(help="Only this cluster's events.")] = None,
     type_: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
     count: Annotated[
-        int | None, typer.Option(help="Exit after printing this many events.", min=1)
+        int | None,
+        typer.Option(
+            help="The last N matching events (waiting for new ones while fewer happened), "
+            "then exit.",
+            min=1,
+        ),
     ] = None,
     history: Annotated[
-        int, typer.Option(help="Start this many stream entries back (0: only new events).", min=0)
+        int,
+        typer.Option(help="Start this many matching events back (0: only new events).", min=0),
     ] = 10,
     idle_timeout: Annotated[
         float | None, typer.Option(help="Exit after this many seconds without an event.")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line (with its stream seq).")
+    ] = False,
+    full: Annotated[bool, typer.Option("--full", help="Payload values not shortened.")] = False,
 ) -> None:
-    """Print events as they happen, one decoded line each."""
+    """Print the last events (newest last), then new ones as they happen, one line each."""
     from tandem.cli.events_tail import tail
     from tandem.events.names import InvalidNameError
 
@@ -181,6 +228,8 @@ def events_tail(
                 count=count,
                 history=history,
                 idle_timeout_s=idle_timeout,
+                as_json=as_json,
+                full=full,
             )
         )
     except (InvalidNameError, ValueError) as exc:
@@ -380,5 +429,7 @@ def main() -> int:
     # nats-py's protocol returns True from eof_received, which asyncio's TLS transport ignores
     # and warns about when a TLS connection closes: noise on every command's stderr.
     logging.getLogger("asyncio").addFilter(lambda r: "eof_received" not in r.getMessage())
-    app()
+    from tandem.cli.helptext import polish
+
+    polish(app)()
     return 0
