@@ -8,6 +8,7 @@ a newer orchestrator adds.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from tandem.cli.busurl import read_up_state
+from tandem.cli.stacks import select
 
 DEFAULT_API_URL = "http://127.0.0.1:8700"
 API_PREFIX = "/api/v1"
@@ -25,30 +26,53 @@ API_PREFIX = "/api/v1"
 # -- where the API is, and with which token ---------------------------------------------------
 
 
+#: An API URL the CLI chose itself -> where from ("stack demo-a"): named by a mutation.
+_ORIGIN: dict[str, str] = {}
+#: A stack's operator token -> its viewer token: a client given the first reads with the second.
+_READ_TOKEN: dict[str, str] = {}
+
+
 def resolve_api_url(flag: str | None) -> str:
-    """--api, else TANDEM_API_URL, else a running ``tandem up``'s ``api_url``, else 8700."""
+    """--api, else TANDEM_API_URL, else the chosen ``tandem up`` stack's ``api_url``
+    (``stacks.select``: ``--stack`` / ``TANDEM_STACK``, or the only one running), else 8700."""
     if flag:
         return flag
     env = os.environ.get("TANDEM_API_URL")
     if env:
         return env
-    state = read_up_state()
-    if state and isinstance(state.get("api_url"), str) and state["api_url"]:
-        return str(state["api_url"])
+    stack = select()
+    if stack is not None and stack.get("api_url"):
+        url = str(stack.get("api_url"))
+        _ORIGIN[url.rstrip("/")] = f"stack {stack.name}"
+        return url
+    _ORIGIN[DEFAULT_API_URL] = "the default API"
     return DEFAULT_API_URL
 
 
 def resolve_token(flag: str | None) -> str | None:
-    """--token, else TANDEM_API_TOKEN, else a running ``tandem up``'s operator token."""
+    """--token, else TANDEM_API_TOKEN, else the chosen ``tandem up`` stack's operator token;
+    a client given that token reads with the stack's viewer token (``ApiClient``)."""
     if flag:
         return flag
     env = os.environ.get("TANDEM_API_TOKEN")
     if env:
         return env
-    state = read_up_state()
-    if state and isinstance(state.get("operator_token"), str) and state["operator_token"]:
-        return str(state["operator_token"])
-    return None
+    stack = select()
+    if stack is None or not stack.get("operator_token"):
+        return None
+    operator = str(stack.get("operator_token"))
+    viewer = stack.get("viewer_token")
+    if viewer:
+        _READ_TOKEN[operator] = viewer
+    return operator
+
+
+def acting_on(url: str) -> str | None:
+    """``acting on stack demo-a (http://127.0.0.1:8081)``: what a mutation prints first on
+    stderr when the CLI chose the API itself (a stack's, or the default); None for an API
+    the user named (``--api``, ``TANDEM_API_URL``: scripts, SRM)."""
+    origin = _ORIGIN.get(url.rstrip("/"))
+    return f"acting on {origin} ({url})" if origin else None
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -99,6 +123,28 @@ class Node(_Model):
     awaiting_operator: bool = False
     standby: bool = False
     standby_reason: str = ""
+    role_since: datetime | None = None
+    heartbeat_age_s: float | None = None
+    lease_age_s: float | None = None
+    lease_role: str | None = None
+    lease_epoch: int | None = None
+    failover_mode: str = "automatic"
+
+
+class Alert(_Model):
+    code: str
+    message: str = ""
+    node: str = ""
+    raised_at: datetime | None = None
+
+
+class LastSaga(_Model):
+    id: str
+    kind: str = ""
+    state: str = ""
+    reason: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
 
 
 class PendingFailover(_Model):
@@ -163,6 +209,8 @@ class Cluster(_Model):
     service: str = "unknown"
     service_reason: str = ""
     maintenance: Maintenance | None = None
+    alerts: list[Alert] = Field(default_factory=list)
+    last_saga: LastSaga | None = None
 
 
 class SagaStep(_Model):
@@ -263,8 +311,9 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Accept": "application/json", "User-Agent": "tandem-cli"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        #: Reads (GET) with a stack's viewer token when given its operator token.
+        self._auth = {"write": token, "read": _READ_TOKEN.get(token, token) if token else None}
+        self._announced = False
         try:
             self._http = httpx.Client(
                 base_url=self.base_url,
@@ -293,8 +342,14 @@ class ApiClient:
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, Any]:
         """``(status, decoded JSON)`` of a 2xx answer; raises for anything else."""
+        token = self._auth["read" if method == "GET" else "write"]
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        if method != "GET" and not self._announced:
+            self._announced = True
+            if (line := acting_on(self.base_url)) is not None:
+                print(line, file=sys.stderr, flush=True)
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body, headers=headers)
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
             raise ApiUnreachable(self.base_url, reason) from exc
@@ -317,6 +372,15 @@ class ApiClient:
 
     def _post_as(self, kind: type[M], path: str, body: dict[str, Any]) -> M:
         return _parse(kind, *self._request("POST", path, body), f"POST {path}")
+
+    def read(self, kind: type[M], path: str) -> M:
+        """``GET /api/v1<path>`` as ``kind`` (``Any``: the JSON as it came), for commands
+        that bring their own models."""
+        return self._get(f"{API_PREFIX}{path}", kind)
+
+    def send(self, kind: type[M], path: str, body: dict[str, Any]) -> M:
+        """``POST /api/v1<path>`` with ``body``, its answer as ``kind``."""
+        return self._post_as(kind, f"{API_PREFIX}{path}", body)
 
     def healthz(self) -> Any:
         return self._request("GET", "/healthz")[1]

@@ -14,6 +14,7 @@ from rich.console import Console
 from tandem.cli.bus_secrets import secrets_command
 from tandem.cli.busurl import cli_bus_settings, resolve_bus_url, service_login_env
 from tandem.cli.dns import dns_app
+from tandem.cli.history import register as register_history
 from tandem.cli.logs import logs_command
 from tandem.cli.maintenance import register as register_maintenance
 from tandem.cli.nodectl import register as register_nodectl
@@ -43,6 +44,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(vmware_app, name="vmware")
 app.add_typer(dns_app, name="dns")
 register_maintenance(app)
+register_history(app)
 register_nodectl(app)
 app.command("logs")(logs_command)
 
@@ -338,13 +340,41 @@ def bus_provision(
 @app.command()
 def status(
     cluster: Annotated[str | None, typer.Option(help="Only this cluster.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The API's cluster views.")] = False,
+    watch: Annotated[
+        float | None,
+        typer.Option(help="Redraw every SECONDS until Ctrl-C (e.g. --watch 2).", min=0.2),
+    ] = None,
     api: ApiOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Show every node of every cluster (or one): role, health, lag; running operations."""
-    from tandem.cli import operate
+    """Show every node of every cluster (or one): role and since when, health, heartbeat
+    and lease age, lag; running operations, open alerts and the last failed saga.
 
-    raise typer.Exit(operate.run_status(console, err, api=api, token=token, cluster=cluster))
+    Example: tandem status --watch 2
+    """
+    from tandem.cli import operate, overview
+
+    if as_json:
+        code = overview.run_status_json(console, err, api=api, token=token, cluster=cluster)
+    elif watch is not None:
+        code = overview.run_watch(
+            console, err, api=api, token=token, cluster=cluster, every_s=watch
+        )
+    else:
+        code = operate.run_status(console, err, api=api, token=token, cluster=cluster)
+    raise typer.Exit(code)
+
+
+@app.command("list")
+def list_clusters(api: ApiOption = None, token: TokenOption = None) -> None:
+    """One line per cluster: its service, epoch and nodes (* the Active).
+
+    Example: tandem list
+    """
+    from tandem.cli import overview
+
+    raise typer.Exit(overview.run_list(console, err, api=api, token=token))
 
 
 def _run_action(action: Action, target: str, **options: Any) -> NoReturn:

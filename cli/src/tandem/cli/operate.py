@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from rich import box
@@ -118,6 +119,20 @@ def _lag(node: Node) -> str:
     return ", ".join(parts)
 
 
+def _since(at: datetime | None) -> str:
+    """How long ago ``at`` was (``3h12m``), ``-`` when unknown."""
+    if at is None:
+        return "-"
+    return human_seconds(max(0.0, (datetime.now(UTC) - at).total_seconds()))
+
+
+def _age(seconds: float | None) -> str:
+    """A heartbeat's or a lease renewal's age, ``-`` when never seen; red past 5 s."""
+    if seconds is None:
+        return "-"
+    return f"[red]{human_seconds(seconds)} ago[/]" if seconds > 5 else f"{seconds:.1f}s ago"
+
+
 def _styled(value: str | None, style: str | None = None) -> str:
     text = escape(value) if value else "-"
     return f"[{style}]{text}[/]" if style else text
@@ -138,6 +153,7 @@ def _notes(node: Node) -> str:
         (node.isolated, "isolated"),
         (node.awaiting_operator, "awaiting operator"),
         (node.standby, f"standby: {node.standby_reason}" if node.standby_reason else "standby"),
+        (node.failover_mode == "managed", "managed failover"),
     ):
         if flag:
             notes.append(text)
@@ -177,13 +193,14 @@ def status_table(clusters: list[Cluster]) -> Table:
         caption="* the Active",
         caption_justify="left",
     )
-    for column in ("cluster", "node", "identity", "role", "health", "alive", "lag", "epoch"):
-        right = column in ("lag", "epoch")
+    columns = ("cluster", "node", "identity", "role", "in role", "health", "alive", "heartbeat")
+    for column in (*columns, "lease", "lag", "epoch"):
+        right = column in ("in role", "heartbeat", "lease", "lag", "epoch")
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     table.add_column("notes", overflow="fold", min_width=8)
     for cluster in clusters:
         if not cluster.nodes:
-            table.add_row(escape(cluster.name), "-", "", "", "", "", "", str(cluster.epoch))
+            table.add_row(escape(cluster.name), "-", *[""] * 8, str(cluster.epoch))
         for i, node in enumerate(cluster.nodes):
             active = node.name == cluster.active
             table.add_row(
@@ -191,8 +208,11 @@ def status_table(clusters: list[Cluster]) -> Table:
                 f"[bold]{escape(node.name)} *[/]" if active else escape(node.name),
                 _styled(node.identity),
                 _styled(node.role, "bold" if node.role == "active" else None),
+                _since(node.role_since),
                 _health(node, cluster),
                 "[green]yes[/]" if node.alive else "[red]no[/]",
+                _age(node.heartbeat_age_s),
+                _age(node.lease_age_s),
                 _lag(node),
                 str(cluster.epoch),
                 escape(_notes(node)),
@@ -249,8 +269,10 @@ def render_status(console: Console, clusters: list[Cluster], sagas: Mapping[str,
     for cluster in clusters:  # first: whether anyone serves
         console.print(service_line(cluster), highlight=False, soft_wrap=True)
     console.print(status_table(clusters))
+    from tandem.cli.overview import problem_lines
+
     for cluster in clusters:
-        for line in saga_lines(cluster, sagas.get(cluster.saga or "")):
+        for line in saga_lines(cluster, sagas.get(cluster.saga or "")) + problem_lines(cluster):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
