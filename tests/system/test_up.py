@@ -110,8 +110,9 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(
         text=True,
         env=env,
     )
+    discovery = tmp_path / "state" / "tandem" / "stacks" / "store.json"
     try:
-        state = wait_for(tmp_path / "state" / "tandem" / "up.json")
+        state = wait_for(discovery)
         assert state["bus_url"].startswith("nats://127.0.0.1:")
         assert set(state["services"]) == {
             "orchestrator",
@@ -120,15 +121,16 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(
             "agent-primary",
             "agent-secondary",
         }
-        # The state file holds the run's API tokens: owner only. The orchestrator has them
-        # from its tokens file, hashed (`tandem status` below gets in with them).
-        assert (tmp_path / "state" / "tandem" / "up.json").stat().st_mode & 0o777 == 0o600
+        # The stack's discovery file (named after its store folder) holds the run's API
+        # tokens: owner only. The orchestrator has them from its tokens file, hashed
+        # (`tandem status` below gets in with them).
+        assert discovery.stat().st_mode & 0o777 == 0o600
         tokens_file = tmp_path / "store" / "orchestrator" / "api-tokens"
         assert tokens_file.stat().st_mode & 0o777 == 0o600
         assert state["operator_token"] not in tokens_file.read_text()
         # The bus passwords stay in their own 0600 file: the state file names its folder.
         passwords = json.loads((Path(state["bus_secrets"]) / "passwords.json").read_text())
-        state_text = (tmp_path / "state" / "tandem" / "up.json").read_text()
+        state_text = discovery.read_text()
         assert passwords and all(p not in state_text for p in passwords.values())
         assert_the_bus_refuses_outsiders(state)
 
@@ -219,7 +221,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(
         assert "permissions violation" not in log.lower(), f"{path}:\n{log[-3000:]}"
     for name, pid in state["services"].items():
         assert not alive(pid), f"{name} (pid {pid}) is still running"
-    assert not (tmp_path / "state" / "tandem" / "up.json").exists()
+    assert not discovery.exists()
 
 
 def test_bus_commands_log_in_from_a_secrets_folder(

@@ -215,11 +215,15 @@ def test_tandem_ups_state_file_is_0600(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("TANDEM_STATE_DIR", str(tmp_path / "state"))
     api = up.ApiAccess(8700, "v" * 32, "o" * 32)
     server = SimpleNamespace(url="nats://127.0.0.1:4222", http_port=None)
-    up._write_state(server, tmp_path, [], api)  # type: ignore[arg-type]
-    path = tmp_path / "state" / "tandem" / "up.json"
+    path = up._write_state(server, tmp_path, [], api, name="demo-a")  # type: ignore[arg-type]
+    # Each stack its own discovery file (issue 18): two `tandem up` no longer share one.
+    assert path == tmp_path / "state" / "tandem" / "stacks" / "demo-a.json"
     assert mode_of(path) == 0o600
-    assert mode_of(path.parent) == 0o700
-    assert json.loads(path.read_text())["operator_token"] == api.operator_token
+    assert mode_of(path.parent) == 0o700 and mode_of(path.parent.parent) == 0o700
+    state = json.loads(path.read_text())
+    assert state["operator_token"] == api.operator_token
+    assert state["viewer_token"] == api.viewer_token
+    assert state["name"] == "demo-a" and state["pid"] == os.getpid()
 
 
 class _Tty(io.StringIO):
@@ -233,9 +237,10 @@ def test_tandem_up_prints_its_tokens_to_a_terminal_only(
     monkeypatch.setenv("TANDEM_STATE_DIR", str(tmp_path / "state"))
     api = up.ApiAccess(8700, "v" * 32, "o" * 32)
     piped = io.StringIO()
-    up._print_tokens(Console(file=piped, width=200), api)
+    discovery = tmp_path / "state" / "tandem" / "stacks" / "demo-a.json"
+    up._print_tokens(Console(file=piped, width=200), api, discovery)
     assert api.operator_token not in piped.getvalue() and api.viewer_token not in piped.getvalue()
-    assert "not a terminal" in piped.getvalue() and "up.json" in piped.getvalue()
+    assert "not a terminal" in piped.getvalue() and "demo-a.json" in piped.getvalue()
     terminal = _Tty()
-    up._print_tokens(Console(file=terminal, width=200), api)
+    up._print_tokens(Console(file=terminal, width=200), api, discovery)
     assert api.operator_token in terminal.getvalue() and api.viewer_token in terminal.getvalue()

@@ -8,7 +8,6 @@ of the running ``tandem up`` when the command talks to its bus), else none (an o
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,31 +32,19 @@ _NODE_SIDE = ("agent", "replicator", "monitor")
 
 
 def state_file() -> Path:
-    """Where a running ``tandem up`` records its bus URL for the other commands."""
-    base = os.environ.get("TANDEM_STATE_DIR") or os.environ.get("XDG_RUNTIME_DIR")
-    root = Path(base) if base else Path.home() / ".cache"
-    return root / "tandem" / "up.json"
+    """Where an older ``tandem up`` recorded itself; each stack now has its own file
+    (``tandem.cli.stacks``)."""
+    from tandem.cli.stacks import legacy_file
+
+    return legacy_file()
 
 
 def read_up_state() -> dict[str, Any] | None:
-    try:
-        state: dict[str, Any] = json.loads(state_file().read_text())
-    except (OSError, ValueError):
-        return None
-    pid = state.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
-        return None
-    return state
+    """The state of the ``tandem up`` stack the command talks to (``stacks.select``)."""
+    from tandem.cli.stacks import select
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    stack = select()
+    return stack.state if stack is not None else None
 
 
 def resolve_bus_url(flag: str | None) -> str:
@@ -101,9 +88,11 @@ def secrets_folder(bus_url: str) -> Path | None:
     env = os.environ.get(SECRETS_ENV)
     if env:
         return Path(env)
-    state = read_up_state()
-    if state and state.get("bus_url") == bus_url and isinstance(state.get("bus_secrets"), str):
-        return Path(state["bus_secrets"])
+    from tandem.cli.stacks import find
+
+    stack = find("bus_url", bus_url)
+    if stack is not None and stack.get("bus_secrets"):
+        return Path(str(stack.get("bus_secrets")))
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import click
 import typer
 
 ApiOption = Annotated[
@@ -28,3 +29,22 @@ SrmTokenOption = Annotated[
     str | None,
     typer.Option("--token", help="API bearer token (default: TANDEM_API_TOKEN)."),
 ]
+
+
+def flags_without_metavar() -> None:
+    """A flag (``--confirm``, ``--wait/--no-wait``, ``-h``) shows no ``<bool>`` in ``--help``:
+    it takes no value. Typer shows every option's type there; this leaves it out for flags
+    (idempotent)."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption.display_type_rich, "_tandem_flags", False):
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: click.Context) -> str | None:
+        if self.is_flag and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._tandem_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]

@@ -8,8 +8,6 @@ as the admin, and starts each service logged in as its own least-privilege ident
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -23,10 +21,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tandem.cli.busurl import service_identity, state_file
+from tandem.cli.busurl import service_identity
 from tandem.cli.demo import DEMO_CLUSTER, DEMO_NODES, demo_folder, write_demo_configs
 from tandem.cli.services import CENTRAL, SERVICES
-from tandem.cli.supervisor import Child, Supervisor
+from tandem.cli.stacks import check_stack_name, default_name, stack_file
+from tandem.cli.supervisor import Child, Supervisor, die_with_parent
+from tandem.cli.up_stack import (
+    AlreadyRunning,
+    check_name_free,
+    lock_store,
+    remove_discovery,
+    write_discovery,
+)
 from tandem.events.api_tokens import file_line
 from tandem.events.bus import Bus
 from tandem.events.bus_identities import ADMIN, VIEWER, agent_user
@@ -182,17 +188,47 @@ async def write_first_role(bus: Bus, timeout_s: float = 10.0) -> None:
     )
 
 
-async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo: bool) -> int:
+async def run_up(
+    console: Console,
+    store_dir: Path | None,
+    nats_port: int,
+    demo: bool,
+    name: str | None = None,
+) -> int:
+    """Exit 0 stopped by Ctrl-C / SIGTERM; 2 another stack holds this store or this name."""
     temp = store_dir is None
     root = Path(tempfile.mkdtemp(prefix="tandem-up-")) if store_dir is None else store_dir
+    root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    stack = check_stack_name(name) if name else default_name(store_dir, os.getpid())
+    try:
+        lock = lock_store(root)
+        check_name_free(stack)
+    except AlreadyRunning as exc:
+        console.print(f"[red]{exc}[/]", soft_wrap=True)
+        if temp:
+            shutil.rmtree(root, ignore_errors=True)
+        return 2
+    try:
+        return await _run_stack(console, root, temp, stack, nats_port, demo)
+    finally:
+        lock.close()
+
+
+async def _run_stack(
+    console: Console, root: Path, temp: bool, stack: str, nats_port: int, demo: bool
+) -> int:
     port = nats_port
     if port > 0 and not _port_free(port):
         console.print(f"[yellow]port {port} is taken; the bus gets a random port instead[/]")
         port = -1
     secrets = await asyncio.to_thread(bus_secrets, root, demo)
     server = NatsServer(
-        store_dir=root / "nats", port=port if port > 0 else -1, extra_config=secrets.server_config()
+        store_dir=root / "nats",
+        port=port if port > 0 else -1,
+        extra_config=secrets.server_config(),
+        # A `tandem up` killed hard takes its bus with it (as it does its services).
+        preexec_fn=die_with_parent,
     )
     supervisor = Supervisor(lambda line: console.print(f"[yellow]supervisor:[/] {line}"))
     stop = asyncio.Event()
@@ -200,8 +236,12 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bus: Bus | None = None
+    discovery = stack_file(stack)
     try:
-        await asyncio.to_thread(server.start)
+        # Launched from this (the main) thread: the parent-death signal follows the thread
+        # that forked, and a worker thread of to_thread may end before this process does.
+        server.launch()
+        await asyncio.to_thread(server.wait_ready)
         bus = await Bus.connect(secrets.settings(ADMIN, servers=[server.url]), name="tandem-up")
         await bus.provision(load_stream_settings())
         if demo:
@@ -220,12 +260,12 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
         )
         for child in children:
             await supervisor.start(child)
-        _write_state(server, root, children, api, secrets)
+        discovery = _write_state(server, root, children, api, secrets, stack)
         started = await _wait_started(
             bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30
         )
-        console.print(_table(server, root, children, started, api, public_port))
-        _print_tokens(console, api)
+        console.print(_table(server, root, children, started, api, public_port, stack))
+        _print_tokens(console, api, discovery)
         _print_bus_logins(console, secrets)
         console.print(
             "Try: [bold]tandem status[/]   [bold]tandem switchover demo[/]   "
@@ -239,21 +279,20 @@ async def run_up(console: Console, store_dir: Path | None, nats_port: int, demo:
         if bus is not None:
             await bus.close()
         await asyncio.to_thread(server.stop)
-        with contextlib.suppress(OSError):
-            state_file().unlink()
+        remove_discovery(discovery)
         if temp:
             shutil.rmtree(root, ignore_errors=True)
         console.print("stopped.")
 
 
-def _print_tokens(console: Console, api: ApiAccess) -> None:
+def _print_tokens(console: Console, api: ApiAccess, discovery: Path) -> None:
     """The tokens go to a terminal only: output sent to a file or a pipe (a CI log, a
     journal) would keep them there. They are in the state file (0600) either way."""
     console.print("API tokens for this run (the tandem commands here find them by themselves):")
     isatty = getattr(console.file, "isatty", None)
     if not (callable(isatty) and isatty()):
         console.print(
-            f"  not shown (the output is not a terminal): see {state_file()}", soft_wrap=True
+            f"  not shown (the output is not a terminal): see {discovery}", soft_wrap=True
         )
         return
     console.print(f"  operator (switchover, failover): {api.operator_token}", soft_wrap=True)
@@ -299,28 +338,25 @@ def _write_state(
     children: list[Child],
     api: ApiAccess,
     secrets: SecureBusFiles | None = None,
-) -> None:
-    path = state_file()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # 0600: it holds this run's API tokens. The bus passwords stay in their own folder: the
-    # other commands find them by its path (busurl.cli_bus_settings).
-    write_private(
-        path,
-        json.dumps(
-            {
-                "pid": os.getpid(),
-                "bus_url": server.url,
-                "monitor_url": f"http://127.0.0.1:{server.http_port}" if server.http_port else None,
-                "store_dir": str(root),
-                "bus_secrets": str(secrets.folder) if secrets is not None else None,
-                "bus_ca_file": str(secrets.tls.ca_cert) if secrets is not None else None,
-                "api_url": api.url,
-                "viewer_token": api.viewer_token,
-                "operator_token": api.operator_token,
-                "services": {c.name: c.pid for c in children},
-            },
-            indent=2,
-        ),
+    name: str = "tandem",
+) -> Path:
+    """The stack's discovery file (``up_stack.write_discovery``), 0600: it holds this run's
+    API tokens. The bus passwords stay in their own folder: the other commands find them by
+    its path (busurl.cli_bus_settings)."""
+    return write_discovery(
+        name,
+        {
+            "bus_url": server.url,
+            "monitor_url": f"http://127.0.0.1:{server.http_port}" if server.http_port else None,
+            "store_dir": str(root),
+            "bus_secrets": str(secrets.folder) if secrets is not None else None,
+            "bus_ca_file": str(secrets.tls.ca_cert) if secrets is not None else None,
+            "api_url": api.url,
+            "viewer_token": api.viewer_token,
+            "operator_token": api.operator_token,
+            "services": {c.name: c.pid for c in children},
+            "logs_dir": str(root / "logs"),
+        },
     )
 
 
@@ -331,14 +367,15 @@ def _table(
     started: list[ServiceStarted],
     api: ApiAccess,
     public_port: int,
+    stack: str = "tandem",
 ) -> Table:
-    table = Table(title="Tandem is up", show_lines=False)
+    table = Table(title=f"Tandem is up: stack {stack}", show_lines=False)
     for col in ("component", "where", "status"):
         table.add_column(col)
     table.add_row("bus (nats-server)", server.url, "ready: TLS, login required")
     if server.http_port:
         table.add_row("bus monitoring", f"http://127.0.0.1:{server.http_port}", "")
-    table.add_row("store", str(root), "")
+    table.add_row("store", str(root), f"stack {stack}: tandem --stack {stack} ...")
     table.add_row("orchestrator API", f"{api.url}/api/v1  (docs: {api.url}/docs)", "")
     if any(c.name.startswith("agent-") for c in children):
         table.add_row("demo app", f"http://127.0.0.1:{public_port}/items", "on the Active")

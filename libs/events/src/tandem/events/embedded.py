@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,8 @@ class NatsServer:
     extra_config: str = ""
     #: Put inside the ``cluster {}`` block as is (the routes' TLS).
     cluster_extra: str = ""
+    #: Run in the child before nats-server (``tandem up``: die with its parent).
+    preexec_fn: Callable[[], None] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     client_port: int | None = field(default=None, init=False)
     http_port: int | None = field(default=None, init=False)
@@ -132,6 +135,7 @@ class NatsServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, not the server
+                preexec_fn=self.preexec_fn,
             )
         finally:
             logfile.close()
