@@ -15,8 +15,10 @@ the agent's children: the app, the replica apply) is throttled on that loop devi
 on the Active every acknowledged write waits for its fsyncs (the workload's ack latency
 grows), on the Passive the replica apply falls behind. Where a disk fault cannot be applied
 (no filesystem, loop device or blkio controller of its own) the fault says why in
-``detail["not_applied"]``. The bus partition exists only in the network-namespace topology
-(``chaos_netns``).
+``detail["not_applied"]``. ``partition``: the node's agent and app are cut from every NATS
+server for ``hold_s`` (nft on the node's cgroup: ``chaos_bus_cut``; in the network-namespace
+topology, ``chaos_netns``, its namespace); the app keeps serving its port, so an Active cut
+off must fence itself before the Passive takes over.
 
 A schedule is data (``Fault`` list, JSON-able): the same seed gives the same schedule; which
 concrete process a role names ("the Active's agent") is resolved when the fault is applied
@@ -34,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaos_bus_cut import CutUnavailable
 from chaos_disks import DiskUnavailable
 from chaos_topology import NODES, NatsNode, Topology
 
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 KINDS = {
     "kill-agent": "agent",
     "stop-agent": "agent",
+    "partition": "agent",
     "kill-orchestrator": "orchestrator",
     "stop-orchestrator": "orchestrator",
     "kill-nats": "nats",
@@ -153,17 +157,8 @@ class Nemesis:
             fault.ended = time.time()
             return None
         part: Any
-        if fault.kind == "partition":  # the netns topology only (chaos_netns)
-            node = self._agent(fault.target)
-            fault.process, fault.detail["node"] = f"agent-{node}", node
-            log.info("nemesis: bus partition of %s for %.1fs", node, fault.hold_s)
-            self.topo.partition(node)  # type: ignore[attr-defined]
-
-            def heal() -> None:
-                self.topo.heal(node)  # type: ignore[attr-defined]
-                fault.ended = time.time()
-
-            return heal
+        if fault.kind == "partition":
+            return self._partition(fault)
         if fault.kind == "fill-disk":
             return self._fill_disk(fault)
         if fault.kind == "slow-disk":
@@ -195,6 +190,32 @@ class Nemesis:
             fault.ended = time.time()
 
         return release
+
+    def _partition(self, fault: Fault) -> Callable[[], None]:
+        """The node's agent and app cut from the bus (nft on its cgroup, or its network
+        namespace in ``chaos_netns``); the app keeps its public port."""
+        node = self._agent(fault.target)
+        proc = self.topo.agents.get(node) if hasattr(self.topo, "agents") else None
+        fault.process, fault.detail["node"] = f"agent-{node}", node
+        fault.pid = proc.pid if proc is not None else None
+        fault.detail["active_then"] = (self.topo.view() or {}).get("active")
+        log.info("nemesis: bus partition of %s (%s) for %.1fs", node, fault.target, fault.hold_s)
+        applied = True
+        try:
+            found = self.topo.partition(node)  # type: ignore[attr-defined]
+        except CutUnavailable as exc:
+            log.warning("nemesis: partition of %s not applied: %s", node, exc)
+            fault.detail["not_applied"] = str(exc)
+            applied = False
+        else:
+            fault.detail.update(found or {})
+
+        def heal() -> None:
+            if applied:
+                self.topo.heal(node)  # type: ignore[attr-defined]
+            fault.ended = time.time()
+
+        return heal
 
     def _fill_disk(self, fault: Fault) -> Callable[[], None]:
         node = self._agent(fault.target)

@@ -8,8 +8,10 @@ as systemd would, and records an exit the nemesis did not cause as a crash.
 Each node's protected folder lives on a small filesystem of its own and its agent (with its
 app) runs in a blkio cgroup of its own (``chaos_disks``: a loop-mounted ext4 image), so that
 the nemesis can fill that disk (``fill_disk``) or slow it down (``slow_disk``) without
-touching the machine's disk or the other node. ``close`` unmounts them and removes the
-cgroups; what a run SIGKILLed before its ``close`` left is swept by the next topology.
+touching the machine's disk or the other node; it also runs in a cgroup v2 of its own, so
+the nemesis can cut it from the bus (``partition``: ``chaos_bus_cut``). ``close`` unmounts
+the disks and removes the cgroups; what a run SIGKILLed before its ``close`` left is swept
+by the next topology.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from chaos_bus_cut import BusCuts
+from chaos_bus_cut import sweep as sweep_cuts
 from chaos_disks import DISK_LEAVE, DISK_MIB, NodeDisks
 from chaos_disks import sweep as sweep_disks
 from chaos_procs import Exit, Proc
@@ -131,6 +135,7 @@ class Topology:
         disk_mib: int = DISK_MIB,
     ):
         sweep_disks()
+        sweep_cuts()
         self.root = (root or Path(tempfile.mkdtemp(prefix="tandem-chaos-"))).resolve()
         self.keep, self.host = keep, host
         self.disk_mib = disk_mib
@@ -232,6 +237,13 @@ class Topology:
     def unslow_disk(self, node: str) -> dict[str, Any]:
         return self.disks.unslow(node)
 
+    def partition(self, node: str) -> dict[str, Any]:
+        """Cut ``node`` (its agent and app) from every NATS server (``chaos_bus_cut``)."""
+        return self.cuts.cut(node)
+
+    def heal(self, node: str) -> None:
+        self.cuts.heal(node)
+
     def unmount_disks(self) -> None:
         """Unmount every data filesystem and remove the cgroups (``NodeDisks.close``)."""
         self.disks.close()
@@ -258,6 +270,7 @@ class Topology:
         return [sys.executable, "-m", "tandem.agent", "--config", str(config)]
 
     def add_agents(self) -> None:
+        self.cuts = BusCuts([int(url.rsplit(":", 1)[1]) for url in self.urls])
         for node in NODES:
             self.mount_disk(node)
             self.app_ports[node] = free_port()
@@ -265,7 +278,9 @@ class Topology:
             config.write_text(
                 "# Written by the chaos suite (tests/chaos).\n" + self.node_config(node)
             )
+            self.cuts.make_group(node)
             argv = self.disks.join_argv(node, self.agent_argv(node, config))
+            argv = self.cuts.join_argv(node, argv)
             self.agents[node] = Proc(
                 f"agent-{node}", argv, self.env(), self.root / node / "agent.log"
             )
@@ -346,6 +361,8 @@ class Topology:
             n.resume()
             n.server.stop()
         self.unmount_disks()
+        if hasattr(self, "cuts"):
+            self.cuts.close()
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
         return forced

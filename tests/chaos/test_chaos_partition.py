@@ -67,3 +67,40 @@ def test_a_partitioned_active_survives_fences_and_rejoins(run: ChaosRun) -> None
     nodes = {n["name"]: n for n in (run.topo.view() or {}).get("nodes", [])}
     assert nodes[active]["alive"], nodes
     assert problems == "", problems
+
+
+@pytest.fixture
+def loopback_run() -> Iterator[ChaosRun]:
+    require("root", os.geteuid() == 0, "a cgroup and an nftables rule of its own need root")
+    require("nft", has_binary("nft"), "install nftables")
+    yield from run_topology()
+
+
+@pytest.mark.timeout(300)
+def test_an_active_cut_from_the_bus_fences_itself_before_the_passive_serves(
+    loopback_run: ChaosRun,
+) -> None:
+    """The loopback topology's partition (``chaos_bus_cut``): the Active's agent and app lose
+    every NATS server for 8 s while the app keeps its port. The split checker samples the
+    public port and both apps throughout: never two serving. The cut node fences itself,
+    survives, and the pair is serving again with it once healed."""
+    run = loopback_run
+    active = (run.topo.view() or {}).get("active")
+    assert active in ("primary", "secondary")
+    fault = Fault("partition", "active", at_s=0, hold_s=8)
+    result = run.scenario("cut-8s", [fault], ready_timeout=120)
+    if "not_applied" in fault.detail:
+        pytest.skip(f"no bus partition here: {fault.detail['not_applied']}")
+    assert fault.detail.get("pids_in_cgroup"), f"the cut reached no process: {fault.detail}"
+    problems = "\n".join(findings([result]))
+    assert findings([result], "split") == [], problems
+    assert run.watch is not None
+    deadline = time.monotonic() + 60
+    fenced = []
+    while not fenced and time.monotonic() < deadline:
+        fenced = [e for e in run.watch.stored() if e.type == "NodeSelfFenced" and e.node == active]
+        if not fenced:
+            time.sleep(1)
+    assert fenced, f"{active} fenced itself (NodeSelfFenced in the stream)\n{problems}"
+    assert result["ready"], f"the pair serves again: {result['not_ready_because']}\n{problems}"
+    assert problems == "", problems
