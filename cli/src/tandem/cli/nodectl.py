@@ -201,7 +201,7 @@ def stop(
 ) -> None:
     """Stop applications on the Active; no health rule restarts them until a start.
 
-    Example: tandem app stop demo demo-app --reason "config change"
+    Example: tandem app stop demo demo-web --reason "config change"
     """
     raise typer.Exit(_apps("stop", cluster, name, reason, api, token))
 
@@ -231,7 +231,7 @@ def restart(
 ) -> None:
     """Restart applications on the Active: stop, then start.
 
-    Example: tandem app restart demo demo-app
+    Example: tandem app restart demo demo-web
     """
     raise typer.Exit(_apps("restart", cluster, name, reason, api, token))
 
