@@ -39,7 +39,7 @@ EXAMPLES: dict[str, list[str]] = {
     "agent": ["tandem agent --config /etc/tandem/node.toml --check"],
     "events tail": [
         "tandem events tail",
-        "tandem events tail --count 1 --type SwitchoverCompleted",
+        "tandem events tail --count 1 --type RoleChanged",
         "tandem events tail --cluster demo --history 50 --full",
         "tandem events tail --json --history 1000 --idle-timeout 2 > events.jsonl",
     ],
