@@ -84,3 +84,80 @@ def test_status_says_what_failed_and_how_to_resume_a_stopped_saga() -> None:
     assert saga.endswith("once fixed: tandem saga resume s-9")
     ok = Cluster.model_validate({"name": "demo", "last_saga": {"id": "s", "state": "completed"}})
     assert problem_lines(ok) == []
+
+
+def _cluster_json() -> dict[str, object]:
+    return {
+        "name": "demo",
+        "active": "primary",
+        "epoch": 3,
+        "service": "serving",
+        "service_reason": "primary serves; secondary in sync",
+        "nodes": [
+            {
+                "name": "primary",
+                "role": "active",
+                "alive": True,
+                "role_since": (datetime.now(UTC) - timedelta(minutes=12, seconds=5)).isoformat(),
+                "heartbeat_age_s": 0.2,
+                "lease_age_s": 0.1,
+            },
+            {
+                "name": "secondary",
+                "role": "passive",
+                "alive": False,
+                "heartbeat_age_s": 42.0,
+                "failover_mode": "managed",
+            },
+        ],
+    }
+
+
+def test_status_shows_time_in_role_heartbeat_and_lease_ages() -> None:
+    from tandem.cli import operate
+
+    buffer = io.StringIO()
+    operate.render_status(
+        Console(file=buffer, width=250), [Cluster.model_validate(_cluster_json())], {}
+    )
+    lines = buffer.getvalue().splitlines()
+    header = next(line for line in lines if "identity" in line)
+    for column in ("in role", "heartbeat", "lease"):
+        assert column in header
+    primary = next(line for line in lines if "primary *" in line)
+    assert "12m0" in primary and "0.2s ago" in primary and "0.1s ago" in primary
+    secondary = next(line for line in lines if "passive" in line)
+    assert "42.0s ago" in secondary and "managed failover" in secondary
+
+
+def test_watch_redraws_until_stopped_and_lists_one_line_per_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+
+    from tandem.cli import operate, overview
+    from tandem.cli.api_client import ApiClient
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json=[_cluster_json()])
+
+    def factory(url: str, token: str | None, timeout: float) -> ApiClient:
+        return ApiClient(url, token, timeout, transport=httpx.MockTransport(answer))
+
+    monkeypatch.setattr(operate, "client_factory", factory)
+    monkeypatch.setattr(overview, "sleep", lambda _s: None)
+    buffer = io.StringIO()
+    out, err = Console(file=buffer, width=250), Console(file=io.StringIO())
+    code = overview.run_watch(
+        out, err, api="http://api", token="t" * 20, cluster=None, every_s=2, rounds=2
+    )
+    assert code == 0 and seen == ["/api/v1/clusters", "/api/v1/clusters"]
+    assert "every 2s, read at" in buffer.getvalue() and "primary serves" in buffer.getvalue()
+    buffer.truncate(0)
+    assert overview.run_list(out, err, api="http://api", token="t" * 20) == 0
+    (line,) = [line for line in buffer.getvalue().splitlines() if line.strip()]
+    assert "demo  serving" in line and "epoch 3" in line
+    assert "primary*" in line and "secondary (not alive)" in line
