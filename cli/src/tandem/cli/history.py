@@ -142,7 +142,7 @@ def run_history(
     try:
         with operate._client(api, token) as client:
             if as_json:
-                raw = client.read(Any, path)  # type: ignore[arg-type]
+                raw = client.read(Any, path)
                 console.print_json(json.dumps(raw))
                 return operate.EXIT_OK
             sagas = client.read(list[SagaSummary], path)

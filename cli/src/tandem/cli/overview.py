@@ -66,7 +66,7 @@ def run_status_json(console: Console, err: Console, *, api: str | None, token: s
     path = f"/clusters/{quote(cluster, safe='')}" if cluster else "/clusters"
     try:
         with operate._client(api, token) as client:
-            data = client.read(Any, path)  # type: ignore[arg-type]
+            data = client.read(Any, path)
     except ApiUnreachable as exc:
         return operate.report_unreachable(err, exc)
     except ApiError as exc:

@@ -139,6 +139,8 @@ class SagaRunner:
             why = f"stopped, the next leader resumes it: {exc}"
             log.warning("saga %s: %s", saga.id, why)
             return why
+        finally:
+            self.at.pop(saga.id, None)
 
     def _require_leader(self, saga: SagaRecord, what: str) -> None:
         if not self.still_leader():

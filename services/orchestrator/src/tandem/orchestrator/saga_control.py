@@ -130,7 +130,8 @@ class SagaControl:
                 saga.cancel = ""  # not stored: the next leader never heard of it
                 raise
             running = saga.steps.get(self.runner.at.get(saga.id, -1))
-            self.runner.start(saga)  # a saga nobody runs here any more is undone now
+            if saga.id not in self.runner.running:  # a saga nobody ran here: undone now
+                self.runner.start(saga)  # (one this leader runs or ran sees the cancel itself)
             log.warning("saga %s: %s", saga.id, saga.cancel)
             after = (
                 f" once its step {running.index} ({running.name}) ends"
