@@ -17,19 +17,19 @@ from tandem.agent.apps import ApplicationSet
 from tandem.agent.control.config import ApplicationConfig
 from tandem.agent.nodectl import NodeControl
 from tandem.events.catalog import (
+    CleanUpNode,
     ControlApplications,
     NodeCleanedUp,
     NodeReinstated,
     NodeSelfFenced,
-    ResetRestartLadders,
     RoleChanged,
     SagaCompleted,
     SagaStarted,
 )
 from tandem.events.catalog.node_control import (
+    CleanUpNodePayload,
     ControlApplicationsPayload,
     NodeCleanedUpPayload,
-    NodeControlPayload,
     NodeReinstatedPayload,
 )
 from tandem.events.catalog.roles import NodeSelfFencedPayload, RoleChangedPayload
@@ -142,12 +142,25 @@ async def test_a_passive_refuses_to_control_its_applications(tmp_path: Path) -> 
     assert "b is not the Active (plays passive)" in result.reason
 
 
-async def test_a_ladder_reset_is_told_to_the_health_loop(tmp_path: Path) -> None:
+async def test_a_cleanup_resets_the_ladders_and_clears_only_a_stale_fence(tmp_path: Path) -> None:
     node = control(tmp_path, Role.PASSIVE)
-    command = ResetRestartLadders(cluster=C, node="b", epoch=2, payload=NodeControlPayload())
+    command = CleanUpNode(cluster=C, node="b", epoch=2, payload=CleanUpNodePayload())
     result = await node.handle(command)
-    assert result.ok and result.reason == "restart ladders of b reset (rules: web-down)"
-    assert node.board.ladder_resets == 1
+    assert result.ok and result.reason == "b: restart ladders reset (rules: web-down)"
+    assert node.board.ladder_resets == 1 and result.data == {}
+
+    # Fenced at the current epoch: its lease keeper and guard hold it; kept, saying why.
+    b = node.board
+    b.fenced, b.fenced_epoch, b.fenced_reason = True, 2, "lease lost"
+    result = await node.handle(command.model_copy(update={"idempotency_key": "k2"}))
+    assert result.ok and b.fenced and b.ladder_resets == 2
+    assert "b fenced itself at epoch 2, the current one (lease lost)" in str(result.data["kept"])
+
+    # The role record moved on since (epoch 3 names another node): a stale fence, cleared.
+    b.epoch = 3
+    result = await node.handle(command.model_copy(update={"idempotency_key": "k3"}))
+    assert result.ok and not b.fenced and result.data == {"unfenced": True}
+    assert "stale fence cleared (fenced at epoch 2: lease lost" in result.reason
 
 
 # -- the orchestrator's refusals ----------------------------------------------------------

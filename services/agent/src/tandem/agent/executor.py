@@ -115,6 +115,7 @@ class StepExecutor:
             # The applications' restart policy: a start that fails at once is tried again
             # within this step's timeout (the orchestrator then retries the step forward).
             done = await self.apps.start(command.payload.applications, retry=True)
+            self.board.held_apps = frozenset()  # a saga's start takes back an operator's stop
             # A fence stays: a node that hid itself after the saga's Expose is still hidden,
             # and only unfencing (or another Expose) brings its identity back (a chaos run
             # saw a switchover complete onto a node that stayed hidden for good).
@@ -171,6 +172,9 @@ class StepExecutor:
         """Record the role the node now really plays (after expose/hide took effect)."""
         changed = self.board.role is not role
         self.board.role = role
+        if changed:
+            # An operator's stop (tandem app stop) held the applications of that role only.
+            self.board.held_apps = frozenset()
         if role is Role.PASSIVE:
             self.gate.disarm()
         if epoch > self.board.epoch:

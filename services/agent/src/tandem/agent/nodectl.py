@@ -5,8 +5,11 @@ orchestrator (``tandem app stop|start|restart``, ``tandem cleanup``):
   by an operator is not a failure: the applications stopped are *held* (``NodeBoard.held_apps``)
   and their health checks pause, so no rule raises an alert, restarts them or asks for a
   switchover, until a start (or a restart) takes them back.
-- ``ResetRestartLadders``: every health rule of the node back to its first rung (the
-  monitor's health loop resets its rule engine when ``NodeBoard.ladder_resets`` changes).
+- ``CleanUpNode``: every health rule of the node back to its first rung (the monitor's
+  health loop resets its rule engine when ``NodeBoard.ladder_resets`` changes), and a
+  stale fenced state cleared: one taken at an epoch the role record has left since (the
+  node is a hidden Passive). A node fenced at the current epoch is kept fenced (its lease
+  keeper and guard hold it; it unfences by itself once it holds its lease again).
 
 Both answered on the node's command subject (only the orchestrator's and the admin's
 commands are accepted: ``CommandServer``), and recorded as ``CommandExecuted``.
@@ -20,14 +23,14 @@ from typing import Protocol
 
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.control.base import ControlError
-from tandem.events.catalog import ControlApplications, ResetRestartLadders
+from tandem.events.catalog import CleanUpNode, ControlApplications
 from tandem.events.catalog.vocabulary import Role
 from tandem.events.envelope import Command, CommandResult
 from tandem.events.nodeboard import NodeBoard
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ["ControlApplications", "ResetRestartLadders"]
+COMMANDS = ["ControlApplications", "CleanUpNode"]
 
 
 class LeaseGate(Protocol):
@@ -68,14 +71,39 @@ class NodeControl:
         )
 
     async def _carry_out(self, command: Command) -> tuple[bool, str, dict[str, object]]:
-        if isinstance(command, ResetRestartLadders):
-            self.board.ladder_resets += 1
-            said = ", ".join(self.rules) if self.rules else "none configured"
-            log.info("%s: restart ladders reset (%s): %s", self.node, said, command.payload.reason)
-            return True, f"restart ladders of {self.node} reset (rules: {said})", {}
+        if isinstance(command, CleanUpNode):
+            return self._clean_up(command)
         if isinstance(command, ControlApplications):
             return await self._control(command)
         raise ControlError(f"{command.type} is not a command this node control carries out")
+
+    def _clean_up(self, command: CleanUpNode) -> tuple[bool, str, dict[str, object]]:
+        done: list[str] = []
+        data: dict[str, object] = {}
+        b = self.board
+        if b.fenced and command.payload.clear_stale_fence:
+            if b.role is not Role.ACTIVE and b.epoch > b.fenced_epoch:
+                # The role record moved on since it fenced (another node was made Active):
+                # a hidden Passive that only still says "fenced". Nothing is exposed here.
+                why = b.fenced_reason or "no reason recorded"
+                b.fenced, b.fenced_reason, b.fenced_since = False, "", None
+                done.append(
+                    f"stale fence cleared (fenced at epoch {b.fenced_epoch}: {why}; the "
+                    f"cluster is at epoch {b.epoch} and {self.node} is a Passive)"
+                )
+                data["unfenced"] = True
+            else:
+                why = b.fenced_reason or "no reason recorded"
+                data["kept"] = (
+                    f"{self.node} fenced itself at epoch {b.fenced_epoch}, the current one "
+                    f"({why}): its lease keeper and guard hold it fenced until it holds its "
+                    "lease again (it then unfences by itself) or a saga moves the role"
+                )
+        b.ladder_resets += 1
+        said = ", ".join(self.rules) if self.rules else "none configured"
+        done.append(f"restart ladders reset (rules: {said})")
+        log.info("%s: cleanup (%s): %s", self.node, command.payload.reason, "; ".join(done))
+        return True, f"{self.node}: " + "; ".join(done), data
 
     async def _control(self, command: ControlApplications) -> tuple[bool, str, dict[str, object]]:
         p = command.payload

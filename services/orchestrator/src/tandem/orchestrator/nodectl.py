@@ -21,17 +21,18 @@ from pydantic import Field
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
     AlertCleared,
+    CleanUpNode,
     ControlApplications,
     NodeCleanedUp,
     NodeReinstated,
     ReinstateReplica,
-    ResetRestartLadders,
     VerifyReplica,
 )
 from tandem.events.catalog.alerts import AlertClearedPayload
 from tandem.events.catalog.commands import VerifyReplicaPayload
 from tandem.events.catalog.node_control import (
     AppAction,
+    CleanUpNodePayload,
     ControlApplicationsPayload,
     NodeCleanedUpPayload,
     NodeControlPayload,
@@ -220,47 +221,43 @@ class NodeControlActions:
         async with self._starting, lost_is_conflict():
             rec = self._control_cluster(cluster, node)
             names = [node] if node is not None else self._node_names(cluster)
-            unfenced, released, kept = [], [], {}
-            for name in names:
-                n, view = rec.node(name), self._node_view(cluster, name)
-                alive = self.liveness.alive(cluster, name)
-                if view.fenced and alive:
-                    # Its own heartbeat says so: the node (its lease keeper, its guard) holds
-                    # itself fenced. Never cleared from here: it unfences by itself.
-                    why = f": {view.fenced_reason}" if view.fenced_reason else ""
-                    kept[name] = (
-                        f"{name} holds itself fenced{why} (its heartbeat says so); it unfences "
-                        "by itself once it holds its lease again, or restart its agent"
-                    )
-                elif n.fenced and not alive:
-                    kept[name] = (
-                        f"{name} is recorded fenced and sends no heartbeat: whether it still is "
-                        "cannot be told; start its agent"
-                    )
-                elif n.fenced:
-                    unfenced.append(name)
-                if n.awaiting_operator:
-                    released.append(name)
+            unfenced: list[str] = []
+            released = [name for name in names if rec.node(name).awaiting_operator]
+            kept: dict[str, str] = {}
             alerts = [code for code in rec.alerts if code in OPERATOR_ALERTS]
             epoch = rec.epoch
         ladders: list[str] = []
         for name in names:
+            n = rec.node(name)
             if not self.liveness.alive(cluster, name):
-                kept.setdefault(name, f"{name} is not alive: its restart ladders were not reset")
+                kept[name] = f"{name} is not alive: its restart ladders were not reset" + (
+                    "; it is recorded fenced and whether it still is cannot be told"
+                    if n.fenced
+                    else ""
+                )
                 continue
-            result = await self._send(
-                ResetRestartLadders(
-                    cluster=cluster,
-                    node=name,
-                    epoch=epoch,
-                    payload=NodeControlPayload(reason=f"cleanup by {actor}: {reason}"),
-                ),
-                self.s.step_timeout_s,
+            # The node judges its own fence: only one taken at an epoch the role record has
+            # left since is cleared (never one its lease keeper and guard hold).
+            command = CleanUpNode(
+                cluster=cluster,
+                node=name,
+                epoch=epoch,
+                payload=CleanUpNodePayload(reason=f"cleanup by {actor}: {reason}"),
             )
-            if result.ok:
-                ladders.append(name)
-            else:
-                kept.setdefault(name, f"restart ladders not reset: {result.reason}")
+            try:
+                result = await self._send(command, self.s.step_timeout_s)
+            except ConflictError as exc:  # no answer: the others are still cleaned up
+                kept[name] = str(exc)
+                continue
+            if not result.ok:
+                kept[name] = f"{name} answered: {result.reason}"
+                continue
+            ladders.append(name)
+            if result.data.get("kept"):
+                kept[name] = str(result.data["kept"])
+            elif result.data.get("unfenced") or n.fenced:
+                # Cleared by the node, or only the record still said so (its heartbeat not).
+                unfenced.append(name)
         async with lost_is_conflict():
             self._require_leader()
             for code in alerts:

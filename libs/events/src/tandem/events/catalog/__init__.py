@@ -34,11 +34,11 @@ from tandem.events.catalog.maintenance import (
     NodeStandbyChanged,
 )
 from tandem.events.catalog.node_control import (
+    CleanUpNode,
     ControlApplications,
     NodeCleanedUp,
     NodeReinstated,
     ReinstateReplica,
-    ResetRestartLadders,
 )
 from tandem.events.catalog.operations import (
     FailoverRecommendationWithdrawn,
@@ -87,6 +87,7 @@ __all__ = [
     "ApplicationRestartRequested",
     "ApplicationRestarted",
     "ApplyReceiveQueue",
+    "CleanUpNode",
     "ClusterPaused",
     "ClusterResumed",
     "CommandExecuted",
@@ -119,7 +120,6 @@ __all__ = [
     "ReplicaRejectedBatch",
     "ReplicationStarted",
     "ReplicationStateChanged",
-    "ResetRestartLadders",
     "RoleChanged",
     "RuleBreached",
     "SagaCancelRequested",

@@ -1,6 +1,6 @@
 """An operator's control of one node (issue 18 item 4 and 5): its applications stopped,
 started or restarted on the Active (``ControlApplications``), its restart ladders reset
-(``ResetRestartLadders``), a node left behind brought back as a Passive
+and a stale fence cleared (``CleanUpNode``), a node left behind brought back as a Passive
 (``ReinstateReplica``), and the events that record it (``NodeReinstated``,
 ``NodeCleanedUp``). The commands are sent by the orchestrator (or the admin), answered by
 the node's agent with ``CommandExecuted``."""
@@ -41,13 +41,21 @@ class NodeControlPayload(Payload):
     timeout_s: float = Field(default=30.0, gt=0)
 
 
-@command_type
-class ResetRestartLadders(Command):
-    """Every health rule of the node back to its first rung (``tandem cleanup``)."""
+class CleanUpNodePayload(NodeControlPayload):
+    #: Clear the node's fenced state where it is stale: it fenced itself at an epoch the
+    #: role record has left since (another node was made Active), so it is a hidden Passive
+    #: that only still says "fenced". Never where it fenced at the current epoch.
+    clear_stale_fence: bool = True
 
-    type: Literal["ResetRestartLadders"] = "ResetRestartLadders"
+
+@command_type
+class CleanUpNode(Command):
+    """``tandem cleanup`` on one node: every health rule back to its first rung, and a stale
+    fenced state cleared."""
+
+    type: Literal["CleanUpNode"] = "CleanUpNode"
     version: Literal[1] = 1
-    payload: NodeControlPayload
+    payload: CleanUpNodePayload
 
 
 @command_type
