@@ -125,7 +125,7 @@ def control(tmp_path: Path, role: Role | None) -> NodeControl:
 
 
 def apps_command(action: str, apps: list[str]) -> ControlApplications:
-    payload = ControlApplicationsPayload(action=action, applications=apps)  # type: ignore[arg-type]
+    payload = ControlApplicationsPayload(action=action, applications=apps)
     return ControlApplications(cluster=C, node="b", epoch=2, payload=payload)
 
 
