@@ -166,6 +166,9 @@ class SagaRunner:
                 continue
             if saga.cancel and not (pivoted or role_changed):  # before the role change
                 return await self._cancelled(saga, index)
+            if saga.cancel and spec.pivot:
+                log.warning("saga %s: %s, but the role record shows its role change done: "
+                            "it goes forward", saga.id, saga.cancel)  # fmt: skip
             self.at[saga.id] = index
             self._require_leader(saga, f"step {index} ({spec.name})")
             # Fencing retries within its own deadline: waiting it out again only delays the alert.
