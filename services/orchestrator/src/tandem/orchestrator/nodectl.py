@@ -226,6 +226,13 @@ class NodeControlActions:
             kept: dict[str, str] = {}
             alerts = [code for code in rec.alerts if code in OPERATOR_ALERTS]
             epoch = rec.epoch
+            last = self.state.last_saga(cluster)
+            if last is not None and last.state == "needs_operator":
+                # Not undone nor finished by a cleanup: the saga itself must go on.
+                kept[f"saga {last.id}"] = (
+                    f"the {last.kind} stopped for an operator ({last.reason or 'no reason'}): "
+                    f"carry it on with tandem saga resume {last.id}"
+                )
         ladders: list[str] = []
         for name in names:
             n = rec.node(name)
