@@ -20,13 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
+try:  # typer vendors click (0.2x): its command runner knows only its own exceptions
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover  (a typer on click itself)
+    from click import ClickException
 
 STACK_ENV = "TANDEM_STACK"
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
-class StackError(click.ClickException):
+class StackError(ClickException):
     """No usable stack: the one named is not running, or several run and none was chosen."""
 
     exit_code = 2
