@@ -74,7 +74,7 @@ class HealthLoop:
             if check.application is not None and (held or not self.serving()):
                 # A Passive's applications are stopped on purpose: checking them would only
                 # make its rules "repair" them, starting them on the wrong node.
-                self._pause(check)
+                self._pause(check, "an operator stopped it" if held else "this node does not serve")
                 grace_until = None  # a new grace starts when the node serves again
             else:
                 if grace_until is None:
@@ -86,11 +86,11 @@ class HealthLoop:
                 await self.observe(check, sample, rules=not in_grace)
             await asyncio.sleep(max(0.0, check.interval_s - (self.clock() - started)))
 
-    def _pause(self, check: HealthCheckConfig) -> None:
+    def _pause(self, check: HealthCheckConfig, why: str) -> None:
         # Unknown, not dropped: once this node is made Active, its heartbeat says the check
         # has no result yet (nobody serves) until the first sample, rather than no check.
         if self.latest.pop(check.name, None) is not None:
-            log.info("%s: check %s paused: this node does not serve", self.node, check.name)
+            log.info("%s: check %s paused: %s", self.node, check.name, why)
         if self.board.checks.get(check.name) is not HealthStatus.UNKNOWN:
             self.board.checks = {**self.board.checks, check.name: HealthStatus.UNKNOWN}
 
