@@ -8,7 +8,6 @@ as the admin, and starts each service logged in as its own least-privilege ident
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import shutil
@@ -18,7 +17,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
@@ -26,13 +24,14 @@ from rich.table import Table
 from tandem.cli.busurl import service_identity
 from tandem.cli.demo import DEMO_CLUSTER, DEMO_NODES, demo_folder, write_demo_configs
 from tandem.cli.services import CENTRAL, SERVICES
-from tandem.cli.stacks import check_stack_name, default_name, running, stack_file
+from tandem.cli.stacks import check_stack_name, default_name, stack_file
 from tandem.cli.supervisor import Child, Supervisor, die_with_parent
 from tandem.cli.up_stack import (
     AlreadyRunning,
     check_name_free,
     lock_store,
     remove_discovery,
+    stack_api_ports,
     write_discovery,
 )
 from tandem.events.api_tokens import file_line
@@ -57,16 +56,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _stack_api_ports() -> set[int]:
-    ports = set()
-    for stack in running():
-        with contextlib.suppress(ValueError, TypeError):
-            port = urlsplit(stack.get("api_url") or "").port
-            if port is not None:
-                ports.add(port)
-    return ports
-
-
 @dataclass(frozen=True)
 class ApiAccess:
     """The orchestrator's REST API of this `tandem up`, with demo tokens made for this run."""
@@ -83,7 +72,7 @@ class ApiAccess:
     def new(cls) -> ApiAccess:
         """8700 unless it is taken, or is another running stack's (its orchestrator may
         not listen yet)."""
-        port = 8700 if _port_free(8700) and 8700 not in _stack_api_ports() else free_port()
+        port = 8700 if _port_free(8700) and 8700 not in stack_api_ports() else free_port()
         return cls(port, secrets.token_urlsafe(24), secrets.token_urlsafe(24))
 
     def write_tokens_file(self, path: Path) -> None:

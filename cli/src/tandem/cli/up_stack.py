@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from tandem.cli.stacks import Stack, alive, find, running, stack_file, stacks_dir, state_root
 from tandem.events.private_files import write_private
@@ -96,3 +97,14 @@ def remove_discovery(path: Path) -> None:
     if pid == os.getpid() or (isinstance(pid, int) and not alive(pid)):
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def stack_api_ports() -> set[int]:
+    """The API ports of the running stacks (an orchestrator may not listen on its yet)."""
+    ports = set()
+    for stack in running():
+        with contextlib.suppress(ValueError, TypeError):
+            port = urlsplit(stack.get("api_url") or "").port
+            if port is not None:
+                ports.add(port)
+    return ports
