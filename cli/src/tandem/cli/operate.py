@@ -151,7 +151,7 @@ def _notes(node: Node) -> str:
         notes.append(f"guard deadline {node.guard_deadline.astimezone():%H:%M:%S.%f}"[:-3])
     for flag, text in (
         (node.isolated, "isolated"),
-        (node.awaiting_operator, "awaiting operator"),
+        (node.awaiting_operator, "awaiting operator (tandem reinstate)"),
         (node.standby, f"standby: {node.standby_reason}" if node.standby_reason else "standby"),
         (node.failover_mode == "managed", "managed failover"),
     ):
