@@ -224,7 +224,7 @@ def events_tail(
         asyncio.run(
             tail(
                 console,
-                cli_bus_settings(bus),
+                cli_bus_settings(bus, reads_only=True),
                 cluster=cluster,
                 event_type=type_,
                 count=count,
@@ -350,8 +350,6 @@ def status(
 ) -> None:
     """Show every node of every cluster (or one): role and since when, health, heartbeat
     and lease age, lag; running operations, open alerts and the last failed saga.
-
-    Example: tandem status --watch 2
     """
     from tandem.cli import operate, overview
 
@@ -368,10 +366,7 @@ def status(
 
 @app.command("list")
 def list_clusters(api: ApiOption = None, token: TokenOption = None) -> None:
-    """One line per cluster: its service, epoch and nodes (* the Active).
-
-    Example: tandem list
-    """
+    """One line per cluster: its service, epoch and nodes (* the Active)."""
     from tandem.cli import overview
 
     raise typer.Exit(overview.run_list(console, err, api=api, token=token))
