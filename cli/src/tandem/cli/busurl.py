@@ -111,18 +111,20 @@ def load_secrets(bus_url: str) -> SecureBusFiles | None:
         raise SettingsError(f"bus secrets {folder}: {exc}") from None
 
 
-def cli_bus_settings(flag: str | None) -> BusSettings:
+def cli_bus_settings(flag: str | None, *, reads_only: bool = False) -> BusSettings:
     """The bus settings of a CLI command (see the module's docstring): the admin's login
-    from the secrets folder unless the environment names a login itself. The other fields
+    from the secrets folder (the viewer's for a command that only reads events, when the
+    folder has one) unless the environment names a login itself. The other fields
     (timeouts...) come from ``TANDEM_BUS_*`` as usual."""
-    from tandem.events.bus_identities import ADMIN
+    from tandem.events.bus_identities import ADMIN, VIEWER
     from tandem.events.settings import load_bus_settings
 
     url = resolve_bus_url(flag)
     files = None if explicit_login() else load_secrets(url)
     if files is None:
         return load_bus_settings(servers=url)
-    return files.settings(ADMIN, servers=url)
+    user = VIEWER if reads_only and VIEWER in files.identities else ADMIN
+    return files.settings(user, servers=url)
 
 
 def service_login_env(service: str, cluster: str | None, node: str | None) -> dict[str, str]:
