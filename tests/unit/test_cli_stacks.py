@@ -96,6 +96,14 @@ def test_a_stack_killed_hard_is_ignored() -> None:
     assert resolve_api_url(None) == api_client.DEFAULT_API_URL
 
 
+def test_a_pid_reused_by_another_process_is_no_stack() -> None:
+    mine = stacks.process_start(os.getpid())
+    assert mine is not None  # Linux
+    stack("demo-a", pid_start=mine)
+    stack("reused", pid_start=mine - 1)
+    assert [s.name for s in stacks.running()] == ["demo-a"]
+
+
 def test_an_older_up_json_is_a_stack_named_up(state_dir: Path) -> None:
     (state_dir / "tandem").mkdir(parents=True)
     (state_dir / "tandem" / "up.json").write_text(

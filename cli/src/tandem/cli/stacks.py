@@ -82,6 +82,16 @@ def alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (Linux ``/proc``; None elsewhere):
+    a stack's pid reused by another process after a hard kill is not that stack."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return int(text[text.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass(frozen=True)
 class Stack:
     name: str
@@ -111,6 +121,9 @@ def _read(path: Path, name: str) -> Stack | None:
     pid = state.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or not alive(pid):
         return None
+    started = state.get("pid_start")
+    if isinstance(started, int) and process_start(pid) not in (None, started):
+        return None  # that pid is another process now
     return Stack(str(state.get("name") or name), path, state)
 
 

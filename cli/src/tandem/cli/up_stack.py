@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from tandem.cli.stacks import Stack, alive, find, running, stack_file, stacks_dir, state_root
+from tandem.cli.stacks import (
+    Stack,
+    alive,
+    find,
+    process_start,
+    running,
+    stack_file,
+    stacks_dir,
+    state_root,
+)
 from tandem.events.private_files import write_private
 
 log = logging.getLogger(__name__)
@@ -83,7 +92,9 @@ def write_discovery(name: str, state: dict[str, Any]) -> Path:
         with contextlib.suppress(OSError):
             os.chmod(part, 0o700)
     path = stack_file(name)
-    write_private(path, json.dumps({"name": name, "pid": os.getpid(), **state}, indent=2))
+    pid = os.getpid()
+    body = {"name": name, "pid": pid, "pid_start": process_start(pid), **state}
+    write_private(path, json.dumps(body, indent=2))
     return path
 
 
