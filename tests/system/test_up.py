@@ -27,13 +27,18 @@ pytestmark = pytest.mark.system
 
 
 def wait_for(path: Path, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    """The stack's discovery file once it names the services (it is first written, without
+    them, before anything listens: a stack started meanwhile leaves its ports)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+            state = json.loads(path.read_text())
+            if state.get("services"):
+                return state  # type: ignore[no-any-return]
         except (OSError, ValueError):
-            time.sleep(0.2)
-    raise AssertionError(f"{path} was never written")
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{path} was never written with its services")
 
 
 def tail_cmd(event_type: str, count: int) -> list[str]:

@@ -225,3 +225,13 @@ def test_the_root_stack_option_chooses_the_stack() -> None:
     os.environ.pop("TANDEM_STACK")  # what --stack set, for the next command of this test
     refused = runner.invoke(polish(app), ["logs"])
     assert refused.exit_code == 2 and "2 tandem up stacks are running" in refused.output
+
+
+def test_a_new_stack_leaves_the_ports_a_running_one_holds() -> None:
+    from tandem.cli import up
+
+    stack("demo-a", api_url="http://127.0.0.1:8700", ports=[8700, 8080, 8081, 8082])
+    assert up_stack.stack_ports() == {8700, 8080, 8081, 8082}
+    assert not up._port_free(8080)  # its demo app may not listen yet
+    assert up.ApiAccess.new().port != 8700
+    assert set(up.demo_ports().values()).isdisjoint({8081, 8082})

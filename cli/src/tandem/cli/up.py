@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from tandem.cli.busurl import service_identity
-from tandem.cli.demo import DEMO_CLUSTER, DEMO_NODES, demo_folder, write_demo_configs
+from tandem.cli.demo import DEMO_CLUSTER, DEMO_NODES, write_demo_configs
 from tandem.cli.services import CENTRAL, SERVICES
 from tandem.cli.stacks import check_stack_name, default_name, stack_file
 from tandem.cli.supervisor import Child, Supervisor, die_with_parent
@@ -31,9 +30,10 @@ from tandem.cli.up_stack import (
     check_name_free,
     lock_store,
     remove_discovery,
-    stack_api_ports,
+    stack_ports,
     write_discovery,
 )
+from tandem.cli.up_table import stack_table as _table
 from tandem.events.api_tokens import file_line
 from tandem.events.bus import Bus
 from tandem.events.bus_identities import ADMIN, VIEWER, agent_user
@@ -48,6 +48,9 @@ from tandem.events.subjects import ROLES_BUCKET, events_filter
 
 
 def _port_free(port: int) -> bool:
+    """Nobody listens on ``port``, and no running stack has it (it may not listen yet)."""
+    if port in stack_ports():
+        return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -70,9 +73,8 @@ class ApiAccess:
 
     @classmethod
     def new(cls) -> ApiAccess:
-        """8700 unless it is taken, or is another running stack's (its orchestrator may
-        not listen yet)."""
-        port = 8700 if _port_free(8700) and 8700 not in stack_api_ports() else free_port()
+        """8700 unless it is taken (``_port_free``)."""
+        port = 8700 if _port_free(8700) else free_port()
         return cls(port, secrets.token_urlsafe(24), secrets.token_urlsafe(24))
 
     def write_tokens_file(self, path: Path) -> None:
@@ -99,6 +101,7 @@ def plan_children(
     api: ApiAccess | None = None,
     public_port: int | None = None,
     secrets: SecureBusFiles | None = None,
+    node_ports: dict[str, int] | None = None,
 ) -> list[Child]:
     """The children of ``tandem up``. With ``secrets`` each logs in as its own identity:
     a central service by its environment, a demo node by its config's ``[bus]`` table."""
@@ -134,7 +137,8 @@ def plan_children(
             if secrets is not None
             else {}
         )
-        configs = write_demo_configs(root, bus_url, bus_port, demo_ports(), public, logins)
+        ports = node_ports or demo_ports()
+        configs = write_demo_configs(root, bus_url, bus_port, ports, public, logins)
         for node in DEMO_NODES:
             argv = [python, "-m", agent.module, "--config", str(configs[node])]
             children.append(Child(f"agent-{node}", argv, dict(base), logs / f"agent-{node}.log"))
@@ -251,6 +255,10 @@ async def _run_stack(
             await write_first_role(bus)
         api = ApiAccess.new()
         public_port = demo_public_port()
+        node_ports = demo_ports() if demo else {}
+        # Written before anything listens: a stack started meanwhile leaves these ports.
+        held = [api.port, public_port, *node_ports.values()]
+        discovery = _write_state(server, root, [], api, secrets, stack, held)
         children = plan_children(
             server.url,
             root / "logs",
@@ -260,10 +268,11 @@ async def _run_stack(
             api,
             public_port,
             secrets,
+            node_ports,
         )
         for child in children:
             await supervisor.start(child)
-        discovery = _write_state(server, root, children, api, secrets, stack)
+        discovery = _write_state(server, root, children, api, secrets, stack, held)
         started = await _wait_started(
             bus, expected=len(children) + 2 * demo * len(DEMO_NODES), timeout_s=30
         )
@@ -328,13 +337,6 @@ def _print_bus_logins(console: Console, secrets: SecureBusFiles) -> None:
         )
 
 
-def _announces(child: Child) -> tuple[str, str]:
-    """The (service, node) a child names in its ServiceStarted event."""
-    if child.name.startswith("agent-"):
-        return "agent", child.name.removeprefix("agent-")
-    return child.name, child.name.replace("_", "-")
-
-
 def _write_state(
     server: NatsServer,
     root: Path,
@@ -342,6 +344,7 @@ def _write_state(
     api: ApiAccess,
     secrets: SecureBusFiles | None = None,
     name: str = "tandem",
+    ports: list[int] | None = None,
 ) -> Path:
     """The stack's discovery file (``up_stack.write_discovery``), 0600: it holds this run's
     API tokens. The bus passwords stay in their own folder: the other commands find them by
@@ -359,39 +362,6 @@ def _write_state(
             "operator_token": api.operator_token,
             "services": {c.name: c.pid for c in children},
             "logs_dir": str(root / "logs"),
+            "ports": ports or [api.port],
         },
     )
-
-
-def _table(
-    server: NatsServer,
-    root: Path,
-    children: list[Child],
-    started: list[ServiceStarted],
-    api: ApiAccess,
-    public_port: int,
-    stack: str = "tandem",
-) -> Table:
-    table = Table(title=f"Tandem is up: stack {stack}", show_lines=False)
-    for col in ("component", "where", "status"):
-        table.add_column(col)
-    table.add_row("bus (nats-server)", server.url, "ready: TLS, login required")
-    if server.http_port:
-        table.add_row("bus monitoring", f"http://127.0.0.1:{server.http_port}", "")
-    table.add_row("store", str(root), f"stack {stack}: tandem --stack {stack} ...")
-    table.add_row("orchestrator API", f"{api.url}/api/v1  (docs: {api.url}/docs)", "")
-    if any(c.name.startswith("agent-") for c in children):
-        table.add_row("demo app", f"http://127.0.0.1:{public_port}/items", "on the Active")
-        table.add_row("demo data (Active)", str(demo_folder(root, DEMO_NODES[0])), "write here")
-        table.add_row(
-            "demo replica (Passive)", str(demo_folder(root, DEMO_NODES[1])), "see it here"
-        )
-    announced = {(e.payload.service, e.node) for e in started}
-    for child in children:
-        ok = _announces(child) in announced
-        table.add_row(
-            child.name,
-            f"pid {child.pid}, log {child.log_path}",
-            "started" if ok else "[red]no ServiceStarted yet[/]",
-        )
-    return table

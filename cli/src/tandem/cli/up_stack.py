@@ -110,10 +110,14 @@ def remove_discovery(path: Path) -> None:
             path.unlink()
 
 
-def stack_api_ports() -> set[int]:
-    """The API ports of the running stacks (an orchestrator may not listen on its yet)."""
-    ports = set()
+def stack_ports() -> set[int]:
+    """The ports the running stacks hold (their API's, their demo's): one may not listen on
+    them yet, and a stack started meanwhile must not take them."""
+    ports: set[int] = set()
     for stack in running():
+        held = stack.state.get("ports")
+        if isinstance(held, list):
+            ports.update(p for p in held if isinstance(p, int))
         with contextlib.suppress(ValueError, TypeError):
             port = urlsplit(stack.get("api_url") or "").port
             if port is not None:
