@@ -152,5 +152,7 @@ def test_two_stacks_on_one_host_and_a_hard_kill(
                 proc.send_signal(signal.SIGINT)
         outputs = [proc.communicate(timeout=90)[0] for proc in procs]
     assert b.returncode == 0, outputs[1]
-    assert "Tandem is up: stack other" in outputs[1]
+    said_b = " ".join(outputs[1].split())
+    assert "Tandem is up: stack other" in said_b
+    assert f"also running on this host: demo-a (pid {a.pid}" in said_b, said_b
     assert not (stacks / "other.json").exists()

@@ -28,6 +28,10 @@ EXIT_CODES: dict[str, str] = {
     "logs": "0 done (or Ctrl-C), 2 no such log or no stack",
     "token new": "0",
     "token hash": "0, 2 not a valid token",
+    "srm failover": "0 done or already there, 1 failed or timed out, 2 refused, 3 unreachable",
+    "srm failback": "0 done or already there, 1 failed or timed out, 2 refused, 3 unreachable",
+    "srm write-steps": "0 written, 1 not written (the folder), 2 bad input",
+    "vmware clone-secondary": "0 cloned, 1 failed, 2 refused or bad config, 3 vCenter unreachable",
 }
 
 EXAMPLES: dict[str, list[str]] = {
@@ -73,6 +77,13 @@ EXAMPLES: dict[str, list[str]] = {
     "token new": ["tandem token new --role operator"],
     "token hash": ['echo "$TOKEN" | tandem token hash --role viewer'],
     "version": ["tandem version"],
+    "srm failover": ["tandem srm failover --group erp --token-file c:\\tandem\\token"],
+    "srm failback": ["tandem srm failback --group erp --token-file c:\\tandem\\token"],
+    "srm write-steps": [
+        "tandem srm write-steps --group erp --dir ./steps --token-file c:\\tandem\\token "
+        "--srm-dir c:\\tandem"
+    ],
+    "vmware clone-secondary": ["tandem vmware clone-secondary --vm db1 --name db2"],
 }
 
 

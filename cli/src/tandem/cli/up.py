@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from tandem.cli.busurl import service_identity
 from tandem.cli.demo import DEMO_CLUSTER, DEMO_NODES, write_demo_configs
 from tandem.cli.services import CENTRAL, SERVICES
-from tandem.cli.stacks import check_stack_name, default_name, stack_file
+from tandem.cli.stacks import check_stack_name, default_name, running, stack_file
 from tandem.cli.supervisor import Child, Supervisor, die_with_parent
 from tandem.cli.up_stack import (
     AlreadyRunning,
@@ -216,6 +217,14 @@ async def run_up(
         if temp:
             shutil.rmtree(root, ignore_errors=True)
         return 2
+    others = [s.describe() for s in running() if s.pid != os.getpid()]
+    if others:
+        console.print(
+            f"[yellow]also running on this host: {escape(', '.join(others))}; this one is stack "
+            f"{stack}: while more than one runs, the other commands need `tandem --stack NAME` "
+            "(or TANDEM_STACK=NAME)[/]",
+            soft_wrap=True,
+        )
     try:
         return await _run_stack(console, root, temp, stack, nats_port, demo)
     finally:
