@@ -11,16 +11,16 @@ ApiOption = Annotated[
     str | None,
     typer.Option(
         "--api",
-        help="Orchestrator API URL (default: TANDEM_API_URL, a running `tandem up`, "
-        "or http://127.0.0.1:8700).",
+        help="Orchestrator API URL (default: TANDEM_API_URL, the `tandem up` stack (`tandem "
+        "--stack NAME`, TANDEM_STACK, or the only one running), or http://127.0.0.1:8700).",
     ),
 ]
 TokenOption = Annotated[
     str | None,
     typer.Option(
         "--token",
-        help="API bearer token (default: TANDEM_API_TOKEN, or a running `tandem up`'s "
-        "operator token).",
+        help="API bearer token (default: TANDEM_API_TOKEN, or the `tandem up` stack's: its "
+        "viewer token to read, its operator token to act).",
     ),
 ]
 #: ``tandem srm``'s ``--token``: the same option, with the shorter help it has always shown
