@@ -156,3 +156,23 @@ def test_two_stacks_on_one_host_and_a_hard_kill(
     assert "Tandem is up: stack other" in said_b
     assert f"also running on this host: demo-a (pid {a.pid}" in said_b, said_b
     assert not (stacks / "other.json").exists()
+
+
+def test_a_child_started_with_parent_death_ends_with_its_spawner() -> None:
+    # What `tandem up` gives nats-server and each service, on its own: a spawner SIGKILLed.
+    code = (
+        "import subprocess, sys, time; from tandem.cli.supervisor import parent_death; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
+        "preexec_fn=parent_death()); print(child.pid, flush=True); time.sleep(300)"
+    )
+    spawner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert spawner.stdout is not None
+    child = psutil.Process(int(spawner.stdout.readline()))
+    assert child.is_running()
+    spawner.kill()
+    spawner.wait(timeout=30)
+
+    def gone() -> bool:
+        return not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+    until(gone, 30, "the child to end with its spawner")

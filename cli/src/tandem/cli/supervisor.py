@@ -18,11 +18,21 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """In the child (Linux): get SIGTERM if the supervisor dies, so nothing is left orphaned."""
+def die_with_parent(parent: int | None = None) -> None:
+    """In the child (Linux): get SIGTERM if the supervisor dies, so nothing is left orphaned.
+    With ``parent`` (the spawner's pid): a spawner that died between the fork and this call
+    sends nothing, so the child that sees another parent ends at once."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if parent is not None and os.getppid() != parent:
+            os._exit(1)
+
+
+def parent_death() -> Callable[[], None]:
+    """A ``preexec_fn`` for a child of this process: ``die_with_parent`` of this pid."""
+    parent = os.getpid()
+    return lambda: die_with_parent(parent)
 
 
 @dataclass
@@ -65,7 +75,7 @@ class Supervisor:
                 env={**os.environ, **child.env},
                 # Ctrl-C reaches only the supervisor, which then stops the children in order.
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=parent_death(),
             )
 
     async def _watch(self, child: Child) -> None:

@@ -25,7 +25,7 @@ from tandem.cli.busurl import service_identity
 from tandem.cli.demo import DEMO_CLUSTER, DEMO_NODES, write_demo_configs
 from tandem.cli.services import CENTRAL, SERVICES
 from tandem.cli.stacks import check_stack_name, default_name, running, stack_file
-from tandem.cli.supervisor import Child, Supervisor, die_with_parent
+from tandem.cli.supervisor import Child, Supervisor, parent_death
 from tandem.cli.up_stack import (
     AlreadyRunning,
     check_name_free,
@@ -244,7 +244,7 @@ async def _run_stack(
         port=port if port > 0 else -1,
         extra_config=secrets.server_config(),
         # A `tandem up` killed hard takes its bus with it (as it does its services).
-        preexec_fn=die_with_parent,
+        preexec_fn=parent_death(),
     )
     supervisor = Supervisor(lambda line: console.print(f"[yellow]supervisor:[/] {line}"))
     stop = asyncio.Event()
