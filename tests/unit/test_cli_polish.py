@@ -53,6 +53,8 @@ def test_examples_are_in_the_help(cli: typer.Typer) -> None:
 
 
 def test_the_tail_window_counts_from_the_end() -> None:
+    assert window(None, None) == 10
+    assert window(None, 50) == 50  # --count 50 alone: the last 50
     assert window(10, None) == 10
     assert window(10, 1) == 1  # --count 1: the newest, not the oldest of the last 10
     assert window(100000, 9) == 9

@@ -75,10 +75,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= SHORT else text[: SHORT - 3] + "..."
 
 
-def window(history: int, count: int | None) -> int:
+DEFAULT_HISTORY = 10
+
+
+def window(history: int | None, count: int | None) -> int:
     """How many matching events back to start: the last ``count`` when given (never more
-    than ``history``), else ``history``."""
-    return history if count is None else min(history, count)
+    than a ``history`` given too), else ``history`` (10 when not given)."""
+    if count is None:
+        return DEFAULT_HISTORY if history is None else history
+    return count if history is None else min(history, count)
 
 
 async def _pending_from(bus: Bus, subject: str, seq: int) -> int:
@@ -122,7 +127,7 @@ async def tail(
     cluster: str | None,
     event_type: str | None,
     count: int | None,
-    history: int,
+    history: int | None,
     idle_timeout_s: float | None,
     as_json: bool = False,
     full: bool = False,

@@ -205,9 +205,14 @@ def events_tail(
         ),
     ] = None,
     history: Annotated[
-        int,
-        typer.Option(help="Start this many matching events back (0: only new events).", min=0),
-    ] = 10,
+        int | None,
+        typer.Option(
+            help="Start this many matching events back (0: only new events; default 10, "
+            "with --count N: N).",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
     idle_timeout: Annotated[
         float | None, typer.Option(help="Exit after this many seconds without an event.")
     ] = None,
