@@ -23,7 +23,7 @@ from typing import Any
 try:  # typer vendors click (0.2x): its command runner knows only its own exceptions
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover  (a typer on click itself)
-    from click import ClickException
+    from click import ClickException  # type: ignore[assignment]
 
 STACK_ENV = "TANDEM_STACK"
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
