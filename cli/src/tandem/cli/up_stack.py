@@ -58,13 +58,12 @@ def lock_store(root: Path) -> IO[str]:
         handle.close()
         stack = find("store_dir", str(root))
         if stack is not None:
-            what = _describe(stack)
+            what, use = _describe(stack), f"tandem --stack {stack.name} ..."
         else:
-            what = f"pid {holder or '?'} (still starting?)"
+            what, use = f"pid {holder or '?'} (still starting?)", "tandem --stack NAME ..."
         raise AlreadyRunning(
             f"a tandem up is already running on store {root}: {what}. Use that one "
-            "(tandem --stack NAME ...), stop it (Ctrl-C where it runs), or give another "
-            "--store-dir"
+            f"({use}), stop it (Ctrl-C where it runs), or give another --store-dir"
         ) from None
     handle.seek(0)
     handle.truncate()
