@@ -209,11 +209,14 @@ async def run_up(
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     stack = check_stack_name(name) if name else default_name(store_dir, os.getpid())
+    lock = None
     try:
         lock = lock_store(root)
         check_name_free(stack)
     except AlreadyRunning as exc:
-        console.print(f"[red]{exc}[/]", soft_wrap=True)
+        if lock is not None:
+            lock.close()
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
         if temp:
             shutil.rmtree(root, ignore_errors=True)
         return 2
