@@ -290,9 +290,9 @@ class ApiMetrics:
             role = node.role.value if node.role is not None else NO_ROLE
             for name in (*(r.value for r in Role), NO_ROLE):
                 self.node_role.labels(**labels, role=name).set(1 if name == role else 0)
-            for status in HealthStatus:
-                self.node_health.labels(**labels, status=status.value).set(
-                    1 if node.health == status else 0
+            for health in HealthStatus:
+                self.node_health.labels(**labels, status=health.value).set(
+                    1 if node.health == health else 0
                 )
             self.lag_batches.labels(**labels).set(node.lag_batches)
             self.lag_bytes.labels(**labels).set(node.lag_bytes)
