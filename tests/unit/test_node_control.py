@@ -156,8 +156,13 @@ async def test_a_cleanup_resets_the_ladders_and_clears_only_a_stale_fence(tmp_pa
     assert result.ok and b.fenced and b.ladder_resets == 2
     assert "b fenced itself at epoch 2, the current one (lease lost)" in str(result.data["kept"])
 
+    # A newer epoch but no role known yet (a restart): not known to be a Passive, kept.
+    b.epoch, b.role = 3, None
+    result = await node.handle(command.model_copy(update={"idempotency_key": "k2b"}))
+    assert result.ok and b.fenced and "has no role at epoch 3 yet" in str(result.data["kept"])
+
     # The role record moved on since (epoch 3 names another node): a stale fence, cleared.
-    b.epoch = 3
+    b.role = Role.PASSIVE
     result = await node.handle(command.model_copy(update={"idempotency_key": "k3"}))
     assert result.ok and not b.fenced and result.data == {"unfenced": True}
     assert "stale fence cleared (fenced at epoch 2: lease lost" in result.reason

@@ -82,9 +82,11 @@ class NodeControl:
         data: dict[str, object] = {}
         b = self.board
         if b.fenced and command.payload.clear_stale_fence:
-            if b.role is not Role.ACTIVE and b.epoch > b.fenced_epoch:
+            if b.role is Role.PASSIVE and b.epoch > b.fenced_epoch:
                 # The role record moved on since it fenced (another node was made Active):
                 # a hidden Passive that only still says "fenced". Nothing is exposed here.
+                # (No role yet, after a restart, is not known Passive: the fence stays, or
+                # the node's own reconcile could resume it as Active outside any saga.)
                 why = b.fenced_reason or "no reason recorded"
                 b.fenced, b.fenced_reason, b.fenced_since = False, "", None
                 done.append(
@@ -92,6 +94,12 @@ class NodeControl:
                     f"cluster is at epoch {b.epoch} and {self.node} is a Passive)"
                 )
                 data["unfenced"] = True
+            elif b.epoch > b.fenced_epoch:
+                data["kept"] = (
+                    f"{self.node} fenced itself at epoch {b.fenced_epoch} and has no role "
+                    f"at epoch {b.epoch} yet: kept until it is known Passive (or a saga "
+                    "brings it up)"
+                )
             else:
                 why = b.fenced_reason or "no reason recorded"
                 data["kept"] = (
