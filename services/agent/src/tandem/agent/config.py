@@ -149,6 +149,15 @@ class PublicIdentityConfig(_Section):
                 raise ValueError(f"{', '.join(dns_only)} are for the dns identity only")
         return self
 
+    def describe(self) -> str:
+        """Where clients reach the Active, for people (``tandem status``): the node's lease
+        carries it to the orchestrator."""
+        if self.kind == "lan":
+            return f"{self.address}/{self.prefix_len} on {self.interface}"
+        if self.kind == "dns":
+            return f"{self.dns_name} -> {self.site_address}"
+        return f"127.0.0.1:{self.port} (loopback)" if self.port else "loopback"
+
     def resolved_platform(self) -> Literal["linux", "windows"]:
         if self.platform is not None:
             return self.platform

@@ -71,6 +71,8 @@ class LeaseRecord(BaseModel):
     failover_mode: str | None = None
     #: Wall clock: the node guard hides the node at this time unless renewed (for people).
     serve_until: float | None = None
+    #: Where clients reach this node while it is Active (``PublicIdentityConfig.describe``).
+    public: str | None = None
 
 
 class LeaseKeeper:
@@ -91,6 +93,7 @@ class LeaseKeeper:
         failover_mode: str | None = None,
         guard: GuardLink | None = None,
         own_connection: bool = False,
+        public: str | None = None,
     ) -> None:
         self.bus = bus
         self.cluster = cluster
@@ -106,6 +109,7 @@ class LeaseKeeper:
         self.failover_mode = failover_mode
         self.guard = guard
         self.own_connection = own_connection
+        self.public = public
         self.last_renewed: float | None = None
         #: ``last_renewed`` on the boot clock (the guard's), and on the wall clock.
         self._renewed_boot: float | None = None
@@ -198,6 +202,7 @@ class LeaseKeeper:
                 failover_timeout_s=self.failover_timeout_s,
                 failover_mode=self.failover_mode,
                 serve_until=self.board.serve_until,
+                public=self.public,
             )
             .model_dump_json()
             .encode()

@@ -156,6 +156,7 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         failover_mode=c.failover.mode,
         guard=guard,
         own_connection=True,
+        public=c.public.describe(),
     )
     executor = StepExecutor(
         c.cluster,

@@ -48,6 +48,8 @@ class Seen:
     #: The role and epoch the lease's last value says the node plays.
     lease_role: str | None = None
     lease_epoch: int | None = None
+    #: Where clients reach the node while Active, as its lease says.
+    public: str | None = None
     #: When the lease was last read (found, or found absent): this process's clock.
     lease_read_at: float | None = None
 
@@ -151,6 +153,8 @@ class Liveness:
             epoch = data.get("epoch")
             ok = isinstance(epoch, int) and not isinstance(epoch, bool)
             entry.lease_epoch = epoch if ok else None
+            public = data.get("public")
+            entry.public = public if isinstance(public, str) else None
 
     def heartbeat(self, cluster: str, node: str) -> Heartbeat | None:
         entry = self.seen.get((cluster, node))

@@ -153,6 +153,7 @@ class OrchestratorViews:
             "lease_age_s": age(entry.lease_at),
             "lease_role": entry.lease_role,
             "lease_epoch": entry.lease_epoch,
+            "public_address": entry.public,
         }
 
     def _late(self, entry: Seen | None, interval_s: float) -> float | None:

@@ -79,6 +79,9 @@ class NodeView(_View):
     lease_epoch: int | None = None
     #: automatic / managed (``[failover] mode``, from its lease).
     failover_mode: str = "automatic"
+    #: Where clients reach it while it is Active (its ``[public]`` identity, from its lease):
+    #: ``10.0.0.50/32 on eth0``, ``db.example.com -> 192.0.2.10``, ``127.0.0.1:8080 (loopback)``.
+    public_address: str | None = None
 
 
 class PendingFailover(_View):
