@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from tandem.cli import main, operate
+from tandem.cli import actions, main, operate
 from tandem.cli.api_client import (
     DEFAULT_API_URL,
     ApiClient,
@@ -229,8 +229,10 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     monkeypatch.setattr(operate, "client_factory", factory)
     monkeypatch.setattr(operate, "clock", fake_time.clock)
     monkeypatch.setattr(operate, "sleep", fake_time.sleep)
-    monkeypatch.setattr(main, "console", _console(out))
-    monkeypatch.setattr(main, "err", _console(err))
+    console, err_console = _console(out), _console(err)
+    for module in (main, actions):  # status prints from main, the operations from actions
+        monkeypatch.setattr(module, "console", console)
+        monkeypatch.setattr(module, "err", err_console)
     monkeypatch.setenv("TANDEM_API_URL", API)
     monkeypatch.setenv("TANDEM_API_TOKEN", TOKEN)
     yield Cli(orchestrator, fake_time, out, err, calls)

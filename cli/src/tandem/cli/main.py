@@ -6,11 +6,13 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from tandem.cli.actions import group_app
+from tandem.cli.actions import register as register_actions
 from tandem.cli.bus_secrets import secrets_command
 from tandem.cli.busurl import cli_bus_settings, resolve_bus_url, service_login_env
 from tandem.cli.dns import dns_app
@@ -24,9 +26,6 @@ from tandem.cli.srm import srm_app
 from tandem.cli.tokens import token_app
 from tandem.cli.vmware import vmware_app
 
-if TYPE_CHECKING:
-    from tandem.cli.operate import Action
-
 app = typer.Typer(
     help="Tandem: keep a critical application running across servers and sites.",
     no_args_is_help=True,
@@ -34,7 +33,6 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Read the event stream.", no_args_is_help=True)
 bus_app = typer.Typer(help="Look after the bus (NATS JetStream).", no_args_is_help=True)
-group_app = typer.Typer(help="Act on groups of clusters.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(bus_app, name="bus")
 bus_app.command("secrets")(secrets_command)
@@ -79,20 +77,6 @@ BusOption = Annotated[
         "nats://127.0.0.1:4222). Login: TANDEM_BUS_USER/_PASSWORD, else the admin of "
         "TANDEM_SECRETS_DIR or of the running `tandem up`.",
     ),
-]
-
-ToOption = Annotated[
-    str | None,
-    typer.Option("--to", help="The node to make Active (default: the orchestrator's pick)."),
-]
-ReasonOption = Annotated[
-    str | None, typer.Option("--reason", help="Why; recorded with the operation.")
-]
-WaitOption = Annotated[
-    bool, typer.Option("--wait/--no-wait", help="Follow the saga until it ends.")
-]
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="Stop waiting after this many seconds.", min=0)
 ]
 
 
@@ -377,82 +361,8 @@ def list_clusters(api: ApiOption = None, token: TokenOption = None) -> None:
     raise typer.Exit(overview.run_list(console, err, api=api, token=token))
 
 
-def _run_action(action: Action, target: str, **options: Any) -> NoReturn:
-    """The operation commands differ only in their options: one place starts them."""
-    from tandem.cli import operate
-
-    raise typer.Exit(operate.run_action(console, err, action, target, **options))
-
-
-@app.command()
-def switchover(
-    cluster: Annotated[str, typer.Argument(help="The cluster.")],
-    to: ToOption = None,
-    reason: ReasonOption = None,
-    wait: WaitOption = True,
-    timeout: TimeoutOption = 300.0,
-    api: ApiOption = None,
-    token: TokenOption = None,
-) -> None:
-    """Planned switchover: move the Active role to a Passive, in order, with no data loss."""
-    _run_action(
-        "switchover",
-        cluster,
-        api=api,
-        token=token,
-        to=to,
-        reason=reason,
-        wait=wait,
-        timeout_s=timeout,
-    )
-
-
-@app.command()
-def failover(
-    cluster: Annotated[str, typer.Argument(help="The cluster.")],
-    confirm: Annotated[
-        bool, typer.Option("--confirm", help="Yes: the Active is down, take over without it.")
-    ] = False,
-    to: ToOption = None,
-    reason: ReasonOption = None,
-    wait: WaitOption = True,
-    timeout: TimeoutOption = 300.0,
-    api: ApiOption = None,
-    token: TokenOption = None,
-) -> None:
-    """Failover: make a Passive the Active when the Active is lost (needs --confirm)."""
-    _run_action(
-        "failover",
-        cluster,
-        api=api,
-        token=token,
-        to=to,
-        reason=reason,
-        wait=wait,
-        timeout_s=timeout,
-        confirm=confirm,
-    )
-
-
-@group_app.command("switchover")
-def group_switchover(
-    group: Annotated[str, typer.Argument(help="The group.")],
-    reason: ReasonOption = None,
-    wait: WaitOption = True,
-    timeout: TimeoutOption = 300.0,
-    api: ApiOption = None,
-    token: TokenOption = None,
-) -> None:
-    """Switch every cluster of a group over, in dependency order."""
-    _run_action(
-        "group switchover",
-        group,
-        api=api,
-        token=token,
-        reason=reason,
-        wait=wait,
-        timeout_s=timeout,
-    )
+# After the commands above: the app lists its commands in the order they were added.
+register_actions(app)
 
 
 def main() -> int:
