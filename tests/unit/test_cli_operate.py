@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from tandem.cli import actions, main, operate
+from tandem.cli import actions, main, operate, status_view
 from tandem.cli.api_client import (
     DEFAULT_API_URL,
     ApiClient,
@@ -350,7 +350,7 @@ def test_status_shows_the_targets_replication_state() -> None:
         )
     )
     buffer = io.StringIO()
-    operate.render_status(_console(buffer), [cluster], {})
+    status_view.render_status(_console(buffer), [cluster], {})
     secondary = next(line for line in buffer.getvalue().splitlines() if "passive" in line)
     assert "catching up" in secondary
 
@@ -374,7 +374,7 @@ def test_status_shows_a_targets_lag_in_bytes_batches_and_the_age_of_its_oldest()
         )
     )
     buffer = io.StringIO()
-    operate.render_status(_console(buffer), [cluster], {})
+    status_view.render_status(_console(buffer), [cluster], {})
     lines = buffer.getvalue().splitlines()
     secondary = next(line for line in lines if "passive" in line)
     assert "1.5 KiB, 3 batches, oldest 4.1s" in secondary
@@ -383,10 +383,10 @@ def test_status_shows_a_targets_lag_in_bytes_batches_and_the_age_of_its_oldest()
 
 
 def test_human_seconds() -> None:
-    assert operate.human_seconds(0.04) == "0.0s"
-    assert operate.human_seconds(59.4) == "59.4s"
-    assert operate.human_seconds(725) == "12m05s"
-    assert operate.human_seconds(3 * 3600 + 12 * 60 + 9) == "3h12m"
+    assert status_view.human_seconds(0.04) == "0.0s"
+    assert status_view.human_seconds(59.4) == "59.4s"
+    assert status_view.human_seconds(725) == "12m05s"
+    assert status_view.human_seconds(3 * 3600 + 12 * 60 + 9) == "3h12m"
 
 
 @pytest.mark.parametrize(
@@ -399,7 +399,7 @@ def test_the_service_is_coloured(service: str, colour: str) -> None:
     cluster = Cluster.model_validate(cluster_json(service=service, service_reason="why"))
     buffer = io.StringIO()
     console = Console(file=buffer, width=200, color_system="standard", force_terminal=True)
-    operate.render_status(console, [cluster], {})
+    status_view.render_status(console, [cluster], {})
     first = buffer.getvalue().splitlines()[0]
     assert f"\x1b[1;{colour}m{service.replace('_', ' ')}\x1b[0m" in first
 
@@ -606,10 +606,10 @@ def test_wait_raises_a_4xx() -> None:
 
 
 def test_human_bytes() -> None:
-    assert operate.human_bytes(0) == "0 B"
-    assert operate.human_bytes(1023) == "1023 B"
-    assert operate.human_bytes(1536) == "1.5 KiB"
-    assert operate.human_bytes(3 << 30) == "3.0 GiB"
+    assert status_view.human_bytes(0) == "0 B"
+    assert status_view.human_bytes(1023) == "1023 B"
+    assert status_view.human_bytes(1536) == "1.5 KiB"
+    assert status_view.human_bytes(3 << 30) == "3.0 GiB"
 
 
 # -- where the API is, and the token --------------------------------------------------------

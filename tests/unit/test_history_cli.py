@@ -114,10 +114,10 @@ def _cluster_json() -> dict[str, object]:
 
 
 def test_status_shows_time_in_role_heartbeat_and_lease_ages() -> None:
-    from tandem.cli import operate
+    from tandem.cli import status_view
 
     buffer = io.StringIO()
-    operate.render_status(
+    status_view.render_status(
         Console(file=buffer, width=250), [Cluster.model_validate(_cluster_json())], {}
     )
     lines = buffer.getvalue().splitlines()

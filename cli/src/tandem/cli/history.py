@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tandem.cli import operate
+from tandem.cli import operate, status_view
 from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable
 from tandem.cli.maintenance import parse_duration
 from tandem.cli.options import ApiOption, TokenOption
@@ -99,7 +99,7 @@ def history_table(sagas: list[SagaSummary]) -> Table:
         table.add_column(column, no_wrap=column not in ("why", "outcome"), overflow="fold")
     table.add_column("saga", no_wrap=True, style="dim")
     for s in sagas:
-        took = operate.human_seconds(s.duration_s) if s.duration_s is not None else "-"
+        took = status_view.human_seconds(s.duration_s) if s.duration_s is not None else "-"
         style = _OUTCOME_STYLE.get(s.outcome, "")
         outcome = escape(s.outcome.replace("_", " "))
         if s.outcome_reason and s.outcome != "completed":

@@ -1,5 +1,5 @@
 """``tandem status --json|--watch`` and ``tandem list``: the overview of every cluster, read
-from the orchestrator's API (``operate`` draws the table); what failed (open alerts, the
+from the orchestrator's API (``status_view`` draws the table); what failed (open alerts, the
 last saga that failed or stopped for an operator) under it.
 
 Exit codes as ``operate``: 0 shown, 2 refused (unknown cluster, token), 3 unreachable.
@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from tandem.cli import operate
+from tandem.cli import operate, status_view
 from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable, Cluster, Saga
 
 #: The watch's pause between two reads (tests replace it).
@@ -78,10 +78,10 @@ def run_status_json(console: Console, err: Console, *, api: str | None, token: s
 def overview(clusters: list[Cluster], sagas: dict[str, Saga]) -> RenderableType:
     if not clusters:
         return Text("the orchestrator knows no cluster yet")
-    parts: list[RenderableType] = [Text.from_markup(operate.service_line(c)) for c in clusters]
-    parts.append(operate.status_table(clusters))
+    parts: list[RenderableType] = [Text.from_markup(status_view.service_line(c)) for c in clusters]
+    parts.append(status_view.status_table(clusters))
     for c in clusters:
-        parts.extend(Text(line) for line in operate.saga_lines(c, sagas.get(c.saga or "")))
+        parts.extend(Text(line) for line in status_view.saga_lines(c, sagas.get(c.saga or "")))
         parts.extend(Text(line) for line in problem_lines(c))
     return Group(*parts)
 
@@ -139,5 +139,5 @@ def run_list(console: Console, err: Console, *, api: str | None, token: str | No
         extra = f"  epoch {c.epoch}  nodes {nodes or '-'}"
         if c.saga:
             extra += f"  saga {c.saga} running"
-        console.print(operate.service_line(c) + escape(extra), highlight=False, soft_wrap=True)
+        console.print(status_view.service_line(c) + escape(extra), highlight=False, soft_wrap=True)
     return operate.EXIT_OK

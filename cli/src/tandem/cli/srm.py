@@ -19,7 +19,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from tandem.cli import operate
+from tandem.cli import operate, status_view
 from tandem.cli.api_client import (
     ApiClient,
     ApiError,
@@ -125,7 +125,7 @@ def _wait(client: ApiClient, group: str, saga_id: str, timeout_s: float) -> Saga
         raise _api_failure(exc, f"group {group}: lost track of saga {saga_id}") from None
     saga = result.saga
     if result.timed_out or saga is None:
-        where = f" ({operate.describe_progress(saga)})" if saga else ""
+        where = f" ({status_view.describe_progress(saga)})" if saga else ""
         last = f"; last error: {result.error}" if result.error else ""
         raise SrmFailure(
             operate.EXIT_FAILED,
