@@ -22,15 +22,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from tandem.cli import actions, main, operate, status_view
-from tandem.cli.api_client import (
-    DEFAULT_API_URL,
-    ApiClient,
-    ApiError,
-    ApiUnreachable,
-    Saga,
-    resolve_api_url,
-    resolve_token,
-)
+from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable
+from tandem.cli.api_models import Saga
+from tandem.cli.api_target import DEFAULT_API_URL, resolve_api_url, resolve_token
 
 API = "http://orchestrator.test:8700"
 TOKEN = "op-token"
@@ -337,7 +331,7 @@ def test_status_of_an_older_orchestrator_without_service_does_not_say_ok(cli: Cl
 
 
 def test_status_shows_the_targets_replication_state() -> None:
-    from tandem.cli.api_client import Cluster
+    from tandem.cli.api_models import Cluster
 
     cluster = Cluster.model_validate(
         cluster_json(
@@ -356,7 +350,7 @@ def test_status_shows_the_targets_replication_state() -> None:
 
 
 def test_status_shows_a_targets_lag_in_bytes_batches_and_the_age_of_its_oldest() -> None:
-    from tandem.cli.api_client import Cluster
+    from tandem.cli.api_models import Cluster
 
     cluster = Cluster.model_validate(
         cluster_json(
@@ -394,7 +388,7 @@ def test_human_seconds() -> None:
     [("serving", "32"), ("degraded", "33"), ("down", "31"), ("needs_operator", "31")],
 )
 def test_the_service_is_coloured(service: str, colour: str) -> None:
-    from tandem.cli.api_client import Cluster
+    from tandem.cli.api_models import Cluster
 
     cluster = Cluster.model_validate(cluster_json(service=service, service_reason="why"))
     buffer = io.StringIO()

@@ -14,8 +14,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tandem.cli import api_client, stacks, up_stack
-from tandem.cli.api_client import ApiClient, resolve_api_url, resolve_token
+from tandem.cli import api_target, stacks, up_stack
+from tandem.cli.api_client import ApiClient
+from tandem.cli.api_target import resolve_api_url, resolve_token
 from tandem.cli.helptext import polish
 from tandem.cli.main import app
 from tandem.cli.stacks import StackError
@@ -54,7 +55,7 @@ def stack(name: str, pid: int | None = None, **state: Any) -> Path:
 
 def test_no_stack_running_means_the_defaults() -> None:
     assert stacks.select() is None
-    assert resolve_api_url(None) == api_client.DEFAULT_API_URL
+    assert resolve_api_url(None) == api_target.DEFAULT_API_URL
     assert resolve_token(None) is None
 
 
@@ -93,7 +94,7 @@ def test_a_named_stack_that_does_not_run_is_refused(monkeypatch: pytest.MonkeyPa
 def test_a_stack_killed_hard_is_ignored() -> None:
     stack("gone", pid=dead_pid())
     assert stacks.running() == []
-    assert resolve_api_url(None) == api_client.DEFAULT_API_URL
+    assert resolve_api_url(None) == api_target.DEFAULT_API_URL
 
 
 def test_a_pid_reused_by_another_process_is_no_stack() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rich.console import Console
 
-from tandem.cli.api_client import Cluster
+from tandem.cli.api_models import Cluster
 from tandem.cli.history import SagaSummary, history_table, parse_since
 from tandem.cli.overview import problem_lines
 

@@ -1,78 +1,33 @@
-"""The orchestrator's REST API, as the CLI sees it: where it is, a small client, what it answers.
+"""A small synchronous client of the orchestrator's REST API, and its errors.
 
-The answers are parsed into local models (a subset of the orchestrator's views, with enums
-kept as plain strings) so the CLI never imports the orchestrator package and tolerates values
-a newer orchestrator adds.
+Where the API is and which token to give it is ``api_target.py``'s; the answers are parsed
+into the local models of ``api_models.py``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from tandem.cli.stacks import select
+from tandem.cli.api_models import (
+    Accepted,
+    Cluster,
+    DnsReconcileAccepted,
+    EventRecord,
+    Group,
+    GroupAccepted,
+    PauseAnswer,
+    Saga,
+    StandbyAnswer,
+)
+from tandem.cli.api_target import acting_on, read_token
 
-DEFAULT_API_URL = "http://127.0.0.1:8700"
 API_PREFIX = "/api/v1"
-
-
-# -- where the API is, and with which token ---------------------------------------------------
-
-
-#: An API URL the CLI chose itself -> where from ("stack demo-a"): named by a mutation.
-_ORIGIN: dict[str, str] = {}
-#: A stack's operator token -> its viewer token: a client given the first reads with the second.
-_READ_TOKEN: dict[str, str] = {}
-
-
-def resolve_api_url(flag: str | None) -> str:
-    """--api, else TANDEM_API_URL, else the chosen ``tandem up`` stack's ``api_url``
-    (``stacks.select``: ``--stack`` / ``TANDEM_STACK``, or the only one running), else 8700."""
-    if flag:
-        return flag
-    env = os.environ.get("TANDEM_API_URL")
-    if env:
-        return env
-    stack = select()
-    if stack is not None and stack.get("api_url"):
-        url = str(stack.get("api_url"))
-        _ORIGIN[url.rstrip("/")] = f"stack {stack.name}"
-        return url
-    _ORIGIN[DEFAULT_API_URL] = "the default API"
-    return DEFAULT_API_URL
-
-
-def resolve_token(flag: str | None) -> str | None:
-    """--token, else TANDEM_API_TOKEN, else the chosen ``tandem up`` stack's operator token;
-    a client given that token reads with the stack's viewer token (``ApiClient``)."""
-    if flag:
-        return flag
-    env = os.environ.get("TANDEM_API_TOKEN")
-    if env:
-        return env
-    stack = select()
-    if stack is None or not stack.get("operator_token"):
-        return None
-    operator = str(stack.get("operator_token"))
-    viewer = stack.get("viewer_token")
-    if viewer:
-        _READ_TOKEN[operator] = viewer
-    return operator
-
-
-def acting_on(url: str) -> str | None:
-    """``acting on stack demo-a (http://127.0.0.1:8081)``: what a mutation prints first on
-    stderr when the CLI chose the API itself (a stack's, or the default); None for an API
-    the user named (``--api``, ``TANDEM_API_URL``: scripts, SRM)."""
-    origin = _ORIGIN.get(url.rstrip("/"))
-    return f"acting on {origin} ({url})" if origin else None
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -94,179 +49,6 @@ class ApiUnreachable(Exception):
         super().__init__(f"cannot reach the Tandem API at {url}: {reason}")
         self.url = url
         self.reason = reason
-
-
-# -- what it answers ----------------------------------------------------------------------------
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class Node(_Model):
-    name: str
-    identity: str | None = None
-    role: str | None = None
-    health: str = "unknown"
-    alive: bool = False
-    isolated: bool = False
-    fenced: bool = False
-    fenced_reason: str = ""
-    fenced_since: datetime | None = None
-    guard_deadline: datetime | None = None
-    replication: str | None = None
-    #: in_sync / catching_up / out_of_sync / stopped (None on the Active or unknown).
-    replica_state: str | None = None
-    lag_batches: int = 0
-    lag_bytes: int = 0
-    lag_oldest_age_s: float | None = None
-    awaiting_operator: bool = False
-    standby: bool = False
-    standby_reason: str = ""
-    role_since: datetime | None = None
-    heartbeat_age_s: float | None = None
-    lease_age_s: float | None = None
-    lease_role: str | None = None
-    lease_epoch: int | None = None
-    failover_mode: str = "automatic"
-
-
-class Alert(_Model):
-    code: str
-    message: str = ""
-    node: str = ""
-    raised_at: datetime | None = None
-
-
-class LastSaga(_Model):
-    id: str
-    kind: str = ""
-    state: str = ""
-    reason: str = ""
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-
-
-class PendingFailover(_Model):
-    failed_node: str
-    to: str
-    reason: str = ""
-    recommended_at: datetime | None = None
-
-
-class Maintenance(_Model):
-    """A paused cluster (``tandem pause``): no automatic failover or switchover."""
-
-    by: str = ""
-    reason: str = ""
-    since: datetime | None = None
-    until: datetime | None = None
-
-
-class PauseAnswer(_Model):
-    cluster: str
-    maintenance: Maintenance | None = None
-    message: str = ""
-
-
-class DnsReconcileAccepted(_Model):
-    """A DNS reconcile request stored: the dns_updater's answer comes after ``seq``."""
-
-    request_id: str
-    cluster: str | None = None
-    seq: int = 0
-
-
-class EventRecord(_Model):
-    seq: int
-    id: str
-    type: str
-    cluster: str = ""
-    node: str = ""
-    correlation_id: str | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
-
-
-class StandbyAnswer(_Model):
-    cluster: str
-    node: str
-    standby: bool
-    reason: str = ""
-    message: str = ""
-    #: Set when no node is left to take over.
-    note: str = ""
-
-
-class Cluster(_Model):
-    name: str
-    active: str | None = None
-    epoch: int = 0
-    nodes: list[Node] = Field(default_factory=list)
-    saga: str | None = None
-    pending_failover: PendingFailover | None = None
-    health: str = "unknown"
-    #: serving / degraded / down / needs_operator ("unknown": an orchestrator too old to say).
-    service: str = "unknown"
-    service_reason: str = ""
-    maintenance: Maintenance | None = None
-    alerts: list[Alert] = Field(default_factory=list)
-    last_saga: LastSaga | None = None
-
-
-class SagaStep(_Model):
-    index: int
-    name: str
-    node: str = ""
-    command: str = ""
-    state: str = "pending"
-    reason: str = ""
-
-
-class Saga(_Model):
-    id: str
-    kind: str = ""
-    cluster: str = ""
-    from_node: str | None = None
-    to_node: str | None = None
-    state: str = "running"
-    reason: str = ""
-    steps: list[SagaStep] = Field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("completed", "failed", "needs_operator")
-
-
-class GroupMember(_Model):
-    cluster: str
-    priority: int = 0
-    depends_on: list[str] = Field(default_factory=list)
-    active: str | None = None
-    health: str = "unknown"
-    service: str = "unknown"
-    service_reason: str = ""
-
-
-class Group(_Model):
-    name: str
-    members: list[GroupMember] = Field(default_factory=list)
-    health: str = "unknown"
-    service: str = "unknown"
-    service_reason: str = ""
-    saga: str | None = None
-
-
-class Accepted(_Model):
-    saga_id: str
-    status_url: str = ""
-
-
-class GroupAccepted(Accepted):
-    """A group switchover's answer; a directed one also names the members skipped."""
-
-    to: str | None = None
-    #: Member cluster -> why the saga leaves it where it is (already Active there).
-    skipped: dict[str, str] = Field(default_factory=dict)
 
 
 M = TypeVar("M")
@@ -312,7 +94,7 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         headers = {"Accept": "application/json", "User-Agent": "tandem-cli"}
         #: Reads (GET) with a stack's viewer token when given its operator token.
-        self._auth = {"write": token, "read": _READ_TOKEN.get(token, token) if token else None}
+        self._auth = {"write": token, "read": read_token(token) if token else None}
         self._announced = False
         try:
             self._http = httpx.Client(

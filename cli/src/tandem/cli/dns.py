@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from tandem.cli import operate
-from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable, EventRecord
+from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable
+from tandem.cli.api_models import EventRecord
 from tandem.cli.options import ApiOption, TokenOption
 
 dns_app = typer.Typer(help="Look after the DR names the dns_updater moves.", no_args_is_help=True)

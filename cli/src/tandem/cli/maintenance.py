@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from tandem.cli import operate
-from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable, Maintenance
+from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable
+from tandem.cli.api_models import Maintenance
 from tandem.cli.options import ApiOption, TokenOption
 
 EXIT_CODES = "Exit codes: 0 done, 2 refused (the reason is printed), 3 the API is unreachable."

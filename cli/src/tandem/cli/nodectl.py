@@ -23,14 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from tandem.cli import operate
-from tandem.cli.api_client import (
-    API_PREFIX,
-    ApiClient,
-    ApiError,
-    ApiUnreachable,
-    resolve_api_url,
-    resolve_token,
-)
+from tandem.cli.api_client import API_PREFIX, ApiClient, ApiError, ApiUnreachable
+from tandem.cli.api_target import resolve_api_url, resolve_token
 from tandem.cli.options import ApiOption, TokenOption
 
 EXIT_CODES = (

@@ -16,15 +16,9 @@ from typing import Literal
 from rich.console import Console
 from rich.markup import escape
 
-from tandem.cli.api_client import (
-    Accepted,
-    ApiClient,
-    ApiError,
-    ApiUnreachable,
-    Saga,
-    resolve_api_url,
-    resolve_token,
-)
+from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable
+from tandem.cli.api_models import Accepted, Saga
+from tandem.cli.api_target import resolve_api_url, resolve_token
 from tandem.cli.status_view import describe_progress, render_status
 
 EXIT_OK = 0

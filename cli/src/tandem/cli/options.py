@@ -23,7 +23,7 @@ TokenOption = Annotated[
     ),
 ]
 #: ``tandem srm``'s ``--token``: the same option, with the shorter help it has always shown
-#: (both fall back the same way: see ``api_client.resolve_token``).
+#: (both fall back the same way: see ``api_target.resolve_token``).
 SrmTokenOption = Annotated[
     str | None,
     typer.Option("--token", help="API bearer token (default: TANDEM_API_TOKEN)."),

@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from tandem.cli import operate, status_view
-from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable, Cluster, Saga
+from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable
+from tandem.cli.api_models import Cluster, Saga
 
 #: The watch's pause between two reads (tests replace it).
 sleep: Callable[[float], None] = time.sleep

@@ -20,15 +20,9 @@ from typing import Annotated, NoReturn
 import typer
 
 from tandem.cli import operate, status_view
-from tandem.cli.api_client import (
-    ApiClient,
-    ApiError,
-    ApiUnreachable,
-    GroupAccepted,
-    Saga,
-    resolve_api_url,
-    resolve_token,
-)
+from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable
+from tandem.cli.api_models import GroupAccepted, Saga
+from tandem.cli.api_target import resolve_api_url, resolve_token
 from tandem.cli.options import ApiOption, SrmTokenOption
 from tandem.cli.srm_steps import (
     DEFAULT_TIMEOUT_S,

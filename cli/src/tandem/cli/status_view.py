@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tandem.cli.api_client import Cluster, Node, Saga, SagaStep
+from tandem.cli.api_models import Cluster, Node, Saga, SagaStep
 
 _HEALTH_STYLE = {"ok": "green", "warning": "yellow", "critical": "red", "unknown": "dim"}
 _SERVICE_STYLE = {
