@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tandem.events.catalog.vocabulary import HealthStatus, ReplicaState, Role
-from tandem.orchestrator import fencing, runner
+from tandem.orchestrator import fencing, saga_endings
 from tandem.orchestrator.groups import group_service
 from tandem.orchestrator.service_status import (
     LastSaga,
@@ -215,7 +215,7 @@ def test_other_alerts_do_not_call_for_an_operator() -> None:
 
 
 def test_the_operator_alert_codes_are_the_runners_and_the_fencers() -> None:
-    assert {runner.STUCK, fencing.ALERT_CODE} == OPERATOR_ALERTS
+    assert {saga_endings.STUCK, fencing.ALERT_CODE} == OPERATOR_ALERTS
 
 
 # -- groups -----------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ Every event of a saga is stored before the saga goes on (``Publisher.stored``). 
 orchestrator loses the leadership meanwhile (the bus away for longer than the lease), the
 saga stops where it is, saying so; the next leader, or this one when it leads again,
 resumes it from the stream.
+
+How a saga ends short of completing (compensation, the stop for an operator, a cancel, a
+superseded saga) is ``saga_endings.py``'s.
 """
 
 from __future__ import annotations
@@ -31,14 +34,11 @@ from typing import Any
 from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import (
-    AlertRaised,
     SagaCompleted,
-    SagaFailed,
     SagaStepCompleted,
     SagaStepFailed,
     SagaStepStarted,
 )
-from tandem.events.catalog.alerts import AlertRaisedPayload
 from tandem.events.catalog.sagas import (
     SagaEndedPayload,
     SagaStepCompletedPayload,
@@ -46,14 +46,14 @@ from tandem.events.catalog.sagas import (
     SagaStepPayload,
     SagaStepSpec,
 )
-from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
 from tandem.events.roles import RoleRecord
 from tandem.events.transient import describe, is_transient
 from tandem.orchestrator.fencing import FenceFailed, Fencer
-from tandem.orchestrator.groups import MEMBER_SWITCH_BACK, MEMBER_SWITCHOVER
+from tandem.orchestrator.groups import MEMBER_SWITCHOVER
 from tandem.orchestrator.plans import CHANGE_ROLE, FENCE
 from tandem.orchestrator.publishing import LeadershipLost, Publisher
+from tandem.orchestrator.saga_endings import SagaEndings
 from tandem.orchestrator.state import SagaRecord
 from tandem.orchestrator.steps import COMMANDS, StepCommands, StepFailed
 
@@ -61,10 +61,8 @@ __all__ = ["COMMANDS", "SagaRunner", "StepFailed"]
 
 log = logging.getLogger(__name__)
 
-STUCK = "saga.stuck"
 
-
-class SagaRunner:
+class SagaRunner(SagaEndings):
     def __init__(
         self,
         bus: Bus,
@@ -190,16 +188,6 @@ class SagaRunner:
         log.info("saga %s: %s", saga.id, why)
         return why
 
-    async def _cancelled(self, saga: SagaRecord, index: int) -> str:
-        """An operator cancelled the saga before step ``index`` (before its pivot): undo
-        what it did, in reverse, and end it."""
-        why = f"{saga.cancel}; before step {index} ({saga.plan[index].name}); "
-        why += await self._compensate(saga, index)
-        ended = SagaEndedPayload(saga_id=saga.id, reason=why)
-        await self._publish(saga, SagaFailed, ended, saga.plan[index].epoch)
-        log.warning("saga %s: %s", saga.id, why)
-        return why
-
     def _done_before(self, saga: SagaRecord, pivot: int) -> set[int]:
         """The steps before the role change, which the role record shows done: a leader
         that resumes a saga whose previous leader's step events are not stored yet (still in
@@ -212,15 +200,6 @@ class SagaRunner:
             saga.id, saga.plan[pivot].node, saga.plan[pivot].epoch, pivot,
         )  # fmt: skip
         return set(range(pivot))
-
-    async def _end_superseded(self, saga: SagaRecord, why: str) -> str:
-        """A later saga moved the cluster past this one's epoch (this one's start was not
-        known to the leader that ran it, e.g. still in a killed leader's outbox): nothing to
-        undo or repair here, the cluster is that saga's now."""
-        epoch = saga.plan[-1].epoch
-        await self._publish(saga, SagaFailed, SagaEndedPayload(saga_id=saga.id, reason=why), epoch)
-        log.warning("saga %s: %s", saga.id, why)
-        return why
 
     async def _attempts(
         self, saga: SagaRecord, index: int, spec: SagaStepSpec, forward: bool
@@ -324,74 +303,6 @@ class SagaRunner:
     async def change_role(self, saga: SagaRecord, spec: SagaStepSpec) -> str:
         """The pivot: ``spec.node`` becomes Active at ``spec.epoch`` by compare-and-set."""
         return await self.steps.change_role(saga, spec)
-
-    async def _fail(
-        self, saga: SagaRecord, index: int, spec: SagaStepSpec, reason: str, pivoted: bool
-    ) -> str:
-        stuck = pivoted or spec.pivot
-        if spec.command == FENCE:  # the fencer raised fence.failed
-            why = (
-                f"step {index} ({spec.name}) failed after the role changed: {reason}; "
-                f"{saga.to_node} was not exposed: it needs an operator"
-            )
-        elif stuck:
-            why = (
-                f"step {index} ({spec.name}) failed after the role changed: {reason}; "
-                "the new Active needs an operator"
-            )
-            alert = AlertRaisedPayload(
-                code=STUCK,
-                severity=Severity.CRITICAL,
-                message=why,
-                details={"saga": saga.id, "step": spec.name, "node": spec.node},
-            )
-            await self._publish(saga, AlertRaised, alert, spec.epoch)
-        else:
-            undone = await self._compensate(saga, index)
-            why = f"step {index} ({spec.name}) failed: {reason}; {undone}"
-        ended = SagaEndedPayload(saga_id=saga.id, reason=why, needs_operator=stuck)
-        await self._publish(saga, SagaFailed, ended, spec.epoch)
-        log.error("saga %s %s: %s", saga.id, "needs an operator" if stuck else "failed", why)
-        return why
-
-    async def _compensate(self, saga: SagaRecord, failed_index: int) -> str:
-        undone: list[str] = []
-        for index in reversed(range(failed_index)):
-            spec = saga.plan[index]
-            if spec.compensation is None:
-                continue
-            self._require_leader(saga, f"the undo of step {index} ({spec.name})")
-            step = SagaStepPayload(
-                saga_id=saga.id,
-                index=index,
-                step=f"undo {spec.name}",
-                target_node=spec.node,
-                command=spec.compensation,
-            )
-            try:
-                if spec.compensation == MEMBER_SWITCH_BACK:
-                    reason = await self._member(saga, spec, back=True)
-                else:
-                    key = f"{saga.id}:{index}:undo"
-                    reason = await self.steps.send(
-                        saga, spec, spec.compensation, key, unless_gone=True
-                    )
-            except StepFailed as exc:
-                failed = SagaStepFailedPayload(
-                    **step.model_dump(), reason=str(exc), compensating=True
-                )
-                await self._publish(saga, SagaStepFailed, failed, spec.epoch)
-                undone.append(f"undo of {spec.name} failed: {exc}")
-                continue
-            result = {"reason": reason, "compensation": True}
-            await self._publish(
-                saga,
-                SagaStepCompleted,
-                SagaStepCompletedPayload(**step.model_dump(), result=result),
-                spec.epoch,
-            )
-            undone.append(f"undid {spec.name}")
-        return "compensated: " + (", ".join(undone) if undone else "nothing to undo")
 
 
 def _pivot_of(saga: SagaRecord) -> int | None:

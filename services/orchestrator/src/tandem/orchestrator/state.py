@@ -150,7 +150,7 @@ class AlertRecord:
     node: str
 
 
-#: Alerts that leave a cluster for an operator (runner.STUCK, fencing.ALERT_CODE).
+#: Alerts that leave a cluster for an operator (saga_endings.STUCK, fencing.ALERT_CODE).
 OPERATOR_ALERTS = frozenset({"saga.stuck", "fence.failed"})
 
 
