@@ -24,7 +24,7 @@ from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.plans import FENCE, failover_plan
 from tandem.orchestrator.runner import SagaRunner
 from tandem.orchestrator.settings import FencingConfig, OrchestratorFile
-from tandem.orchestrator.state import SagaRecord
+from tandem.orchestrator.state_records import SagaRecord
 
 OLD, NEW = "primary", "secondary"
 

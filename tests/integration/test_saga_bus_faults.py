@@ -52,7 +52,8 @@ from tandem.orchestrator.plans import failover_plan, switchover_plan
 from tandem.orchestrator.publishing import LeadershipLost, Publisher
 from tandem.orchestrator.runner import SagaRunner
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
-from tandem.orchestrator.state import ClusterState, SagaRecord
+from tandem.orchestrator.state import ClusterState
+from tandem.orchestrator.state_records import SagaRecord
 
 OLD, NEW = "primary", "secondary"
 

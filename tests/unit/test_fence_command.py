@@ -19,7 +19,7 @@ from tandem.orchestrator.fencing import FenceFailed, Fencer, run_fence_command
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.plans import failover_plan
 from tandem.orchestrator.settings import FencingConfig, OrchestratorFile
-from tandem.orchestrator.state import SagaRecord
+from tandem.orchestrator.state_records import SagaRecord
 
 
 def script(tmp_path: Path, name: str, body: str) -> Path:

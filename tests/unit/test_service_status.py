@@ -18,7 +18,7 @@ from tandem.orchestrator.service_status import (
     replica,
     worst_service,
 )
-from tandem.orchestrator.state import OPERATOR_ALERTS, AlertRecord
+from tandem.orchestrator.state_records import OPERATOR_ALERTS, AlertRecord
 from tandem.orchestrator.views import NodeView, PendingFailover, ServiceStatus
 
 OK = HealthStatus.OK

@@ -30,7 +30,8 @@ from tandem.orchestrator.readside import OrchestratorViews
 from tandem.orchestrator.runner import SagaRunner, StepFailed
 from tandem.orchestrator.saga_control import SagaControl
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
-from tandem.orchestrator.state import ClusterRecord, ClusterState, SagaRecord
+from tandem.orchestrator.state import ClusterState
+from tandem.orchestrator.state_records import ClusterRecord, SagaRecord
 from tandem.orchestrator.telemetry import TelemetrySource
 
 log = logging.getLogger(__name__)

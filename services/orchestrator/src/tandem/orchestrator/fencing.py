@@ -50,7 +50,7 @@ from tandem.events.registry import decode_event
 from tandem.events.subjects import EVENTS_STREAM, events_filter
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.settings import FencingConfig, OrchestratorFile
-from tandem.orchestrator.state import SagaRecord
+from tandem.orchestrator.state_records import SagaRecord
 
 log = logging.getLogger(__name__)
 

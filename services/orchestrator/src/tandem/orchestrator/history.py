@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from tandem.events.catalog.vocabulary import SagaKind
-from tandem.orchestrator.state import SagaRecord
+from tandem.orchestrator.state_records import SagaRecord
 
 #: How a saga ended as history shows it: the saga's state, or ``cancelled`` for a saga an
 #: operator cancelled before its pivot (its state is ``failed``: compensated).

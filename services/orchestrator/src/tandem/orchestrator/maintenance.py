@@ -25,7 +25,8 @@ from tandem.events.envelope import Event
 from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.publishing import Publisher, lost_is_conflict
 from tandem.orchestrator.settings import OrchestratorSettings
-from tandem.orchestrator.state import ClusterRecord, ClusterState
+from tandem.orchestrator.state import ClusterState
+from tandem.orchestrator.state_records import ClusterRecord
 from tandem.orchestrator.views import MaintenanceView
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,8 @@ from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.publishing import Publisher, lost_is_conflict
 from tandem.orchestrator.settings import OrchestratorSettings
-from tandem.orchestrator.state import OPERATOR_ALERTS, ClusterRecord, ClusterState
+from tandem.orchestrator.state import ClusterState
+from tandem.orchestrator.state_records import OPERATOR_ALERTS, ClusterRecord
 from tandem.orchestrator.views import NodeView, _View
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from tandem.events.catalog import NodeCleanedUp, NodeReinstated
 from tandem.events.envelope import Event
 
 if TYPE_CHECKING:
-    from tandem.orchestrator.state import ClusterRecord
+    from tandem.orchestrator.state_records import ClusterRecord
 
 #: The event types folded here.
 NODE_CONTROL_EVENTS = (NodeReinstated, NodeCleanedUp)

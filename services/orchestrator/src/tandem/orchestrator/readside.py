@@ -20,7 +20,8 @@ from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness, Seen
 from tandem.orchestrator.service_status import LastSaga, cluster_service, replica
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
-from tandem.orchestrator.state import ClusterState, SagaRecord, worst
+from tandem.orchestrator.state import ClusterState
+from tandem.orchestrator.state_records import SagaRecord, worst
 from tandem.orchestrator.views import (
     AlertView,
     ClusterView,

@@ -54,7 +54,7 @@ from tandem.orchestrator.groups import MEMBER_SWITCHOVER
 from tandem.orchestrator.plans import CHANGE_ROLE, FENCE
 from tandem.orchestrator.publishing import LeadershipLost, Publisher
 from tandem.orchestrator.saga_endings import SagaEndings
-from tandem.orchestrator.state import SagaRecord
+from tandem.orchestrator.state_records import SagaRecord
 from tandem.orchestrator.steps import COMMANDS, StepCommands, StepFailed
 
 __all__ = ["COMMANDS", "SagaRunner", "StepFailed"]

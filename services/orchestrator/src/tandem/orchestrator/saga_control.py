@@ -21,7 +21,8 @@ from tandem.orchestrator.history import SagaSummary, select, summarize
 from tandem.orchestrator.plans import CHANGE_ROLE
 from tandem.orchestrator.publishing import Publisher, lost_is_conflict
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
-from tandem.orchestrator.state import ClusterState, SagaRecord
+from tandem.orchestrator.state import ClusterState
+from tandem.orchestrator.state_records import SagaRecord
 from tandem.orchestrator.views import Accepted
 
 if TYPE_CHECKING:

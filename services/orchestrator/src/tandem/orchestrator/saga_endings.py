@@ -21,7 +21,7 @@ from tandem.events.catalog.sagas import (
 from tandem.events.catalog.vocabulary import Severity
 from tandem.orchestrator.groups import MEMBER_SWITCH_BACK
 from tandem.orchestrator.plans import FENCE
-from tandem.orchestrator.state import SagaRecord
+from tandem.orchestrator.state_records import SagaRecord
 from tandem.orchestrator.steps import StepCommands, StepFailed
 
 # The runner's logger: these lines are the runner's, as they were before this module split off.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from tandem.events.catalog.saga_control import SagaCancelRequested, SagaResumeRequested
 
 if TYPE_CHECKING:
-    from tandem.orchestrator.state import SagaRecord
+    from tandem.orchestrator.state_records import SagaRecord
 
 
 def fold_saga_control(

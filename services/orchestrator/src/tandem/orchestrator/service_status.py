@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tandem.events.catalog.vocabulary import HealthStatus, ReplicaState, Role
-from tandem.orchestrator.state import OPERATOR_ALERTS, AlertRecord
+from tandem.orchestrator.state_records import OPERATOR_ALERTS, AlertRecord
 from tandem.orchestrator.views import NodeView, PendingFailover, ReplicationState, ServiceStatus
 
 #: Better first: a group is as bad as its worst member.

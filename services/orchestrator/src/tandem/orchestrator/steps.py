@@ -50,7 +50,7 @@ from tandem.events.rpc import send_command
 from tandem.events.subjects import ROLES_BUCKET, role_key
 from tandem.events.transient import describe, is_transient
 from tandem.orchestrator.publishing import LeadershipLost
-from tandem.orchestrator.state import SagaRecord
+from tandem.orchestrator.state_records import SagaRecord
 
 log = logging.getLogger(__name__)
 
