@@ -363,3 +363,63 @@ async def test_a_source_restarted_after_a_crash_says_its_targets_may_lack_its_wr
     first, clean, crashed = [e.payload for e in await events_of(bus, "ReplicationStarted")]
     assert (first.unverified_targets, clean.unverified_targets) == ("", "")  # type: ignore[attr-defined]
     assert "did not stop cleanly" in crashed.unverified_targets  # type: ignore[attr-defined]
+
+
+async def test_a_target_killed_while_being_verified_comes_back_unverified(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """A verify that began (the target served its first manifest) and never ended leaves
+    the replica not known to match: the target applies with gaps and bad ops skipped while
+    it is verified. Restarted, it says so (out of sync, not verified) and is verified again;
+    a target restarted with its verify ended well says in sync at once (chaos s092: the
+    view kept the old process's 'syncing' for good)."""
+    import json
+
+    from tandem.replicator.syncproto import sync_subject
+
+    source, replica = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    source.mkdir(parents=True)
+    replica.mkdir(parents=True)
+    (source / "kept").write_bytes(b"one")
+    target_state = tmp_path / "b" / "state"
+
+    async def reasons_after(count: int) -> list[tuple[str, str]]:
+        states = await events_of(bus, "ReplicationStateChanged")
+        return [(e.payload.state, e.payload.reason) for e in states[count:]]
+
+    async with node(bus, source, "primary", initial_role="active"):
+        async with node(bus, replica, "secondary", state_dir=target_state):
+            await eventually(
+                lambda: tree(replica) == tree(source), timeout=60, what="the first verify"
+            )
+            await eventually(lambda: _said(bus, "in_sync"), timeout=60, what="the target verified")
+        before = len(await events_of(bus, "ReplicationStateChanged"))
+        async with node(bus, replica, "secondary", state_dir=target_state):
+            await eventually(
+                lambda: _said(bus, "in_sync", after=before), timeout=60, what="in sync at start"
+            )
+            said = await reasons_after(before)
+            assert said[0][0] == "in_sync" and "verified before" in said[0][1], said
+            # A verify begins (the source asks for a manifest), then the target dies.
+            ask = {"op": "manifest", "upto": [0, 0], "timeout": 5}
+            await bus.nc.request(
+                sync_subject("demo", "secondary"), json.dumps(ask).encode(), timeout=30
+            )
+            assert not (target_state / "replica-verified").exists()
+        before = len(await events_of(bus, "ReplicationStateChanged"))
+        async with node(bus, replica, "secondary", state_dir=target_state):
+            await eventually(
+                lambda: _said(bus, "out_of_sync", after=before), timeout=60, what="unverified"
+            )
+            said = await reasons_after(before)
+            assert "killed while being verified" in said[0][1], said
+            # The source verifies it on that report; it ends in sync and verified again.
+            await eventually(
+                lambda: _said(bus, "in_sync", after=before), timeout=90, what="verified again"
+            )
+            assert (target_state / "replica-verified").exists()
+
+
+async def _said(bus: Bus, state: str, after: int = 0) -> bool:
+    states = await events_of(bus, "ReplicationStateChanged")
+    return any(e.payload.state == state for e in states[after:])

@@ -199,9 +199,14 @@ class ApplyLoop:
                 pass
 
     async def begin_resync(self) -> None:
-        """Verify & synchronize started: apply everything there is, skipping gaps."""
+        """Verify & synchronize started: apply everything there is, skipping gaps (and ops
+        that cannot be applied): the replica is not known to match again until the verify
+        ends well, so the verified mark goes now. Kept, a target killed mid-verify came back
+        'verified' with what it skipped never repaired, and its view stayed 'syncing'."""
         self._skip_gaps = True
         self._out_for_gap = False
+        if self.on_verified is not None:
+            await self.on_verified(False)
         if self.state is not ReplicaState.SYNCING:
             self._before_sync = self.state
             self.state = ReplicaState.SYNCING

@@ -94,8 +94,16 @@ class TargetSide:
             if not await asyncio.to_thread((self.s.state / VERIFIED_MARK).exists):
                 await self.loop.mark_unverified(
                     f"{self.s.node}'s replica is not known to match its source (a new target, "
-                    "or its node was a source that did not stop cleanly): verify & synchronize "
-                    "it before it may take over"
+                    "or its node was a source that did not stop cleanly, or was killed while "
+                    "being verified): verify & synchronize it before it may take over"
+                )
+            else:
+                # Said at every start: what was reported before the restart (syncing, a gap)
+                # is the old process's, and would otherwise stand in the views.
+                epoch, seq = self.loop.applied_upto()
+                await self._report_state(
+                    ReplicaState.IN_SYNC,
+                    f"target started: verified before, applies the journal on from {epoch}:{seq}",
                 )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.receiver.run())
