@@ -7,23 +7,19 @@ target becomes a source it applies everything the journal holds for the old epoc
 (``catch_up``), so acknowledged writes of the old Active are in the new Active's data before
 its applications start. ``StopIntercepting`` holds the node with no side running until the
 role record changes or ``StartIntercepting`` comes. Each decision is logged with its reason.
+Running the side it wants, and starting it again after a fault, is ``side_loop.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable
-from typing import Literal
 
 from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
-from tandem.events.catalog import AlertCleared, AlertRaised
-from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
-from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.roles import (
@@ -34,21 +30,14 @@ from tandem.events.roles import (
     read_role,
 )
 from tandem.events.subjects import JOURNAL_STREAM, ROLES_BUCKET, journal_subject
-from tandem.events.transient import (
-    Backoff,
-    describe,
-    is_bus_fault,
-    is_transient,
-    retry_transient,
-)
+from tandem.events.transient import describe, is_transient, retry_transient
 from tandem.replicator.batch import H_EPOCH, H_SEQ
 from tandem.replicator.settings import ReplicatorSettings
-from tandem.replicator.source import CaptureFailed, SourceSide, last_source_epoch
+from tandem.replicator.side_loop import SideLoop, SideName
+from tandem.replicator.source import SourceSide, last_source_epoch
 from tandem.replicator.target import TargetSide
 
 log = logging.getLogger(__name__)
-
-SideName = Literal["source", "target", "none"]
 
 
 async def current_role(bus: Bus, settings: ReplicatorSettings, poll_s: float = 1.0) -> RoleRecord:
@@ -85,7 +74,7 @@ async def last_journaled(bus: Bus, cluster: str) -> tuple[int, int]:
     return int(h.get(H_EPOCH, 0)), int(h.get(H_SEQ, 0))
 
 
-class ReplicatorNode:
+class ReplicatorNode(SideLoop):
     def __init__(
         self,
         settings: ReplicatorSettings,
@@ -275,108 +264,6 @@ class ReplicatorNode:
         if self.record == record and self._held_at is None:
             self._set_want("source", record.epoch, "applied the journal of the previous epoch")
 
-    async def _run_sides(self) -> None:
-        backoff = Backoff(first_s=0.5, max_s=10.0)
-        while True:
-            name, epoch = self._want
-            self._wake.clear()
-            side: SourceSide | TargetSide | None = None
-            if name == "source":
-                side = SourceSide(self.s, self.bus, epoch, self.emit)
-            elif name == "target":
-                side = TargetSide(self.s, self.bus, functools.partial(int, epoch), self.emit)
-            log.info("%s is %s at epoch %s", self.s.node, _describe(name), epoch)
-            task = asyncio.create_task(side.run()) if side is not None else None
-            self.board.source_ready_epoch = 0
-            if isinstance(side, SourceSide):
-                ready = asyncio.create_task(self._tell_source_ready(side, epoch))
-            async with self._switched:
-                self.side, self.side_name, self.side_epoch = side, name, epoch
-                self.board.set_gauges(replicating_as_source=1.0 if name == "source" else 0.0)
-                self._switched.notify_all()
-            try:
-                await self._until_change(task)
-            except BusFaultEndedSide as ended:
-                # The bus came and went under the side (a leader election, a reconnect):
-                # run it again from the start, as a restarted agent would, but in place.
-                log.warning("%s side ended by a bus fault (%s); starting it again", name, ended)
-                await self._pause_or_change(backoff)
-                continue
-            except CaptureFailed as failed:
-                # The applications stay stopped (they start only once the capture is live:
-                # agent/apps.py); the reason is an alert, and the capture is tried again.
-                self._capture_failed(str(failed), epoch)
-                await self._pause_or_change(backoff)
-                continue
-            finally:
-                self.board.source_ready_epoch = 0
-                if isinstance(side, SourceSide):
-                    ready.cancel()
-                if task is not None:
-                    task.cancel()
-                    # An error that ended the side was raised (or handled) above already:
-                    # awaiting the ended task would raise it once more, past the handler.
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-            backoff.reset()
-
-    async def _tell_source_ready(self, side: SourceSide, epoch: int) -> None:
-        await side.ready.wait()
-        self.board.source_ready_epoch = epoch
-        if self._capture_alerted:
-            said = f"the capture of {self.s.protected_root} is live at epoch {epoch}"
-            log.info("%s: %s", self.s.node, said)
-            self._capture_alerted = ""
-            self.emit(
-                AlertCleared(
-                    cluster=self.s.cluster,
-                    node=self.s.node,
-                    epoch=epoch,
-                    payload=AlertClearedPayload(code="replicator.capture_failed", reason=said),
-                )
-            )
-
-    def _capture_failed(self, reason: str, epoch: int) -> None:
-        """Alert once per distinct reason (a retry every few seconds is not news)."""
-        if reason == self._capture_alerted:
-            log.debug("%s", reason)
-            return
-        self._capture_alerted = reason
-        why = f"{reason}; the applications stay stopped until it does (tried again)"
-        log.error("%s: %s", self.s.node, why)
-        self.emit(
-            AlertRaised(
-                cluster=self.s.cluster,
-                node=self.s.node,
-                epoch=epoch,
-                payload=AlertRaisedPayload(
-                    code="replicator.capture_failed", severity=Severity.CRITICAL, message=why
-                ),
-            )
-        )
-
-    async def _pause_or_change(self, backoff: Backoff) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), backoff.next_s)
-        backoff.next_s = min(backoff.next_s * 2, backoff.max_s)
-
-    async def _until_change(self, task: asyncio.Task[None] | None) -> None:
-        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
-        if task is not None:
-            waits.add(task)  # type: ignore[arg-type]
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                if w is not task:
-                    w.cancel()
-        if task is not None and task in done:
-            exc = _bus_fault_in(task)
-            if exc is not None:
-                raise BusFaultEndedSide(describe(exc)) from exc
-            task.result()
-            raise RuntimeError("replication side ended by itself")
-
     async def _follow_roles(self) -> None:
         kv = await self.bus.kv(ROLES_BUCKET)
         while True:
@@ -432,21 +319,3 @@ class ReplicatorNode:
             with contextlib.suppress(Exception):
                 self.board.set_gauges(**self.depths())
             await asyncio.sleep(0.5)
-
-
-class BusFaultEndedSide(Exception):
-    """A replication side stopped because a bus call failed for a passing reason."""
-
-
-def _bus_fault_in(task: asyncio.Task[None]) -> BaseException | None:
-    """The transient bus error that ended ``task`` (also inside a task group), or None."""
-    if task.cancelled():
-        return None
-    exc = task.exception()
-    return exc if is_bus_fault(exc) else None
-
-
-def _describe(name: SideName) -> str:
-    return {"source": "Active: source", "target": "Passive: target", "none": "not replicating"}[
-        name
-    ]
