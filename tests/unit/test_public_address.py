@@ -43,3 +43,25 @@ def test_the_lease_carries_the_public_address_and_the_orchestrator_reads_it() ->
     assert seen.public == "10.0.0.50/32 on eth0"
     Liveness._read_lease(seen, json.dumps({"node": "a", "ttl_s": 3}).encode())
     assert seen.public is None  # a node of an older version says nothing: nothing shown
+
+
+def test_tandem_status_says_where_clients_reach_the_active() -> None:
+    from tandem.cli.api_models import Cluster
+    from tandem.cli.status_view import service_line
+
+    cluster = Cluster.model_validate(
+        {
+            "name": "demo",
+            "active": "primary",
+            "epoch": 3,
+            "service": "serving",
+            "service_reason": "primary serves",
+            "nodes": [
+                {"name": "primary", "public_address": "10.0.0.50/32 on eth0"},
+                {"name": "secondary", "public_address": "10.0.0.50/32 on eth0"},
+            ],
+        }
+    )
+    assert service_line(cluster).endswith("clients: 10.0.0.50/32 on eth0")
+    nobody = cluster.model_copy(update={"active": None})
+    assert "clients:" not in service_line(nobody)

@@ -41,6 +41,8 @@ class Node(_Model):
     lease_role: str | None = None
     lease_epoch: int | None = None
     failover_mode: str = "automatic"
+    #: Where clients reach it while Active (from its lease; None: an older node or no lease).
+    public_address: str | None = None
 
 
 class Alert(_Model):

@@ -101,7 +101,8 @@ def _notes(node: Node) -> str:
 
 
 def service_line(cluster: Cluster) -> str:
-    """``demo  serving  primary serves; secondary in sync`` (rich markup, coloured)."""
+    """``demo  serving  primary serves; secondary in sync  clients: 10.0.0.50/32 on eth0``
+    (rich markup, coloured; where clients reach the Active, as its lease says)."""
     service = cluster.service or "unknown"
     reason = cluster.service_reason or (
         "the orchestrator does not say whether anyone serves" if service == "unknown" else ""
@@ -109,6 +110,9 @@ def service_line(cluster: Cluster) -> str:
     style = _SERVICE_STYLE.get(service, "dim")
     label = service.replace("_", " ")
     line = f"{escape(cluster.name)}  [{style}]{escape(label)}[/]  {escape(reason)}".rstrip()
+    active = next((n for n in cluster.nodes if n.name == cluster.active), None)
+    if active is not None and active.public_address:
+        line += f"  clients: {escape(active.public_address)}"
     if cluster.maintenance is not None:
         from tandem.cli.maintenance import describe
 
