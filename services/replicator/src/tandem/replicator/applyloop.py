@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog.vocabulary import ReplicaState
 from tandem.replicator.apply import ApplyRefusedError, BatchApplier
 from tandem.replicator.batch import Batch, BatchError
@@ -187,6 +188,7 @@ class ApplyLoop:
 
     async def run(self, idle_s: float = 0.5) -> None:
         while True:
+            raise_if_cancelled()  # the timed wait below may have swallowed a stop
             cycle = await self.cycle()
             if cycle.applied:
                 continue

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
 from tandem.events.roles import (
@@ -267,6 +268,7 @@ class ReplicatorNode(SideLoop):
     async def _follow_roles(self) -> None:
         kv = await self.bus.kv(ROLES_BUCKET)
         while True:
+            raise_if_cancelled()  # a timed wait may have swallowed a stop
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self.poll_s)
             self._poke.clear()

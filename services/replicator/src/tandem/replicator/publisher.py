@@ -19,6 +19,7 @@ from typing import Any
 
 from tandem.events import headers as hdr
 from tandem.events.bus import Bus
+from tandem.events.cancel import raise_if_cancelled
 from tandem.events.subjects import JOURNAL_STREAM, journal_msg_id, journal_subject
 from tandem.replicator.sendqueue import Sealed, SendQueue
 
@@ -76,6 +77,7 @@ class JournalPublisher:
         acks: list[tuple[asyncio.Future[Any], float]] = []
         try:
             while True:
+                raise_if_cancelled()  # the timed wait below may have swallowed a stop
                 wake.clear()  # before looking: what happens from now on wakes the wait below
                 self.queue.seal_if_older()
                 ready = self.queue.ready() if len(self._unsent) < self.window else 0

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from tandem.events.bus import Bus
+from tandem.events.cancel import cancel_and_wait, raise_if_cancelled
 from tandem.events.catalog import AlertCleared, AlertRaised
 from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
 from tandem.events.catalog.vocabulary import Severity
@@ -48,6 +49,7 @@ class SideLoop:
     async def _run_sides(self) -> None:
         backoff = Backoff(first_s=0.5, max_s=10.0)
         while True:
+            raise_if_cancelled()  # a timed wait (_pause_or_change) may have swallowed a stop
             name, epoch = self._want
             self._wake.clear()
             side: SourceSide | TargetSide | None = None
@@ -83,11 +85,11 @@ class SideLoop:
                 if isinstance(side, SourceSide):
                     ready.cancel()
                 if task is not None:
-                    task.cancel()
-                    # An error that ended the side was raised (or handled) above already:
-                    # awaiting the ended task would raise it once more, past the handler.
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                    # An error that ended the side was raised (or handled) above already;
+                    # a side that swallowed its cancellation is cancelled again until it ends
+                    # (after 30 s: longer than a source's stop, its drain of 10 s included).
+                    what = f"the {name} side at epoch {epoch}"
+                    await cancel_and_wait(task, what, every_s=30.0, log=log)
             backoff.reset()
 
     async def _tell_source_ready(self, side: SourceSide, epoch: int) -> None:
