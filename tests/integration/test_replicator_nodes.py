@@ -368,11 +368,11 @@ async def test_a_source_restarted_after_a_crash_says_its_targets_may_lack_its_wr
 async def test_a_target_killed_while_being_verified_comes_back_unverified(
     bus: Bus, tmp_path: Path
 ) -> None:
-    """A verify that began (the target served its first manifest) and never ended leaves
-    the replica not known to match: the target applies with gaps and bad ops skipped while
-    it is verified. Restarted, it says so (out of sync, not verified) and is verified again;
-    a target restarted with its verify ended well says in sync at once (chaos s092: the
-    view kept the old process's 'syncing' for good)."""
+    """A verify that began (the target served its first manifest) and made apply skip an op
+    (as a verify does: its passes repair it) leaves the replica not known to match; if its
+    end never comes (the target is killed), the target, restarted, says so (out of sync, not
+    verified) and is verified again. A target restarted with its verify ended well says in
+    sync at once (chaos s092: the view kept the old process's 'syncing' for good)."""
     import json
 
     from tandem.replicator.syncproto import sync_subject
@@ -400,12 +400,21 @@ async def test_a_target_killed_while_being_verified_comes_back_unverified(
             )
             said = await reasons_after(before)
             assert said[0][0] == "in_sync" and "verified before" in said[0][1], said
-            # A verify begins (the source asks for a manifest), then the target dies.
+            # A verify begins (the source asks for a manifest): while nothing is skipped the
+            # replica is still the journal's beginning, verified as before.
             ask = {"op": "manifest", "upto": [0, 0], "timeout": 5}
             await bus.nc.request(
                 sync_subject("demo", "secondary"), json.dumps(ask).encode(), timeout=30
             )
-            assert not (target_state / "replica-verified").exists()
+            mark = target_state / "replica-verified"
+            assert mark.exists()
+            # Then an op the replica cannot take (its file was removed behind Tandem's back)
+            # is skipped, as a verify does: the mark goes; then the target dies.
+            (source / "moved").write_bytes(b"two")
+            await eventually(lambda: (replica / "moved").exists(), timeout=60, what="moved")
+            (replica / "moved").unlink()
+            (source / "moved").rename(source / "renamed")
+            await eventually(lambda: not mark.exists(), timeout=60, what="the mark withdrawn")
         before = len(await events_of(bus, "ReplicationStateChanged"))
         async with node(bus, replica, "secondary", state_dir=target_state):
             await eventually(

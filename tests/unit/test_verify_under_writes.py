@@ -17,7 +17,9 @@ from tandem.replicator.manifest import scan
 from tandem.replicator.verify import verify_and_sync
 
 
-async def _verify(source: Path, replica: Path, *, exact: bool, busy: Path | None):  # type: ignore[no-untyped-def]
+async def _verify(  # type: ignore[no-untyped-def]
+    source: Path, replica: Path, *, exact: bool, busy: Path | None, early: bool = False
+):
     writer = ReplicaWriter(replica)
     count = 0
 
@@ -37,6 +39,7 @@ async def _verify(source: Path, replica: Path, *, exact: bool, busy: Path | None
         settle=settle,
         exclusive=contextlib.nullcontext,
         exact_fixes=exact,
+        in_flight_decides=early,
     )
 
 
@@ -65,16 +68,21 @@ async def test_a_file_written_before_every_pass_is_in_flight_not_diverged(tmp_pa
 
 async def test_a_pass_whose_differences_are_all_in_flight_decides_at_once(tmp_path: Path) -> None:
     """Each pass is two full scans: when every file still differing was just written (the
-    journal carries it), a further pass could only find the same again."""
+    journal carries it), a further pass could only find the same again (the source's own
+    verifies decide so; an operator's confirms with a further pass, below)."""
     source, replica = tmp_path / "source", tmp_path / "replica"
     source.mkdir()
     replica.mkdir()
     for i in range(5):
         (source / f"new-{i}").write_bytes(b"just written %d" % i)
-    result = await _verify(source, replica, exact=False, busy=None)
+    result = await _verify(source, replica, exact=False, busy=None, early=True)
     assert result.ok and result.passes == 1, result
     assert "5 file(s) written in the last" in result.reason
     assert scan(replica) == scan(source)
+    for i in range(5):
+        (source / f"new-{i}").write_bytes(b"written again %d" % i)
+    confirmed = await _verify(source, replica, exact=False, busy=None)
+    assert confirmed.ok and confirmed.passes == 2, confirmed
 
 
 async def test_an_exact_capture_verifies_after_its_last_fixing_pass(tmp_path: Path) -> None:

@@ -64,6 +64,10 @@ class ApplyLoop:
         #: while apply goes on as usual. Called with True once a verify confirmed it.
         self.unverified = False
         self.on_verified: Callable[[bool], Awaitable[None]] | None = None
+        #: A verify under way made apply skip a gap or an op (set in a thread: ``next_batch``),
+        #: and whether the verified mark went for it already.
+        self._skipped_in_sync = False
+        self._mark_withdrawn = False
 
     async def mark_unverified(self, reason: str) -> None:
         """Report out of sync (``reason``) until a verify succeeds; apply is not stopped."""
@@ -92,8 +96,13 @@ class ApplyLoop:
         if not pending:
             return None, f"waiting for batch {want[0]}:{want[1]}"
         first = pending[0]
-        if self._skip_gaps or (first[0] > want[0] and first[1] == 1):
+        if first[0] > want[0] and first[1] == 1:
             # A new epoch began (a role change): its first batch follows our last one.
+            return self.queue.get(*first), ""
+        if self._skip_gaps:
+            # Verify & synchronize repairs what the missing batches did: until it has, the
+            # replica is not the journal's beginning any more (``cycle`` says so).
+            self._skipped_in_sync = True
             return self.queue.get(*first), ""
         return None, f"gap: batch {want[0]}:{want[1]} missing, {first[0]}:{first[1]} is here"
 
@@ -105,6 +114,8 @@ class ApplyLoop:
         except BatchError as exc:
             await self._out_of_sync(f"a stored batch is unreadable: {exc}")
             return Cycle(0, f"out of sync: {exc}")
+        if self._skipped_in_sync:
+            await self._withdraw_mark()
         if batch is None:
             if self.state is ReplicaState.OUT_OF_SYNC:
                 return Cycle(0, f"out of sync ({reason}): until verify & synchronize")
@@ -145,6 +156,8 @@ class ApplyLoop:
         reason = f"batch {batch.epoch}:{batch.seq} op {index} cannot be applied: {exc}"
         if self.state is ReplicaState.SYNCING:
             log.warning("%s; skipped, verify & synchronize repairs it", reason)
+            self._skipped_in_sync = True
+            await self._withdraw_mark()
             await asyncio.to_thread(self.applier.skip_failed, batch, index)
             return Cycle(1, reason)
         await self._out_of_sync(reason)
@@ -202,21 +215,30 @@ class ApplyLoop:
 
     async def begin_resync(self) -> None:
         """Verify & synchronize started: apply everything there is, skipping gaps (and ops
-        that cannot be applied): the replica is not known to match again until the verify
-        ends well, so the verified mark goes now. Kept, a target killed mid-verify came back
-        'verified' with what it skipped never repaired, and its view stayed 'syncing'."""
+        that cannot be applied). The first thing skipped withdraws the verified mark until a
+        verify ends well: kept, a target killed mid-verify came back 'verified' with what it
+        skipped never repaired (chaos s092). While nothing is skipped, the replica is still
+        the journal's beginning, as verified before."""
         self._skip_gaps = True
         self._out_for_gap = False
-        if self.on_verified is not None:
-            await self.on_verified(False)
         if self.state is not ReplicaState.SYNCING:
             self._before_sync = self.state
             self.state = ReplicaState.SYNCING
             await self.report_state(self.state, "verify & synchronize started")
         self.wakeup.set()
 
+    async def _withdraw_mark(self) -> None:
+        if not self._mark_withdrawn and self.on_verified is not None:
+            log.info(
+                "replica not known to match until this verify ends: it skipped what it repairs"
+            )
+            await self.on_verified(False)
+        self._mark_withdrawn = True
+
     async def end_resync(self, ok: bool, reason: str) -> None:
         self._skip_gaps = False
+        self._skipped_in_sync = False
+        self._mark_withdrawn = False
         if ok:
             self.state = ReplicaState.IN_SYNC
             self.unverified = False

@@ -83,6 +83,7 @@ class SourceVerifying:
                 reason,
                 fetch_timeout=AUTO_VERIFY_WAIT_S,
                 unless_matched_after=time.monotonic(),
+                in_flight_decides=True,
             )
             task = asyncio.get_running_loop().create_task(verify)
             self._background.add(task)
@@ -122,11 +123,22 @@ class SourceVerifying:
     ) -> None:
         """Verify every peer, trying again (less and less often) until it succeeds: until
         then the orchestrator holds the peer unverified and moves no role onto it."""
+        began = time.monotonic()
         for target in self.s.peers:
             attempt, pause = 0, pause_s
             while True:
                 attempt += 1
-                result = await self.verify(target, reason, fetch_timeout=AUTO_VERIFY_WAIT_S)
+                # A verify the target's own report started meanwhile (it read the manifest
+                # after this began) answers this one: a second, redundant one only put the
+                # target back into 'syncing', where it may not take over (PostgreSQL test:
+                # the Active was SIGKILLed during it and the failover was refused).
+                result = await self.verify(
+                    target,
+                    reason,
+                    fetch_timeout=AUTO_VERIFY_WAIT_S,
+                    unless_matched_after=began,
+                    in_flight_decides=True,
+                )
                 if result.ok:
                     break
                 log.warning(
@@ -143,11 +155,15 @@ class SourceVerifying:
         max_passes: int = 3,
         fetch_timeout: float = 120.0,
         unless_matched_after: float | None = None,
+        in_flight_decides: bool = False,
     ) -> VerifyResult:
         """``unless_matched_after`` (a ``time.monotonic()``): skip it when a verify whose
         replica manifest was asked for after that moment has ended ok meanwhile (a target
         that starts unverified reports it while the start-time verify is already running:
-        a second verify behind it only doubled the time to a ready pair)."""
+        a second verify behind it only doubled the time to a ready pair).
+        ``in_flight_decides``: a pass whose differences are all writes in flight ends it
+        (the verifies the source starts by itself); an operator's verify confirms with a
+        further pass, so that the replica matches when it answers."""
         # Only a verify made while the capture is live counts: what is written after its
         # pass and before the capture would be on neither the journal nor the replica.
         try:
@@ -162,10 +178,15 @@ class SourceVerifying:
                     why = "a verify that read its manifest after this report matched it"
                     log.info("verify of %s not needed (%s): %s", target, reason, why)
                     return VerifyResult(True, 0, 0, 0, 0, why)
-            return await self._verify(target, reason, max_passes, fetch_timeout)
+            return await self._verify(target, reason, max_passes, fetch_timeout, in_flight_decides)
 
     async def _verify(
-        self, target: str, reason: str, max_passes: int, fetch_timeout: float
+        self,
+        target: str,
+        reason: str,
+        max_passes: int,
+        fetch_timeout: float,
+        in_flight_decides: bool = False,
     ) -> VerifyResult:
         s = self.s
         log.info("verify of %s started: %s", target, reason)
@@ -202,6 +223,7 @@ class SourceVerifying:
                 max_passes=max_passes,
                 on_progress=progress,
                 exact_fixes=getattr(self.capture, "exclusive", None) is not None,
+                in_flight_decides=in_flight_decides,
             )
         except TargetNotServingError as exc:  # not up yet: expected, said without a trace
             log.warning("verify of %s not done yet: %s", target, exc)

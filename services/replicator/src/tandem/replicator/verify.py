@@ -40,14 +40,15 @@ async def verify_and_sync(
     on_progress: Callable[[SyncStats, int], None] = lambda s, t: None,
     exact_fixes: bool = False,
     in_flight_s: float = IN_FLIGHT_S,
+    in_flight_decides: bool = False,
 ) -> VerifyResult:
     """``fetch_replica`` returns the replica's manifest as of everything journaled so far;
     ``settle`` waits until what was submitted is stored (drain).
 
     Passes run until one finds nothing to fix. An application that keeps writing makes
     every pass find the files it wrote since the replica's manifest was taken, so after
-    ``max_passes`` the last pass decides (``watch``: any pass whose differences are all in
-    flight decides at once):
+    ``max_passes`` the last pass decides (``watch`` with ``in_flight_decides``: any pass
+    whose differences are all in flight decides at once):
 
     - ``exact_fixes`` (the capture holds every write off while a file is read and its fix
       journaled: ``intercept``): each fix reached the journal in order with the live writes,
@@ -80,7 +81,8 @@ async def verify_and_sync(
                 "replica matches" if n == 1 else f"replica matches after {n - 1} fixing pass(es)"
             )
             return VerifyResult(True, n, checked, out, sent, reason)
-        if not exact_fixes and last.recent == last.out_of_sync and n < max_passes:
+        in_flight = not exact_fixes and last.recent == last.out_of_sync
+        if in_flight_decides and in_flight and n < max_passes:
             # What a further pass would find is the same kind of in-flight change: each
             # pass costs two full scans, so with an application that keeps writing the
             # answer would only come later (3 passes took 68 s on 69,000 files), not truer.
