@@ -133,3 +133,39 @@ async def test_compare_and_set_lets_one_writer_win(bus: Bus) -> None:
         await compare_and_set(kv, key, b'{"active": "primary", "epoch": 2}', rev1)
     entry = await kv.get(key)
     assert entry.revision == rev2 and entry.value == b'{"active": "secondary", "epoch": 2}'
+
+
+async def test_a_step_that_failed_on_a_bus_fault_runs_again_when_retried(bus: Bus) -> None:
+    """chaos s045 (run 7): ApplyReceiveQueue failed on a 503 from JetStream while a NATS node
+    was down. The saga retries with the same key: the retry must run the step, not be answered
+    with the fault; a failure that is not the bus's (a bug) is answered again as it was."""
+    from nats.js.errors import ServiceUnavailableError
+
+    faults = [ServiceUnavailableError(), None, KeyError("bug"), None]
+    calls: list[Command] = []
+
+    async def handle(cmd: Command) -> CommandResult:
+        calls.append(cmd)
+        fault = faults[len(calls) - 1]
+        if fault is not None:
+            raise fault
+        return CommandResult(command_id=cmd.id, idempotency_key=cmd.idempotency_key, ok=True)
+
+    server = CommandServer(bus, "demo", "primary", handle, lambda: 3)
+    await server.start()
+    try:
+
+        def hide(key: str) -> Hide:
+            return Hide(
+                cluster="demo", node="primary", epoch=3, idempotency_key=key, payload=StepPayload()
+            )
+
+        first = await send_command(bus, hide("saga-8:hide"))
+        assert not first.ok and first.reason.startswith("ServiceUnavailableError")
+        again = await send_command(bus, hide("saga-8:hide"))
+        assert again.ok and not again.replayed and len(calls) == 2
+        broken = await send_command(bus, hide("saga-9:hide"))
+        replay = await send_command(bus, hide("saga-9:hide"))
+        assert not broken.ok and not replay.ok and replay.replayed and len(calls) == 3
+    finally:
+        await server.stop()

@@ -29,6 +29,7 @@ from tandem.events.deadletter import Rejected, dead_letter
 from tandem.events.envelope import Command, CommandResult
 from tandem.events.errors import CommandFailedError, DecodeError
 from tandem.events.registry import decode_command
+from tandem.events.transient import describe, is_bus_fault
 
 log = logging.getLogger(__name__)
 
@@ -245,13 +246,18 @@ class CommandServer:
         try:
             result = await self.handler(command)
         except Exception as exc:
-            log.exception("command %s failed", command.type)
             result = CommandResult(
-                command_id=command.id,
-                idempotency_key=key,
-                ok=False,
-                reason=f"{type(exc).__name__}: {exc}",
+                command_id=command.id, idempotency_key=key, ok=False, reason=describe(exc)
             )
+            if is_bus_fault(exc):
+                # The bus was passing through a fault (an election, a lost node): the sender
+                # retries with the same key, and that retry must run the step again rather
+                # than be answered with this failure.
+                log.warning("command %s failed for now: %s", command.type, describe(exc))
+                if self._results.get(key) is future:
+                    del self._results[key]
+            else:
+                log.exception("command %s failed", command.type)
         future.set_result(result)
         self._tell(command, result, started)
         return result

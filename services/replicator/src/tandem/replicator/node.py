@@ -131,7 +131,15 @@ class ReplicatorNode(SideLoop):
             return f"{self.s.node} is the source at epoch {side.epoch}: nothing to apply"
         if not isinstance(side, TargetSide):
             return f"{self.s.node} replicates nothing now ({self.side_name}): nothing to apply"
-        epoch, seq = await last_journaled(self.bus, self.s.cluster)
+        give_up = asyncio.get_running_loop().time() + timeout
+        # A NATS node lost or a stream leader being elected answers 503 for a few seconds:
+        # that is a wait inside the step's own budget, not a failed step (chaos s045, run 7).
+        epoch, seq = await retry_transient(
+            "reading the journal's last batch",
+            lambda: last_journaled(self.bus, self.s.cluster),
+            deadline_s=timeout,
+        )
+        timeout = max(0.1, give_up - asyncio.get_running_loop().time())
         if epoch != self.side_epoch:
             # The newest batch is of another epoch: nothing was journaled in ours yet.
             epoch, seq = self.side_epoch, 0
