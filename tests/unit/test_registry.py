@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 from helpers import alert
 from tandem.events import catalog
@@ -30,7 +30,9 @@ def sample(annotation: Any) -> Any:
     if origin is list:
         return [sample(args[0])]
     if origin is dict:
-        return {}
+        return {"code": "text"}  # a non-empty mapping (silence matchers must be)
+    if annotation is AwareDatetime:
+        return datetime.now(UTC)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return next(iter(annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -1,6 +1,12 @@
 """The catalog of Tandem's events and commands. Importing it registers every type."""
 
-from tandem.events.catalog.alerts import AlertCleared, AlertRaised
+from tandem.events.catalog.alerts import (
+    AlertAcknowledged,
+    AlertCleared,
+    AlertRaised,
+    SilenceCreated,
+    SilenceRemoved,
+)
 from tandem.events.catalog.commands import (
     ApplyReceiveQueue,
     DrainSendQueue,
@@ -82,6 +88,7 @@ from tandem.events.catalog.vmware import (
 )
 
 __all__ = [
+    "AlertAcknowledged",
     "AlertCleared",
     "AlertRaised",
     "ApplicationRestartRequested",
@@ -132,6 +139,8 @@ __all__ = [
     "SagaStepStarted",
     "ServiceStarted",
     "ServiceStopped",
+    "SilenceCreated",
+    "SilenceRemoved",
     "StartApplications",
     "StartIntercepting",
     "StopApplications",
