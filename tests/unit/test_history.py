@@ -136,9 +136,10 @@ def test_a_resumed_saga_that_completes_clears_its_stuck_alert() -> None:
         ended("s1", T0 + timedelta(seconds=10), ok=False, stuck=True),
         control(SagaResumeRequested, "s1", T0 + timedelta(seconds=20)),
     )
-    assert "saga.stuck" in state.cluster(C).alerts
+    assert alert.fingerprint in state.cluster(C).alerts
     state.apply(ended("s1", T0 + timedelta(seconds=25), ok=True))  # type: ignore[arg-type]
-    assert "saga.stuck" not in state.cluster(C).alerts
+    assert alert.fingerprint not in state.cluster(C).alerts
+    assert state.cluster(C).cleared[alert.fingerprint].cleared_reason.startswith("resolved:")
 
 
 def test_only_a_saga_before_its_pivot_may_be_cancelled() -> None:

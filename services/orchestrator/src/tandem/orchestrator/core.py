@@ -77,6 +77,7 @@ class Orchestrator(
             gone=liveness.gone,
         )
         self.runner.member_step = self.member_step
+        self.runner.resolved_alerts = state.resolved_by
         self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster
 
     # -- choosing a target ----------------------------------------------------------------

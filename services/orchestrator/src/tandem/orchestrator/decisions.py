@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import (
+    AlertCleared,
     AlertRaised,
     FailoverRecommendationWithdrawn,
     FailoverRecommended,
     RoleChanged,
 )
-from tandem.events.catalog.alerts import AlertRaisedPayload
+from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
 from tandem.events.catalog.operations import (
     FailoverRecommendationWithdrawnPayload,
     FailoverRecommendedPayload,
@@ -36,6 +37,9 @@ from tandem.orchestrator.supervise import SayOnce
 
 log = logging.getLogger(__name__)
 
+#: Raised when the Active is gone and no node can take over; cleared once one can, or the
+#: Active is back.
+IMPOSSIBLE = "failover.impossible"
 _DURATION = re.compile(r"\b\d+(?:\.\d+)?s\b")
 
 
@@ -72,6 +76,24 @@ class Decisions:
             return False
         self._said[subject] = gist
         return True
+
+    async def _clear(self, cluster: str, code: str, reason: str) -> list[str]:
+        """Clear the open ``code`` alerts of ``cluster`` (raised by this replica or another:
+        each as raised), folded at once so that the next cycle does not clear them again."""
+        said = []
+        for alert in list(self.o.state.cluster(cluster).alerts.values()):
+            if alert.code != code:
+                continue
+            event = AlertCleared(
+                cluster=cluster,
+                node=alert.node,
+                epoch=self.o.state.cluster(cluster).epoch,
+                payload=AlertClearedPayload(code=code, subject=alert.subject, reason=reason),
+            )
+            await self._emit(event)
+            self.o.state.apply(event)
+            said.append(f"{cluster}: alert {code} cleared: {reason}")
+        return said
 
     async def _emit(self, event: Event) -> None:
         """A decision's event (an alert, a recommendation): queued in the outbox, which
@@ -135,6 +157,7 @@ class Decisions:
                 said += await self._active_gone(name, rec.active, gone)
                 continue
             self._said.pop(f"gone:{name}", None)  # back: its next loss is news again
+            said += await self._clear(name, IMPOSSIBLE, f"{rec.active} is back: it serves")
             said += await self._withdraw_if_back(name, rec.active)
             said += await self._requests(name, rec.active)
         return said
@@ -168,23 +191,24 @@ class Decisions:
         except (ConflictError, NotFoundError) as exc:
             text = f"{cluster}: {gone}; no failover: {exc}"
             if self._once(f"gone:{cluster}", text):
-                await self._emit(
-                    AlertRaised(
-                        cluster=cluster,
-                        node=self.o.s.instance,
-                        epoch=rec.epoch,
-                        payload=AlertRaisedPayload(
-                            code="failover.impossible", severity=Severity.CRITICAL, message=text
-                        ),
-                    )
+                alert = AlertRaised(
+                    cluster=cluster,
+                    node=self.o.s.instance,
+                    epoch=rec.epoch,
+                    payload=AlertRaisedPayload(
+                        code=IMPOSSIBLE, severity=Severity.CRITICAL, message=text
+                    ),
                 )
+                await self._emit(alert)
+                self.o.state.apply(alert)  # folded now: its clear must find it (see _clear)
                 return [text]
             return []
+        said = await self._clear(cluster, IMPOSSIBLE, f"{target} can take over from {active}")
         paused = self.o.paused_why(cluster)
         if self.o.liveness.mode(cluster, active) == "managed" or paused:
             pending = rec.pending_failover
             if pending is not None and pending.failed_node == active:
-                return await self._withdraw_if_unfit(cluster, active)
+                return said + await self._withdraw_if_unfit(cluster, active)
             why = f"{gone} ({paused}: no automatic failover)" if paused else gone
             await self._emit(
                 FailoverRecommended(
@@ -195,15 +219,15 @@ class Decisions:
                 )
             )
             mode = "paused" if paused else "managed mode"
-            return [f"{cluster}: {gone}; failover to {target} recommended ({mode})"]
+            return [*said, f"{cluster}: {gone}; failover to {target} recommended ({mode})"]
         async with self.o._starting:
             if self.o.state.running_saga(cluster) is not None or not self.o.is_leader():
-                return []
+                return said
             if self.o.paused_why(cluster):
-                return []  # paused meanwhile: the next cycle recommends it
+                return said  # paused meanwhile: the next cycle recommends it
             saga = await self.o._failover(cluster, target, gone, operator=False)
         self._said.pop(f"gone:{cluster}", None)
-        return [f"{cluster}: {gone}; failover to {target} (saga {saga.id})"]
+        return [*said, f"{cluster}: {gone}; failover to {target} (saga {saga.id})"]
 
     async def _withdraw_if_back(self, cluster: str, active: str) -> list[str]:
         """A recommendation whose failed Active serves again is withdrawn: confirming it
@@ -267,12 +291,16 @@ class Decisions:
                     break  # not refused: asked again of whoever leads next (this one too)
                 self._refused_requests.add(req.event_id)
                 text = f"{cluster}: automatic switchover asked by {req.node} refused: {exc}"
+                # One per asking node (subject): resolved by the next saga that completes.
                 await self._emit(
                     AlertRaised(
                         cluster=cluster,
                         node=self.o.s.instance,
                         payload=AlertRaisedPayload(
-                            code="switchover.refused", severity=Severity.WARNING, message=text
+                            code="switchover.refused",
+                            severity=Severity.WARNING,
+                            message=text,
+                            subject=req.node,
                         ),
                     )
                 )

@@ -225,7 +225,8 @@ class NodeControlActions:
             unfenced: list[str] = []
             released = [name for name in names if rec.node(name).awaiting_operator]
             kept: dict[str, str] = {}
-            alerts = [code for code in rec.alerts if code in OPERATOR_ALERTS]
+            open_ = [a for a in rec.alerts.values() if a.code in OPERATOR_ALERTS]
+            alerts = [a.code for a in open_]
             epoch = rec.epoch
             last = self.state.last_saga(cluster)
             if last is not None and last.state == "needs_operator":
@@ -268,17 +269,20 @@ class NodeControlActions:
                 unfenced.append(name)
         async with lost_is_conflict():
             self._require_leader()
-            for code in alerts:
+            for alert in open_:
+                # As raised (node and subject: its fingerprint), whichever replica raised it.
                 await self._store(
                     AlertCleared(
                         cluster=cluster,
-                        node=self.s.instance,
+                        node=alert.node,
                         epoch=epoch,
                         payload=AlertClearedPayload(
-                            code=code, reason=f"cleared by {actor}: {reason}"
+                            code=alert.code,
+                            subject=alert.subject,
+                            reason=f"cleared by {actor}: {reason}",
                         ),
                     ),
-                    f"AlertCleared {code} of {cluster}",
+                    f"AlertCleared {alert.code} of {cluster}",
                 )
             await self._store(
                 NodeCleanedUp(

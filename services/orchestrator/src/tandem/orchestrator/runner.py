@@ -34,11 +34,13 @@ from typing import Any
 from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.catalog import (
+    AlertCleared,
     SagaCompleted,
     SagaStepCompleted,
     SagaStepFailed,
     SagaStepStarted,
 )
+from tandem.events.catalog.alerts import AlertClearedPayload
 from tandem.events.catalog.sagas import (
     SagaEndedPayload,
     SagaStepCompletedPayload,
@@ -54,7 +56,7 @@ from tandem.orchestrator.groups import MEMBER_SWITCHOVER
 from tandem.orchestrator.plans import CHANGE_ROLE, FENCE
 from tandem.orchestrator.publishing import LeadershipLost, Publisher
 from tandem.orchestrator.saga_endings import SagaEndings
-from tandem.orchestrator.state_records import SagaRecord
+from tandem.orchestrator.state_records import AlertRecord, SagaRecord
 from tandem.orchestrator.steps import COMMANDS, StepCommands, StepFailed
 
 __all__ = ["COMMANDS", "SagaRunner", "StepFailed"]
@@ -104,6 +106,9 @@ class SagaRunner(SagaEndings):
         #: Group sagas: run a member's switchover (or move it back) as a child saga and
         #: return how it ended; set by the orchestrator.
         self.member_step: Callable[[SagaRecord, SagaStepSpec, bool], Awaitable[str]] | None = None
+        #: The open alerts a saga resolves by completing (``ClusterState.resolved_by``); set
+        #: by the orchestrator.
+        self.resolved_alerts: Callable[[SagaRecord], list[AlertRecord]] | None = None
 
     def start(self, saga: SagaRecord) -> asyncio.Task[str]:
         """Run (or resume) ``saga`` in the background, once per process at a time."""
@@ -113,6 +118,22 @@ class SagaRunner(SagaEndings):
             task.add_done_callback(lambda t: _said_how_it_ended(saga.id, t))
             self.running[saga.id] = task
         return task
+
+    async def _clear_resolved(self, saga: SagaRecord, why: str) -> None:
+        """Clear what the completed saga fixed (a ``saga.stuck``, a ``fence.failed``...),
+        each as raised (its node and subject), so that whoever follows alerts sees it end."""
+        for alert in self.resolved_alerts(saga) if self.resolved_alerts else []:
+            cleared = AlertClearedPayload(
+                code=alert.code, subject=alert.subject, reason=f"resolved: {why} ({saga.id})"
+            )
+            event = AlertCleared(
+                cluster=saga.cluster,
+                node=alert.node,
+                epoch=saga.plan[-1].epoch,
+                correlation_id=saga.id,
+                payload=cleared,
+            )
+            await self._store(saga, event)
 
     async def _store(self, saga: SagaRecord, event: Event) -> None:
         await self.publisher.stored(
@@ -182,6 +203,7 @@ class SagaRunner(SagaEndings):
             done.add(index)
             pivoted = pivoted or spec.pivot
         why = f"{saga.kind} of {saga.cluster} to {saga.to_node} completed"
+        await self._clear_resolved(saga, why)
         await self._publish(
             saga, SagaCompleted, SagaEndedPayload(saga_id=saga.id, reason=why), saga.plan[-1].epoch
         )

@@ -9,9 +9,11 @@ A saga is ``running``, then ``completed``, ``failed`` (compensated before its pi
 ``needs_operator`` (stopped past its pivot, with a ``saga.stuck`` or ``fence.failed``
 alert); only a running saga blocks another on its cluster.
 
-Open alerts are kept per cluster by code (``AlertRaised`` until ``AlertCleared``); a
-``saga.stuck`` or ``fence.failed`` one is also resolved when a saga started after it on the
-same cluster completes (the operator's switchover or failover fixed what it was about).
+Alerts are kept per cluster by fingerprint, firing, acknowledged or cleared
+(``alert_fold.py``), and silences beside them; a ``saga.stuck``, ``fence.failed`` or
+``switchover.refused`` one is also resolved when a saga started after it on the same cluster
+completes (the operator's switchover or failover fixed what it was about; the saga's runner
+sends their ``AlertCleared`` too).
 
 The records it keeps (clusters, nodes, sagas, alerts, requests) are ``state_records.py``'s.
 """
@@ -21,8 +23,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from tandem.events.catalog import (
-    AlertCleared,
-    AlertRaised,
     ClusterPaused,
     ClusterResumed,
     FailoverRecommendationWithdrawn,
@@ -52,13 +52,21 @@ from tandem.events.catalog.vocabulary import Role
 from tandem.events.envelope import Event
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.projection import Projection
+from tandem.orchestrator.alert_fold import (
+    ALERT_EVENTS,
+    SILENCE_EVENTS,
+    end_alert,
+    fold_alert,
+    fold_silence,
+)
 from tandem.orchestrator.nodectl_fold import NODE_CONTROL_EVENTS, fold_node_control
 from tandem.orchestrator.saga_fold import fold_saga_control
 from tandem.orchestrator.state_records import (
-    OPERATOR_ALERTS,
+    RESOLVED_BY_SAGA,
     AlertRecord,
     ClusterRecord,
     SagaRecord,
+    SilenceRecord,
     SwitchoverRequest,
 )
 from tandem.orchestrator.views import MaintenanceView, PendingFailover, SagaStepView
@@ -73,6 +81,8 @@ class ClusterState(Projection):
         self.sagas: dict[str, SagaRecord] = {}
         #: Automatic switchover requests no saga has answered yet, by event id.
         self.requests: dict[str, SwitchoverRequest] = {}
+        #: Silences by id, of every cluster (one may match several): see ``alert_fold``.
+        self.silences: dict[str, SilenceRecord] = {}
 
     def cluster(self, name: str) -> ClusterRecord:
         if name not in self.clusters:
@@ -94,6 +104,9 @@ class ClusterState(Projection):
         return None
 
     def apply(self, event: Event) -> None:
+        if isinstance(event, SILENCE_EVENTS):  # one of no single cluster is filed under ours
+            fold_silence(self.silences, event)
+            return
         if event.cluster == SYSTEM_CLUSTER:
             return
         c = self.cluster(event.cluster)
@@ -180,12 +193,8 @@ class ClusterState(Projection):
             if n.standby_at is None or event.occurred_at >= n.standby_at:
                 n.standby, n.standby_at = event.payload.standby, event.occurred_at
                 n.standby_reason = event.payload.reason if event.payload.standby else ""
-        elif isinstance(event, AlertRaised):
-            c.alerts[event.payload.code] = AlertRecord(
-                event.payload.code, event.payload.message, event.occurred_at, event.node
-            )
-        elif isinstance(event, AlertCleared):
-            c.alerts.pop(event.payload.code, None)
+        elif isinstance(event, ALERT_EVENTS):
+            fold_alert(c, event)
         elif isinstance(event, NODE_CONTROL_EVENTS):
             fold_node_control(c, event)
         elif isinstance(event, SagaStarted):
@@ -211,16 +220,23 @@ class ClusterState(Projection):
                 if automatic_switchover and saga.state == "completed" and saga.from_node:
                     self.cluster(saga.cluster).node(saga.from_node).awaiting_operator = True
                 if saga.state == "completed":
-                    self._resolved_by(saga)
+                    self._resolved_by(saga, event.occurred_at)
 
-    def _resolved_by(self, saga: SagaRecord) -> None:
-        """A saga that completed resolves the operator alerts raised before it started (or
-        before an operator resumed it: its own ``saga.stuck``)."""
-        alerts = self.cluster(saga.cluster).alerts
+    def resolved_by(self, saga: SagaRecord) -> list[AlertRecord]:
+        """The open alerts ``saga`` resolves when it completes: operator alerts (and refused
+        automatic switchovers) of its cluster raised before it started (or before an
+        operator resumed it: its own ``saga.stuck``)."""
         since = saga.resumed_at or saga.started_at
-        for code, alert in list(alerts.items()):
-            if code in OPERATOR_ALERTS and alert.raised_at < since:
-                del alerts[code]
+        return [
+            alert
+            for alert in self.cluster(saga.cluster).alerts.values()
+            if alert.code in RESOLVED_BY_SAGA and alert.raised_at < since
+        ]
+
+    def _resolved_by(self, saga: SagaRecord, at: datetime) -> None:
+        c = self.cluster(saga.cluster)
+        for alert in self.resolved_by(saga):
+            end_alert(c, alert, at, f"resolved: {saga.kind} {saga.id} completed")
 
     def _saga_started(self, event: SagaStarted) -> None:
         p = event.payload

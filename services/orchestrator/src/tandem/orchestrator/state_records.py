@@ -1,13 +1,15 @@
 """What the orchestrator's state (``state.py``) folds ``TANDEM_EVENTS`` into: a cluster's
 record (Active, epoch, its nodes, pending failover, open alerts, maintenance), a node's, a
-saga's with its steps, an open alert's, and an automatic switchover request's; plain
+saga's with its steps, an alert's, a silence's, and an automatic switchover request's; plain
 dataclasses, changed only by ``ClusterState.apply`` and the folds it calls.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Literal
 
 from tandem.events.catalog.sagas import SagaStepSpec
 from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaState, Role
@@ -99,16 +101,77 @@ class SagaRecord:
         return {i for i, s in self.steps.items() if s.state == "completed"}
 
 
+AlertState = Literal["firing", "acknowledged", "cleared"]
+
+
 @dataclass
 class AlertRecord:
+    """One alert (``alert_fold.py`` keeps it): the same fingerprint raised again is this
+    record again (``count``); cleared, it moves to the cluster's ``cleared`` records."""
+
     code: str
     message: str
+    #: When it was first raised (this episode: a raise after its clear starts a new one).
     raised_at: datetime
     node: str
+    fingerprint: str = ""
+    cluster: str = ""
+    subject: str = ""
+    severity: str = "warning"
+    details: dict[str, Any] = field(default_factory=dict)
+    last_raised_at: datetime | None = None
+    count: int = 1
+    #: The event that raised it first, and what caused that event (its cause link).
+    event_id: str = ""
+    causation_id: str | None = None
+    state: AlertState = "firing"
+    acknowledged_by: str = ""
+    acknowledged_at: datetime | None = None
+    ack_comment: str = ""
+    cleared_at: datetime | None = None
+    cleared_reason: str = ""
+    #: The ids of the last events folded into it: one folded twice (the leader folds its own
+    #: at once, then the stream delivers it) counts once.
+    seen: deque[str] = field(default_factory=lambda: deque(maxlen=8))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """What a silence matches on (``SILENCE_LABELS``)."""
+        return {
+            "code": self.code,
+            "cluster": self.cluster,
+            "node": self.node,
+            "subject": self.subject,
+            "severity": self.severity,
+        }
+
+
+@dataclass
+class SilenceRecord:
+    silence_id: str
+    cluster: str
+    matchers: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime
+    by: str
+    comment: str
+    created_at: datetime
+    removed_at: datetime | None = None
+    removed_by: str = ""
+
+    def active(self, now: datetime) -> bool:
+        return self.removed_at is None and self.starts_at <= now < self.ends_at
+
+    def ended(self, now: datetime) -> bool:
+        return self.removed_at is not None or self.ends_at <= now
 
 
 #: Alerts that leave a cluster for an operator (saga_endings.STUCK, fencing.ALERT_CODE).
 OPERATOR_ALERTS = frozenset({"saga.stuck", "fence.failed"})
+#: Alerts a saga that completes after them resolves (cleared by its ``AlertCleared``, or
+#: by the fold for a stream recorded before sagas sent those): the operator alerts, and a
+#: refused automatic switchover (the cluster moved on).
+RESOLVED_BY_SAGA = OPERATOR_ALERTS | {"switchover.refused"}
 
 
 @dataclass
@@ -120,8 +183,11 @@ class ClusterRecord:
     pending_failover: PendingFailover | None = None
     #: Why the last recommendation was withdrawn (until the next one or a role change).
     withdrawn_failover: str = ""
-    #: Alerts raised on this cluster and not cleared, by code.
+    #: Alerts raised on this cluster and not cleared (firing or acknowledged), by
+    #: fingerprint.
     alerts: dict[str, AlertRecord] = field(default_factory=dict)
+    #: The last cleared ones (at most ``alert_fold.MAX_CLEARED``), oldest first.
+    cleared: OrderedDict[str, AlertRecord] = field(default_factory=OrderedDict)
     #: The last ``ClusterPaused`` not followed by a ``ClusterResumed`` (see ``paused``).
     maintenance: MaintenanceView | None = None
     #: When it last changed (an older pause or resume folded again late is ignored).

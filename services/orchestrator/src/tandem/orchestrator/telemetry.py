@@ -76,7 +76,7 @@ class TelemetrySource:
             for s in list(self.state.sagas.values())
         ]
         alerts = {
-            name: sorted(c.alerts)
+            name: sorted(a.code for a in list(c.alerts.values()))
             for name, c in list(self.state.clusters.items())
             if c.alerts and name != SYSTEM_CLUSTER
         }

@@ -148,7 +148,7 @@ class ApiMetrics:
         )
         self.alerts = Gauge(
             "tandem_alerts_active",
-            "1 for each alert raised and not cleared",
+            "Alerts raised and not cleared (acknowledged ones too), per code",
             ["cluster", "code"],
             registry=r,
         )
@@ -301,8 +301,8 @@ class ApiMetrics:
 
     def _telemetry(self, t: Telemetry, clusters: set[str]) -> None:
         for cluster, codes in t.alerts.items():
-            for code in codes:
-                self.alerts.labels(cluster=cluster, code=code).set(1)
+            for code in set(codes):  # one per open alert: a code may fire on several nodes
+                self.alerts.labels(cluster=cluster, code=code).set(codes.count(code))
         counts: dict[tuple[str, str, str], int] = {}
         failovers: dict[str, int] = dict.fromkeys(clusters, 0)
         for saga in t.sagas:
