@@ -164,6 +164,10 @@ class ApiClient:
         """``POST /api/v1<path>`` with ``body``, its answer as ``kind``."""
         return self._post_as(kind, f"{API_PREFIX}{path}", body)
 
+    def remove(self, kind: type[M], path: str) -> M:
+        """``DELETE /api/v1<path>``, its answer as ``kind``."""
+        return _parse(kind, *self._request("DELETE", f"{API_PREFIX}{path}"), f"DELETE {path}")
+
     def healthz(self) -> Any:
         return self._request("GET", "/healthz")[1]
 

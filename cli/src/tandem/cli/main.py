@@ -13,6 +13,7 @@ from rich.console import Console
 
 from tandem.cli.actions import group_app
 from tandem.cli.actions import register as register_actions
+from tandem.cli.alerts import register as register_alerts
 from tandem.cli.bus_secrets import secrets_command
 from tandem.cli.busurl import cli_bus_settings, resolve_bus_url, service_login_env
 from tandem.cli.dns import dns_app
@@ -44,6 +45,7 @@ app.add_typer(dns_app, name="dns")
 register_maintenance(app)
 register_history(app)
 register_nodectl(app)
+register_alerts(app)
 app.command("logs")(logs_command)
 
 console = Console()

@@ -16,6 +16,7 @@ from tandem.events.catalog.vocabulary import ReplicaState, SagaKind
 from tandem.events.ids import new_id
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.outbox import Outbox
+from tandem.orchestrator.alerts import AlertActions
 from tandem.orchestrator.dns_reconcile import DnsReconcileRequests
 from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.fencing import Fencer
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 class Orchestrator(
     OrchestratorViews,
+    AlertActions,
     MaintenanceActions,
     NodeControlActions,
     DnsReconcileRequests,
@@ -272,6 +274,8 @@ class Orchestrator(
         if cluster is None and isinstance(arguments.get("saga_id"), str):  # the saga's cluster
             saga = self.state.sagas.get(str(arguments["saga_id"]))
             cluster = saga.cluster if saga is not None else None
+        if cluster is None:  # an alert's or a silence's
+            cluster = self.audit_cluster(arguments)
         event = OperatorActionRecorded(
             cluster=cluster
             if isinstance(cluster, str) and self._known(cluster)

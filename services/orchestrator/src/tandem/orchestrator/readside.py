@@ -290,6 +290,7 @@ class OrchestratorViews:
                         epoch=event.epoch,
                         occurred_at=event.occurred_at,
                         correlation_id=event.correlation_id,
+                        causation_id=event.causation_id,
                         payload=event.payload.model_dump(mode="json"),
                     )
                 )

@@ -200,6 +200,8 @@ class EventView(_View):
     epoch: int
     occurred_at: datetime
     correlation_id: str | None = None
+    #: The event this one answers (an acknowledgement: the alert's raise).
+    causation_id: str | None = None
     payload: dict[str, object]
 
 

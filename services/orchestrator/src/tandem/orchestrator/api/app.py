@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from tandem.orchestrator.api import (
+    routes_alerts,
     routes_clusters,
     routes_dns,
     routes_groups,
@@ -68,6 +69,8 @@ def create_app(
     app.include_router(routes_dns.mutations)
     app.include_router(routes_sagas.router)
     app.include_router(routes_sagas.mutations)
+    app.include_router(routes_alerts.router)
+    app.include_router(routes_alerts.mutations)
     app.include_router(routes_ops.router)
 
     docs = {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url}

@@ -34,15 +34,19 @@ log = logging.getLogger(__name__)
 #: How long the audit record may take before the answer goes out without it (logged).
 RECORD_TIMEOUT_S = 5.0
 _MAX_TEXT = 500
+_MAX_ITEMS = 10
 
 
-def _bounded(value: object) -> object:
-    """A body value as it goes into the audit record: scalars kept (long text cut), the
-    rest summarised, so that a record stays small whatever was sent."""
+def _bounded(value: object, nested: bool = False) -> object:
+    """A body value as it goes into the audit record: scalars kept (long text cut), a small
+    object of scalars kept (a silence's matchers), the rest summarised, so that a record
+    stays small whatever was sent."""
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
         return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "..."
+    if isinstance(value, dict) and not nested and len(value) <= _MAX_ITEMS:
+        return {str(k)[:_MAX_TEXT]: _bounded(v, nested=True) for k, v in value.items()}
     return f"<{type(value).__name__} omitted>"
 
 
