@@ -1,6 +1,7 @@
 """Node control (issue 18 items 4 and 5a) against real agents, the demo app, a real
 orchestrator and nats-server: ``tandem app stop|start|restart`` seen on the demo app's
-public port (an operator's stop is not repaired by the health rule), ``tandem reinstate``
+public port (an operator's stop is not repaired by the health rule, nor undone by a restart
+of the agent), ``tandem reinstate``
 of the old Active of an automatic switchover (it ends Passive, in sync, with the data
 written meanwhile), ``tandem cleanup``, and their refusals (unknown cluster, node or
 application: 404; reinstate the Active: 409 with the reason; a viewer mutating: 403; a
@@ -156,6 +157,22 @@ async def test_app_stop_start_restart_on_the_active_and_the_refusals(pair: Pair)
     await asyncio.sleep(3)  # many check intervals (0.2 s): the rule would have acted by now
     assert not _running(_app_pid(pair, "primary")) and not await _public_ok(pair)
     assert not await stored(pair, "RuleBreached")
+
+    # The hold outlives the agent: restarted Active at the same epoch, it leaves web stopped
+    # (paused meanwhile, as for any maintenance: no failover while the agent is away).
+    done = await tandem(pair, "pause", CLUSTER, "--reason", "agent upgrade")
+    assert done.returncode == 0, done.stderr
+    pair.agents["primary"].stop()
+    pair.agents["primary"].start()
+
+    async def resumed_holding() -> bool:
+        return "web: held stopped by an operator" in pair.agents["primary"].tail(400)
+
+    await eventually(resumed_holding, 60, "primary Active again after its agent's restart")
+    await asyncio.sleep(3)  # the rule's checks and a restart's start have had their chance
+    assert not _running(_app_pid(pair, "primary")) and not await _public_ok(pair)
+    done = await tandem(pair, "resume", CLUSTER)
+    assert done.returncode == 0, done.stderr
 
     done = await tandem(pair, "app", "start", CLUSTER)
     assert done.returncode == 0, done.stderr

@@ -91,6 +91,13 @@ def assert_the_bus_refuses_outsiders(state: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(400)
+def role_changes(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [n for n in found if n["tandem"]["event_type"] == "RoleChanged"]
+
+
 def test_up_starts_everything_and_ctrl_c_stops_everything(
     tmp_path: Path, nats_binary: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,6 +130,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(
             "orchestrator",
             "dns_updater",
             "vmware_bridge",
+            "notifier",
             "agent-primary",
             "agent-secondary",
         }
@@ -148,7 +156,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(
                 "events",
                 "tail",
                 "--count",
-                "9",
+                "10",
                 "--type",
                 "ServiceStarted",
                 "--history",
@@ -167,6 +175,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(
             ("tandem/orchestrator", "service=orchestrator"),
             ("tandem/dns-updater", "service=dns_updater"),
             ("tandem/vmware-bridge", "service=vmware_bridge"),
+            ("tandem/notifier", "service=notifier"),
             *{
                 (f"demo/{n}", f"service={s}")
                 for n in ("primary", "secondary")
@@ -207,6 +216,13 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(
         switch = tandem(env, "switchover", "demo", "--to", "secondary", "--timeout", "120")
         assert switch.returncode == 0, switch.stdout + switch.stderr
         assert "secondary is Active" in switch.stdout, switch.stdout
+        # The notifier's demo route has the role change, as Alertmanager JSON.
+        notifications = store / "notifier" / "notifications.jsonl"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not role_changes(notifications):
+            time.sleep(0.2)
+        summaries = [c["alerts"][0]["annotations"]["summary"] for c in role_changes(notifications)]
+        assert any(s.startswith("secondary is Active") for s in summaries), summaries
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)

@@ -36,6 +36,7 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("orchestrator", "tandem.orchestrator", node_side=False),
         ServiceEntry("dns_updater", "tandem.dns_updater", node_side=False),
         ServiceEntry("vmware_bridge", "tandem.vmware_bridge", node_side=False),
+        ServiceEntry("notifier", "tandem.notifier", node_side=False),
         ServiceEntry("agent", "tandem.agent", node_side=True),
         ServiceEntry("replicator", "tandem.replicator", node_side=True),
         ServiceEntry("monitor", "tandem.monitor", node_side=True),

@@ -120,11 +120,15 @@ def plan_children(
     tokens_file = state_dir / "api-tokens"
     api.write_tokens_file(tokens_file)
     orchestrator_env = {**api.env(tokens_file), "TANDEM_ORCHESTRATOR_STATE_DIR": str(state_dir)}
+    own_env = {
+        "orchestrator": orchestrator_env,
+        "notifier": write_demo_notifier(logs.parent / "notifier", api.url),
+    }
     children = [
         Child(
             e.name,
             [python, "-m", e.module],
-            {**base, **login(e.name), **(orchestrator_env if e.name == "orchestrator" else {})},
+            {**base, **login(e.name), **own_env.get(e.name, {})},
             logs / f"{e.name}.log",
         )
         for e in CENTRAL
@@ -144,6 +148,30 @@ def plan_children(
             argv = [python, "-m", agent.module, "--config", str(configs[node])]
             children.append(Child(f"agent-{node}", argv, dict(base), logs / f"agent-{node}.log"))
     return children
+
+
+DEMO_NOTIFICATIONS = "notifications.jsonl"
+
+
+def write_demo_notifier(folder: Path, api_url: str) -> dict[str, str]:
+    """The notifier's demo route (every alert and role change, as JSON lines, in
+    ``<store>/notifier/notifications.jsonl``) and its environment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "notifier.toml"
+    config.write_text(
+        "# made by tandem up: every alert and role change, one JSON line each\n"
+        f'external_url = "{api_url}"\n\n'
+        "[[routes]]\n"
+        'name = "demo-file"\n'
+        "[routes.channel]\n"
+        'type = "file"\n'
+        f'path = "{DEMO_NOTIFICATIONS}"\n',
+        encoding="utf-8",
+    )
+    return {
+        "TANDEM_NOTIFIER_CONFIG": str(config),
+        "TANDEM_NOTIFIER_STATE_DIR": str(folder / "state"),
+    }
 
 
 def demo_public_port() -> int:

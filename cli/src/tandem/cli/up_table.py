@@ -46,6 +46,9 @@ def stack_table(
         table.add_row(
             "demo replica (Passive)", str(demo_folder(root, DEMO_NODES[1])), "see it here"
         )
+    if any(c.name == "notifier" for c in children):
+        notifications = root / "notifier" / "notifications.jsonl"
+        table.add_row("notifications (demo route)", str(notifications), "alerts, role changes")
     announced = {(e.payload.service, e.node) for e in started}
     for child in children:
         ok = _announces(child) in announced

@@ -101,7 +101,7 @@ def bus_identities(clusters: Mapping[str, Sequence[str]]) -> list[BusIdentity]:
                 ),
             ),
         ),
-        _identity(NOTIFIER, "sends notifications", event_service_permissions(NOTIFIER, _ALERTS)),
+        _identity(NOTIFIER, "sends notifications", notifier_permissions()),
         _identity(VIEWER, "reads events (dashboards, audits)", viewer_permissions()),
     ]
     agents = [
@@ -265,6 +265,19 @@ def dns_updater_permissions() -> Permissions:
     return Permissions(
         publish=(*base.publish, *_stream_reads(_ROLES_STREAM)), subscribe=base.subscribe
     )
+
+
+def notifier_permissions() -> Permissions:
+    """A central event service with one durable consumer of every event, ``notifier``, which
+    it may delete (it makes it again from its ack floor after a crash, to take what was not
+    acknowledged again in order); publishes its outcomes and its own alerts."""
+    base = event_service_permissions(
+        NOTIFIER, ("NotificationDelivered", "NotificationFailed", *_ALERTS)
+    )
+    s = subjects.EVENTS_STREAM
+    consumer = _consumers(s, NOTIFIER, filter_subject=subjects.EVENTS_ALL, delete=True)
+    kept = [p for p in base.publish if not p.startswith((f"{_API}.CONSUMER.", f"$JS.ACK.{s}."))]
+    return Permissions(publish=(*kept, *consumer), subscribe=base.subscribe)
 
 
 def viewer_permissions() -> Permissions:

@@ -72,7 +72,11 @@ class StepExecutor:
         emit: Callable[[Event], None],
         gate: ServeGate | None = None,
         steered_file: Path | None = None,
+        hold_file: Path | None = None,
     ) -> None:
+        #: An operator's hold on stopped applications (tandem.agent.holds): a saga's start or
+        #: a role change takes it back, on disk too.
+        self.hold_file = hold_file
         self.gate: ServeGate = gate or _OpenGate()
         #: Where "a saga took this node down at epoch E" survives the agent's restart: an
         #: agent killed between a switchover's StopApplications and its Hide must not come
@@ -115,7 +119,7 @@ class StepExecutor:
             # The applications' restart policy: a start that fails at once is tried again
             # within this step's timeout (the orchestrator then retries the step forward).
             done = await self.apps.start(command.payload.applications, retry=True)
-            self.board.held_apps = frozenset()  # a saga's start takes back an operator's stop
+            self._release_hold()  # a saga's start takes back an operator's stop
             # A fence stays: a node that hid itself after the saga's Expose is still hidden,
             # and only unfencing (or another Expose) brings its identity back (a chaos run
             # saw a switchover complete onto a node that stayed hidden for good).
@@ -161,6 +165,11 @@ class StepExecutor:
         if self.steered_file is not None:
             self.steered_file.unlink(missing_ok=True)
 
+    def _release_hold(self) -> None:
+        self.board.held_apps = frozenset()
+        if self.hold_file is not None:
+            self.hold_file.unlink(missing_ok=True)  # one syscall, rare: not worth a thread
+
     def _may_serve(self) -> None:
         """Refuse to serve without a lease; arm the guard before anything is exposed."""
         refusal = self.gate.refusal()
@@ -170,11 +179,13 @@ class StepExecutor:
 
     def assume(self, role: Role, reason: str, epoch: int) -> None:
         """Record the role the node now really plays (after expose/hide took effect)."""
-        changed = self.board.role is not role
+        before = self.board.role
+        changed = before is not role
         self.board.role = role
-        if changed:
+        if changed and before is not None:
             # An operator's stop (tandem app stop) held the applications of that role only.
-            self.board.held_apps = frozenset()
+            # (From no role: the agent just started, and a hold kept on disk is the start's.)
+            self._release_hold()
         if role is Role.PASSIVE:
             self.gate.disarm()
         if epoch > self.board.epoch:

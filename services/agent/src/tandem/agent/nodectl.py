@@ -4,7 +4,8 @@ orchestrator (``tandem app stop|start|restart``, ``tandem cleanup``):
 - ``ControlApplications``: stop, start or restart applications, on the Active only. A stop
   by an operator is not a failure: the applications stopped are *held* (``NodeBoard.held_apps``)
   and their health checks pause, so no rule raises an alert, restarts them or asks for a
-  switchover, until a start (or a restart) takes them back.
+  switchover, until a start (or a restart) takes them back. The hold is on disk: an agent
+  restarted Active at the same epoch leaves them stopped (``tandem.agent.holds``).
 - ``CleanUpNode``: every health rule of the node back to its first rung (the monitor's
   health loop resets its rule engine when ``NodeBoard.ladder_resets`` changes), and a
   stale fenced state cleared: one taken at an epoch the role record has left since (the
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Protocol
 
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.control.base import ControlError
+from tandem.agent.holds import write_hold
 from tandem.events.catalog import CleanUpNode, ControlApplications
 from tandem.events.catalog.vocabulary import Role
 from tandem.events.envelope import Command, CommandResult
@@ -45,8 +48,11 @@ class NodeControl:
         board: NodeBoard,
         rules: list[str],
         gate: LeaseGate | None = None,
+        hold_file: Path | None = None,
     ) -> None:
         self.node = node
+        #: Where the hold survives the agent's restart (tandem.agent.holds).
+        self.hold_file = hold_file
         self.apps = apps
         self.board = board
         self.rules = rules
@@ -136,6 +142,7 @@ class NodeControl:
         if p.action in ("stop", "restart"):
             # Held first: a check sampling while it stops must not take it for a failure.
             self.board.held_apps = self.board.held_apps | set(names)
+            await self._keep_hold()
             done += [f"stopped {line}" for line in await self.apps.stop(names)]
         if p.action in ("start", "restart"):
             refusal = self.gate.refusal() if self.gate is not None else ""
@@ -147,6 +154,13 @@ class NodeControl:
                 # Taken back by the operator: the health rules watch it again (a start that
                 # failed is theirs to repair).
                 self.board.held_apps = self.board.held_apps - set(names)
+                await self._keep_hold()
         if p.action == "stop":
             done.append("held: the health rules leave it stopped until a start")
         return True, "; ".join(done), {"applications": names}
+
+    async def _keep_hold(self) -> None:
+        if self.hold_file is not None:
+            await asyncio.to_thread(
+                write_hold, self.hold_file, self.board.epoch, self.board.held_apps
+            )

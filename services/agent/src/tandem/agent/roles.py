@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from tandem.agent.apps import ApplicationSet
 from tandem.agent.control.base import ControlError
 from tandem.agent.executor import StepExecutor
+from tandem.agent.holds import read_hold
 from tandem.agent.identity.base import NetworkIdentity
 from tandem.agent.lease import LeaseKeeper
 from tandem.agent.saga_watch import saga_running
@@ -60,11 +62,13 @@ class RoleWatch:
         unfence: bool = True,
         emit: Callable[[Event], None] | None = None,
         replicated: bool = False,
+        hold_file: Path | None = None,
     ) -> None:
         self.unfence = unfence
         self.emit = emit or (lambda event: None)
         #: The node replicates a folder: it resumes serving only once its source runs.
         self.replicated = replicated
+        self.hold_file = hold_file
         self.bus = bus
         self.cluster = cluster
         self.node = node
@@ -223,6 +227,27 @@ class RoleWatch:
         log.warning("%s unfenced: %s", self.node, reason)
         return "unfenced: serves again"
 
+    async def _start_unheld(self, epoch: int) -> str:
+        """Start the applications, except those an operator stopped at this epoch before the
+        agent restarted (tandem.agent.holds): they stay stopped and held."""
+        hold = None
+        if self.hold_file is not None:
+            hold = await asyncio.to_thread(read_hold, self.hold_file)
+        held: frozenset[str] = frozenset()
+        if hold is not None and hold.epoch == epoch:
+            held = hold.applications & set(self.apps.names())
+        elif hold is not None and self.hold_file is not None:
+            # Taken at another epoch: the role changed since, and with it the hold.
+            await asyncio.to_thread(self.hold_file.unlink, True)
+        self.board.held_apps = held
+        wanted = [name for name in self.apps.names() if name not in held]
+        said = [f"{name}: held stopped by an operator" for name in sorted(held)]
+        if wanted:
+            said = [*await self.apps.start(wanted), *said]
+        elif not held:
+            said = await self.apps.start()
+        return "; ".join(said) or "no applications"
+
     async def _resume(self, record: RoleRecord) -> None:
         refusal = self.lease.refusal()
         if refusal:
@@ -236,8 +261,7 @@ class RoleWatch:
             log.error("%s cannot resume as Active yet: %s", self.node, exc)
             return
         try:
-            started = await self.apps.start()
-            detail = "; ".join(started) or "no applications"
+            detail = await self._start_unheld(record.epoch)
         except ControlError as exc:
             detail = f"applications not all started: {exc.message}"
             log.error("%s: %s", self.node, detail)

@@ -22,6 +22,7 @@ from tandem.agent.config import NodeConfig, load_node_config
 from tandem.agent.executor import COMMANDS, StepExecutor
 from tandem.agent.guard.link import GuardLink
 from tandem.agent.guard.plan import plan_for
+from tandem.agent.holds import HOLD_FILE
 from tandem.agent.identity.base import NetworkIdentity
 from tandem.agent.identity.dns import DnsIdentity
 from tandem.agent.identity.loopback import LoopbackIdentity
@@ -168,6 +169,7 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         outbox.put,
         gate=lease,
         steered_file=c.state_dir / "steered-by-saga",
+        hold_file=c.state_dir / HOLD_FILE,
     )
     lease.fence = executor.fence
     roles = RoleWatch(
@@ -184,6 +186,7 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         unfence=c.fencing.unfence,
         emit=outbox.put,
         replicated=c.replication.protected_root is not None,
+        hold_file=c.state_dir / HOLD_FILE,
     )
     restarts = RestartRequests(bus, c.cluster, c.node, board, apps, outbox.put)
     steps = CommandServer(
@@ -195,7 +198,14 @@ async def run_agent(config: NodeConfig, bus: Bus) -> None:
         commands=COMMANDS,
         on_result=executor.record,
     )
-    control = NodeControl(c.node, apps, board, [r.name for r in c.rules], gate=lease)
+    control = NodeControl(
+        c.node,
+        apps,
+        board,
+        [r.name for r in c.rules],
+        gate=lease,
+        hold_file=c.state_dir / HOLD_FILE,
+    )
     operator_commands = CommandServer(
         bus,
         c.cluster,

@@ -46,6 +46,7 @@ from tandem.events.catalog.node_control import (
     NodeReinstated,
     ReinstateReplica,
 )
+from tandem.events.catalog.notifications import NotificationDelivered, NotificationFailed
 from tandem.events.catalog.operations import (
     FailoverRecommendationWithdrawn,
     FailoverRecommended,
@@ -121,6 +122,8 @@ __all__ = [
     "NodeSelfFenced",
     "NodeStandbyChanged",
     "NodeUnfenced",
+    "NotificationDelivered",
+    "NotificationFailed",
     "OperatorActionRecorded",
     "Ping",
     "ReinstateReplica",
