@@ -124,6 +124,9 @@ async def events_of(bus: Bus, type_name: str, cluster: str | None = None) -> lis
     return out
 
 
+PAIR = ("primary", "secondary")
+
+
 async def count(bus: Bus, type_name: str, n: int, cluster: str | None = None) -> list[Any]:
     """Wait until there are ``n`` events of the type; return them."""
     found: list[Any] = []
@@ -293,11 +296,18 @@ async def test_a_wrong_key_is_reported_as_badsig_and_the_service_goes_on(
         alpha_updates = await count(bus, "DnsUpdated", 1, cluster="alpha")
         assert alpha_updates[0].epoch == 4
         assert await named.addresses(APP) == SECONDARY
-        cleared = await count(bus, "AlertCleared", 3, cluster="alpha")
+        cleared = await count(bus, "AlertCleared", 7, cluster="alpha")
         assert {c.payload.code for c in cleared} == {
             "dns.update_failed.app.dr.tandem.test",
             "dns.update_missing.app.dr.tandem.test",
             "dns.stale.app.dr.tandem.test",
+        }
+        # And an agent's, each under the node that would have raised it (its fingerprint):
+        # the new Active's and the previous one's.
+        assert {(c.node, c.payload.code) for c in cleared if c.node in PAIR} == {
+            (node, f"dns.{problem}.app.dr.tandem.test")
+            for node in PAIR
+            for problem in ("update_missing", "update_failed")
         }
 
 

@@ -15,13 +15,19 @@ from tandem.replicator.ops import Op, OpKind
 from tandem.replicator.sendqueue import SendQueue, SendQueueLimits
 
 
-def queue(tmp_path: Path, alerts: list[str] | None = None, **limits: float) -> SendQueue:
+def queue(
+    tmp_path: Path,
+    alerts: list[str] | None = None,
+    cleared: list[str] | None = None,
+    **limits: float,
+) -> SendQueue:
     return SendQueue(
         epoch=4,
         codec=codec_named("none"),
         spill_dir=tmp_path / "spill",
         limits=SendQueueLimits(**limits),  # type: ignore[arg-type]
         on_alert=(alerts.append if alerts is not None else lambda r: None),
+        on_clear=(cleared.append if cleared is not None else lambda r: None),
     )
 
 
@@ -80,7 +86,8 @@ def test_batches_spill_to_disk_and_come_back_in_order(tmp_path: Path) -> None:
 
 def test_over_quota_writers_wait_and_nothing_is_dropped(tmp_path: Path) -> None:
     alerts: list[str] = []
-    q = queue(tmp_path, alerts, batch_bytes=1, memory_bytes=0, spill_quota_bytes=2500)
+    cleared: list[str] = []
+    q = queue(tmp_path, alerts, cleared, batch_bytes=1, memory_bytes=0, spill_quota_bytes=2500)
     for i in range(3):
         q.submit(write(i))  # three spilled batches: over the quota now
     blocked = threading.Thread(target=q.submit, args=(write(3),))
@@ -93,6 +100,8 @@ def test_over_quota_writers_wait_and_nothing_is_dropped(tmp_path: Path) -> None:
     q.acked(first.seq)
     blocked.join(timeout=10)
     assert not blocked.is_alive()
+    # Back under the quota: the alert's condition ended (its AlertCleared).
+    assert len(cleared) == 1 and "back under its quota" in cleared[0]
     paths = []
     while (s := q.take(0)) is not None:
         paths.append(unpack(s.data, s.headers).ops[0].path)

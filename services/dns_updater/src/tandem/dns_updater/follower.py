@@ -59,6 +59,10 @@ def outcome_id(cause: Event, kind: str, name: str) -> str:
     return str(uuid.uuid5(_OUTCOMES, f"{cause.id}/{kind}/{name}"))
 
 
+#: What an agent raises about a name it waited for (``tandem.agent.identity.dns``).
+AGENT_PROBLEMS: tuple[DnsProblem, ...] = ("update_missing", "update_failed")
+
+
 def alert_code(entry: NameConfig) -> str:
     return dns_alert_code("update_failed", entry.display_name)
 
@@ -169,12 +173,21 @@ class ClusterFollower:
         self.suspect.discard(name)
         # Cleared at every success, not only after a failure this process saw: the failure
         # may have been recorded before a restart.
-        # Also the alert of an agent that gave up waiting for this move (same name).
         for problem in get_args(DnsProblem):
             code = dns_alert_code(problem, name)
             cleared = AlertClearedPayload(code=code, reason=f"{name} moved to {node}")
             event = AlertCleared(**self._envelope(cause), payload=cleared)
             await self._record(event, cause, f"{name}/{problem}")
+        # Also the alerts of an agent that gave up waiting for this move (the new Active's,
+        # or the previous one's from its own expose), each under the node that raised it.
+        agents = sorted({n for n in (node, cause.payload.previous_active) if n})
+        for agent in agents:
+            for problem in AGENT_PROBLEMS:
+                cleared = AlertClearedPayload(
+                    code=dns_alert_code(problem, name), reason=f"{name} moved to {node}"
+                )
+                event = AlertCleared(**self._envelope(cause) | {"node": agent}, payload=cleared)
+                await self._record(event, cause, f"{name}/{problem}/{agent}")
 
     async def _failed(
         self, entry: NameConfig, cause: RoleChanged, attempts: int, reason: str

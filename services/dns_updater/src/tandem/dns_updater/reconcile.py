@@ -28,7 +28,7 @@ from typing import Any, get_args
 
 from nats.js.api import DeliverPolicy
 
-from tandem.dns_updater.follower import PUBLISH_TIMEOUT_S, ClusterFollower
+from tandem.dns_updater.follower import AGENT_PROBLEMS, PUBLISH_TIMEOUT_S, ClusterFollower
 from tandem.dns_updater.mover import MoveFailed
 from tandem.dns_updater.update import ordered
 from tandem.events.bus import Bus
@@ -183,6 +183,13 @@ class ClusterReconcile:
                 code=dns_alert_code(problem, name), reason=f"{name} points to the Active {node}"
             )
             await self._publish(AlertCleared(**self._envelope(epoch), payload=payload), cause)
+        # The Active's agent may have raised one while it waited for the name to move.
+        for problem in AGENT_PROBLEMS:
+            payload = AlertClearedPayload(
+                code=dns_alert_code(problem, name), reason=f"{name} points to the Active {node}"
+            )
+            envelope = self._envelope(epoch) | {"node": node}
+            await self._publish(AlertCleared(**envelope, payload=payload), cause)
         self.follower.suspect.discard(name)
         self.raised.discard(name)
 

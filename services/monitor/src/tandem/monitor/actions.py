@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tandem.events.catalog import (
+    AlertCleared,
     AlertRaised,
     ApplicationRestarted,
     RuleBreached,
     SwitchoverRequested,
     VmRemediationRequested,
 )
-from tandem.events.catalog.alerts import AlertRaisedPayload
+from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
 from tandem.events.catalog.health import ApplicationRestartedPayload, RuleBreachedPayload
 from tandem.events.catalog.operations import SwitchoverRequestedPayload
 from tandem.events.catalog.vmware import VmRemediationRequestedPayload
@@ -61,6 +62,8 @@ class ActionRunner:
         self.restart = restart
         self.check_apps = check_apps
         self.vm = vm
+        #: The codes of the alerts raised and not cleared yet (``recovered`` clears them).
+        self._alerted: set[str] = set()
 
     def _event(self, cls: Any, payload: Any) -> None:
         self.emit(
@@ -68,7 +71,22 @@ class ActionRunner:
         )
 
     def _alert(self, code: str, severity: Severity, message: str) -> None:
+        self._alerted.add(code)
         self._event(AlertRaised, AlertRaisedPayload(code=code, severity=severity, message=message))
+
+    def recovered(self, rules: list[str], check: str, message: str) -> None:
+        """These rules' check passes them again: each alert they raised ends. (Known for the
+        alerts this process raised: one raised before an agent restart stays until an
+        operator's cleanup or the rule fires and recovers again.)"""
+        for rule in rules:
+            code = f"rule.{rule}"
+            if code in self._alerted:
+                self._alerted.discard(code)
+                why = f"rule {rule}: check {check} passes it again" + (
+                    f" ({message})" if message else ""
+                )
+                log.info("%s: %s", self.node, why)
+                self._event(AlertCleared, AlertClearedPayload(code=code, reason=why))
 
     async def carry_out(self, d: Decision) -> None:
         action = d.action

@@ -127,6 +127,7 @@ class HealthLoop:
                 await self.actions.carry_out(decision)
             except Exception:
                 log.exception("action of rule %s failed", decision.rule)
+        self.actions.recovered(self.engine.passing(check.name), check.name, sample.message)
 
 
 def worst(statuses: list[HealthStatus]) -> HealthStatus:

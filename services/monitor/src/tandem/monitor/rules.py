@@ -130,6 +130,8 @@ class _State:
     attempts: int = 0
     exhausted: bool = False
     last_breach_at: float | None = None
+    #: Whether the last sample observed breached the rule (None: none observed yet).
+    breaching: bool | None = None
 
 
 def _fresh(rule: RuleConfig, enabled: bool) -> _State:
@@ -158,6 +160,15 @@ class RuleEngine:
             if decision is not None:
                 decisions.append(decision)
         return decisions
+
+    def passing(self, check: str) -> list[str]:
+        """The rules of ``check`` whose last sample did not breach them (their alerts, if
+        they raised one, end)."""
+        return [
+            name
+            for name, rule in self._rules.items()
+            if rule.check == check and self._states[name].breaching is False
+        ]
 
     def set_enabled(self, rule: str, enabled: bool) -> None:
         """Enable or disable a rule by name; a rule enabled again starts from scratch."""
@@ -210,6 +221,7 @@ class RuleEngine:
             cutoff = now - rule.window_s
             while state.breach_times and state.breach_times[0] < cutoff:
                 state.breach_times.popleft()
+        state.breaching = breach
         if not breach:
             if rule.window_s is None:
                 state.breaches = 0

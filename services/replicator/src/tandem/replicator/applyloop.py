@@ -32,6 +32,9 @@ class Cycle:
     reason: str
 
 
+DISK_FULL = "replicator.disk_full"
+
+
 class ApplyLoop:
     def __init__(
         self,
@@ -40,6 +43,7 @@ class ApplyLoop:
         *,
         report_state: StateReporter,
         raise_alert: Callable[[str, str], Awaitable[None]],
+        clear_alert: Callable[[str, str], Awaitable[None]] | None = None,
         gap_timeout_s: float = 30.0,
         sync_every: int = 64,
     ) -> None:
@@ -47,6 +51,9 @@ class ApplyLoop:
         self.applier = applier
         self.report_state = report_state
         self.raise_alert = raise_alert
+        self.clear_alert = clear_alert
+        #: The disk_full alert is raised (cleared once a batch applies again).
+        self._disk_alerted = False
         self.gap_timeout_s = gap_timeout_s
         self.sync_every = sync_every
         self.wakeup = asyncio.Event()
@@ -146,6 +153,7 @@ class ApplyLoop:
             await self.report_state(
                 self.state, f"applying again from batch {batch.epoch}:{batch.seq}"
             )
+        await self.disk_alert_ended(f"batch {batch.epoch}:{batch.seq} applied: the disk has room")
         return Cycle(n, f"applied batch {batch.epoch}:{batch.seq} ({n} ops)")
 
     async def _diverged(self, batch: Batch, exc: Exception) -> Cycle:
@@ -196,8 +204,16 @@ class ApplyLoop:
         if self.state is not ReplicaState.PAUSED:
             log.error("%s; retrying every second, nothing is skipped", reason)
             self.state = ReplicaState.PAUSED
-            await self.raise_alert("replicator.disk_full", reason)
+            self._disk_alerted = True
+            await self.raise_alert(DISK_FULL, reason)
             await self.report_state(self.state, reason)
+
+    async def disk_alert_ended(self, reason: str) -> None:
+        """Clear the disk_full alert, if raised: applying went on (or the side ends)."""
+        if self._disk_alerted:
+            self._disk_alerted = False
+            if self.clear_alert is not None:
+                await self.clear_alert(DISK_FULL, reason)
 
     async def run(self, idle_s: float = 0.5) -> None:
         while True:
@@ -242,6 +258,7 @@ class ApplyLoop:
         if ok:
             self.state = ReplicaState.IN_SYNC
             self.unverified = False
+            await self.disk_alert_ended("verify & synchronize wrote the replica: the disk has room")
             if self.on_verified is not None:
                 await self.on_verified(True)
         elif self.state is ReplicaState.SYNCING:

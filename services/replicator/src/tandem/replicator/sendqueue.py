@@ -62,6 +62,7 @@ class SendQueue:
         limits: SendQueueLimits | None = None,
         first_seq: int = 1,
         on_alert: Callable[[str], None] = lambda reason: None,
+        on_clear: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.epoch = epoch
         self.codec = codec
@@ -69,6 +70,8 @@ class SendQueue:
         self.spill_dir = spill_dir
         spill_dir.mkdir(parents=True, exist_ok=True)
         self.on_alert = on_alert
+        #: Called (under the lock) once the spill is back under its quota: the alert ends.
+        self.on_clear = on_clear
         self._cond = threading.Condition()
         self._open: list[Op] = []
         self._open_bytes = 0
@@ -223,6 +226,10 @@ class SendQueue:
             if self._over_quota and not self._full():
                 self._over_quota = False
                 log.info("send queue spill back under its quota")
+                self.on_clear(
+                    f"send queue spill back under its quota ({self._spilled_bytes} bytes of "
+                    f"{self.limits.spill_quota_bytes}): writers go on"
+                )
             self._cond.notify_all()
 
     def _get(self, seq: int) -> Batch | bytes | None:

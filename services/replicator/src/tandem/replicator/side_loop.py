@@ -52,6 +52,8 @@ class SideLoop:
             raise_if_cancelled()  # a timed wait (_pause_or_change) may have swallowed a stop
             name, epoch = self._want
             self._wake.clear()
+            if name != "source" and self._capture_alerted:  # no capture is wanted any more
+                self._capture_cleared(f"{self.s.node} is no longer a source (it is {name})", epoch)
             side: SourceSide | TargetSide | None = None
             if name == "source":
                 side = SourceSide(self.s, self.bus, epoch, self.emit)
@@ -97,16 +99,19 @@ class SideLoop:
         self.board.source_ready_epoch = epoch
         if self._capture_alerted:
             said = f"the capture of {self.s.protected_root} is live at epoch {epoch}"
-            log.info("%s: %s", self.s.node, said)
-            self._capture_alerted = ""
-            self.emit(
-                AlertCleared(
-                    cluster=self.s.cluster,
-                    node=self.s.node,
-                    epoch=epoch,
-                    payload=AlertClearedPayload(code="replicator.capture_failed", reason=said),
-                )
+            self._capture_cleared(said, epoch)
+
+    def _capture_cleared(self, said: str, epoch: int) -> None:
+        log.info("%s: %s", self.s.node, said)
+        self._capture_alerted = ""
+        self.emit(
+            AlertCleared(
+                cluster=self.s.cluster,
+                node=self.s.node,
+                epoch=epoch,
+                payload=AlertClearedPayload(code="replicator.capture_failed", reason=said),
             )
+        )
 
     def _capture_failed(self, reason: str, epoch: int) -> None:
         """Alert once per distinct reason (a retry every few seconds is not news)."""

@@ -14,10 +14,11 @@ from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
+    AlertCleared,
     AlertRaised,
     ReplicationStarted,
 )
-from tandem.events.catalog.alerts import AlertRaisedPayload
+from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
 from tandem.events.catalog.replication import (
     ReplicationStartedPayload,
 )
@@ -99,6 +100,8 @@ class SourceSide(SourceVerifying):
         self._background: set[asyncio.Task[VerifyResult]] = set()
         #: Set once capture runs and the journal publisher exists (steps may then use them).
         self.ready = asyncio.Event()
+        #: The codes this side raised and has not cleared yet.
+        self._alerted: set[str] = set()
         #: Why the targets are not known to match (this source did not stop cleanly), or ''.
         self._unclean = ""
 
@@ -154,6 +157,9 @@ class SourceSide(SourceVerifying):
             on_alert=lambda reason: self._from_thread(
                 self._alert("replicator.spill_quota", reason)
             ),
+            on_clear=lambda reason: self._from_thread(
+                self._clear("replicator.spill_quota", reason)
+            ),
         )
         direct = direct_subject(s.cluster) if s.mode == "sync" else None
         self.publisher = JournalPublisher(self.bus, s.cluster, self.queue, direct_subject=direct)
@@ -170,6 +176,9 @@ class SourceSide(SourceVerifying):
                 policy=s.sync_policy,
                 on_alert=lambda reason: self._from_thread(
                     self._alert("replicator.sync_degraded", reason)
+                ),
+                on_clear=lambda reason: self._from_thread(
+                    self._clear("replicator.sync_degraded", reason)
                 ),
             )
         # Every bus call that sets the side up comes before the capture: once the
@@ -212,6 +221,7 @@ class SourceSide(SourceVerifying):
                 with contextlib.suppress(Exception):
                     await watcher.unsubscribe()
             await commands.stop()
+            await self._clear_all(f"the source side of {s.node} at epoch {self.epoch} ended")
 
     async def _serve(self, s: ReplicatorSettings, why: str | None) -> None:
         """The capture is live: say so, then publish the journal (and verify) until stopped."""
@@ -268,9 +278,20 @@ class SourceSide(SourceVerifying):
         self.emit(cls(cluster=self.s.cluster, node=self.s.node, epoch=self.epoch, payload=payload))
 
     async def _alert(self, code: str, reason: str) -> None:
+        self._alerted.add(code)
         await self._publish(
             AlertRaised, AlertRaisedPayload(code=code, severity=Severity.CRITICAL, message=reason)
         )
+
+    async def _clear(self, code: str, reason: str) -> None:
+        if code in self._alerted:
+            self._alerted.discard(code)
+            await self._publish(AlertCleared, AlertClearedPayload(code=code, reason=reason))
+
+    async def _clear_all(self, reason: str) -> None:
+        """The side ends: what it alerted about (its queue, its sync mode) ends with it."""
+        for code in sorted(self._alerted):
+            await self._clear(code, reason)
 
     def _from_thread(self, coro: Any) -> None:
         assert self._loop is not None

@@ -81,12 +81,14 @@ class SyncSink:
         timeout_s: float,
         policy: str,
         on_alert: Callable[[str], None],
+        on_clear: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.queue = queue
         self.waiter = waiter
         self.timeout_s = timeout_s
         self.policy = policy
         self.on_alert = on_alert
+        self.on_clear = on_clear
         self.degraded = False
 
     def submit(self, op: Op) -> None:
@@ -115,3 +117,4 @@ class SyncSink:
         if self.degraded:
             self.degraded = False
             log.info("sync mode: targets answer again; writes wait for them again")
+            self.on_clear(f"sync mode: a target stored batch {seq}; writes wait for them again")

@@ -10,12 +10,13 @@ from typing import Any
 
 from tandem.events.bus import Bus
 from tandem.events.catalog import (
+    AlertCleared,
     AlertRaised,
     ReplicaRejectedBatch,
     ReplicationStarted,
     ReplicationStateChanged,
 )
-from tandem.events.catalog.alerts import AlertRaisedPayload
+from tandem.events.catalog.alerts import AlertClearedPayload, AlertRaisedPayload
 from tandem.events.catalog.replication import (
     ReplicaRejectedBatchPayload,
     ReplicationStartedPayload,
@@ -61,6 +62,7 @@ class TargetSide:
             self.applier,
             report_state=self._report_state,
             raise_alert=self._alert,
+            clear_alert=self._clear,
             gap_timeout_s=settings.gap_timeout_s,
         )
         self.receiver = JournalReceiver(
@@ -110,6 +112,7 @@ class TargetSide:
                 tasks.create_task(self.loop.run())
                 tasks.create_task(self._ask_for_verify())
         finally:
+            await self.loop.disk_alert_ended(f"the target side of {self.s.node} ended")
             await self.manifests.stop()
             self.applier.close()
             self.queue.close()
@@ -167,6 +170,9 @@ class TargetSide:
     async def _alert(self, code: str, reason: str) -> None:
         payload = AlertRaisedPayload(code=code, severity=Severity.CRITICAL, message=reason)
         await self._publish(AlertRaised, payload)
+
+    async def _clear(self, code: str, reason: str) -> None:
+        await self._publish(AlertCleared, AlertClearedPayload(code=code, reason=reason))
 
     async def _refused(self, epoch: int, seq: int, reason: str, stale: bool) -> None:
         payload = ReplicaRejectedBatchPayload(
