@@ -112,6 +112,7 @@ class Fencer:
             code=ALERT_CODE,
             severity=Severity.WARNING if expose else Severity.CRITICAL,
             message=message,
+            subject=spec.node,  # the old Active not known fenced: one alert per node
             details={"node": spec.node, "method": policy.method, "on_failure": policy.on_failure},
         )
         await publish(saga, AlertRaised, alert, spec.epoch)

@@ -80,6 +80,7 @@ class SagaEndings:
                 code=STUCK,
                 severity=Severity.CRITICAL,
                 message=why,
+                subject=saga.id,  # each stuck saga its own alert
                 details={"saga": saga.id, "step": spec.name, "node": spec.node},
             )
             await self._publish(saga, AlertRaised, alert, spec.epoch)
