@@ -130,7 +130,9 @@ Channel = Annotated[
 
 class RateLimit(_Model):
     """At most ``max`` notifications per cluster in ``per_s`` seconds on a route; the rest
-    are held back (counted, and the next notification says how many)."""
+    are held back (counted, and the next notification says how many). By default email and
+    webhook routes have one (20 a minute), hook and file routes none: a hook is never
+    skipped for being frequent."""
 
     max: int = Field(default=20, ge=1)
     per_s: float = Field(default=60.0, gt=0)
@@ -147,9 +149,16 @@ class Route(_Model):
     #: A firing alert raised again is not sent again before this long.
     repeat_interval_s: float = Field(default=4 * 3600.0, ge=0)
     send_resolved: bool = True
-    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    #: None: the channel's default (``RateLimit()`` for email and webhook, none otherwise).
+    rate_limit: RateLimit | None = None
     #: Notifications given up in a row before ``notifier.route_failing`` is raised.
     failing_after: int = Field(default=1, ge=1)
+
+    @property
+    def limit(self) -> RateLimit | None:
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return RateLimit() if self.channel.type in ("email", "webhook") else None
 
 
 class NotifierConfig(_Model):

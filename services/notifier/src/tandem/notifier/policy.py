@@ -77,16 +77,17 @@ class Policy:
         return None
 
     def _rate(self, route: Route, n: Notification, now: datetime) -> str | None:
+        limit = route.limit
+        if limit is None:
+            return None
         key = (route.name, n.cluster)
         window = self._sent.setdefault(key, deque())
         t = now.timestamp()
-        while window and window[0] <= t - route.rate_limit.per_s:
+        while window and window[0] <= t - limit.per_s:
             window.popleft()
-        if len(window) >= route.rate_limit.max:
+        if len(window) >= limit.max:
             self._held[key] = self._held.get(key, 0) + 1
-            return (
-                f"rate limit: {route.rate_limit.max} in {route.rate_limit.per_s:g}s for {n.cluster}"
-            )
+            return f"rate limit: {limit.max} in {limit.per_s:g}s for {n.cluster}"
         window.append(t)
         return None
 
