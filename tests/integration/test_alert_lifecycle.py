@@ -173,6 +173,9 @@ async def test_alert_endpoints_and_their_refusals(pair: Pair) -> None:
     assert len(await alerts(pair, "firing")) == 2  # acknowledged ones are still firing
     [acked] = await alerts(pair, "acknowledged")
     assert acked["fingerprint"] == first.fingerprint and acked["ack_comment"] == "disk ordered"
+    view = (await get(pair, f"/clusters/{CLUSTER}")).json()  # the cluster view says so too
+    shown = {a["fingerprint"]: a["state"] for a in view["alerts"]}
+    assert shown == {first.fingerprint: "acknowledged", web.fingerprint: "firing"}
 
     # Cleared: listed as such; its ack is 409 with when and why.
     await publish(pair, cleared("rule.web-down", subject="web"))

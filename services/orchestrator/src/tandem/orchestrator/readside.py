@@ -209,7 +209,15 @@ class OrchestratorViews:
             service_reason=reason,
             maintenance=rec.paused(datetime.now(UTC)),
             alerts=[
-                AlertView(code=a.code, message=a.message, node=a.node, raised_at=a.raised_at)
+                AlertView(
+                    code=a.code,
+                    message=a.message,
+                    node=a.node,
+                    raised_at=a.raised_at,
+                    fingerprint=a.fingerprint,
+                    subject=a.subject,
+                    state=a.state,
+                )
                 for a in alerts
             ],
             last_saga=_last_view(last),

@@ -92,12 +92,16 @@ class PendingFailover(_View):
 
 
 class AlertView(_View):
-    """An alert raised on the cluster and not cleared."""
+    """An alert raised on the cluster and not cleared (``GET /alerts`` has all of it)."""
 
     code: str
     message: str
     node: str
     raised_at: datetime
+    fingerprint: str = ""
+    subject: str = ""
+    #: ``firing`` or ``acknowledged`` (it still fires).
+    state: str = "firing"
 
 
 class LastSagaView(_View):
