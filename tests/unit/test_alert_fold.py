@@ -206,3 +206,16 @@ def test_silences_are_in_force_until_they_end_or_are_removed() -> None:
     assert (
         silence.removed_at == T0 + timedelta(minutes=5) and silence.removed_by == "operator:ab12cd"
     )
+
+
+def test_a_central_services_own_alert_is_kept_under_the_system_cluster() -> None:
+    state = ClusterState()
+    own = AlertRaised(
+        cluster=SYSTEM_CLUSTER,
+        node="notifier",
+        payload=AlertRaisedPayload(
+            code="notifier.route_failing", severity=Severity.WARNING, message="m", subject="mail"
+        ),
+    )
+    state.apply(own)
+    assert list(state.cluster(SYSTEM_CLUSTER).alerts) == [own.fingerprint]

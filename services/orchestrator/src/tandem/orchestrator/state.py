@@ -107,6 +107,9 @@ class ClusterState(Projection):
         if isinstance(event, SILENCE_EVENTS):  # one of no single cluster is filed under ours
             fold_silence(self.silences, event)
             return
+        if isinstance(event, ALERT_EVENTS):  # a central service's own (cluster tandem) too
+            fold_alert(self.cluster(event.cluster), event)
+            return
         if event.cluster == SYSTEM_CLUSTER:
             return
         c = self.cluster(event.cluster)
@@ -193,8 +196,6 @@ class ClusterState(Projection):
             if n.standby_at is None or event.occurred_at >= n.standby_at:
                 n.standby, n.standby_at = event.payload.standby, event.occurred_at
                 n.standby_reason = event.payload.reason if event.payload.standby else ""
-        elif isinstance(event, ALERT_EVENTS):
-            fold_alert(c, event)
         elif isinstance(event, NODE_CONTROL_EVENTS):
             fold_node_control(c, event)
         elif isinstance(event, SagaStarted):
