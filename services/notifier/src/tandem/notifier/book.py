@@ -98,9 +98,12 @@ class Book:
             self.silences.pop(event.payload.silence_id, None)
             return None
         if isinstance(event, AlertAcknowledged):
+            # It acknowledges the firing under way when it was made (not a later one, when
+            # it is folded again after a restart).
             entry = self.alerts.get(event.payload.fingerprint)
-            if entry is not None and entry.firing:
-                entry.acked = True
+            if entry is not None and entry.firing and entry.since is not None:
+                if datetime.fromisoformat(entry.since) <= event.occurred_at:
+                    entry.acked = True
             return None
         if not isinstance(event, AlertRaised | AlertCleared):
             return None

@@ -131,11 +131,11 @@ Channel = Annotated[
 class RateLimit(_Model):
     """At most ``max`` notifications per cluster in ``per_s`` seconds on a route; the rest
     are held back (counted, and the next notification says how many). By default email and
-    webhook routes have one (20 a minute), hook and file routes none: a hook is never
+    webhook routes have one (10 in 5 minutes), hook and file routes none: a hook is never
     skipped for being frequent."""
 
-    max: int = Field(default=20, ge=1)
-    per_s: float = Field(default=60.0, gt=0)
+    max: int = Field(default=10, ge=1)
+    per_s: float = Field(default=300.0, gt=0)
 
 
 class Route(_Model):
@@ -158,7 +158,9 @@ class Route(_Model):
     def limit(self) -> RateLimit | None:
         if self.rate_limit is not None:
             return self.rate_limit
-        return RateLimit() if self.channel.type in ("email", "webhook") else None
+        if self.channel.type in ("email", "webhook"):
+            return RateLimit()
+        return None
 
 
 class NotifierConfig(_Model):

@@ -1,7 +1,8 @@
 """The notifier's durable consumer of TANDEM_EVENTS and its per-cluster workers.
 
-- One durable pull consumer (``notifier``) on every event; the types that matter go to the
-  worker of their cluster, the others are acknowledged at once. A message that does not
+- One durable pull consumer (``notifier``) on every event; alerts and role changes go to the
+  worker of their cluster; silences and acknowledgements are folded at once, in stream
+  order; the others are acknowledged at once. A message that does not
   decode goes to the dead-letter stream, and the consumer goes on.
 - A cluster's worker takes its events one at a time, in stream order: its routes each get the
   notification (at the same time; a route never has two of one cluster in flight, so a hook
@@ -165,6 +166,13 @@ class Dispatcher:
             event = decode_event(msg.data)
         except DecodeError as exc:
             await self._reject(msg, f"undecodable: {exc.reason}")
+            return
+        if event_type in FOLDED:
+            # Silences and acknowledgements apply to every cluster from their place in the
+            # stream on: folded here, in stream order, not by a cluster's worker.
+            self.book.fold(event)
+            await self.book.save()
+            await self._ack(msg)
             return
         job = Job(seq, event, msg)
         self._inflight[seq] = job

@@ -103,7 +103,7 @@ def mail_subject(n: Notification) -> str:
     if n.status == "resolved":
         return f"[Tandem RESOLVED] {where}: {n.code}"
     if n.kind == "role_change":
-        return f"[Tandem ROLE] {where}: {n.summary}"
+        return f"[Tandem ROLE] {n.cluster}: {n.summary}"
     return f"[Tandem {n.severity.value.upper()}] {where}: {n.summary}"
 
 

@@ -68,9 +68,11 @@ async def run(settings: NotifierSettings, bus: Bus) -> None:
             tasks.create_task(keep_running("the dispatcher", dispatcher.run))
             await asyncio.wait_for(dispatcher.ready.wait(), CONSUMER_READY_TIMEOUT_S)
             async with service_lifetime(bus, "notifier", node=settings.instance):
-                await idle_until_cancelled()
+                try:
+                    await idle_until_cancelled()
+                finally:  # what it recorded last, while its sender still runs
+                    await outbox.flush(2.0)
     finally:
-        await outbox.flush(2.0)
         outbox.close()
         ledger.close()
 
