@@ -212,6 +212,12 @@ async def test_cancel_before_the_pivot_refused_after_it_resume_and_history(pair:
     view = await cluster_view(pair)
     assert view["active"] == "secondary", view
     assert "saga.stuck" not in {a["code"] for a in view["alerts"]}, view["alerts"]
+    # Cleared by an event (whoever follows alerts sees it end), as it was raised.
+    [stuck] = [e for e in await stored(pair, "AlertRaised") if e["payload"]["code"] == "saga.stuck"]
+    [resolved] = [e for e in await stored(pair, "AlertCleared") if e["correlation_id"] == second]
+    assert resolved["payload"]["subject"] == stuck["payload"]["subject"] == second
+    assert resolved["node"] == stuck["node"], (resolved, stuck)
+    assert resolved["payload"]["reason"].startswith("resolved: switchover of"), resolved
 
     # History: newest first, with who, why, how long and how each ended.
     answer = await call(pair, "GET", f"/sagas?cluster={CLUSTER}", token=VIEWER)
