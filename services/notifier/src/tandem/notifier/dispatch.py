@@ -36,7 +36,7 @@ from tandem.events.envelope import Event
 from tandem.events.errors import DecodeError
 from tandem.events.registry import decode_event
 from tandem.events.subjects import EVENTS_ALL, EVENTS_STREAM
-from tandem.events.transient import describe, is_transient, retry_transient
+from tandem.events.transient import Backoff, describe, is_transient, retry_transient
 from tandem.notifier.book import Book
 from tandem.notifier.notification import notification_of
 from tandem.notifier.policy import Policy
@@ -171,7 +171,10 @@ class Dispatcher:
             # Silences and acknowledgements apply to every cluster from their place in the
             # stream on: folded here, in stream order, not by a cluster's worker.
             self.book.fold(event)
-            await self.book.save()
+            try:
+                await self.book.save()
+            except OSError as exc:  # kept in memory; the next save has it
+                log.error("%s: state not saved after %s: %s", self.durable, event.type, exc)
             await self._ack(msg)
             return
         job = Job(seq, event, msg)
@@ -186,7 +189,7 @@ class Dispatcher:
         while True:
             job = await queue.get()
             try:
-                await self._handle(job)
+                await self._handle_until_stored(job)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -197,6 +200,24 @@ class Dispatcher:
                 self.handled += 1
             finally:
                 self._inflight.pop(job.seq, None)
+
+    async def _handle_until_stored(self, job: Job) -> None:
+        """``_handle``, again while the state folder fails (a full disk): the cluster waits,
+        in order; the ledger skips the routes already done."""
+        backoff = Backoff(first_s=1.0, max_s=30.0)
+        failures = 0
+        while True:
+            try:
+                await self._handle(job)
+                if failures:
+                    log.info("%s: the state folder works again", self.durable)
+                return
+            except* OSError as group:
+                failures += 1
+                if failures == 1:
+                    log.error("%s: cannot write the ledger or state (%s); %s waits",
+                              self.durable, group.exceptions[0], job.event.cluster)  # fmt: skip
+            await backoff.wait()
 
     async def _handle(self, job: Job) -> None:
         event = job.event

@@ -80,9 +80,11 @@ class Ledger:
             "why": detail[:300],
         }
         data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+        # Known at once: a write that fails (a full disk) is tried again by the dispatcher,
+        # which must not send again what was sent meanwhile.
+        self._done[(event_id, route)] = outcome
         async with self._lock:
             await asyncio.to_thread(self._append, data)
-            self._done[(event_id, route)] = outcome
 
     def _append(self, data: bytes) -> None:
         os.write(self._fd, data)
