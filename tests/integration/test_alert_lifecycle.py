@@ -274,3 +274,34 @@ async def test_the_tandem_alerts_cli(pair: Pair) -> None:
     assert done.returncode == 0 and f"silence {silence_id} removed" in done.stdout, done.stderr
     done = await tandem("unsilence", silence_id, pair=pair)
     assert done.returncode == 2 and "409" in done.stderr, done.stderr
+
+
+async def test_cleanup_clears_an_operator_alert_as_it_was_raised(pair: Pair) -> None:
+    """Raised by another replica (its node) about a saga (its subject): ``tandem cleanup``
+    clears that fingerprint, not one of its own."""
+    stuck = AlertRaised(
+        cluster=CLUSTER,
+        node="orchestrator-b",
+        payload=AlertRaisedPayload(
+            code="saga.stuck", severity=Severity.CRITICAL, message="step 5 failed", subject="s1"
+        ),
+    )
+    await publish(pair, stuck)
+
+    async def firing() -> bool:
+        return stuck.fingerprint in {a["fingerprint"] for a in await alerts(pair)}
+
+    await eventually(firing, 20, "the saga.stuck alert")
+    async with pair.api() as api:
+        answer = await api.post(
+            f"/api/v1/clusters/{CLUSTER}/cleanup", json={"reason": "checked by hand"}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["alerts"] == ["saga.stuck"]
+    [gone] = [a for a in await alerts(pair, "cleared") if a["code"] == "saga.stuck"]
+    assert gone["fingerprint"] == stuck.fingerprint
+    assert gone["cleared_reason"].startswith("cleared by operator:")
+    assert gone["cleared_reason"].endswith(": checked by hand")
+    cleared_events = await stored(pair, "AlertCleared")
+    [event] = [e for e in cleared_events if e["payload"]["code"] == "saga.stuck"]
+    assert (event["node"], event["payload"]["subject"]) == ("orchestrator-b", "s1")
