@@ -219,3 +219,18 @@ def test_a_central_services_own_alert_is_kept_under_the_system_cluster() -> None
     )
     state.apply(own)
     assert list(state.cluster(SYSTEM_CLUSTER).alerts) == [own.fingerprint]
+
+
+def test_a_raise_and_its_clear_folded_at_once_then_delivered_again_change_nothing() -> None:
+    """The leader folds its own decision's alert and its clear before the stream has them
+    (the outbox sends them later): delivered then, neither opens the alert again."""
+    state = ClusterState()
+    up, down = raised(node="orchestrator"), cleared(node="orchestrator", at=T0 + timedelta(1))
+    for event in (up, down, up, down):
+        state.apply(event)
+    assert not state.cluster(C).alerts
+    assert state.cluster(C).cleared[up.fingerprint].count == 1
+    again = raised(node="orchestrator", at=T0 + timedelta(2))
+    state.apply(again)
+    state.apply(up)  # the last episode's raise, once more
+    assert state.cluster(C).alerts[up.fingerprint].count == 1

@@ -55,17 +55,17 @@ def fold_alert(c: ClusterRecord, event: AlertRaised | AlertCleared | AlertAcknow
 def _raised(c: ClusterRecord, event: AlertRaised) -> None:
     p = event.payload
     fingerprint = event.fingerprint
+    if _folded_before(c, fingerprint, event.id):
+        return
     alert = c.alerts.get(fingerprint)
     if alert is not None:
-        if event.id in alert.seen:
-            return
         alert.seen.append(event.id)
         alert.count += 1
         alert.message, alert.severity, alert.details = p.message, str(p.severity), dict(p.details)
         if alert.last_raised_at is None or event.occurred_at > alert.last_raised_at:
             alert.last_raised_at = event.occurred_at
         return
-    c.cleared.pop(fingerprint, None)  # raised again after its clear: a new episode
+    before = c.cleared.pop(fingerprint, None)  # raised again after its clear: a new episode
     alert = AlertRecord(
         code=p.code,
         message=p.message,
@@ -80,15 +80,19 @@ def _raised(c: ClusterRecord, event: AlertRaised) -> None:
         event_id=event.id,
         causation_id=event.causation_id,
     )
+    if before is not None:
+        alert.seen.extend(before.seen)  # the last episode's events, should they come again
     alert.seen.append(event.id)
     c.alerts[fingerprint] = alert
 
 
 def _cleared(c: ClusterRecord, event: AlertCleared) -> None:
     p = event.payload
+    if _folded_before(c, event.fingerprint, event.id):
+        return
     alert = c.alerts.get(event.fingerprint)
     if alert is not None:
-        end_alert(c, alert, event.occurred_at, p.reason)
+        end_alert(c, alert, event.occurred_at, p.reason, event.id)
         return
     if event.node in c.nodes:
         return  # a node clears only its own (one cleared already, or never raised)
@@ -96,11 +100,24 @@ def _cleared(c: ClusterRecord, event: AlertCleared) -> None:
     # streams recorded before alerts had fingerprints hold (those cleared a code for the
     # whole cluster): every open alert of that code and subject ends.
     for other in [a for a in c.alerts.values() if (a.code, a.subject) == (p.code, p.subject)]:
-        end_alert(c, other, event.occurred_at, p.reason)
+        end_alert(c, other, event.occurred_at, p.reason, event.id)
 
 
-def end_alert(c: ClusterRecord, alert: AlertRecord, at: datetime, reason: str) -> None:
+def _folded_before(c: ClusterRecord, fingerprint: str, event_id: str) -> bool:
+    """The event is folded already: one the leader folded at once (its raise, then its
+    clear) that the stream delivers afterwards must not open the alert again."""
+    for alert in (c.alerts.get(fingerprint), c.cleared.get(fingerprint)):
+        if alert is not None and event_id in alert.seen:
+            return True
+    return False
+
+
+def end_alert(
+    c: ClusterRecord, alert: AlertRecord, at: datetime, reason: str, event_id: str = ""
+) -> None:
     """``alert`` is cleared: out of the open ones, into the last cleared ones."""
+    if event_id:
+        alert.seen.append(event_id)
     c.alerts.pop(alert.fingerprint, None)
     alert.state, alert.cleared_at, alert.cleared_reason = "cleared", at, reason
     c.cleared.pop(alert.fingerprint, None)
