@@ -83,6 +83,9 @@ class Dispatcher:
         self.handled = 0
 
     async def run(self) -> None:
+        """Until cancelled. Started again (``keep_running``) after a bus fault, it begins
+        afresh: workers and queues anew, the consumer made again from its ack floor."""
+        self._queues, self._inflight = {}, {}
         sub = await retry_transient(f"consumer {self.durable}: subscribing", self._subscribe)
         self.ready.set()
         log.info("consumer %s on %s started", self.durable, EVENTS_ALL)
