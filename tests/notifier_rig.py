@@ -39,7 +39,8 @@ from tandem.events.catalog.alerts import (
 from tandem.events.catalog.roles import RoleChangedPayload
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.embedded import free_port
-from tandem.events.subjects import EVENTS_STREAM
+from tandem.events.registry import decode_event
+from tandem.events.subjects import EVENTS_STREAM, events_filter
 from tandem.notifier.service import run
 from tandem.notifier.settings import NotifierSettings
 
@@ -109,6 +110,21 @@ def file_route(name: str, target: Path, extra: str = "", match: str = "") -> str
         + (f"[routes.match]\n{match}\n" if match else "")
         + f'[routes.channel]\ntype = "file"\npath = "{target}"\n'
     )
+
+
+async def events_of(bus: Bus, type_name: str) -> list[Any]:
+    sub = await bus.js.subscribe(events_filter(event_type=type_name), ordered_consumer=True)
+    out = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.3)
+            except Exception:
+                break
+            out.append(decode_event(msg.data))
+    finally:
+        await sub.unsubscribe()
+    return out
 
 
 async def consumer_exists(bus: Bus, durable: str = "notifier") -> bool:

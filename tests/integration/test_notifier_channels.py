@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from notifier_rig import (
     SMTP_PASSWORD,
     cleared,
     email_route,
+    events_of,
     file_route,
     http_server,
     lines,
@@ -32,26 +32,10 @@ from tandem.events.bus_tls import write_local_pki
 from tandem.events.catalog import SilenceRemoved
 from tandem.events.catalog.alerts import SilenceRemovedPayload
 from tandem.events.embedded import free_port
-from tandem.events.registry import decode_event
 from tandem.events.subjects import DLQ_STREAM, events_filter
 from tandem.notifier.policy import ROUTE_FAILING
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def events_of(bus: Bus, type_name: str) -> list[Any]:
-    sub = await bus.js.subscribe(events_filter(event_type=type_name), ordered_consumer=True)
-    out = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.3)
-            except Exception:
-                break
-            out.append(decode_event(msg.data))
-    finally:
-        await sub.unsubscribe()
-    return out
 
 
 async def test_a_raised_alert_is_mailed_with_starttls_and_auth_then_its_resolved_mail(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from helpers import eventually
-from notifier_rig import notifier, role_changed, start_process, write_config
+from notifier_rig import events_of, notifier, role_changed, start_process, write_config
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer
 from tandem.events.secure_bus import SecureBusFiles
@@ -103,6 +103,27 @@ async def test_a_burst_of_role_changes_runs_the_hook_in_order_one_at_a_time_per_
     assert (first["active"], first["previous"]) == ("secondary", "primary")
     assert all(r["event_id"] == r["stdin_event_id"] for r in demo + other)
     assert all(not r["leaked"] for r in demo), "the hook saw the notifier's bus login"
+
+
+async def test_a_hook_that_fails_is_retried_and_its_exit_code_recorded(
+    bus: Bus, tmp_path: Path
+) -> None:
+    argv = json.dumps([sys.executable, "-c", "import sys; print('no pager'); sys.exit(3)"])
+    route = (
+        '[[routes]]\nname = "pager"\nretries = 1\nbackoff_s = 0.1\n'
+        f'[routes.channel]\ntype = "hook"\nargv = {argv}\n'
+    )
+    config = write_config(tmp_path / "notifier.toml", route)
+    async with notifier(bus, config, tmp_path / "state"):
+        change = role_changed(2)
+        await bus.publish(change)
+
+        await eventually(lambda: events_of(bus, "NotificationFailed"), 30, "the failure")
+        (outcome,) = await events_of(bus, "NotificationFailed")
+    p = outcome.payload
+    assert (p.route, p.channel, p.exit_code, p.attempts) == ("pager", "hook", 3, 2)
+    assert p.event_id == change.id and "exit 3: no pager" in p.reason
+    assert outcome.causation_id == change.id
 
 
 async def test_the_notifier_sigkilled_mid_burst_delivers_each_role_change_once_in_order(

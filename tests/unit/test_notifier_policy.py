@@ -199,3 +199,15 @@ def test_subjects_and_the_webhook_body_of_each_kind() -> None:
     )
     assert body["alerts"][0]["endsAt"] == body["alerts"][0]["startsAt"]
     assert body["tandem"]["stream_seq"] == 8 and body["tandem"]["status"] == "event"
+
+
+def test_the_notifier_identity_publishes_its_outcomes_and_alerts_and_owns_one_consumer() -> None:
+    from tandem.events.bus_identities import NOTIFIER, notifier_permissions
+
+    p = notifier_permissions()
+    for own in ("NotificationDelivered", "NotificationFailed", "AlertRaised", "AlertCleared"):
+        assert f"tandem.evt.*.{own}" in p.publish
+    assert not any(s.endswith((".RoleChanged", ".SilenceCreated")) for s in p.publish)
+    consumer_rights = [s for s in p.publish if s.startswith("$JS.API.CONSUMER.")]
+    assert consumer_rights and all(f".TANDEM_EVENTS.{NOTIFIER}" in s for s in consumer_rights)
+    assert f"$JS.API.CONSUMER.DELETE.TANDEM_EVENTS.{NOTIFIER}" in p.publish
