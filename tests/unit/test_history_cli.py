@@ -84,6 +84,9 @@ def test_status_says_what_failed_and_how_to_resume_a_stopped_saga() -> None:
     assert saga.endswith("once fixed: tandem saga resume s-9")
     ok = Cluster.model_validate({"name": "demo", "last_saga": {"id": "s", "state": "completed"}})
     assert problem_lines(ok) == []
+    seen = {"code": "fence.failed", "message": "m", "node": "orch", "state": "acknowledged"}
+    acked = Cluster.model_validate({"name": "demo", "alerts": [seen]})
+    assert problem_lines(acked) == ["demo: alert fence.failed on orch: m (acknowledged)"]
 
 
 def _cluster_json() -> dict[str, object]:

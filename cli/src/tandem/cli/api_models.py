@@ -50,6 +50,9 @@ class Alert(_Model):
     message: str = ""
     node: str = ""
     raised_at: datetime | None = None
+    fingerprint: str = ""
+    #: ``firing`` or ``acknowledged`` (an older orchestrator says neither).
+    state: str = "firing"
 
 
 class LastSaga(_Model):

@@ -36,6 +36,7 @@ def problem_lines(cluster: Cluster) -> list[str]:
     or stopped for an operator (with how to resume it)."""
     lines = [
         f"{cluster.name}: alert {a.code} on {a.node or '?'}{_at(a.raised_at)}: {a.message}"
+        + (" (acknowledged)" if a.state == "acknowledged" else "")
         for a in cluster.alerts
     ]
     last = cluster.last_saga
