@@ -126,3 +126,26 @@ async def test_disk_full_clears_when_the_target_side_ends(
     await loop.cycle()
     await loop.disk_alert_ended("the target side of n2 ended")
     assert cleared == ["the target side of n2 ended"]
+
+
+async def test_a_rules_alert_open_at_a_restart_is_cleared_by_the_next_run(tmp_path: Path) -> None:
+    rule = RuleConfig.model_validate(
+        {"name": "web-down", "check": "web", "metric": "up", "comparator": "==", "threshold": 0,
+         "consecutive": 1, "actions": [{"do": "alert"}]}
+    )  # fmt: skip
+    board = NodeBoard(role=Role.ACTIVE, epoch=3)
+    events: list[Event] = []
+    first = ActionRunner("c1", "n1", board, events.append, None, {}, None, tmp_path / "monitor")
+    [decision] = RuleEngine([rule]).observe("web", DOWN, 0)
+    await first.carry_out(decision)
+    assert isinstance(events[-1], AlertRaised)
+
+    # The agent restarts: a new engine and runner over the same state folder.
+    engine = RuleEngine([rule])
+    again = ActionRunner("c1", "n1", board, events.append, None, {}, None, tmp_path / "monitor")
+    assert engine.observe("web", UP, 10) == []
+    again.recovered(engine.passing("web"), "web", UP.message)
+    assert isinstance(events[-1], AlertCleared) and events[-1].payload.code == "rule.web-down"
+    third = ActionRunner("c1", "n1", board, events.append, None, {}, None, tmp_path / "monitor")
+    third.recovered(["web-down"], "web", "")
+    assert len(events) == 3  # cleared, and so forgotten on disk too

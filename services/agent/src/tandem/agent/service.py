@@ -119,6 +119,7 @@ def monitor_settings(config: NodeConfig) -> MonitorSettings:
         rules=config.rules,
         network=config.network,
         vm=config.vm,
+        state_dir=config.state_dir / "monitor",
     )
 
 

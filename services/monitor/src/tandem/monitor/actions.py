@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from tandem.events.catalog import (
@@ -30,6 +31,7 @@ from tandem.events.catalog.vmware import VmRemediationRequestedPayload
 from tandem.events.catalog.vocabulary import Role, Severity
 from tandem.events.envelope import Event
 from tandem.events.nodeboard import NodeBoard
+from tandem.monitor.alerted import AlertedRules
 from tandem.monitor.rules import Decision
 from tandem.monitor.rules_config import (
     AlertAction,
@@ -54,6 +56,7 @@ class ActionRunner:
         restart: RestartHook | None,
         check_apps: dict[str, str | None],
         vm: str | None,
+        state_dir: Path | None = None,
     ) -> None:
         self.cluster = cluster
         self.node = node
@@ -62,8 +65,9 @@ class ActionRunner:
         self.restart = restart
         self.check_apps = check_apps
         self.vm = vm
-        #: The codes of the alerts raised and not cleared yet (``recovered`` clears them).
-        self._alerted: set[str] = set()
+        #: The codes of the alerts raised and not cleared yet (``recovered`` clears them),
+        #: kept across a restart in ``state_dir``.
+        self._alerted = AlertedRules(state_dir)
 
     def _event(self, cls: Any, payload: Any) -> None:
         self.emit(
@@ -75,9 +79,7 @@ class ActionRunner:
         self._event(AlertRaised, AlertRaisedPayload(code=code, severity=severity, message=message))
 
     def recovered(self, rules: list[str], check: str, message: str) -> None:
-        """These rules' check passes them again: each alert they raised ends. (Known for the
-        alerts this process raised: one raised before an agent restart stays until an
-        operator's cleanup or the rule fires and recovers again.)"""
+        """These rules' check passes them again: each alert they raised ends."""
         for rule in rules:
             code = f"rule.{rule}"
             if code in self._alerted:

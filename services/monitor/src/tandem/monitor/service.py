@@ -53,6 +53,7 @@ async def _run(
             restart,
             {c.name: c.application for c in s.checks},
             s.vm,
+            s.state_dir,
         )
         interval = s.heartbeat.interval_s
         async with asyncio.TaskGroup() as tasks:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -43,6 +44,9 @@ class MonitorSettings(BaseSettings):
     vm: str | None = None
     #: How often runtime rule switches in ``tandem_config`` are read.
     rule_switch_poll_s: float = Field(default=2.0, gt=0)
+    #: Where the open rule alerts are kept across a restart (``alerted.py``); None: only in
+    #: memory (an alert open at a restart is then not cleared by its rule).
+    state_dir: Path | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> MonitorSettings:
