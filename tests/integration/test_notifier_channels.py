@@ -210,3 +210,28 @@ async def test_a_message_that_does_not_decode_is_dead_lettered_and_the_rest_goes
 def removed(silence_id: str) -> SilenceRemoved:
     payload = SilenceRemovedPayload(silence_id=silence_id, by="operator:test")
     return SilenceRemoved(cluster="demo", node="orchestrator", payload=payload)
+
+
+async def test_group_wait_drops_a_firing_cleared_within_it_and_other_routes_get_both(
+    bus: Bus, tmp_path: Path
+) -> None:
+    grouped, at_once = tmp_path / "grouped.jsonl", tmp_path / "at-once.jsonl"
+    config = write_config(
+        tmp_path / "notifier.toml",
+        file_route("grouped", grouped, extra="group_wait_s = 2"),
+        file_route("at-once", at_once),
+    )
+
+    def seen(path: Path) -> list[tuple[str, str]]:
+        return [(x["alerts"][0]["labels"]["alertname"], x["status"]) for x in lines(path)]
+
+    async with notifier(bus, config, tmp_path / "state"):
+        await bus.publish_many([raised("flap"), cleared("flap"), raised("steady")])
+        await eventually(lambda: seen(grouped) == [("steady", "firing")], 20, "steady only")
+        assert seen(at_once) == [("flap", "firing"), ("flap", "resolved"), ("steady", "firing")]
+        # Waited for from the raise: "steady" was sent once its group_wait had passed.
+        (steady,) = lines(grouped)
+        assert steady["tandem"]["event_type"] == "AlertRaised"
+    ledger = (tmp_path / "state" / "ledger.jsonl").read_text()
+    assert "cleared within group_wait_s (2): flapping" in ledger
+    assert "its firing was not sent on this route" in ledger

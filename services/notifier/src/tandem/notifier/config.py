@@ -149,6 +149,9 @@ class Route(_Model):
     #: A firing alert raised again is not sent again before this long.
     repeat_interval_s: float = Field(default=4 * 3600.0, ge=0)
     send_resolved: bool = True
+    #: A firing alert waits this long (from its raise) for its clear: one cleared meanwhile
+    #: (a flapping check) is not sent, nor is its clear. 0: sent at once.
+    group_wait_s: float = Field(default=0.0, ge=0, le=600)
     #: None: the channel's default (``RateLimit()`` for email and webhook, none otherwise).
     rate_limit: RateLimit | None = None
     #: Notifications given up in a row before ``notifier.route_failing`` is raised.

@@ -8,6 +8,9 @@
   notification (at the same time; a route never has two of one cluster in flight, so a hook
   is never run twice at once for one cluster). The message is acknowledged once every route
   has recorded its outcome in the ledger and the state is saved.
+- A firing alert for routes with ``group_wait_s`` waits (from its raise) for its clear to
+  show up behind it in the cluster's queue: one that does was flapping and is not sent on
+  those routes (the other routes have it at once).
 - While an event waits or is on its way, JetStream is told every third of the ack wait that
   it is still being worked on: it is not delivered again meanwhile.
 - At start, when messages were delivered and not all acknowledged (the notifier was killed),
@@ -19,9 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -32,13 +34,13 @@ from nats.js.errors import NotFoundError
 from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
 from tandem.events.deadletter import Rejected, dead_letter
-from tandem.events.envelope import Event
 from tandem.events.errors import DecodeError
 from tandem.events.registry import decode_event
 from tandem.events.subjects import EVENTS_ALL, EVENTS_STREAM
 from tandem.events.transient import Backoff, describe, is_transient, retry_transient
-from tandem.notifier.book import Book
-from tandem.notifier.notification import notification_of
+from tandem.notifier.book import Before, Book
+from tandem.notifier.cluster_queue import ClusterQueue, Job
+from tandem.notifier.notification import Notification, notification_of
 from tandem.notifier.policy import Policy
 from tandem.notifier.route import RouteRunner
 
@@ -48,13 +50,6 @@ NOTIFIED = {"AlertRaised", "AlertCleared", "RoleChanged", "NodeSelfFenced", "Nod
 FOLDED = {"AlertAcknowledged", "SilenceCreated", "SilenceRemoved"}
 MAX_ACK_PENDING = 1000
 BUS_CALL_DEADLINE_S = 15.0
-
-
-@dataclasses.dataclass
-class Job:
-    seq: int
-    event: Event
-    msg: Msg
 
 
 class Dispatcher:
@@ -76,7 +71,7 @@ class Dispatcher:
         self.runners = runners
         self.ack_wait_s = ack_wait_s
         self.fetch_batch = fetch_batch
-        self._queues: dict[str, asyncio.Queue[Job]] = {}
+        self._queues: dict[str, ClusterQueue] = {}
         #: Every message taken and not yet acknowledged, by stream sequence.
         self._inflight: dict[int, Job] = {}
         self.ready = asyncio.Event()
@@ -184,11 +179,11 @@ class Dispatcher:
         self._inflight[seq] = job
         queue = self._queues.get(event.cluster)
         if queue is None:
-            queue = self._queues[event.cluster] = asyncio.Queue()
+            queue = self._queues[event.cluster] = ClusterQueue()
             tasks.create_task(self._work(event.cluster, queue), name=f"notify-{event.cluster}")
-        queue.put_nowait(job)
+        queue.put(job)
 
-    async def _work(self, cluster: str, queue: asyncio.Queue[Job]) -> None:
+    async def _work(self, cluster: str, queue: ClusterQueue) -> None:
         while True:
             job = await queue.get()
             try:
@@ -235,11 +230,29 @@ class Dispatcher:
         )
         if n is not None:
             chosen = [r for r in self.runners if self.policy.selects(r.route, n)]
-            async with asyncio.TaskGroup() as deliveries:
-                for runner in chosen:
-                    deliveries.create_task(runner.deliver(n, before))
+            now = [r for r in chosen if r.route.group_wait_s == 0 or n.status != "firing"]
+            await self._deliver(now, n, before)
+            grouped = [r for r in chosen if r not in now]
+            if grouped:
+                # Wait (from the raise) for its clear; the cluster's later events wait too.
+                wait_s = max(r.route.group_wait_s for r in grouped)
+                deadline = n.event.occurred_at + timedelta(seconds=wait_s)
+                flapped = await self._queues[event.cluster].cleared_by(n.fingerprint, deadline)
+                await self._deliver(grouped, n, before, flapped=flapped)
         self.book.done_seq[event.cluster] = job.seq
         await self.book.save()
+
+    async def _deliver(
+        self,
+        runners: list[RouteRunner],
+        n: Notification,
+        before: Before | None,
+        *,
+        flapped: bool = False,
+    ) -> None:
+        async with asyncio.TaskGroup() as deliveries:
+            for runner in runners:
+                deliveries.create_task(runner.deliver(n, before, flapped=flapped))
 
     async def _keep_alive(self) -> None:
         """Tell JetStream the messages taken are being worked on (no redelivery)."""

@@ -69,12 +69,17 @@ class RouteRunner:
     def name(self) -> str:
         return self.route.name
 
-    async def deliver(self, n: Notification, before: Before | None) -> None:
-        """Handle ``n`` on this route once; returns when the ledger has its outcome."""
+    async def deliver(
+        self, n: Notification, before: Before | None, *, flapped: bool = False
+    ) -> None:
+        """Handle ``n`` on this route once; returns when the ledger has its outcome.
+        ``flapped``: its clear came within ``group_wait_s`` (neither is sent)."""
         if self.ledger.outcome(n.event.id, self.name) is not None:
             return  # done before a restart
         now = now_utc()
         why = self.policy.held_back(self.route, n, before, now)
+        if why is None and flapped:
+            why = f"cleared within group_wait_s ({self.route.group_wait_s:g}): flapping"
         if why is not None:
             log.info("%s: %s %s of %s held back: %s", self.name, n.code, n.status, n.cluster, why)
             await self.ledger.record(n.event.id, self.name, "suppressed", why)
