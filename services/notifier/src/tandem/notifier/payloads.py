@@ -110,6 +110,8 @@ def mail_subject(n: Notification) -> str:
 def mail_text(n: Notification, *, console_url: str, held_back: int = 0) -> str:
     """What, where, why, since when, what to do, and a link."""
     where = f"cluster {n.cluster}, node {n.node}" + (f", {n.subject}" if n.subject else "")
+    if n.kind == "role_change":
+        where = f"cluster {n.cluster} (reported by {n.node})"
     what = {
         "firing": f"alert {n.code} ({n.severity.value}) is firing",
         "resolved": f"alert {n.code} is resolved",
