@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -133,6 +134,21 @@ def load_settings(cls: type[S], source: str = "environment", **overrides: Any) -
         return cls(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc, source, cls)) from None
+
+
+def read_toml(path: Path, named_by: str = "") -> dict[str, Any]:
+    """A config file's tables; ``SettingsError`` says which file and why it cannot be used
+    (``named_by``: the variable that names the file, said when it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        named = f" ({named_by})" if named_by else ""
+        raise SettingsError(f"{path}: no such file{named}") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
 
 
 def describe_validation_error(

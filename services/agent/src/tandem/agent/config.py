@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +28,7 @@ from pydantic_settings import (
 from tandem.agent.control.config import ApplicationConfig, dependency_order
 from tandem.events.catalog.vocabulary import Identity
 from tandem.events.names import ClusterName, NodeName
-from tandem.events.settings import BusSettings, SettingsError, describe_validation_error
+from tandem.events.settings import BusSettings, SettingsError, describe_validation_error, read_toml
 from tandem.monitor.health.config import HealthCheckConfig
 from tandem.monitor.network import NetworkConfig
 from tandem.monitor.rules_config import RestartAction, RuleConfig
@@ -315,15 +314,7 @@ class NodeConfig(BaseSettings):
 
 def load_node_config(path: Path, **overrides: Any) -> NodeConfig:
     """Read and validate ``path``; ``SettingsError`` names the file, the field, the problem."""
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     data.update(overrides)
     try:
         return NodeConfig(**data)

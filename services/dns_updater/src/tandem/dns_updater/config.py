@@ -9,7 +9,6 @@ Relative key paths are read from the config file's directory.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,7 +28,7 @@ from pydantic import (
 
 from tandem.dns_updater.tsigkey import TsigKey, load_key
 from tandem.events.names import ClusterName, NodeName
-from tandem.events.settings import SettingsError, describe_validation_error
+from tandem.events.settings import SettingsError, describe_validation_error, read_toml
 
 
 def _ip(value: str) -> str:
@@ -215,15 +214,7 @@ class DnsUpdaterConfig(_Model):
 
 def load_config(path: Path) -> DnsUpdaterConfig:
     """Read and validate ``path``; ``SettingsError`` names the file, the field, the problem."""
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: no such file (TANDEM_DNS_UPDATER_CONFIG)") from None
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "TANDEM_DNS_UPDATER_CONFIG")
     try:
         return DnsUpdaterConfig.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as exc:

@@ -10,7 +10,6 @@ repr. A bad file fails with the file, the field and what is wrong (``SettingsErr
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,7 +26,7 @@ from pydantic import (
 
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.names import ClusterName
-from tandem.events.settings import SettingsError, describe_validation_error
+from tandem.events.settings import SettingsError, describe_validation_error, read_toml
 
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 Kind = Literal["alert", "role_change"]
@@ -202,15 +201,7 @@ def _relative_paths(data: Any, base: Path) -> Any:
 
 def load_config(path: Path) -> NotifierConfig:
     """Read and validate ``path``; ``SettingsError`` names the file, the field, the problem."""
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: no such file (TANDEM_NOTIFIER_CONFIG)") from None
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "TANDEM_NOTIFIER_CONFIG")
     try:
         data = _relative_paths(data, path.parent)
         return NotifierConfig.model_validate(data, context={"base_dir": path.parent})
