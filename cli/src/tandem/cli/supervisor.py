@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
-import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tandem.events.parent_death import parent_death
+
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int | None = None) -> None:
-    """In the child (Linux): get SIGTERM if the supervisor dies, so nothing is left orphaned.
-    With ``parent`` (the spawner's pid): a spawner that died between the fork and this call
-    sends nothing, so the child that sees another parent ends at once."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if parent is not None and os.getppid() != parent:
-            os._exit(1)
-
-
-def parent_death() -> Callable[[], None]:
-    """A ``preexec_fn`` for a child of this process: ``die_with_parent`` of this pid."""
-    parent = os.getpid()
-    return lambda: die_with_parent(parent)
+__all__ = ["Child", "Supervisor", "parent_death"]
 
 
 @dataclass

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
-import sys
 
 from tandem.events.catalog.notifications import ChannelKind
+from tandem.events.parent_death import parent_death
 from tandem.notifier.channels.base import Context, DeliveryError, Sent
 from tandem.notifier.config import HookChannel
 from tandem.notifier.notification import Notification
@@ -27,7 +26,6 @@ from tandem.notifier.payloads import body_bytes, webhook_body
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 _PASSED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 _OUTPUT_KEPT = 500
 
@@ -75,7 +73,9 @@ class HookSender:
                 stderr=asyncio.subprocess.STDOUT,
                 env=hook_env(n, ctx),
                 start_new_session=True,
-                preexec_fn=_die_with_notifier,
+                # SIGKILL with the notifier, even by SIGKILL: the run a restarted notifier makes
+                # again never overlaps an orphan of the killed one.
+                preexec_fn=parent_death(signal.SIGKILL),
             )
         except OSError as exc:
             raise DeliveryError(f"{c.argv[0]}: cannot be run: {exc.strerror or exc}") from None
@@ -97,14 +97,6 @@ class HookSender:
         if said:
             log.info("hook %s (%s): %s", c.argv[0], ctx.route, said)
         return Sent(f"exit 0{': ' + said if said else ''}", 0)
-
-
-def _die_with_notifier() -> None:
-    """In the hook (Linux): SIGKILL when the notifier dies, even by SIGKILL: the run a
-    restarted notifier makes again never overlaps an orphan of the killed one."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _kill_group(pid: int) -> None:
