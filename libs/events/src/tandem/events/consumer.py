@@ -116,15 +116,7 @@ class DurableConsumer:
     async def _handle(self, msg: Msg) -> None:
         o = self.options
         meta = msg.metadata
-        rejected = Rejected(
-            consumer=o.durable,
-            reason="",
-            subject=msg.subject,
-            data=msg.data,
-            original_headers=msg.headers,
-            source_stream=meta.stream,
-            source_seq=meta.sequence.stream,
-        )
+        rejected = Rejected.of_message(msg, o.durable, "")
         try:
             event = decode_event(msg.data)
         except DecodeError as exc:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nats.aio.msg import Msg
 from nats.js.api import PubAck
 
 from tandem.events import headers, subjects
@@ -28,6 +29,20 @@ class Rejected:
     original_headers: Mapping[str, str] | None
     source_stream: str | None = None
     source_seq: int | None = None
+
+    @classmethod
+    def of_message(cls, msg: Msg, consumer: str, reason: str) -> Rejected:
+        """A message a JetStream consumer was delivered (its stream and sequence known)."""
+        meta = msg.metadata
+        return cls(
+            consumer=consumer,
+            reason=reason,
+            subject=msg.subject,
+            data=msg.data,
+            original_headers=msg.headers,
+            source_stream=meta.stream,
+            source_seq=meta.sequence.stream,
+        )
 
 
 def _header_value(text: str) -> str:

@@ -85,18 +85,8 @@ class Projection(ABC):
             try:
                 self.fold(seq, decode_event(msg.data))
             except DecodeError as exc:
-                await dead_letter(
-                    bus,
-                    Rejected(
-                        consumer=self.name,
-                        reason=f"undecodable: {exc.reason}",
-                        subject=msg.subject,
-                        data=msg.data,
-                        original_headers=msg.headers,
-                        source_stream=meta.stream,
-                        source_seq=seq,
-                    ),
-                )
+                rejected = Rejected.of_message(msg, self.name, f"undecodable: {exc.reason}")
+                await dead_letter(bus, rejected)
                 self.position = seq
         if meta.num_pending == 0:
             self.caught_up.set()

@@ -273,15 +273,7 @@ class Dispatcher:
 
     async def _reject(self, msg: Msg, reason: str) -> None:
         meta = msg.metadata
-        rejected = Rejected(
-            consumer=self.durable,
-            reason=reason,
-            subject=msg.subject,
-            data=msg.data,
-            original_headers=msg.headers,
-            source_stream=meta.stream,
-            source_seq=meta.sequence.stream,
-        )
+        rejected = Rejected.of_message(msg, self.durable, reason)
         try:
             await retry_transient(
                 "dead-lettering", lambda: dead_letter(self.bus, rejected),

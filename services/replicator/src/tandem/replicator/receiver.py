@@ -233,18 +233,6 @@ class JournalReceiver:
 
     async def _refuse(self, msg: Msg, epoch: int, seq: int, reason: str) -> None:
         log.warning("refused journal batch %s:%s: %s", epoch, seq, reason)
-        meta = msg.metadata
-        await dead_letter(
-            self.bus,
-            Rejected(
-                consumer=self.durable,
-                reason=reason,
-                subject=msg.subject,
-                data=msg.data,
-                original_headers=msg.headers,
-                source_stream=meta.stream,
-                source_seq=meta.sequence.stream,
-            ),
-        )
+        await dead_letter(self.bus, Rejected.of_message(msg, self.durable, reason))
         await msg.term()
         await self.report_refusal(epoch, seq, reason, False)
