@@ -5,8 +5,8 @@ Tandem replicates.
 
 ``PUT /items/<name>`` stores the body, ``GET /items/<name>`` returns it, ``GET /items`` lists
 the names (JSON), ``GET /health`` answers ``{"ok": true}`` (the data folder is usable: one
-stat, however many items). Logs go to stderr; a SIGTERM (or SIGINT) ends it cleanly with
-exit code 0.
+stat, however many items), or 503 ``{"ok": false}`` when it is not. Logs go to stderr; a
+SIGTERM (or SIGINT) ends it cleanly with exit code 0.
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/health":
             # Cheap whatever the data holds: listing every item made it slower with each
             # write (a chaos run's 20,000 records took it past its check's 1 s timeout).
-            self._json(HTTPStatus.OK, {"ok": store.usable()})
+            # Unusable: 503, not a 200 saying false, which every http check (no body_match)
+            # took for healthy: a demo app without its data folder was never reported down.
+            ok = store.usable()
+            self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, {"ok": ok})
         elif path == "/items":
             self._json(HTTPStatus.OK, store.names())
         elif path.startswith(_PREFIX):
