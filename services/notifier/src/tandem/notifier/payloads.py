@@ -35,7 +35,13 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+#: An alert that has ended asks for nothing; the one thing worth a look is why it fired.
+RESOLVED_HINT = "nothing: it has ended; `tandem alerts list --state cleared --cluster {cluster}`"
+
+
 def hint(n: Notification) -> str:
+    if n.status == "resolved":
+        return RESOLVED_HINT.format(cluster=n.cluster)
     text = next((h for prefix, h in HINTS if n.code.startswith(prefix)), DEFAULT_HINT)
     return text.format(cluster=n.cluster, fingerprint=n.fingerprint)
 
