@@ -143,7 +143,7 @@ class ReplicatorNode(SideLoop):
         if epoch != self.side_epoch:
             # The newest batch is of another epoch: nothing was journaled in ours yet.
             epoch, seq = self.side_epoch, 0
-        gap = await side.loop.wait_applied((epoch, seq), timeout, accept_gap=True)
+        side, gap = await self._applied_by_the_target((epoch, seq), timeout)
         if gap:
             # The old Active died before storing a batch it had sent later ones after: the
             # journal's unbroken beginning is all there is to take over (later batches were
@@ -155,6 +155,27 @@ class ReplicatorNode(SideLoop):
             )
             return f"receive queue applied up to batch {reached}; {lost}"
         return f"receive queue applied up to batch {epoch}:{seq}"
+
+    async def _applied_by_the_target(
+        self, upto: tuple[int, int], timeout: float
+    ) -> tuple[TargetSide, str]:
+        """Wait for ``upto`` on whichever target side runs now: a bus fault restarts the side,
+        and the one waited on then never applies again (chaos run 8, s008: a failover's
+        ApplyReceiveQueue waited 30 s, twice, on the side that had ended while the new one had
+        applied everything)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        while True:
+            side = self.side
+            left = give_up - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"batch {upto[0]}:{upto[1]} not applied within {timeout:g}s")
+            if not isinstance(side, TargetSide):
+                await asyncio.sleep(min(left, 0.1))  # between two runs of the side
+                continue
+            with contextlib.suppress(TimeoutError):
+                gap = await side.loop.wait_applied(upto, min(left, 1.0), accept_gap=True)
+                return side, gap
 
     async def wait_side(self, name: SideName, min_epoch: int, timeout: float) -> str:
         """Wait until side ``name`` runs at ``min_epoch`` or later (and, for a source, its
