@@ -207,19 +207,6 @@ def list_(
     raise typer.Exit(run_list(cluster, state, as_json, api, token))
 
 
-def _change(what: str, call: Any, api: str | None, token: str | None) -> int:
-    try:
-        with operate._client(api, token) as client:
-            try:
-                text = call(client)
-            except ApiError as exc:
-                return operate.report_api_error(err, exc, f"{what} refused")
-    except ApiUnreachable as exc:
-        return operate.report_unreachable(err, exc)
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-    return operate.EXIT_OK
-
-
 CommentOption = Annotated[
     str | None, typer.Option("--comment", help="Why; recorded with the operation.")
 ]
@@ -244,7 +231,7 @@ def ack(
             f"{a.acknowledged_by}; it fires until its condition ends"
         )
 
-    raise typer.Exit(_change(f"ack of {fingerprint}", call, api, token))
+    raise typer.Exit(operate.run_change(console, err, f"ack of {fingerprint}", call, api, token))
 
 
 def parse_matchers(pairs: list[str]) -> dict[str, str]:
@@ -295,7 +282,7 @@ def silence(
             f"silence {s.id} ({what}) until {_local(s.ends_at)}; mutes {len(s.muting)} alerts now"
         )
 
-    raise typer.Exit(_change("silence", call, api, token))
+    raise typer.Exit(operate.run_change(console, err, "silence", call, api, token))
 
 
 @alerts_app.command("silences", epilog=EXIT_CODES)
@@ -335,7 +322,9 @@ def unsilence(
         s = client.remove(Silence, f"/silences/{quote(silence_id, safe='')}")
         return f"silence {s.id} removed: the alerts it matched notify again"
 
-    raise typer.Exit(_change(f"unsilence of {silence_id}", call, api, token))
+    raise typer.Exit(
+        operate.run_change(console, err, f"unsilence of {silence_id}", call, api, token)
+    )
 
 
 def register(app: typer.Typer) -> None:

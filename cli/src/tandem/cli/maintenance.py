@@ -12,7 +12,6 @@ paused, not paused...), 3 the API is unreachable.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tandem.cli import operate
-from tandem.cli.api_client import ApiClient, ApiError, ApiUnreachable
+from tandem.cli.api_client import ApiClient
 from tandem.cli.api_models import Maintenance
 from tandem.cli.options import ApiOption, TokenOption
 
@@ -60,19 +59,6 @@ def describe(m: Maintenance) -> str:
     return f"paused by {m.by or 'unknown'} {until}{why}"
 
 
-def _run(what: str, call: Callable[[ApiClient], str], api: str | None, token: str | None) -> int:
-    try:
-        with operate._client(api, token) as client:
-            try:
-                text = call(client)
-            except ApiError as exc:
-                return operate.report_api_error(err, exc, f"{what} refused")
-    except ApiUnreachable as exc:
-        return operate.report_unreachable(err, exc)
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-    return operate.EXIT_OK
-
-
 ClusterArg = Annotated[str, typer.Argument(help="The cluster.")]
 NodeArg = Annotated[str, typer.Argument(help="The node.")]
 ReasonOption = Annotated[
@@ -109,7 +95,7 @@ def pause(
         shown = f"{cluster}: {describe(answer.maintenance)}" if answer.maintenance else ""
         return "\n".join(t for t in (shown, answer.message) if t)
 
-    raise typer.Exit(_run(f"pause of {cluster}", call, api, token))
+    raise typer.Exit(operate.run_change(console, err, f"pause of {cluster}", call, api, token))
 
 
 def resume(
@@ -123,7 +109,9 @@ def resume(
     Example: tandem resume demo --reason "kernel updated"
     """
     raise typer.Exit(
-        _run(
+        operate.run_change(
+            console,
+            err,
             f"resume of {cluster}",
             lambda client: client.resume(cluster, reason or operate.DEFAULT_REASON).message,
             api,
@@ -140,7 +128,7 @@ def _standby(
         return "\n".join(t for t in (answer.message, answer.note and f"note: {answer.note}") if t)
 
     verb = "standby" if on else "unstandby"
-    return _run(f"{verb} of {cluster}/{node}", call, api, token)
+    return operate.run_change(console, err, f"{verb} of {cluster}/{node}", call, api, token)
 
 
 @node_app.command("standby", epilog=EXIT_CODES)

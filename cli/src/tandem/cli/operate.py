@@ -64,6 +64,28 @@ def report_api_error(err: Console, exc: ApiError, what: str) -> int:
     return EXIT_REFUSED if 400 <= exc.status < 500 else EXIT_FAILED
 
 
+def run_change(
+    console: Console,
+    err: Console,
+    what: str,
+    call: Callable[[ApiClient], str],
+    api: str | None,
+    token: str | None,
+) -> int:
+    """Run one REST mutation and print what it answered (``call`` makes the request and
+    returns the line to print); a refusal or an unreachable API gets its exit code."""
+    try:
+        with _client(api, token) as client:
+            try:
+                text = call(client)
+            except ApiError as exc:
+                return report_api_error(err, exc, f"{what} refused")
+    except ApiUnreachable as exc:
+        return report_unreachable(err, exc)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
 # -- status -------------------------------------------------------------------------------------
 
 
