@@ -7,6 +7,7 @@ from typing import Protocol
 
 from tandem.events.catalog.notifications import ChannelKind
 from tandem.notifier.notification import Notification
+from tandem.notifier.payloads import body_bytes, webhook_body
 
 
 class DeliveryError(Exception):
@@ -32,6 +33,13 @@ class Context:
     external_url: str
     #: Notifications of this cluster the rate limit held back since the last one sent.
     held_back: int = 0
+
+
+def wire_body(n: Notification, ctx: Context) -> bytes:
+    """The JSON body the webhook posts, a hook reads on stdin and the file channel appends."""
+    return body_bytes(
+        webhook_body(n, receiver=ctx.route, external_url=ctx.external_url, held_back=ctx.held_back)
+    )
 
 
 class ChannelSender(Protocol):

@@ -6,10 +6,9 @@ import asyncio
 import os
 
 from tandem.events.catalog.notifications import ChannelKind
-from tandem.notifier.channels.base import Context, DeliveryError, Sent
+from tandem.notifier.channels.base import Context, DeliveryError, Sent, wire_body
 from tandem.notifier.config import FileChannel
 from tandem.notifier.notification import Notification
-from tandem.notifier.payloads import body_bytes, webhook_body
 
 
 class FileSender:
@@ -19,10 +18,7 @@ class FileSender:
         self.path = channel.path
 
     async def send(self, n: Notification, ctx: Context) -> Sent:
-        body = webhook_body(
-            n, receiver=ctx.route, external_url=ctx.external_url, held_back=ctx.held_back
-        )
-        line = body_bytes(body) + b"\n"
+        line = wire_body(n, ctx) + b"\n"
         try:
             await asyncio.to_thread(self._append, line)
         except OSError as exc:

@@ -19,10 +19,9 @@ import signal
 
 from tandem.events.catalog.notifications import ChannelKind
 from tandem.events.parent_death import parent_death
-from tandem.notifier.channels.base import Context, DeliveryError, Sent
+from tandem.notifier.channels.base import Context, DeliveryError, Sent, wire_body
 from tandem.notifier.config import HookChannel
 from tandem.notifier.notification import Notification
-from tandem.notifier.payloads import body_bytes, webhook_body
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +59,7 @@ class HookSender:
 
     async def send(self, n: Notification, ctx: Context) -> Sent:
         c = self.channel
-        body = body_bytes(
-            webhook_body(
-                n, receiver=ctx.route, external_url=ctx.external_url, held_back=ctx.held_back
-            )
-        )
+        body = wire_body(n, ctx)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *c.argv,

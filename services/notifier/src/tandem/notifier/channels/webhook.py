@@ -14,10 +14,9 @@ import hmac
 import httpx
 
 from tandem.events.catalog.notifications import ChannelKind
-from tandem.notifier.channels.base import Context, DeliveryError, Sent
+from tandem.notifier.channels.base import Context, DeliveryError, Sent, wire_body
 from tandem.notifier.config import WebhookChannel
 from tandem.notifier.notification import Notification
-from tandem.notifier.payloads import body_bytes, webhook_body
 
 SIGNATURE_HEADER = "X-Tandem-Signature"
 
@@ -34,11 +33,7 @@ class WebhookSender:
 
     async def send(self, n: Notification, ctx: Context) -> Sent:
         c = self.channel
-        body = body_bytes(
-            webhook_body(
-                n, receiver=ctx.route, external_url=ctx.external_url, held_back=ctx.held_back
-            )
-        )
+        body = wire_body(n, ctx)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "tandem-notifier",
