@@ -27,6 +27,7 @@ from tandem.orchestrator.api.app import create_app
 from tandem.orchestrator.api.auth import load_tokens
 from tandem.orchestrator.api.server import RunningServer, ServerStartError, serve, start_server
 from tandem.orchestrator.facade import ConflictError, NotFoundError, OrchestratorFacade
+from tandem.orchestrator.live_feed import LiveFeed
 from tandem.orchestrator.views import (
     ClusterView,
     EventView,
@@ -74,6 +75,7 @@ class FakeFacade:
     conflict: str | None = None
     leader: bool = True
     audit_fails: bool = False
+    live: LiveFeed = field(default_factory=LiveFeed)
 
     def __post_init__(self) -> None:
         self.clusters_ = {
@@ -172,6 +174,9 @@ class FakeFacade:
 
     def is_leader(self) -> bool:
         return self.leader
+
+    def live_feed(self) -> LiveFeed:
+        return self.live
 
 
 # The fake must satisfy the protocol the API depends on (checked by mypy where it runs).

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -36,6 +37,9 @@ class Projection(ABC):
     def __init__(self, position: int = 0) -> None:
         self.position = position
         self.caught_up = asyncio.Event()
+        #: Told of each event right after it is folded in (e.g. a live feed to API clients);
+        #: it must not block, and what it raises is logged, never stops the fold.
+        self.on_fold: Callable[[int, Event], None] | None = None
 
     @abstractmethod
     def apply(self, event: Event) -> None:
@@ -47,6 +51,11 @@ class Projection(ABC):
             return False
         self.apply(event)
         self.position = seq
+        if self.on_fold is not None:
+            try:
+                self.on_fold(seq, event)
+            except Exception:
+                log.exception("%s: the listener of folded events failed on seq %d", self.name, seq)
         return True
 
     async def run(self, bus: Bus) -> None:

@@ -22,6 +22,7 @@ from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.fencing import Fencer
 from tandem.orchestrator.group_sagas import GroupSagas
 from tandem.orchestrator.leader import LeaderLease
+from tandem.orchestrator.live_feed import LiveFeed
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.maintenance import MaintenanceActions
 from tandem.orchestrator.nodectl import NodeControlActions
@@ -80,7 +81,13 @@ class Orchestrator(
         )
         self.runner.member_step = self.member_step
         self.runner.resolved_alerts = state.resolved_by
+        #: What the API's live stream sends: each event as the state folds it.
+        self.live = LiveFeed(state.position)
+        state.on_fold = self.live.folded
         self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster
+
+    def live_feed(self) -> LiveFeed:
+        return self.live
 
     # -- choosing a target ----------------------------------------------------------------
 

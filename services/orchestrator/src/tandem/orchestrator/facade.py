@@ -10,6 +10,7 @@ from tandem.orchestrator.views import ClusterView, EventView, GroupView, SagaVie
 
 if TYPE_CHECKING:
     from tandem.orchestrator.dns_reconcile import DnsReconcileAccepted
+    from tandem.orchestrator.live_feed import LiveFeed
     from tandem.orchestrator.telemetry import Telemetry
 
 
@@ -67,3 +68,7 @@ class OrchestratorFacade(Protocol):
         ...
 
     def is_leader(self) -> bool: ...
+
+    def live_feed(self) -> LiveFeed:
+        """The events as this replica folds them (``GET /api/v1/stream``)."""
+        ...

@@ -32,6 +32,7 @@ from tandem.orchestrator.views import (
     NodeView,
     SagaView,
     ServiceStatus,
+    event_view,
 )
 
 
@@ -288,20 +289,7 @@ class OrchestratorViews:
                     event = decode_event(msg.data)
                 except DecodeError:
                     continue
-                out.append(
-                    EventView(
-                        seq=msg.metadata.sequence.stream,
-                        id=event.id,
-                        type=event.type,
-                        cluster=event.cluster,
-                        node=event.node,
-                        epoch=event.epoch,
-                        occurred_at=event.occurred_at,
-                        correlation_id=event.correlation_id,
-                        causation_id=event.causation_id,
-                        payload=event.payload.model_dump(mode="json"),
-                    )
-                )
+                out.append(event_view(msg.metadata.sequence.stream, event))
                 if msg.metadata.num_pending == 0:
                     break
         finally:

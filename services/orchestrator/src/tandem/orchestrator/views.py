@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tandem.events.catalog.vocabulary import HealthStatus, Identity, ReplicaState, Role, SagaKind
+from tandem.events.envelope import Event
 
 
 class _View(BaseModel):
@@ -207,6 +208,22 @@ class EventView(_View):
     #: The event this one answers (an acknowledgement: the alert's raise).
     causation_id: str | None = None
     payload: dict[str, object]
+
+
+def event_view(seq: int, event: Event) -> EventView:
+    """The API's view of ``event``, stored at stream sequence ``seq``."""
+    return EventView(
+        seq=seq,
+        id=event.id,
+        type=event.type,
+        cluster=event.cluster,
+        node=event.node,
+        epoch=event.epoch,
+        occurred_at=event.occurred_at,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        payload=event.payload.model_dump(mode="json"),
+    )
 
 
 class Accepted(_View):

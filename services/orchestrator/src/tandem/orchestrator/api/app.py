@@ -16,6 +16,8 @@ from tandem.orchestrator.api import (
     routes_groups,
     routes_ops,
     routes_sagas,
+    routes_stream,
+    routes_whoami,
 )
 from tandem.orchestrator.api.auth import STATE_KEY, TokenStore
 from tandem.orchestrator.api.deps import FACADE_KEY
@@ -71,6 +73,8 @@ def create_app(
     app.include_router(routes_sagas.mutations)
     app.include_router(routes_alerts.router)
     app.include_router(routes_alerts.mutations)
+    app.include_router(routes_stream.router)
+    app.include_router(routes_whoami.router)
     app.include_router(routes_ops.router)
 
     docs = {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url}

@@ -1,0 +1,101 @@
+"""The events this orchestrator folds into its state, handed live to API stream clients.
+
+The state projection tells the feed of each event right after folding it, so a client that
+is sent an event and then reads the cluster's view sees the view with that event in it. The
+feed keeps the latest events for clients that resume (``after`` a sequence they saw); one that
+asks for older events than it keeps reads them from the stream (``recent_after`` says so). A
+client too slow to keep up is dropped, not waited for: it resumes from what it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tandem.events.envelope import Event
+
+#: Events kept for resuming clients (a console reconnecting after a network blip).
+KEEP_RECENT = 4096
+#: Events queued for one client before it counts as too slow and is dropped.
+CLIENT_QUEUE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    seq: int
+    event: Event
+
+
+class FeedClient:
+    """One client's queue of folded events."""
+
+    def __init__(self, size: int) -> None:
+        self._queue: asyncio.Queue[Folded] = asyncio.Queue(maxsize=size)
+        #: Set when the queue was full: events were missed, the client must resume.
+        self.overflowed = False
+
+    def offer(self, folded: Folded) -> None:
+        if self.overflowed:
+            return
+        try:
+            self._queue.put_nowait(folded)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def next_batch(self, timeout: float) -> list[Folded]:
+        """The events queued now, waiting up to ``timeout`` for the first; [] if none came."""
+        try:
+            first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+        except TimeoutError:
+            return []
+        batch = [first]
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+
+class LiveFeed:
+    def __init__(
+        self, start: int = 0, *, keep: int = KEEP_RECENT, client_queue: int = CLIENT_QUEUE
+    ) -> None:
+        """``start``: the projection's position when the feed was attached to it."""
+        self._recent: deque[Folded] = deque(maxlen=keep)
+        self._clients: set[FeedClient] = set()
+        self._client_queue = client_queue
+        #: The sequence of the last event folded.
+        self.position = start
+        #: Every event folded after this sequence is kept.
+        self._complete_after = start
+
+    def folded(self, seq: int, event: Event) -> None:
+        """The projection's ``on_fold``: never blocks."""
+        f = Folded(seq, event)
+        if len(self._recent) == self._recent.maxlen:
+            self._complete_after = self._recent[0].seq
+        self._recent.append(f)
+        self.position = seq
+        for client in self._clients:
+            client.offer(f)
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[FeedClient]:
+        """A client queue for the ``with`` block: every event folded meanwhile reaches it."""
+        c = FeedClient(self._client_queue)
+        self._clients.add(c)
+        try:
+            yield c
+        finally:
+            self._clients.discard(c)
+
+    def recent_after(self, seq: int) -> list[Folded] | None:
+        """The kept events after ``seq``, or None when some of them are no longer kept (the
+        caller reads those from the stream)."""
+        if seq < self._complete_after:
+            return None
+        return [f for f in self._recent if f.seq > seq]
+
+    def __len__(self) -> int:
+        return len(self._clients)
