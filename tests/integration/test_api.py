@@ -29,6 +29,7 @@ from tandem.orchestrator.api.server import RunningServer, ServerStartError, serv
 from tandem.orchestrator.facade import ConflictError, NotFoundError, OrchestratorFacade
 from tandem.orchestrator.live_feed import LiveFeed
 from tandem.orchestrator.views import (
+    ActionPreview,
     ClusterView,
     EventView,
     GroupMemberView,
@@ -177,6 +178,14 @@ class FakeFacade:
 
     def live_feed(self) -> LiveFeed:
         return self.live
+
+    def switchover_preview(self, cluster: str, to: str | None) -> ActionPreview:
+        self.cluster(cluster)
+        return ActionPreview(kind=SagaKind.SWITCHOVER, cluster=cluster, allowed=True, to_node=to)
+
+    def failover_preview(self, cluster: str, to: str | None) -> ActionPreview:
+        self.cluster(cluster)
+        return ActionPreview(kind=SagaKind.FAILOVER, cluster=cluster, allowed=False)
 
 
 # The fake must satisfy the protocol the API depends on (checked by mypy where it runs).

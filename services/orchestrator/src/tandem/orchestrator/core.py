@@ -27,6 +27,7 @@ from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.maintenance import MaintenanceActions
 from tandem.orchestrator.nodectl import NodeControlActions
 from tandem.orchestrator.plans import failover_plan, switchover_plan
+from tandem.orchestrator.previews import ActionPreviews
 from tandem.orchestrator.publishing import Publisher, lost_is_conflict
 from tandem.orchestrator.readside import OrchestratorViews
 from tandem.orchestrator.runner import SagaRunner
@@ -48,6 +49,7 @@ class Orchestrator(
     TelemetrySource,
     SagaControl,
     GroupSagas,
+    ActionPreviews,
 ):
     def __init__(
         self,
@@ -210,22 +212,8 @@ class Orchestrator(
     ) -> str:
         async with self._starting, lost_is_conflict():
             self._require_leader()
-            if not self._known(cluster):
-                raise NotFoundError(f"no cluster {cluster!r}")
-            rec = self.state.cluster(cluster)
-            if rec.active is None:
-                raise ConflictError(f"{cluster} has no Active yet")
-            if automatic and self.paused_why(cluster):
-                raise ConflictError(f"{self.paused_why(cluster)}: no automatic switchover")
-            running = self.state.running_saga(cluster)
-            if running is not None:
-                raise ConflictError(
-                    f"a {running.kind} saga ({running.id}) already runs on {cluster}"
-                )
-            target = self.choose_target(cluster, rec.active, to)
-            plan = switchover_plan(
-                rec.active, target, rec.epoch, timeout_s=self.s.step_timeout_s, automatic=automatic
-            )
+            rec, target, plan = self.plan_switchover(cluster, to, automatic=automatic)
+            assert rec.active is not None  # planned: it has one
             saga = await self.begin(
                 SagaKind.SWITCHOVER,
                 rec,
@@ -238,6 +226,27 @@ class Orchestrator(
             )
             return saga.id
 
+    def plan_switchover(
+        self, cluster: str, to: str | None, *, automatic: bool = False
+    ) -> tuple[ClusterRecord, str, list[SagaStepSpec]]:
+        """The target and steps of a switchover now, or NotFoundError / ConflictError with
+        why it cannot run (what a preview shows, and what the switchover itself checks)."""
+        if not self._known(cluster):
+            raise NotFoundError(f"no cluster {cluster!r}")
+        rec = self.state.cluster(cluster)
+        if rec.active is None:
+            raise ConflictError(f"{cluster} has no Active yet")
+        if automatic and self.paused_why(cluster):
+            raise ConflictError(f"{self.paused_why(cluster)}: no automatic switchover")
+        running = self.state.running_saga(cluster)
+        if running is not None:
+            raise ConflictError(f"a {running.kind} saga ({running.id}) already runs on {cluster}")
+        target = self.choose_target(cluster, rec.active, to)
+        plan = switchover_plan(
+            rec.active, target, rec.epoch, timeout_s=self.s.step_timeout_s, automatic=automatic
+        )
+        return rec, target, plan
+
     async def failover(self, cluster: str, to: str | None, actor: str, reason: str) -> str:
         async with self._starting, lost_is_conflict():
             self._require_leader()
@@ -248,6 +257,16 @@ class Orchestrator(
     async def _failover(
         self, cluster: str, to: str | None, reason: str, *, operator: bool
     ) -> SagaRecord:
+        rec, target, plan = self.plan_failover(cluster, to, operator=operator)
+        # Started by the decisions (not an operator): recorded as such (SagaStarted.automatic).
+        return await self.begin(
+            SagaKind.FAILOVER, rec, rec.active, target, plan, reason, automatic=not operator
+        )
+
+    def plan_failover(
+        self, cluster: str, to: str | None, *, operator: bool
+    ) -> tuple[ClusterRecord, str, list[SagaStepSpec]]:
+        """The target and steps of a failover now, or ConflictError with why not."""
         rec = self.state.cluster(cluster)
         running = self.state.running_saga(cluster)
         if running is not None:
@@ -268,11 +287,7 @@ class Orchestrator(
         target = self.choose_target(
             cluster, old, to or (rec.pending_failover.to if rec.pending_failover else None)
         )
-        plan = failover_plan(old, target, rec.epoch, timeout_s=self.s.step_timeout_s)
-        # Started by the decisions (not an operator): recorded as such (SagaStarted.automatic).
-        return await self.begin(
-            SagaKind.FAILOVER, rec, old, target, plan, reason, automatic=not operator
-        )
+        return rec, target, failover_plan(old, target, rec.epoch, timeout_s=self.s.step_timeout_s)
 
     async def record_operator_action(
         self, actor: str, action: str, arguments: dict[str, object], outcome: str, source: str

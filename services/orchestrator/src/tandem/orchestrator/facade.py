@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from tandem.events.catalog.vocabulary import Identity
-from tandem.orchestrator.views import ClusterView, EventView, GroupView, SagaView
+from tandem.orchestrator.views import ActionPreview, ClusterView, EventView, GroupView, SagaView
 
 if TYPE_CHECKING:
     from tandem.orchestrator.dns_reconcile import DnsReconcileAccepted
@@ -41,6 +41,14 @@ class OrchestratorFacade(Protocol):
 
     async def failover(self, cluster: str, to: str | None, actor: str, reason: str) -> str:
         """An operator confirms (managed) or forces a failover; returns the saga id."""
+        ...
+
+    def switchover_preview(self, cluster: str, to: str | None) -> ActionPreview:
+        """What ``switchover`` would do now (allowed or why not, target, steps); starts nothing."""
+        ...
+
+    def failover_preview(self, cluster: str, to: str | None) -> ActionPreview:
+        """What an operator's ``failover`` would do now; starts nothing."""
         ...
 
     async def group_switchover(self, group: str, actor: str, reason: str) -> str: ...

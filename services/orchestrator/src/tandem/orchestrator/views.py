@@ -240,3 +240,30 @@ class GroupSwitchoverAccepted(Accepted):
     to: Identity | None = None
     #: Member cluster -> why it is skipped (only for a directed switchover).
     skipped: dict[str, str] | None = None
+
+
+class PreviewStep(_View):
+    index: int
+    name: str
+    node: str
+    command: str
+    #: The step that changes the role: before it a failure is undone, after it only forward.
+    pivot: bool = False
+    #: What undoes it when a later step before the pivot fails (None: nothing to undo).
+    compensation: str | None = None
+
+
+class ActionPreview(_View):
+    """What a switchover or failover asked now would do, without doing it: the guard's verdict
+    (``allowed``, or ``refusal`` says why not: the same words the request would get as its
+    409), the target it would choose and the saga's steps."""
+
+    kind: SagaKind
+    cluster: str
+    allowed: bool
+    refusal: str = ""
+    from_node: str | None = None
+    to_node: str | None = None
+    #: The epoch the cluster would have after the role change.
+    epoch_after: int | None = None
+    steps: list[PreviewStep] = Field(default_factory=list)

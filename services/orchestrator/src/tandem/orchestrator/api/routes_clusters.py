@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Path, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, status
 from pydantic import Field, StrictBool, field_validator
 
 from tandem.events.names import ClusterName, NodeName
@@ -21,7 +21,7 @@ from tandem.orchestrator.api.deps import (
     accepted,
 )
 from tandem.orchestrator.api.errors import error_responses
-from tandem.orchestrator.views import Accepted, ClusterView
+from tandem.orchestrator.views import Accepted, ActionPreview, ClusterView
 
 FAILOVER_NEEDS_CONFIRM = "a failover needs confirm: true"
 
@@ -31,6 +31,9 @@ mutations = APIRouter(
 )
 
 ClusterPath = Annotated[ClusterName, Path(description="The cluster's name")]
+TargetQuery = Annotated[
+    NodeName | None, Query(description="The new Active to preview; absent: the best")
+]
 
 
 class SwitchoverRequest(RequestBody):
@@ -102,3 +105,27 @@ async def failover(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, FAILOVER_NEEDS_CONFIRM)
     saga_id = await facade.failover(cluster, body.to, principal.actor, body.reason)
     return accepted(response, saga_id)
+
+
+@router.get(
+    "/clusters/{cluster}/switchover/preview",
+    summary="What a switchover would do now (starts nothing)",
+    responses=error_responses(404, 422),
+)
+async def switchover_preview(
+    cluster: ClusterPath, facade: Facade, _: Viewer, to: TargetQuery = None
+) -> ActionPreview:
+    """The guard's verdict (a refusal says why, as the switchover would answer), the target it
+    would choose and the saga's steps. Nothing is started or recorded."""
+    return facade.switchover_preview(cluster, to)
+
+
+@router.get(
+    "/clusters/{cluster}/failover/preview",
+    summary="What a confirmed failover would do now (starts nothing)",
+    responses=error_responses(404, 422),
+)
+async def failover_preview(
+    cluster: ClusterPath, facade: Facade, _: Viewer, to: TargetQuery = None
+) -> ActionPreview:
+    return facade.failover_preview(cluster, to)
