@@ -71,9 +71,15 @@ class Liveness:
         #: Since when this process has been able to watch without a break (None: blind now).
         self.watching_since: float | None = self.started
         self.seen: dict[tuple[str, str], Seen] = {}
+        #: The nodes of ``seen`` by cluster (views of one cluster must not scan every node).
+        self.nodes_by_cluster: dict[str, set[str]] = {}
 
     def _entry(self, cluster: str, node: str) -> Seen:
-        return self.seen.setdefault((cluster, node), Seen())
+        entry = self.seen.get((cluster, node))
+        if entry is None:
+            entry = self.seen[(cluster, node)] = Seen()
+            self.nodes_by_cluster.setdefault(cluster, set()).add(node)
+        return entry
 
     async def run(self) -> None:
         async with listening(self.bus, HEARTBEATS_ALL, self._on_heartbeat):

@@ -171,18 +171,18 @@ class OrchestratorViews:
         rec = self.state.clusters.get(cluster)
         if rec is not None and (rec.active or rec.nodes):
             return True
-        return any(c == cluster for c, _ in self.liveness.seen)
+        return cluster in self.liveness.nodes_by_cluster
 
     def _names(self) -> list[str]:
         names = {c for c in self.state.clusters if self._known(c)}
-        names |= {c for c, _ in self.liveness.seen}
+        names |= set(self.liveness.nodes_by_cluster)
         names -= {g.name for g in self.file.groups}
         names.discard(SYSTEM_CLUSTER)
         return sorted(names)
 
     def _node_names(self, cluster: str) -> list[str]:
         rec = self.state.cluster(cluster)
-        names = set(rec.nodes) | {n for c, n in self.liveness.seen if c == cluster}
+        names = set(rec.nodes) | self.liveness.nodes_by_cluster.get(cluster, set())
         if rec.active:
             names.add(rec.active)
         return sorted(names)

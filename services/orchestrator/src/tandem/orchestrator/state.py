@@ -79,6 +79,8 @@ class ClusterState(Projection):
         super().__init__(position)
         self.clusters: dict[str, ClusterRecord] = {}
         self.sagas: dict[str, SagaRecord] = {}
+        #: The sagas of each cluster, oldest first (a cluster's view must not scan them all).
+        self._sagas_of: dict[str, list[SagaRecord]] = {}
         #: Automatic switchover requests no saga has answered yet, by event id.
         self.requests: dict[str, SwitchoverRequest] = {}
         #: Silences by id, of every cluster (one may match several): see ``alert_fold``.
@@ -91,15 +93,11 @@ class ClusterState(Projection):
 
     def last_saga(self, cluster: str) -> SagaRecord | None:
         """The saga started last on this cluster (running or ended), if any."""
-        return max(
-            (s for s in self.sagas.values() if s.cluster == cluster),
-            key=lambda s: s.started_at,
-            default=None,
-        )
+        return max(self._sagas_of.get(cluster, ()), key=lambda s: s.started_at, default=None)
 
     def running_saga(self, cluster: str) -> SagaRecord | None:
-        for saga in self.sagas.values():
-            if saga.cluster == cluster and saga.state == "running":
+        for saga in self._sagas_of.get(cluster, ()):
+            if saga.state == "running":
                 return saga
         return None
 
@@ -243,7 +241,7 @@ class ClusterState(Projection):
         p = event.payload
         if p.saga_id in self.sagas:
             return  # the leader folded its own event before the stream delivered it
-        self.sagas[p.saga_id] = SagaRecord(
+        saga = self.sagas[p.saga_id] = SagaRecord(
             id=p.saga_id,
             kind=p.kind,
             cluster=event.cluster,
@@ -256,6 +254,7 @@ class ClusterState(Projection):
             cause=event.causation_id,
             why=p.reason,
         )
+        self._sagas_of.setdefault(event.cluster, []).append(saga)
         if event.causation_id is not None:
             self.requests.pop(event.causation_id, None)
         if p.kind in ("failover", "group_failover"):
