@@ -202,3 +202,16 @@ def test_the_feed_knows_when_it_no_longer_keeps_what_follows_a_seq() -> None:
     assert [f.seq for f in feed.recent_after(2) or []] == [5, 6, 9]
     started_late = LiveFeed(start=100)
     assert started_late.recent_after(50) is None and started_late.recent_after(100) == []
+
+
+async def test_a_stopping_server_ends_its_streams_cleanly(
+    facade: FakeFacade, server: RunningServer, client: httpx.AsyncClient
+) -> None:
+    """Ended by the stream itself (a complete response), not cut when the grace runs out."""
+    async with client.stream("GET", "/api/v1/stream", headers=AUTH) as response:
+        reader = Reader(response)
+        assert (await reader.next()).event == "hello"
+        stopping = asyncio.create_task(server.stop())
+        with pytest.raises(StopAsyncIteration):
+            await reader.next()
+    await stopping

@@ -14,6 +14,7 @@ import contextlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from tandem.events.envelope import Event
 
@@ -45,12 +46,21 @@ class FeedClient:
         except asyncio.QueueFull:
             self.overflowed = True
 
-    async def next_batch(self, timeout: float) -> list[Folded]:
-        """The events queued now, waiting up to ``timeout`` for the first; [] if none came."""
+    async def next_batch(self, timeout: float, stop: asyncio.Event | None = None) -> list[Folded]:
+        """The events queued now, waiting up to ``timeout`` (or until ``stop`` is set) for the
+        first; [] if none came."""
+        getting = asyncio.ensure_future(self._queue.get())
+        waits: set[asyncio.Future[Any]] = {getting}
+        if stop is not None:
+            waits.add(asyncio.ensure_future(stop.wait()))
         try:
-            first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
-        except TimeoutError:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if not getting.done() or getting.cancelled():
             return []
+        first = getting.result()
         batch = [first]
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())

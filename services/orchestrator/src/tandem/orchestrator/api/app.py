@@ -6,6 +6,8 @@ Everything is under ``/api/v1`` (bearer tokens, see ``auth``) except ``/healthz`
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -26,6 +28,7 @@ from tandem.orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
 from tandem.orchestrator.api.routes_maintenance import mutations as maintenance_mutations
 from tandem.orchestrator.api.routes_nodes import mutations as node_mutations
 from tandem.orchestrator.api.routes_ops import METRICS_KEY
+from tandem.orchestrator.api.server import STOPPING_KEY
 from tandem.orchestrator.facade import OrchestratorFacade
 
 API_VERSION = "1"
@@ -61,6 +64,7 @@ def create_app(
     setattr(app.state, STATE_KEY, tokens)
     setattr(app.state, METRICS_KEY, metrics)
     app.state.port = None
+    setattr(app.state, STOPPING_KEY, asyncio.Event())
 
     install_error_handlers(app)
     for module in (routes_clusters, routes_groups):

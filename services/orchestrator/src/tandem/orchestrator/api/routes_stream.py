@@ -6,8 +6,9 @@ event as ``id: <seq>`` / ``event: event`` / the JSON of one ``GET /events`` item
 events that touched a cluster, ``event: cluster`` with its view (as ``GET /clusters/{c}``),
 which already reflects them. A comment line every ``KEEPALIVE_S`` keeps proxies from closing
 an idle stream. A client resumes with ``?after=<seq>`` or ``Last-Event-ID``; without either
-it gets new events only. The stream ends when this replica stops or the client falls too far
-behind: the client reconnects with the last id it saw and misses nothing.
+it gets new events only. The stream ends when this replica stops (at once, not at the end of
+its grace period) or when the client falls too far behind: the client reconnects with the
+last id it saw and misses nothing.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from tandem.events.names import ClusterName
 from tandem.orchestrator.api.deps import PREFIX, Facade, Viewer
 from tandem.orchestrator.api.errors import error_responses
+from tandem.orchestrator.api.server import STOPPING_KEY
 from tandem.orchestrator.facade import NotFoundError, OrchestratorFacade
 from tandem.orchestrator.live_feed import Folded
 from tandem.orchestrator.views import EventView, event_view
@@ -86,6 +88,7 @@ def _start(after: int | None, last_event_id: str | None) -> int | None:
     },
 )
 async def stream(
+    request: Request,
     facade: Facade,
     _: Viewer,
     cluster: Annotated[ClusterName | None, Query(description="Only this cluster's")] = None,
@@ -95,15 +98,16 @@ async def stream(
     last_event_id: Annotated[str | None, Header(description="Resume after this seq")] = None,
 ) -> StreamingResponse:
     start = _start(after, last_event_id)
+    stopping = getattr(request.app.state, STOPPING_KEY, None)
     return StreamingResponse(
-        _frames(facade, cluster, start),
+        _frames(facade, cluster, start, stopping if isinstance(stopping, asyncio.Event) else None),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _frames(
-    facade: OrchestratorFacade, cluster: str | None, start: int | None
+    facade: OrchestratorFacade, cluster: str | None, start: int | None, stop: asyncio.Event | None
 ) -> AsyncIterator[bytes]:
     feed = facade.live_feed()
     # Subscribed before anything is read: an event folded meanwhile is queued, not missed.
@@ -135,7 +139,9 @@ async def _frames(
             for chunk in _cluster_frames(facade, touched):
                 yield chunk
         while True:
-            batch = await client.next_batch(KEEPALIVE_S)
+            batch = await client.next_batch(KEEPALIVE_S, stop)
+            if stop is not None and stop.is_set():
+                return  # the server stops: the client resumes with the next one
             if client.overflowed:
                 log.info("stream: a client fell too far behind; it resumes after seq %d", last)
                 return

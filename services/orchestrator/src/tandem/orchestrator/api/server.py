@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
 #: Beyond the graceful shutdown timeout, how long a stop may take before it is forced.
 _FORCE_AFTER_S = 2.0
+#: An ``asyncio.Event`` in ``app.state`` that a stop sets before it waits for open requests.
+STOPPING_KEY = "stopping"
 
 
 class ServerStartError(RuntimeError):
@@ -147,6 +149,10 @@ async def _stop(server: uvicorn.Server, task: asyncio.Task[None], grace: float) 
     again, ``task`` is cancelled too)."""
     if not task.done():
         server.should_exit = True
+        # Endless responses (the live stream) end now, not at the end of the grace period.
+        stopping = getattr(getattr(server.config.app, "state", None), STOPPING_KEY, None)
+        if isinstance(stopping, asyncio.Event):
+            stopping.set()
         try:
             done, _ = await asyncio.wait({task}, timeout=grace + _FORCE_AFTER_S)
             if not done:
