@@ -34,6 +34,7 @@ from tandem.orchestrator.views import (
     EventView,
     GroupMemberView,
     GroupView,
+    LagHistoryView,
     NodeView,
     SagaView,
     ServiceStatus,
@@ -178,6 +179,10 @@ class FakeFacade:
 
     def live_feed(self) -> LiveFeed:
         return self.live
+
+    def lag_history(self, cluster: str, minutes: float) -> LagHistoryView:
+        self.cluster(cluster)
+        return LagHistoryView(cluster=cluster, every_s=10, keep_s=3600)
 
     def switchover_preview(self, cluster: str, to: str | None) -> ActionPreview:
         self.cluster(cluster)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime
 
 from tandem.events.bus import Bus
 from tandem.events.catalog import OperatorActionRecorded, SagaStarted
@@ -21,6 +23,7 @@ from tandem.orchestrator.dns_reconcile import DnsReconcileRequests
 from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.fencing import Fencer
 from tandem.orchestrator.group_sagas import GroupSagas
+from tandem.orchestrator.lag_history import LagHistory
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.live_feed import LiveFeed
 from tandem.orchestrator.liveness import Liveness
@@ -36,6 +39,7 @@ from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterState
 from tandem.orchestrator.state_records import ClusterRecord, SagaRecord
 from tandem.orchestrator.telemetry import TelemetrySource
+from tandem.orchestrator.views import LagHistoryView, LagPoint
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +90,28 @@ class Orchestrator(
         #: What the API's live stream sends: each event as the state folds it.
         self.live = LiveFeed(state.position)
         state.on_fold = self.live.folded
+        #: The targets' lag over the last hour (sampled by ``service.run``'s task).
+        self.lag = LagHistory(self.clusters, every_s=settings.lag_sample_s)
         self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster
 
     def live_feed(self) -> LiveFeed:
         return self.live
+
+    def lag_history(self, cluster: str, minutes: float) -> LagHistoryView:
+        self.cluster(cluster)  # NotFoundError for an unknown one
+        since = time.time() - minutes * 60
+        return LagHistoryView(
+            cluster=cluster,
+            every_s=self.lag.every_s,
+            keep_s=self.lag.keep_s,
+            targets={
+                node: [
+                    LagPoint(at=datetime.fromtimestamp(t, UTC), lag_bytes=b, lag_s=s)
+                    for t, b, s in points
+                ]
+                for node, points in self.lag.of(cluster, since).items()
+            },
+        )
 
     # -- choosing a target ----------------------------------------------------------------
 

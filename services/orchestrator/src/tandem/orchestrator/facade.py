@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from tandem.events.catalog.vocabulary import Identity
-from tandem.orchestrator.views import ActionPreview, ClusterView, EventView, GroupView, SagaView
+from tandem.orchestrator.views import (
+    ActionPreview,
+    ClusterView,
+    EventView,
+    GroupView,
+    LagHistoryView,
+    SagaView,
+)
 
 if TYPE_CHECKING:
     from tandem.orchestrator.dns_reconcile import DnsReconcileAccepted
@@ -41,6 +48,10 @@ class OrchestratorFacade(Protocol):
 
     async def failover(self, cluster: str, to: str | None, actor: str, reason: str) -> str:
         """An operator confirms (managed) or forces a failover; returns the saga id."""
+        ...
+
+    def lag_history(self, cluster: str, minutes: float) -> LagHistoryView:
+        """Each target's replication lag over the last ``minutes`` (at most an hour)."""
         ...
 
     def switchover_preview(self, cluster: str, to: str | None) -> ActionPreview:

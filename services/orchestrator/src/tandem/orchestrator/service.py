@@ -76,6 +76,7 @@ async def run(settings: OrchestratorSettings, bus: Bus) -> None:
             await wait_replayed(state)
             tasks.create_task(supervise("the leader lease", leader.run))
             tasks.create_task(supervise("decisions", Decisions(orchestrator).run))
+            tasks.create_task(supervise("the lag history", orchestrator.lag.run))
             try:
                 await asyncio.Event().wait()
             finally:

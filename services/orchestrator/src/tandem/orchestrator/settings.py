@@ -120,6 +120,8 @@ class OrchestratorSettings(BaseSettings):
     #: Used for a node whose lease does not say (older agents).
     failover_timeout_s: float = Field(default=1.0, gt=0)
     step_timeout_s: float = Field(default=30.0, gt=0)
+    #: How often the targets' replication lag is sampled for ``GET /clusters/{c}/lag``.
+    lag_sample_s: float = Field(default=10.0, gt=0)
     #: A step's deadline is its timeout plus this: a command that got no answer (the bus
     #: electing a leader or reconnecting, the agent restarting) is sent again meanwhile.
     step_slack_s: float = Field(default=5.0, ge=0)

@@ -267,3 +267,20 @@ class ActionPreview(_View):
     #: The epoch the cluster would have after the role change.
     epoch_after: int | None = None
     steps: list[PreviewStep] = Field(default_factory=list)
+
+
+class LagPoint(_View):
+    at: datetime
+    lag_bytes: int
+    #: Seconds since its oldest change not yet applied was captured (None: not known).
+    lag_s: float | None = None
+
+
+class LagHistoryView(_View):
+    """Each target's replication lag, sampled every ``every_s`` by this orchestrator replica
+    (kept in memory for ``keep_s``: a restarted replica starts again with none)."""
+
+    cluster: str
+    every_s: float
+    keep_s: float
+    targets: dict[str, list[LagPoint]] = Field(default_factory=dict)

@@ -21,7 +21,7 @@ from tandem.orchestrator.api.deps import (
     accepted,
 )
 from tandem.orchestrator.api.errors import error_responses
-from tandem.orchestrator.views import Accepted, ActionPreview, ClusterView
+from tandem.orchestrator.views import Accepted, ActionPreview, ClusterView, LagHistoryView
 
 FAILOVER_NEEDS_CONFIRM = "a failover needs confirm: true"
 
@@ -66,6 +66,20 @@ async def list_clusters(facade: Facade, _: Viewer) -> list[ClusterView]:
 @router.get("/clusters/{cluster}", summary="One cluster", responses=error_responses(404, 422))
 async def get_cluster(cluster: ClusterPath, facade: Facade, _: Viewer) -> ClusterView:
     return facade.cluster(cluster)
+
+
+@router.get(
+    "/clusters/{cluster}/lag",
+    summary="Each target's replication lag over the last hour",
+    responses=error_responses(404, 422),
+)
+async def lag_history(
+    cluster: ClusterPath,
+    facade: Facade,
+    _: Viewer,
+    minutes: Annotated[float, Query(gt=0, le=60, description="How far back")] = 60,
+) -> LagHistoryView:
+    return facade.lag_history(cluster, minutes)
 
 
 @mutations.post(

@@ -1,7 +1,10 @@
-"""Previews of a switchover and a failover (issue 20 item 5: "a dry run the API answers")
-against real agents, a real orchestrator and nats-server: the verdict, target and steps the
-request itself would get, and nothing started. A preview whose target is gone says why, in
-the words of the refusal the request gets."""
+"""What the console reads besides the views, against real agents, a real orchestrator and
+nats-server (one pair for the module; the last test stops its secondary):
+
+- the targets' lag history (issue 20 item 6: lag per target over the last hour);
+- previews of a switchover and a failover (item 5: "a dry run the API answers"): the verdict,
+  target and steps the request itself would get, and nothing started. A preview whose target
+  is gone says why, in the words of the refusal the request gets."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import pytest
 
 from conftest import reset_bus
 from helpers import eventually
-from orchestrator_rig import VIEWER, Pair, cluster_view, start_pair
+from orchestrator_rig import VIEWER, Pair, both_nodes_ready, cluster_view, leader_ready
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, free_port
 from tandem.events.settings import load_bus_settings, load_stream_settings
@@ -23,25 +26,50 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 CLUSTER = "previewed"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pair(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     p = Pair(
         cluster=CLUSTER,
-        tmp=tmp_path_factory.mktemp("previews"),
+        tmp=tmp_path_factory.mktemp("console-api"),
         bus_url=nats_server.url,
         public_port=free_port(),
     )
     try:
+        asyncio.run(_fresh_start(p))
         yield p
     finally:
         p.stop_all()
 
 
-async def test_a_preview_shows_what_the_request_would_do_and_starts_nothing(pair: Pair) -> None:
+async def _fresh_start(pair: Pair) -> None:
     async with await Bus.connect(load_bus_settings(servers=[pair.bus_url]), name="test") as bus:
         await reset_bus(bus)
         await bus.provision(load_stream_settings())
-    await start_pair(pair)
+    pair.add_node("primary", "primary", initial_role="active").start()
+    pair.add_node("secondary", "secondary", initial_role="passive").start()
+    pair.add_orchestrator(extra_env={"TANDEM_ORCHESTRATOR_LAG_SAMPLE_S": "0.5"}).start()
+    await leader_ready(pair)
+    await both_nodes_ready(pair)
+
+
+async def test_the_lag_history_has_the_target_sampled_and_not_the_active(pair: Pair) -> None:
+    async def sampled() -> bool:
+        async with pair.api(token=VIEWER) as api:
+            answer = await api.get(f"/api/v1/clusters/{CLUSTER}/lag?minutes=5")
+        return answer.status_code == 200 and len(answer.json()["targets"].get("secondary", [])) > 2
+
+    await eventually(sampled, timeout=60, what="samples of the target's lag")
+    async with pair.api(token=VIEWER) as api:
+        history = (await api.get(f"/api/v1/clusters/{CLUSTER}/lag")).json()
+        assert (await api.get("/api/v1/clusters/nosuch/lag")).status_code == 404
+        assert (await api.get(f"/api/v1/clusters/{CLUSTER}/lag?minutes=61")).status_code == 422
+    assert list(history["targets"]) == ["secondary"] and history["every_s"] == 0.5
+    points = history["targets"]["secondary"]
+    assert points == sorted(points, key=lambda p: p["at"])
+    assert all(p["lag_bytes"] >= 0 for p in points)
+
+
+async def test_a_preview_shows_what_the_request_would_do_and_starts_nothing(pair: Pair) -> None:
     base = f"/api/v1/clusters/{CLUSTER}"
     async with pair.api(token=VIEWER) as api:
         answer = await api.get(f"{base}/switchover/preview")
