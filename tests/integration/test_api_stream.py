@@ -215,3 +215,20 @@ async def test_a_stopping_server_ends_its_streams_cleanly(
         with pytest.raises(StopAsyncIteration):
             await reader.next()
     await stopping
+
+
+def test_a_clusters_view_is_made_once_for_all_clients_until_an_event_of_it_is_folded() -> None:
+    feed = LiveFeed()
+    made: list[str] = []
+
+    def make(text: str) -> bytes:
+        made.append(text)
+        return text.encode()
+
+    assert feed.view_frame("alpha", lambda: make("first")) == b"first"
+    assert feed.view_frame("alpha", lambda: make("again")) == b"first"  # another client
+    feed.folded(1, lost("beta", "b1"))  # another cluster's event changes nothing of alpha
+    assert feed.view_frame("alpha", lambda: make("again")) == b"first"
+    feed.folded(2, lost("alpha", "a1"))
+    assert feed.view_frame("alpha", lambda: make("after")) == b"after"
+    assert made == ["first", "after"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +23,17 @@ from tandem.events.envelope import Event
 KEEP_RECENT = 4096
 #: Events queued for one client before it counts as too slow and is dropped.
 CLIENT_QUEUE = 4096
+#: A cluster's view made for one client is sent to the others as is for this long, unless an
+#: event of the cluster was folded since (its live ages, e.g. of heartbeats, may be that old).
+VIEW_REUSE_S = 0.5
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Folded:
     seq: int
     event: Event
+    #: Its frame as the stream sends it, made once for every client (see ``frame_of``).
+    frame: bytes | None = None
 
 
 class FeedClient:
@@ -79,6 +85,9 @@ class LiveFeed:
         self.position = start
         #: Every event folded after this sequence is kept.
         self._complete_after = start
+        #: By cluster: the seq of its last event folded, and its view's frame made since.
+        self._touched: dict[str, int] = {}
+        self._views: dict[str, tuple[int, float, bytes]] = {}
 
     def folded(self, seq: int, event: Event) -> None:
         """The projection's ``on_fold``: never blocks."""
@@ -87,6 +96,7 @@ class LiveFeed:
             self._complete_after = self._recent[0].seq
         self._recent.append(f)
         self.position = seq
+        self._touched[event.cluster] = seq
         for client in self._clients:
             client.offer(f)
 
@@ -106,6 +116,18 @@ class LiveFeed:
         if seq < self._complete_after:
             return None
         return [f for f in self._recent if f.seq > seq]
+
+    def view_frame(self, cluster: str, make: Callable[[], bytes]) -> bytes:
+        """The frame of ``cluster``'s view: made by ``make``, or the one made for another
+        client less than ``VIEW_REUSE_S`` ago with no event of the cluster folded since."""
+        touched = self._touched.get(cluster, 0)
+        now = time.monotonic()
+        kept = self._views.get(cluster)
+        if kept is not None and kept[0] == touched and now - kept[1] < VIEW_REUSE_S:
+            return kept[2]
+        frame = make()
+        self._views[cluster] = (touched, now, frame)
+        return frame
 
     def __len__(self) -> int:
         return len(self._clients)

@@ -53,12 +53,16 @@ def _event_frame(view: EventView) -> bytes:
 
 
 def _cluster_frames(facade: OrchestratorFacade, names: Iterable[str]) -> Iterator[bytes]:
+    feed = facade.live_feed()
     for name in sorted(names):
+
+        def make(name: str = name) -> bytes:
+            return _frame("cluster", facade.cluster(name).model_dump_json())
+
         try:
-            view = facade.cluster(name)
+            yield feed.view_frame(name, make)
         except NotFoundError:
             continue  # a central service's own events (cluster "tandem"), or not configured
-        yield _frame("cluster", view.model_dump_json())
 
 
 def _start(after: int | None, last_event_id: str | None) -> int | None:
@@ -161,6 +165,8 @@ def _send(batch: list[Folded], cluster: str | None, last: int, touched: set[str]
     for f in batch:
         if f.seq <= last or (cluster is not None and f.event.cluster != cluster):
             continue
-        out.append(_event_frame(event_view(f.seq, f.event)))
+        if f.frame is None:  # made once, for every client
+            f.frame = _event_frame(event_view(f.seq, f.event))
+        out.append(f.frame)
         touched.add(f.event.cluster)
     return out
