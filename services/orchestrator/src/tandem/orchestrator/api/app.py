@@ -13,6 +13,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from prometheus_client import CollectorRegistry
 
 from tandem.orchestrator.api import (
+    console,
     routes_alerts,
     routes_clusters,
     routes_dns,
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(routes_stream.router)
     app.include_router(routes_whoami.router)
     app.include_router(routes_ops.router)
+    console.install_console(app)
 
     docs = {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url}
     known = frozenset(path for path in docs if path)

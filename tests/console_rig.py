@@ -1,0 +1,126 @@
+"""A real headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by selenium
+for the web console's tests: nothing is downloaded (selenium-manager is not used: the
+driver's path is given), explicit waits only (the machine may be busy)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+log = logging.getLogger(__name__)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: Generous: two cores, other tests beside.
+WAIT_S = 60.0
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "console"
+
+T = TypeVar("T")
+
+
+def require_chromium() -> None:
+    """Skip (saying why) when Debian's chromium or its driver is not installed."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if shutil.which(p) is None]
+    if missing:
+        pytest.skip(
+            f"no headless browser: {', '.join(missing)} missing (apt-get install "
+            "chromium chromium-driver, listed in .ci/system-packages)"
+        )
+
+
+@contextmanager
+def browser(width: int = 1280, height: int = 800) -> Iterator[WebDriver]:
+    require_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(argument)
+    # The browser's console messages, read back when a test fails.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager: never fetch anything
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        try:
+            for entry in driver.get_log("browser"):
+                log.info("browser console: %s", entry)
+        except WebDriverException:
+            pass
+        driver.quit()
+
+
+def wait(driver: WebDriver, condition: Callable[[WebDriver], T], what: str) -> T:
+    """``condition``'s first truthy value within WAIT_S (a stale element is a retry)."""
+
+    def attempt(d: WebDriver) -> T | bool:
+        try:
+            return condition(d)
+        except StaleElementReferenceException:
+            return False
+
+    try:
+        return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(attempt)  # type: ignore[return-value]
+    except Exception as exc:
+        shot = screenshot(driver, "failed-" + what.replace(" ", "-")[:60])
+        raise AssertionError(f"waited {WAIT_S}s for {what} (screenshot {shot}): {exc!r}") from exc
+
+
+def text_of(driver: WebDriver, css: str) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, css)
+    return found[0].text if found else ""
+
+
+def element(driver: WebDriver, css: str) -> WebElement:
+    return wait(driver, lambda d: (d.find_elements(By.CSS_SELECTOR, css) or [None])[0], css)
+
+
+def log_in(driver: WebDriver, base_url: str, token: str) -> None:
+    driver.get(base_url + "/")
+    field = element(driver, "#token")
+    field.clear()
+    field.send_keys(token)
+    element(driver, "#login").click()
+
+
+def screenshot(driver: WebDriver, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def page_fetch(driver: WebDriver, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """A fetch from the page's own context with the tab's token (as a forged call would be):
+    its status and JSON answer."""
+    script = """
+        const [method, path, body, done] = arguments;
+        const token = sessionStorage.getItem("tandem.console.token");
+        fetch(path, {method, headers: {"Authorization": "Bearer " + token,
+                                       "Content-Type": "application/json"},
+                     body: body === null ? undefined : JSON.stringify(body)})
+          .then(async (r) => done({status: r.status, body: await r.json()}))
+          .catch((e) => done({status: -1, body: String(e)}));
+    """
+    answer: dict[str, Any] = driver.execute_async_script(script, method, path, body)
+    return answer

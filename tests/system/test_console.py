@@ -1,0 +1,223 @@
+"""The web console (issue 20) in a real headless Chromium against real agents with the demo
+app, a real orchestrator and nats-server: a bad token gets a clear message; an operator logs
+in and sees the pair; a viewer sees no action and a forged action call from the page gets
+403; a switchover started from the page shows its steps complete and the new Active, live;
+the Active SIGKILLed fails over on the page without a reload (the live stream).
+
+One pair per module, in order: the switchover moves the cluster to secondary, the last test
+kills it. Screenshots of each page go to ``test-artifacts/console/``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from agent_rig import read_pid
+from conftest import reset_bus
+from console_rig import browser, element, log_in, page_fetch, screenshot, text_of, wait
+from orchestrator_rig import (
+    OPERATOR,
+    VIEWER,
+    Pair,
+    both_nodes_ready,
+    leader_ready,
+    start_pair,
+)
+from tandem.events.bus import Bus
+from tandem.events.embedded import NatsServer, free_port
+from tandem.events.settings import load_bus_settings, load_stream_settings
+
+pytestmark = pytest.mark.system
+
+CLUSTER = "console"
+
+
+@pytest.fixture(scope="module")
+def pair(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    tmp = tmp_path_factory.mktemp("console")
+    p = Pair(cluster=CLUSTER, tmp=tmp, bus_url=nats_server.url, public_port=free_port())
+    try:
+        asyncio.run(_fresh_start(p))
+        yield p
+    finally:
+        p.stop_all()
+
+
+async def _fresh_start(pair: Pair) -> None:
+    async with await Bus.connect(load_bus_settings(servers=[pair.bus_url]), name="test") as bus:
+        await reset_bus(bus)
+        await bus.provision(load_stream_settings())
+    await start_pair(pair)
+
+
+def base(pair: Pair) -> str:
+    return f"http://127.0.0.1:{pair.api_ports[0]}"
+
+
+def cluster_row(pair: Pair) -> str:
+    return f'#clusters tr[data-cluster="{pair.cluster}"]'
+
+
+@pytest.mark.timeout(180)
+async def test_a_bad_token_gets_a_clear_message(pair: Pair) -> None:
+    with browser() as driver:
+        log_in(driver, base(pair), "not-a-token-of-this-orchestrator")
+        message = element(driver, "[data-testid=login-error]").text
+        assert message.startswith("the API refused this token (401): "), message
+        assert not driver.execute_script("return sessionStorage.length")
+        screenshot(driver, "login-error")
+
+
+@pytest.mark.timeout(180)
+async def test_an_operator_logs_in_and_sees_the_pair(pair: Pair) -> None:
+    await both_nodes_ready(pair)
+    with browser() as driver:
+        log_in(driver, base(pair), OPERATOR)
+        row = cluster_row(pair)
+        wait(
+            driver,
+            lambda d: text_of(d, f"{row} [data-testid=active]") == "primary",
+            "primary Active",
+        )
+        wait(driver, lambda d: text_of(d, "[data-testid=live]") == "live", "the stream live")
+        assert text_of(driver, "[data-testid=role]").startswith("operator")
+        wait(driver, lambda d: "serving" in text_of(d, row), "the pair serving")
+        screenshot(driver, "overview")
+
+        element(driver, f"{row} a").click()
+        wait(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#nodes tr[data-node=secondary]"),
+            "nodes",
+        )
+        assert driver.find_elements(
+            By.CSS_SELECTOR, "[data-node=secondary] [data-action=make-active]"
+        )
+        wait(
+            driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline li"), "the event timeline"
+        )
+        screenshot(driver, "cluster")
+
+        element(driver, 'header nav a[href="#/alerts"]').click()
+        wait(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#alerts, [data-testid=no-alerts]"),
+            "alerts",
+        )
+        screenshot(driver, "alerts")
+        with browser(390, 844) as phone:
+            log_in(phone, base(pair), OPERATOR)
+            wait(phone, lambda d: text_of(d, f"{row} [data-testid=active]") == "primary", "phone")
+            screenshot(phone, "overview-phone")
+
+
+@pytest.mark.timeout(180)
+async def test_a_viewer_sees_no_actions_and_a_forged_call_gets_403(pair: Pair) -> None:
+    with browser() as driver:
+        log_in(driver, base(pair), VIEWER)
+        wait(driver, lambda d: text_of(d, "[data-testid=role]").startswith("viewer"), "viewer")
+        driver.get(f"{base(pair)}/#/cluster/{pair.cluster}")
+        wait(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#nodes tr[data-node=secondary]"),
+            "nodes",
+        )
+        assert driver.find_elements(By.CSS_SELECTOR, "[data-action], dialog") == []
+        assert "Make Active" not in driver.find_element(By.TAG_NAME, "body").text
+
+        forged = page_fetch(
+            driver, "POST", f"/api/v1/clusters/{pair.cluster}/switchover", {"to": "secondary"}
+        )
+        assert forged["status"] == 403, forged
+        assert forged["body"]["detail"], forged
+
+
+@pytest.mark.timeout(300)
+async def test_a_switchover_from_the_page_shows_its_steps_complete(pair: Pair) -> None:
+    await leader_ready(pair)
+    await both_nodes_ready(pair)
+    with browser() as driver:
+        log_in(driver, base(pair), OPERATOR)
+        element(driver, f"{cluster_row(pair)} a").click()
+        element(driver, "[data-node=secondary] [data-action=make-active]").click()
+        wait(
+            driver,
+            lambda d: "The guard allows it now." in text_of(d, "[data-testid=preview]"),
+            "the preview",
+        )
+        planned = driver.find_elements(By.CSS_SELECTOR, "[data-testid=preview] li")
+        assert len(planned) >= 7, [s.text for s in planned]  # stop apps ... start apps
+        element(driver, "#action-reason").send_keys("console test")
+        element(driver, "#action-confirm").click()
+
+        wait(
+            driver,
+            lambda d: d.find_elements(
+                By.CSS_SELECTOR, "#saga[data-state=running], #saga[data-state=completed]"
+            ),
+            "the saga shown",
+        )
+        saga = element(driver, "#saga").get_attribute("data-saga")
+        wait(
+            driver, lambda d: text_of(d, "[data-testid=active]") == "secondary", "secondary Active"
+        )
+        wait(
+            driver,
+            lambda d: d.find_elements(
+                By.CSS_SELECTOR, f'#saga[data-saga="{saga}"][data-state=completed]'
+            ),
+            "the saga completed",
+        )
+        states = [
+            li.get_attribute("data-state")
+            for li in driver.find_elements(By.CSS_SELECTOR, "#saga li")
+        ]
+        assert states == ["completed"] * len(planned), states
+        wait(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, f'#history tr[data-saga="{saga}"]'),
+            "history",
+        )
+        screenshot(driver, "cluster-after-switchover")
+    await both_nodes_ready(pair)
+
+
+@pytest.mark.timeout(300)
+async def test_the_failover_of_a_killed_active_shows_without_a_reload(pair: Pair) -> None:
+    await both_nodes_ready(pair)
+    with browser() as driver:
+        log_in(driver, base(pair), OPERATOR)
+        element(driver, f"{cluster_row(pair)} a").click()
+        wait(
+            driver, lambda d: text_of(d, "[data-testid=active]") == "secondary", "secondary Active"
+        )
+        wait(driver, lambda d: text_of(d, "[data-testid=live]") == "live", "the stream live")
+        driver.execute_script("window.__sameDocument = true")
+
+        agent = pair.agents["secondary"].proc
+        assert agent is not None
+        agent.kill()
+        agent.wait(10)
+        pid = read_pid(pair.tmp / "secondary" / "state" / "apps" / "web.pid")
+        if pid is not None:
+            os.kill(pid, 9)
+
+        wait(
+            driver,
+            lambda d: text_of(d, "[data-testid=active]") == "primary",
+            "primary Active again",
+        )
+        wait(
+            driver,
+            lambda d: (
+                "failover" in text_of(d, "#saga h2")
+                and d.find_elements(By.CSS_SELECTOR, "#saga[data-state=completed]")
+            ),
+            "the failover saga completed",
+        )
+        assert driver.execute_script("return window.__sameDocument") is True, "the page reloaded"
+        screenshot(driver, "cluster-after-failover")
