@@ -60,6 +60,9 @@ def browser(width: int = 1280, height: int = 800) -> Iterator[WebDriver]:
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager: never fetch anything
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
+        # The window's size includes its frame: make the page itself width x height.
+        inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+        driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
         yield driver
     finally:
         try:

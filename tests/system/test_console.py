@@ -25,7 +25,6 @@ from orchestrator_rig import (
     Pair,
     both_nodes_ready,
     leader_ready,
-    start_pair,
 )
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, free_port
@@ -51,7 +50,12 @@ async def _fresh_start(pair: Pair) -> None:
     async with await Bus.connect(load_bus_settings(servers=[pair.bus_url]), name="test") as bus:
         await reset_bus(bus)
         await bus.provision(load_stream_settings())
-    await start_pair(pair)
+    # start_pair's, with the lag sampled every second (the chart has points within the test).
+    pair.add_node("primary", "primary", initial_role="active").start()
+    pair.add_node("secondary", "secondary", initial_role="passive").start()
+    pair.add_orchestrator(extra_env={"TANDEM_ORCHESTRATOR_LAG_SAMPLE_S": "1"}).start()
+    await leader_ready(pair)
+    await both_nodes_ready(pair)
 
 
 def base(pair: Pair) -> str:
@@ -99,6 +103,12 @@ async def test_an_operator_logs_in_and_sees_the_pair(pair: Pair) -> None:
         )
         wait(
             driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline li"), "the event timeline"
+        )
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#lag canvas"), "the lag chart")
+        wait(
+            driver,
+            lambda d: int((text_of(d, "[data-testid=lag-samples]") or "0").split()[0]) >= 3,
+            "three lag samples",
         )
         screenshot(driver, "cluster")
 

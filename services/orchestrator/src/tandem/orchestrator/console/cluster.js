@@ -13,6 +13,7 @@ import {
   openSwitchover,
 } from "./actions.js";
 import { SagaPanel, SagaHistory } from "./sagas.js";
+import { LagChart } from "./lagchart.js";
 
 const TIMELINE_SHOWN = 200;
 // How far back (in event seqs of every cluster) the timeline starts when the page opens.
@@ -139,6 +140,7 @@ export function ClusterPage({ name }) {
     ${notice && html`<p class="notice" role="status">${notice}</p>`}
     <${ClusterActions} cluster=${cluster} />
     <${Nodes} cluster=${cluster} />
+    <${LagChart} name=${name} />
     ${sagaId && html`<${SagaPanel} id=${sagaId} cluster=${cluster} />`}
     <${SagaHistory} name=${name} last=${cluster.last_saga} />
     <${Timeline} name=${name} />

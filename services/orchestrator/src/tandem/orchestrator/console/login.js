@@ -41,7 +41,7 @@ export function LoginPage({ message }) {
       ${error && html`<p class="error" role="alert" data-testid="login-error">${error}</p>`}
       <p id="login-help" class="help">
         A token of the orchestrator's tokens file (viewer: read only; operator: actions too).
-        <code>tandem up</code> shows its tokens on its terminal and keeps them in its stack file.
+        ${" "}<code>tandem up</code> shows its tokens on its terminal and keeps them in its stack file.
         The token is kept in this tab only and sent to this orchestrator's API.
       </p>
     </main>
