@@ -2,7 +2,8 @@
 app, a real orchestrator and nats-server: a bad token gets a clear message; an operator logs
 in and sees the pair; a viewer sees no action and a forged action call from the page gets
 403; a switchover started from the page shows its steps complete and the new Active, live;
-the Active SIGKILLed fails over on the page without a reload (the live stream).
+the live stream resumes after the orchestrator restarts (a pause and a resume from the page
+then show); the Active SIGKILLed fails over on the page without a reload.
 
 One pair per module, in order: the switchover moves the cluster to secondary, the last test
 kills it. Screenshots of each page go to ``test-artifacts/console/``."""
@@ -194,6 +195,36 @@ async def test_a_switchover_from_the_page_shows_its_steps_complete(pair: Pair) -
         )
         screenshot(driver, "cluster-after-switchover")
     await both_nodes_ready(pair)
+
+
+@pytest.mark.timeout(300)
+async def test_the_stream_resumes_after_the_orchestrator_restarts(pair: Pair) -> None:
+    """The page stays open while its orchestrator is stopped and started again: it says it
+    is reconnecting, then live, and then shows a pause and a resume made from it, live."""
+    await both_nodes_ready(pair)
+    with browser() as driver:
+        log_in(driver, base(pair), OPERATOR)
+        element(driver, f"{cluster_row(pair)} a").click()
+        wait(driver, lambda d: text_of(d, "[data-testid=live]") == "live", "the stream live")
+        driver.execute_script("window.__sameDocument = true")
+
+        orchestrator = pair.orchestrators[0]
+        orchestrator.stop()
+        wait(driver, lambda d: text_of(d, "[data-testid=live]") == "reconnecting", "reconnecting")
+        orchestrator.start()
+        await leader_ready(pair)
+        wait(driver, lambda d: text_of(d, "[data-testid=live]") == "live", "live again")
+
+        element(driver, "[data-action=pause]").click()
+        element(driver, "#action-reason").send_keys("console restart test")
+        element(driver, "#action-confirm").click()
+        wait(driver, lambda d: "paused by" in text_of(d, "article.cluster"), "paused shown")
+        wait(driver, lambda d: "ClusterPaused" in text_of(d, "#timeline"), "ClusterPaused")
+        element(driver, "[data-action=resume]").click()
+        element(driver, "#action-confirm").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-action=pause]"), "resumed")
+        wait(driver, lambda d: "ClusterResumed" in text_of(d, "#timeline"), "ClusterResumed")
+        assert driver.execute_script("return window.__sameDocument") is True, "the page reloaded"
 
 
 @pytest.mark.timeout(300)
