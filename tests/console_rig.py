@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -20,6 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import require
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,15 @@ T = TypeVar("T")
 
 
 def require_chromium() -> None:
-    """Skip (saying why) when Debian's chromium or its driver is not installed."""
+    """Skip (saying why) when Debian's chromium or its driver is not installed; fail instead
+    under TANDEM_REQUIRE_ALL=1 (CI)."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if shutil.which(p) is None]
-    if missing:
-        pytest.skip(
-            f"no headless browser: {', '.join(missing)} missing (apt-get install "
-            "chromium chromium-driver, listed in .ci/system-packages)"
-        )
+    require(
+        "a headless browser",
+        not missing,
+        f"{', '.join(missing)} missing: apt-get install chromium chromium-driver "
+        "(listed in .ci/system-packages)",
+    )
 
 
 @contextmanager
