@@ -109,10 +109,21 @@ def log_in(driver: WebDriver, base_url: str, token: str) -> None:
     element(driver, "#login").click()
 
 
-def screenshot(driver: WebDriver, name: str) -> Path:
+def screenshot(driver: WebDriver, name: str, *, full: bool = False) -> Path:
+    """The page as shown (``full``: the whole page, the window made as tall for a moment)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    driver.save_screenshot(str(path))
+    if not full:
+        driver.save_screenshot(str(path))
+        return path
+    size = driver.get_window_size()
+    inner = driver.execute_script("return window.innerHeight")
+    tall = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(size["width"], size["height"] - inner + tall)
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        driver.set_window_size(size["width"], size["height"])
     return path
 
 

@@ -34,6 +34,16 @@ from tandem.events.settings import load_bus_settings, load_stream_settings
 pytestmark = pytest.mark.system
 
 CLUSTER = "console"
+GROUP = "console-group"
+#: A group of the one cluster (the overview and the group page show it).
+CONFIG = f"""
+[[groups]]
+name = "{GROUP}"
+
+[[groups.members]]
+cluster = "{CLUSTER}"
+priority = 0
+"""
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +64,10 @@ async def _fresh_start(pair: Pair) -> None:
     # start_pair's, with the lag sampled every second (the chart has points within the test).
     pair.add_node("primary", "primary", initial_role="active").start()
     pair.add_node("secondary", "secondary", initial_role="passive").start()
-    pair.add_orchestrator(extra_env={"TANDEM_ORCHESTRATOR_LAG_SAMPLE_S": "1"}).start()
+    config = pair.tmp / "orchestrator.toml"
+    config.write_text(CONFIG)
+    env = {"TANDEM_ORCHESTRATOR_LAG_SAMPLE_S": "1", "TANDEM_ORCHESTRATOR_CONFIG": str(config)}
+    pair.add_orchestrator(extra_env=env).start()
     await leader_ready(pair)
     await both_nodes_ready(pair)
 
@@ -92,6 +105,16 @@ async def test_an_operator_logs_in_and_sees_the_pair(pair: Pair) -> None:
         assert text_of(driver, "[data-testid=role]").startswith("operator")
         wait(driver, lambda d: "serving" in text_of(d, row), "the pair serving")
         screenshot(driver, "overview")
+        element(driver, f'tr[data-group="{GROUP}"] a').click()
+        wait(
+            driver,
+            lambda d: d.find_elements(By.CSS_SELECTOR, "svg.graph rect"),
+            "the group's graph",
+        )
+        assert text_of(driver, f'#members tr[data-cluster="{CLUSTER}"]').startswith("0 console")
+        assert driver.find_elements(By.CSS_SELECTOR, "[data-action=group-switchover]")
+        screenshot(driver, "group")
+        driver.back()
 
         element(driver, f"{row} a").click()
         wait(
@@ -111,7 +134,19 @@ async def test_an_operator_logs_in_and_sees_the_pair(pair: Pair) -> None:
             lambda d: int((text_of(d, "[data-testid=lag-samples]") or "0").split()[0]) >= 3,
             "three lag samples",
         )
-        screenshot(driver, "cluster")
+        screenshot(driver, "cluster", full=True)
+
+        element(driver, 'header nav a[href="#/events"]').click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline li"), "every event")
+        element(driver, "#events-type").send_keys("Heartbeat")
+        wait(
+            driver,
+            lambda d: all(
+                "Heartbeat" in li.text for li in d.find_elements(By.CSS_SELECTOR, "#timeline li")
+            ),
+            "only Heartbeat events",
+        )
+        screenshot(driver, "events")
 
         element(driver, 'header nav a[href="#/alerts"]').click()
         wait(
@@ -193,7 +228,7 @@ async def test_a_switchover_from_the_page_shows_its_steps_complete(pair: Pair) -
             lambda d: d.find_elements(By.CSS_SELECTOR, f'#history tr[data-saga="{saga}"]'),
             "history",
         )
-        screenshot(driver, "cluster-after-switchover")
+        screenshot(driver, "cluster-after-switchover", full=True)
     await both_nodes_ready(pair)
 
 
@@ -261,4 +296,4 @@ async def test_the_failover_of_a_killed_active_shows_without_a_reload(pair: Pair
             "the failover saga completed",
         )
         assert driver.execute_script("return window.__sameDocument") is True, "the page reloaded"
-        screenshot(driver, "cluster-after-failover")
+        screenshot(driver, "cluster-after-failover", full=True)

@@ -3,7 +3,7 @@
 import { html, useEffect, useState } from "./vendor/htm/preact/standalone.module.js";
 import { enc, get } from "./api.js";
 import { store, useStore, canAct, changed } from "./store.js";
-import { ServiceBadge, StateBadge, bytes, seconds, time, clock, payloadText } from "./format.js";
+import { ServiceBadge, StateBadge, bytes, seconds, time } from "./format.js";
 import {
   openAppRestart,
   openFailover,
@@ -14,10 +14,8 @@ import {
 } from "./actions.js";
 import { SagaPanel, SagaHistory } from "./sagas.js";
 import { LagChart } from "./lagchart.js";
+import { Timeline } from "./timeline.js";
 
-const TIMELINE_SHOWN = 200;
-// How far back (in event seqs of every cluster) the timeline starts when the page opens.
-const TIMELINE_BACK = 5000;
 
 function NodeActions({ cluster, node }) {
   if (!canAct() || node.name === cluster.active) return null;
@@ -81,31 +79,6 @@ function ClusterActions({ cluster }) {
   </div>`;
 }
 
-function Timeline({ name }) {
-  const s = useStore();
-  const [loaded, setLoaded] = useState([]);
-  const [error, setError] = useState("");
-  useEffect(() => {
-    const after = Math.max(0, (s.position ?? 0) - TIMELINE_BACK);
-    get("/events", { cluster: name, after, limit: 1000 })
-      .then((events) => setLoaded(events.slice(-TIMELINE_SHOWN)))
-      .catch((err) => setError(err.message));
-  }, [name]);
-  const seen = new Set(loaded.map((e) => e.seq));
-  const live = s.recentEvents.filter((e) => e.cluster === name && !seen.has(e.seq));
-  const events = [...loaded, ...live].slice(-TIMELINE_SHOWN).reverse();
-  return html`<section aria-labelledby="timeline-h">
-    <h2 id="timeline-h">Events</h2>
-    ${error && html`<p class="error">${error}</p>`}
-    <ol class="timeline" id="timeline">${events.map(
-      (e) => html`<li key=${e.seq}>
-        <time datetime=${e.occurred_at} title=${time(e.occurred_at)}>${clock(e.occurred_at)}</time>
-        <span class="etype">${e.type}</span> <span class="muted">${e.node} e${e.epoch}</span>
-        <div class="payload">${payloadText(e.payload)}</div></li>`,
-    )}</ol>
-  </section>`;
-}
-
 export function ClusterPage({ name }) {
   const s = useStore();
   const cluster = s.clusters.get(name);
@@ -143,6 +116,6 @@ export function ClusterPage({ name }) {
     <${LagChart} name=${name} />
     ${sagaId && html`<${SagaPanel} id=${sagaId} cluster=${cluster} />`}
     <${SagaHistory} name=${name} last=${cluster.last_saga} />
-    <${Timeline} name=${name} />
+    <${Timeline} cluster=${name} />
   </article>`;
 }

@@ -1,5 +1,6 @@
 // The console's shell: login, the header (pages, live indicator, who is logged in), the
-// routing by the URL's hash (#/, #/cluster/NAME, #/alerts), and the stream's lifecycle.
+// routing by the URL's hash (#/, #/cluster/NAME, #/group/NAME, #/alerts,
+// #/events), and the stream's lifecycle.
 import { html, render, useEffect, useState } from "./vendor/htm/preact/standalone.module.js";
 import { ApiError, savedToken } from "./api.js";
 import { useStore } from "./store.js";
@@ -8,6 +9,8 @@ import { LoginPage } from "./login.js";
 import { OverviewPage } from "./overview.js";
 import { ClusterPage } from "./cluster.js";
 import { AlertsPage } from "./alerts.js";
+import { GroupPage } from "./group.js";
+import { EventsPage } from "./timeline.js";
 import { ActionDialog } from "./actions.js";
 
 function useRoute() {
@@ -33,7 +36,9 @@ function Shell() {
   const route = useRoute();
   let page;
   if (route.page === "cluster" && route.arg) page = html`<${ClusterPage} name=${route.arg} />`;
+  else if (route.page === "group" && route.arg) page = html`<${GroupPage} name=${route.arg} />`;
   else if (route.page === "alerts") page = html`<${AlertsPage} />`;
+  else if (route.page === "events") page = html`<${EventsPage} />`;
   else page = html`<${OverviewPage} />`;
   return html`
     <header class="top">
@@ -41,6 +46,7 @@ function Shell() {
       <nav aria-label="pages">
         <a href="#/" class=${route.page === "overview" ? "current" : ""}>Overview</a>
         <a href="#/alerts" class=${route.page === "alerts" ? "current" : ""}>Alerts</a>
+        <a href="#/events" class=${route.page === "events" ? "current" : ""}>Events</a>
       </nav>
       <${LiveIndicator} live=${s.live} detail=${s.liveDetail} />
       <span class="who" data-testid="role">${s.me.role} (${s.me.actor})</span>

@@ -42,7 +42,7 @@ function Groups({ groups }) {
       <thead><tr><th>group</th><th>service</th><th>members (priority order)</th><th></th></tr></thead>
       <tbody>${groups.map(
         (g) => html`<tr data-group=${g.name}>
-          <th scope="row">${g.name}</th>
+          <th scope="row"><a href=${`#/group/${encodeURIComponent(g.name)}`}>${g.name}</a></th>
           <td><${ServiceBadge} status=${g.service} /><div class="reason">${g.service_reason}</div></td>
           <td>${[...g.members]
             .sort((a, b) => a.priority - b.priority)

@@ -4,6 +4,7 @@ import { html, useEffect, useState } from "./vendor/htm/preact/standalone.module
 import { enc, get } from "./api.js";
 import { useStreamEvents } from "./store.js";
 import { StateBadge, seconds, time, clock } from "./format.js";
+import { SagaTimeline } from "./sagatimeline.js";
 
 export function SagaPanel({ id, cluster }) {
   const [saga, setSaga] = useState(null);
@@ -35,6 +36,7 @@ export function SagaPanel({ id, cluster }) {
         ${step.reason && html`<div class="payload">${step.reason}</div>`}
       </li>`,
     )}</ol>
+    <div class="table-wrap"><${SagaTimeline} saga=${saga} /></div>
   </section>`;
 }
 
