@@ -39,6 +39,8 @@ KEEPALIVE_S = 15.0
 BACKFILL_PAGE = 500
 #: A page read from the stream that takes longer ends the response (the client retries).
 BACKFILL_TIMEOUT_S = 30.0
+#: Cluster views made and written at a time (see ``_cluster_chunks``).
+VIEWS_PER_WRITE = 50
 #: What a browser's EventSource waits before reconnecting (ms).
 RETRY_MS = 2000
 
@@ -54,7 +56,7 @@ def _event_frame(view: EventView) -> bytes:
 
 def _cluster_frames(facade: OrchestratorFacade, names: Iterable[str]) -> Iterator[bytes]:
     feed = facade.live_feed()
-    for name in sorted(names):
+    for name in names:
 
         def make(name: str = name) -> bytes:
             return _frame("cluster", facade.cluster(name).model_dump_json())
@@ -133,14 +135,13 @@ async def _frames(
                     return
                 if not page:
                     break
-                for view in page:
-                    yield _event_frame(view)
-                    touched.add(view.cluster)
+                yield b"".join(_event_frame(view) for view in page)
+                touched.update(view.cluster for view in page)
                 last = page[-1].seq
-            for chunk in _send(recent or [], cluster, last, touched):
-                yield chunk
+            if sent := b"".join(_send(recent or [], cluster, last, touched)):
+                yield sent
             last = max([last, *(f.seq for f in recent or [])])
-            for chunk in _cluster_frames(facade, touched):
+            async for chunk in _cluster_chunks(facade, touched):
                 yield chunk
         while True:
             batch = await client.next_batch(KEEPALIVE_S, stop)
@@ -153,11 +154,22 @@ async def _frames(
                 yield b": keepalive\n\n"
                 continue
             touched = set()
-            for chunk in _send(batch, cluster, last, touched):
-                yield chunk
+            if sent := b"".join(_send(batch, cluster, last, touched)):
+                yield sent
             last = max(last, batch[-1].seq)
-            for chunk in _cluster_frames(facade, touched):
+            async for chunk in _cluster_chunks(facade, touched):
                 yield chunk
+
+
+async def _cluster_chunks(facade: OrchestratorFacade, names: set[str]) -> AsyncIterator[bytes]:
+    """The views of ``names``, ``VIEWS_PER_WRITE`` to a write: one write per frame costs more
+    than the frame, and the loop gets a turn between slices (heartbeats are handled there)."""
+    ordered = sorted(names)
+    for start in range(0, len(ordered), VIEWS_PER_WRITE):
+        chunk = b"".join(_cluster_frames(facade, ordered[start : start + VIEWS_PER_WRITE]))
+        if chunk:
+            yield chunk
+        await asyncio.sleep(0)
 
 
 def _send(batch: list[Folded], cluster: str | None, last: int, touched: set[str]) -> list[bytes]:
