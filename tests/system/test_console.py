@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 
 from agent_rig import read_pid
 from conftest import reset_bus
@@ -35,6 +37,18 @@ pytestmark = pytest.mark.system
 
 CLUSTER = "console"
 GROUP = "console-group"
+CODE = "rule.web-hung"
+#: Alert only: the Active's app frozen raises an alert that nothing repairs until it runs.
+RULE = """
+[[rules]]
+name = "web-hung"
+check = "web-http"
+metric = "up"
+comparator = "=="
+threshold = 0
+consecutive = 3
+actions = [{ do = "alert", severity = "critical" }]
+"""
 #: A group of the one cluster (the overview and the group page show it).
 CONFIG = f"""
 [[groups]]
@@ -62,8 +76,8 @@ async def _fresh_start(pair: Pair) -> None:
         await reset_bus(bus)
         await bus.provision(load_stream_settings())
     # start_pair's, with the lag sampled every second (the chart has points within the test).
-    pair.add_node("primary", "primary", initial_role="active").start()
-    pair.add_node("secondary", "secondary", initial_role="passive").start()
+    pair.add_node("primary", "primary", initial_role="active", extra=RULE).start()
+    pair.add_node("secondary", "secondary", initial_role="passive", extra=RULE).start()
     config = pair.tmp / "orchestrator.toml"
     config.write_text(CONFIG)
     env = {"TANDEM_ORCHESTRATOR_LAG_SAMPLE_S": "1", "TANDEM_ORCHESTRATOR_CONFIG": str(config)}
@@ -180,6 +194,40 @@ async def test_a_viewer_sees_no_actions_and_a_forged_call_gets_403(pair: Pair) -
         )
         assert forged["status"] == 403, forged
         assert forged["body"]["detail"], forged
+
+
+@pytest.mark.timeout(300)
+async def test_an_alert_shows_live_and_is_acknowledged_and_silenced_from_the_page(
+    pair: Pair,
+) -> None:
+    """The Active's app frozen (SIGSTOP) raises the rule's alert: the open alerts page shows
+    it without a reload; acknowledged and silenced from the page; cleared once it runs."""
+    await both_nodes_ready(pair)
+    app = read_pid(pair.tmp / "primary" / "state" / "apps" / "web.pid")
+    assert app is not None
+    with browser() as driver:
+        log_in(driver, base(pair), OPERATOR)
+        element(driver, 'header nav a[href="#/alerts"]').click()
+        wait(driver, lambda d: text_of(d, "[data-testid=live]") == "live", "the stream live")
+        row = f'#alerts tr[data-cluster="{CLUSTER}"][data-code="{CODE}"]'
+        os.kill(app, signal.SIGSTOP)
+        try:
+            element(driver, row)
+            assert "firing" in text_of(driver, row)
+            assert "(silenced)" not in text_of(driver, row)
+            element(driver, f"{row} [data-action=ack]").click()
+            wait(driver, expected_conditions.alert_is_present(), "the confirmation").accept()
+            wait(driver, lambda d: "acknowledged" in text_of(d, row), "acknowledged")
+            element(driver, f"{row} [data-action=silence]").click()
+            element(driver, f"{row} form.inline button[type=submit]").click()
+            wait(driver, lambda d: "(silenced)" in text_of(d, row), "silenced")
+            screenshot(driver, "alerts-firing")
+        finally:
+            os.kill(app, signal.SIGCONT)
+        wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, row), "the alert gone")
+        element(driver, "[data-state-filter=cleared]").click()
+        wait(driver, lambda d: "cleared" in text_of(d, row), "the alert cleared")
+    await both_nodes_ready(pair)
 
 
 @pytest.mark.timeout(300)

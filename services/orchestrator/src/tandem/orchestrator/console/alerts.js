@@ -50,7 +50,8 @@ function AlertRow({ alert, reload }) {
     }
   }
   const firing = alert.state === "firing";
-  return html`<tr data-alert=${alert.fingerprint}>
+  const silenced = (alert.silenced_by || []).length > 0; // the silences that mute it
+  return html`<tr data-alert=${alert.fingerprint} data-cluster=${alert.cluster} data-code=${alert.code}>
     <td>${time(alert.raised_at)}${alert.count > 1 ? html`<div class="muted">${alert.count} times</div>` : ""}</td>
     <td><a href=${`#/cluster/${enc(alert.cluster)}`}>${alert.cluster}</a><div class="muted">${alert.node}</div></td>
     <td><span class=${`badge severity-${alert.severity}`}>${alert.severity}</span> ${alert.code}
@@ -60,9 +61,9 @@ function AlertRow({ alert, reload }) {
       ${error && html`<div class="error" role="alert">${error}</div>`}
       ${silencing && html`<${SilenceForm} alert=${alert} onDone=${() => { setSilencing(false); reload(); }} />`}</td>
     <td>${alert.state}${alert.acknowledged_by ? html`<div class="muted">by ${alert.acknowledged_by}</div>` : ""}
-      ${alert.silenced_by ? html`<div class="muted">(silenced)</div>` : ""}</td>
-    <td class="actions">${canAct() && firing && html`<button type="button" onClick=${ack}>Acknowledge</button>`}
-      ${canAct() && !alert.cleared_at && !silencing && html`<button type="button" onClick=${() => setSilencing(true)}>Silence…</button>`}</td>
+      ${silenced ? html`<div class="muted" title=${alert.silenced_by.join(", ")}>(silenced)</div>` : ""}</td>
+    <td class="actions">${canAct() && firing && html`<button type="button" data-action="ack" onClick=${ack}>Acknowledge</button>`}
+      ${canAct() && !alert.cleared_at && !silenced && !silencing && html`<button type="button" data-action="silence" onClick=${() => setSilencing(true)}>Silence…</button>`}</td>
   </tr>`;
 }
 
@@ -87,7 +88,7 @@ export function AlertsPage() {
     <h1 id="alerts-h">Alerts</h1>
     <div class="tabs" role="group" aria-label="which alerts">
       ${["firing", "acknowledged", "cleared"].map(
-        (s) => html`<button type="button" aria-pressed=${state === s} class=${state === s ? "current" : ""}
+        (s) => html`<button type="button" data-state-filter=${s} aria-pressed=${state === s} class=${state === s ? "current" : ""}
           onClick=${() => setState(s)}>${s}</button>`,
       )}
     </div>
