@@ -86,6 +86,17 @@ async def _fresh_start(pair: Pair) -> None:
     await both_nodes_ready(pair)
 
 
+def _lose_node(pair: Pair, node: str) -> None:
+    """The node is gone: its agent and its application are killed without a word."""
+    agent = pair.agents[node].proc
+    assert agent is not None
+    agent.kill()
+    agent.wait(10)
+    pid = read_pid(pair.tmp / node / "state" / "apps" / "web.pid")
+    if pid is not None:
+        os.kill(pid, 9)
+
+
 def base(pair: Pair) -> str:
     return f"http://127.0.0.1:{pair.api_ports[0]}"
 
@@ -322,13 +333,7 @@ async def test_the_failover_of_a_killed_active_shows_without_a_reload(pair: Pair
         wait(driver, lambda d: text_of(d, "[data-testid=live]") == "live", "the stream live")
         driver.execute_script("window.__sameDocument = true")
 
-        agent = pair.agents["secondary"].proc
-        assert agent is not None
-        agent.kill()
-        agent.wait(10)
-        pid = read_pid(pair.tmp / "secondary" / "state" / "apps" / "web.pid")
-        if pid is not None:
-            os.kill(pid, 9)
+        _lose_node(pair, "secondary")
 
         wait(
             driver,
@@ -345,3 +350,52 @@ async def test_the_failover_of_a_killed_active_shows_without_a_reload(pair: Pair
         )
         assert driver.execute_script("return window.__sameDocument") is True, "the page reloaded"
         screenshot(driver, "cluster-after-failover", full=True)
+
+
+@pytest.mark.timeout(400)
+async def test_a_paused_cluster_s_failover_is_confirmed_from_the_page(pair: Pair) -> None:
+    """The node lost by the previous test comes back (reinstated from the page when it waits
+    for that); the cluster is paused from the page, its Active killed: the page offers to
+    confirm the recommended failover, shows its preview and follows it to the end."""
+    pair.agents["secondary"].start()
+    with browser() as driver:
+        log_in(driver, base(pair), OPERATOR)
+        element(driver, f"{cluster_row(pair)} a").click()
+        wait(
+            driver,
+            lambda d: (
+                "not alive" not in (row := text_of(d, "#nodes tr[data-node=secondary]"))
+                and "alive" in row
+                and "passive" in row
+            ),
+            "secondary back",
+        )
+        if driver.find_elements(By.CSS_SELECTOR, "[data-node=secondary] [data-action=reinstate]"):
+            element(driver, "[data-node=secondary] [data-action=reinstate]").click()
+            element(driver, "#action-confirm").click()
+            wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "dialog"), "reinstated")
+        await both_nodes_ready(pair)
+
+        element(driver, "[data-action=pause]").click()
+        element(driver, "#action-confirm").click()
+        wait(driver, lambda d: "paused by" in text_of(d, "article.cluster"), "paused shown")
+        _lose_node(pair, "primary")
+        element(driver, "[data-action=confirm-failover]").click()
+        wait(
+            driver,
+            lambda d: "The guard allows it now." in text_of(d, "[data-testid=preview]"),
+            "the failover's preview",
+        )
+        element(driver, "#action-confirm").click()
+        wait(
+            driver, lambda d: text_of(d, "[data-testid=active]") == "secondary", "secondary Active"
+        )
+        wait(
+            driver,
+            lambda d: (
+                "failover" in text_of(d, "#saga h2")
+                and d.find_elements(By.CSS_SELECTOR, "#saga[data-state=completed]")
+            ),
+            "the confirmed failover completed",
+        )
+        screenshot(driver, "cluster-after-confirmed-failover", full=True)
