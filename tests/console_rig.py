@@ -16,6 +16,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -105,8 +106,7 @@ def log_in(driver: WebDriver, base_url: str, token: str) -> None:
     driver.get(base_url + "/")
     field = element(driver, "#token")
     field.clear()
-    field.send_keys(token)
-    element(driver, "#login").click()
+    field.send_keys(token + Keys.ENTER)  # the keyboard submits the form
 
 
 def screenshot(driver: WebDriver, name: str, *, full: bool = False) -> Path:

@@ -116,6 +116,6 @@ export function ClusterPage({ name }) {
     <${LagChart} name=${name} />
     ${sagaId && html`<${SagaPanel} id=${sagaId} cluster=${cluster} />`}
     <${SagaHistory} name=${name} last=${cluster.last_saga} />
-    <${Timeline} cluster=${name} />
+    <${Timeline} cluster=${name} initial=${40} />
   </article>`;
 }

@@ -6,14 +6,16 @@ import { get } from "./api.js";
 import { useStore } from "./store.js";
 import { time, clock, payloadText } from "./format.js";
 
-const SHOWN = 200;
+// Events kept from GET /events; shown at first: `initial` of them.
+const SHOWN = 500;
 // How far back (in event seqs of every cluster) the timeline starts when it opens.
 const TIMELINE_BACK = 5000;
 const PAGE = 1000;
 const MAX_PAGES = 5;
 
-export function Timeline({ cluster, type = "", title = "Events" }) {
+export function Timeline({ cluster, type = "", title = "Events", initial = SHOWN }) {
   const s = useStore();
+  const [shown, setShown] = useState(initial);
   const [loaded, setLoaded] = useState([]);
   const [error, setError] = useState("");
   const known = s.position !== null;
@@ -46,7 +48,8 @@ export function Timeline({ cluster, type = "", title = "Events" }) {
   const bySeq = new Map();
   for (const e of loaded) if (wanted(e)) bySeq.set(e.seq, e);
   for (const e of s.recentEvents) if (wanted(e)) bySeq.set(e.seq, e);
-  const events = [...bySeq.values()].sort((a, b) => b.seq - a.seq).slice(0, SHOWN);
+  const all = [...bySeq.values()].sort((a, b) => b.seq - a.seq);
+  const events = all.slice(0, shown);
   return html`<section aria-labelledby="timeline-h">
     <h2 id="timeline-h">${title}</h2>
     ${error && html`<p class="error">${error}</p>`}
@@ -58,6 +61,8 @@ export function Timeline({ cluster, type = "", title = "Events" }) {
         <span class="muted">${cluster ? "" : html`<a href=${`#/cluster/${encodeURIComponent(e.cluster)}`}>${e.cluster}</a>/`}${e.node} e${e.epoch}</span>
         <div class="payload">${payloadText(e.payload)}</div></li>`,
     )}</ol>
+    ${all.length > shown &&
+    html`<button type="button" onClick=${() => setShown(shown + 100)}>Show ${Math.min(100, all.length - shown)} more</button>`}
   </section>`;
 }
 
@@ -76,6 +81,6 @@ export function EventsPage() {
       <label>Type <input type="search" id="events-type" value=${type} placeholder="e.g. Saga, Alert, RoleChanged"
         onInput=${(e) => setType(e.target.value)} /></label>
     </div>
-    <${Timeline} cluster=${cluster} type=${type} title="Newest first" />
+    <${Timeline} cluster=${cluster} type=${type} title="Newest first" initial=${200} />
   </section>`;
 }
