@@ -199,6 +199,9 @@ async def test_a_viewer_sees_no_actions_and_a_forged_call_gets_403(pair: Pair) -
         )
         assert driver.find_elements(By.CSS_SELECTOR, "[data-action], dialog") == []
         assert "Make Active" not in driver.find_element(By.TAG_NAME, "body").text
+        driver.get(f"{base(pair)}/#/group/{GROUP}")
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.graph rect"), "the group")
+        assert driver.find_elements(By.CSS_SELECTOR, "[data-action], dialog, button.primary") == []
 
         forged = page_fetch(
             driver, "POST", f"/api/v1/clusters/{pair.cluster}/switchover", {"to": "secondary"}

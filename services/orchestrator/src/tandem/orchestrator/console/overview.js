@@ -86,7 +86,7 @@ export function OverviewPage() {
   return html`<section aria-labelledby="clusters-h">
       <h1 id="clusters-h">Clusters</h1>
       <p class="summary" data-testid="summary">
-        ${`${all.length} clusters: `}
+        ${`${all.length} cluster${all.length === 1 ? "" : "s"}: `}
         ${Object.entries(counts)
           .map(([k, v]) => `${v} ${k.replaceAll("_", " ")}`)
           .join(", ") || "none known yet"}
