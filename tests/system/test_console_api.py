@@ -1,7 +1,8 @@
 """What the console reads besides the views, against real agents, a real orchestrator and
 nats-server (one pair for the module; the last test stops its secondary):
 
-- the targets' lag history (issue 20 item 6: lag per target over the last hour);
+- the targets' lag history (issue 20 item 6: lag per target over the last hour) and the
+  recovery point now against the cluster's RPO target (item 4);
 - previews of a switchover and a failover (item 5: "a dry run the API answers"): the verdict,
   target and steps the request itself would get, and nothing started. A preview whose target
   is gone says why, in the words of the refusal the request gets."""
@@ -67,6 +68,9 @@ async def test_the_lag_history_has_the_target_sampled_and_not_the_active(pair: P
     points = history["targets"]["secondary"]
     assert points == sorted(points, key=lambda p: p["at"])
     assert all(p["lag_bytes"] >= 0 for p in points)
+    # The recovery point now, of the target that would take over, against the default target.
+    rpo = (await cluster_view(pair))["rpo"]
+    assert (rpo["target_s"], rpo["by"], rpo["meeting"]) == (60, "secondary", True), rpo
 
 
 async def test_a_preview_shows_what_the_request_would_do_and_starts_nothing(pair: Pair) -> None:

@@ -18,6 +18,7 @@ from tandem.orchestrator.facade import NotFoundError
 from tandem.orchestrator.groups import group_service
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness, Seen
+from tandem.orchestrator.rpo import rpo_of
 from tandem.orchestrator.service_status import LastSaga, cluster_service, replica
 from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterState
@@ -222,6 +223,7 @@ class OrchestratorViews:
                 for a in alerts
             ],
             last_saga=_last_view(last),
+            rpo=rpo_of(rec.active, nodes, self.file.rpo_target_for(name, self.s.rpo_target_s)),
         )
 
     def clusters(self) -> list[ClusterView]:

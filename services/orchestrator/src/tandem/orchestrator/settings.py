@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -120,6 +121,8 @@ class OrchestratorSettings(BaseSettings):
     #: Used for a node whose lease does not say (older agents).
     failover_timeout_s: float = Field(default=1.0, gt=0)
     step_timeout_s: float = Field(default=30.0, gt=0)
+    #: The RPO target of a cluster without a ``[[clusters]]`` table of its own.
+    rpo_target_s: float = Field(default=60.0, gt=0)
     #: How often the targets' replication lag is sampled for ``GET /clusters/{c}/lag``.
     lag_sample_s: float = Field(default=10.0, gt=0)
     #: A step's deadline is its timeout plus this: a command that got no answer (the bus
@@ -146,9 +149,34 @@ class OrchestratorSettings(BaseSettings):
     state_dir: Path | None = None
 
 
+class ClusterPolicy(_Model):
+    """What the orchestrator holds a cluster to (``[[clusters]]``)."""
+
+    name: ClusterName
+    #: The recovery point objective: seconds of writes the cluster may lose at a failover.
+    rpo_target_s: float = Field(gt=0)
+
+
 class OrchestratorFile(_Model):
     groups: list[GroupConfig] = Field(default_factory=list)
     fencing: list[FencingConfig] = Field(default_factory=list)
+    clusters: list[ClusterPolicy] = Field(default_factory=list)
+    _rpo_targets: dict[str, float] = PrivateAttr(default_factory=dict)
+
+    @field_validator("clusters")
+    @classmethod
+    def _one_policy_each(cls, value: list[ClusterPolicy]) -> list[ClusterPolicy]:
+        names = [c.name for c in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two [[clusters]] tables for {', '.join(twice)}")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._rpo_targets = {c.name: c.rpo_target_s for c in self.clusters}
+
+    def rpo_target_for(self, cluster: str, default: float) -> float:
+        return self._rpo_targets.get(cluster, default)
 
     @field_validator("fencing")
     @classmethod

@@ -126,6 +126,20 @@ class MaintenanceView(_View):
     until: datetime | None = None
 
 
+class RpoView(_View):
+    """What the cluster would lose if its Active were lost now, against its target."""
+
+    #: The cluster's RPO target (``[[clusters]] rpo_target_s``, else the orchestrator's).
+    target_s: float
+    #: Seconds of writes the best target has not applied (None: not known).
+    now_s: float | None = None
+    #: True within the target, False over it (or nothing replicated), None: not known.
+    meeting: bool | None = None
+    #: The target ``now_s`` is of.
+    by: str | None = None
+    why: str = ""
+
+
 class ClusterView(_View):
     name: str
     active: str | None = None
@@ -143,6 +157,8 @@ class ClusterView(_View):
     #: Open alerts, oldest first, and the last saga (what failed, what an operator should see).
     alerts: list[AlertView] = Field(default_factory=list)
     last_saga: LastSagaView | None = None
+    #: The recovery point now against the target (None only from an older orchestrator).
+    rpo: RpoView | None = None
 
 
 StepState = Literal["pending", "running", "completed", "failed", "compensated"]
