@@ -68,13 +68,25 @@ def browser(width: int = 1280, height: int = 800) -> Iterator[WebDriver]:
         inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
         driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
         yield driver
+        failures = page_errors(driver)
+        assert not failures, f"the page's scripts failed or were blocked: {failures}"
     finally:
-        try:
-            for entry in driver.get_log("browser"):
-                log.info("browser console: %s", entry)
-        except WebDriverException:
-            pass
         driver.quit()
+
+
+def page_errors(driver: WebDriver) -> list[str]:
+    """What the browser's console said; returned: the script errors and the content security
+    policy's refusals (a refused API call is the test's business, not an error)."""
+    errors = []
+    try:
+        entries = driver.get_log("browser")
+    except WebDriverException:
+        return []
+    for entry in entries:
+        log.info("browser console: %s", entry)
+        if entry.get("source") in ("javascript", "security"):
+            errors.append(str(entry.get("message")))
+    return errors
 
 
 def wait(driver: WebDriver, condition: Callable[[WebDriver], T], what: str) -> T:
