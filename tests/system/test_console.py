@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 
 from agent_rig import read_pid
@@ -297,7 +298,8 @@ async def test_a_switchover_from_the_page_shows_its_steps_complete(pair: Pair) -
 @pytest.mark.timeout(300)
 async def test_the_stream_resumes_after_the_orchestrator_restarts(pair: Pair) -> None:
     """The page stays open while its orchestrator is stopped and started again: it says it
-    is reconnecting, then live, and then shows a pause and a resume made from it, live."""
+    is reconnecting, then live, and then shows a pause and a resume made from it, live. A
+    login meanwhile says the API cannot be reached (not that the token is refused)."""
     await both_nodes_ready(pair)
     with browser() as driver:
         log_in(driver, base(pair), OPERATOR)
@@ -306,8 +308,17 @@ async def test_the_stream_resumes_after_the_orchestrator_restarts(pair: Pair) ->
         driver.execute_script("window.__sameDocument = true")
 
         orchestrator = pair.orchestrators[0]
-        orchestrator.stop()
-        wait(driver, lambda d: text_of(d, "[data-testid=live]") == "reconnecting", "reconnecting")
+        with browser() as late:
+            late.get(base(pair) + "/")  # a login page loaded before the orchestrator stops
+            element(late, "#token")
+            orchestrator.stop()
+            wait(
+                driver, lambda d: text_of(d, "[data-testid=live]") == "reconnecting", "reconnecting"
+            )
+            element(late, "#token").send_keys(OPERATOR + Keys.ENTER)
+            unreachable = element(late, "[data-testid=login-error]").text
+            assert unreachable.startswith("cannot reach the orchestrator API: "), unreachable
+            screenshot(late, "login-unreachable")
         orchestrator.start()
         await leader_ready(pair)
         wait(driver, lambda d: text_of(d, "[data-testid=live]") == "live", "live again")
