@@ -75,7 +75,7 @@ export function OverviewPage() {
     .sort(
       (a, b) =>
         (SERVICE_ORDER[a.service] ?? 9) - (SERVICE_ORDER[b.service] ?? 9) ||
-        a.name.localeCompare(b.name),
+        (a.name < b.name ? -1 : a.name > b.name ? 1 : 0), // not localeCompare: 10x slower
     );
   const pages = Math.max(1, Math.ceil(shown.length / PAGE_SIZE));
   const current = Math.min(page, pages - 1);

@@ -51,8 +51,9 @@ export function putCluster(view) {
 
 export function addEvent(event) {
   store.recentEvents.push(event);
-  if (store.recentEvents.length > MAX_RECENT_EVENTS) {
-    store.recentEvents.splice(0, store.recentEvents.length - MAX_RECENT_EVENTS);
+  // Trimmed by halves, not by one at every event (a busy stream brings thousands a second).
+  if (store.recentEvents.length > 2 * MAX_RECENT_EVENTS) {
+    store.recentEvents = store.recentEvents.slice(-MAX_RECENT_EVENTS);
   }
   for (const listener of eventListeners) listener(event);
   changed();

@@ -79,16 +79,15 @@ async function loop(token, controller, onHello, onUnauthorized) {
 // Calls onFrame({event, data, id}) for each frame; comments (keepalives) are skipped.
 async function readFrames(body, onFrame) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
+  let rest = ""; // an incomplete last line, completed by the next chunk
   let frame = { event: "message", data: [], id: null };
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffer += value;
-    let newline;
-    while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
-      const line = buffer.slice(0, newline);
-      buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+    // One split per chunk (a busy stream brings hundreds of frames in one chunk).
+    const lines = (rest + value).split(/\r\n|\r|\n/);
+    rest = lines.pop();
+    for (const line of lines) {
       if (line === "") {
         if (frame.data.length) onFrame({ ...frame, data: frame.data.join("\n") });
         frame = { event: "message", data: [], id: null };
