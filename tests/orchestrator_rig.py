@@ -4,6 +4,7 @@ orchestrator, all real processes on one real nats-server, for system tests."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,11 @@ from typing import Any
 import httpx
 
 from agent_rig import AgentProcess, ServiceProcess, demo_app_toml, node_toml, write_agent
+from conftest import reset_bus
 from helpers import eventually
+from tandem.events.bus import Bus
 from tandem.events.embedded import free_port
+from tandem.events.settings import load_bus_settings, load_stream_settings
 
 OPERATOR = "operator-token-for-tests-0123456789"
 VIEWER = "viewer-token-for-tests-0123456789"
@@ -194,3 +198,34 @@ async def start_pair(pair: Pair, extra: str = "") -> None:
     pair.add_orchestrator().start()
     await leader_ready(pair)
     await both_nodes_ready(pair)
+
+
+async def empty_bus(bus_url: str) -> None:
+    """The bus as a pair starts on: nothing left by earlier tests, streams and buckets there."""
+    async with await Bus.connect(load_bus_settings(servers=[bus_url]), name="test") as bus:
+        await reset_bus(bus)
+        await bus.provision(load_stream_settings())
+
+
+def running_pair(
+    bus_url: str,
+    tmp: Path,
+    cluster: str,
+    start: Callable[[Pair], Awaitable[None]] = start_pair,
+    *,
+    public: bool = True,
+) -> Iterator[Pair]:
+    """A module fixture's pair: on an empty bus, started by ``start``, stopped at the end."""
+    pair = Pair(
+        cluster=cluster, tmp=tmp, bus_url=bus_url, public_port=free_port() if public else None
+    )
+
+    async def begin() -> None:
+        await empty_bus(bus_url)
+        await start(pair)
+
+    try:
+        asyncio.run(begin())
+        yield pair
+    finally:
+        pair.stop_all()

@@ -15,12 +15,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import reset_bus
 from helpers import eventually
-from orchestrator_rig import VIEWER, Pair, both_nodes_ready, cluster_view, leader_ready
-from tandem.events.bus import Bus
-from tandem.events.embedded import NatsServer, free_port
-from tandem.events.settings import load_bus_settings, load_stream_settings
+from orchestrator_rig import (
+    VIEWER,
+    Pair,
+    both_nodes_ready,
+    cluster_view,
+    leader_ready,
+    running_pair,
+)
+from tandem.events.embedded import NatsServer
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
@@ -29,23 +33,12 @@ CLUSTER = "previewed"
 
 @pytest.fixture(scope="module")
 def pair(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    p = Pair(
-        cluster=CLUSTER,
-        tmp=tmp_path_factory.mktemp("console-api"),
-        bus_url=nats_server.url,
-        public_port=free_port(),
+    yield from running_pair(
+        nats_server.url, tmp_path_factory.mktemp("console-api"), CLUSTER, _start
     )
-    try:
-        asyncio.run(_fresh_start(p))
-        yield p
-    finally:
-        p.stop_all()
 
 
-async def _fresh_start(pair: Pair) -> None:
-    async with await Bus.connect(load_bus_settings(servers=[pair.bus_url]), name="test") as bus:
-        await reset_bus(bus)
-        await bus.provision(load_stream_settings())
+async def _start(pair: Pair) -> None:
     pair.add_node("primary", "primary", initial_role="active").start()
     pair.add_node("secondary", "secondary", initial_role="passive").start()
     pair.add_orchestrator(extra_env={"TANDEM_ORCHESTRATOR_LAG_SAMPLE_S": "0.5"}).start()

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from agent_rig import read_pid
-from conftest import reset_bus
 from helpers import eventually
 from orchestrator_rig import (
     OPERATOR,
@@ -33,13 +32,14 @@ from orchestrator_rig import (
     leader_ready,
     public_get,
     public_put,
+    running_pair,
     start_pair,
 )
 from tandem.events.bus import Bus
 from tandem.events.catalog import SwitchoverRequested
 from tandem.events.catalog.operations import SwitchoverRequestedPayload
-from tandem.events.embedded import NatsServer, free_port
-from tandem.events.settings import load_bus_settings, load_stream_settings
+from tandem.events.embedded import NatsServer
+from tandem.events.settings import load_bus_settings
 
 pytestmark = pytest.mark.system
 
@@ -60,19 +60,7 @@ actions = [{ do = "restart", tries = 3, delay_s = 0.2 }]
 @pytest.fixture(scope="module")
 def pair(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("control")
-    p = Pair(cluster=CLUSTER, tmp=tmp, bus_url=nats_server.url, public_port=free_port())
-    try:
-        asyncio.run(_fresh_start(p))
-        yield p
-    finally:
-        p.stop_all()
-
-
-async def _fresh_start(pair: Pair) -> None:
-    async with await Bus.connect(load_bus_settings(servers=[pair.bus_url]), name="test") as bus:
-        await reset_bus(bus)
-        await bus.provision(load_stream_settings())
-    await start_pair(pair, RULE)
+    yield from running_pair(nats_server.url, tmp, CLUSTER, lambda p: start_pair(p, RULE))
 
 
 async def tandem(pair: Pair, *args: str) -> subprocess.CompletedProcess[str]:

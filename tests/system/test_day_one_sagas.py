@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 
 from agent_rig import read_pid
-from conftest import reset_bus
 from helpers import eventually
 from orchestrator_rig import (
     OPERATOR,
@@ -36,12 +35,11 @@ from orchestrator_rig import (
     Pair,
     both_nodes_ready,
     cluster_view,
+    empty_bus,
     leader_ready,
     wait_saga,
 )
-from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, free_port
-from tandem.events.settings import load_bus_settings, load_stream_settings
 
 pytestmark = pytest.mark.system
 
@@ -89,9 +87,7 @@ def pair(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 async def _fresh_start(pair: Pair) -> None:
-    async with await Bus.connect(load_bus_settings(servers=[pair.bus_url]), name="test") as bus:
-        await reset_bus(bus)
-        await bus.provision(load_stream_settings())
+    await empty_bus(pair.bus_url)
     for node, role in (("primary", "active"), ("secondary", "passive")):
         pair.add_node(node, node, initial_role=role, extra=slow_app(pair.tmp, node)).start()
     # A step failing after the pivot is tried again for 10 s, then the saga needs an operator.

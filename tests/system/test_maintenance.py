@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from agent_rig import read_pid
-from conftest import reset_bus
 from helpers import eventually
 from orchestrator_rig import (
     OPERATOR,
@@ -27,12 +26,10 @@ from orchestrator_rig import (
     both_nodes_ready,
     cluster_view,
     leader_ready,
-    start_pair,
+    running_pair,
     wait_saga,
 )
-from tandem.events.bus import Bus
-from tandem.events.embedded import NatsServer, free_port
-from tandem.events.settings import load_bus_settings, load_stream_settings
+from tandem.events.embedded import NatsServer
 
 pytestmark = pytest.mark.system
 
@@ -41,20 +38,7 @@ CLUSTER = "maint"
 
 @pytest.fixture(scope="module")
 def pair(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    tmp = tmp_path_factory.mktemp("maintenance")
-    p = Pair(cluster=CLUSTER, tmp=tmp, bus_url=nats_server.url, public_port=free_port())
-    try:
-        asyncio.run(_fresh_start(p))
-        yield p
-    finally:
-        p.stop_all()
-
-
-async def _fresh_start(pair: Pair) -> None:
-    async with await Bus.connect(load_bus_settings(servers=[pair.bus_url]), name="test") as bus:
-        await reset_bus(bus)
-        await bus.provision(load_stream_settings())
-    await start_pair(pair)
+    yield from running_pair(nats_server.url, tmp_path_factory.mktemp("maintenance"), CLUSTER)
 
 
 async def tandem(pair: Pair, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,13 +13,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import reset_bus
 from helpers import eventually
 from notifier_rig import events_of
-from orchestrator_rig import VIEWER, Pair, both_nodes_ready, leader_ready, start_pair
+from orchestrator_rig import VIEWER, Pair, both_nodes_ready, empty_bus, leader_ready, start_pair
 from tandem.events.bus import Bus
 from tandem.events.embedded import NatsServer, free_port
-from tandem.events.settings import load_bus_settings, load_stream_settings
+from tandem.events.settings import load_bus_settings
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
@@ -41,9 +40,7 @@ def pair(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 async def _fresh(pair: Pair) -> None:
-    async with await Bus.connect(load_bus_settings(servers=[pair.bus_url]), name="test") as bus:
-        await reset_bus(bus)
-        await bus.provision(load_stream_settings())
+    await empty_bus(pair.bus_url)
     await start_pair(pair)
 
 
