@@ -130,6 +130,7 @@ async def test_an_operator_logs_in_and_sees_the_pair(pair: Pair) -> None:
         wait(driver, lambda d: text_of(d, "[data-testid=live]") == "live", "the stream live")
         assert text_of(driver, "[data-testid=role]").startswith("operator")
         wait(driver, lambda d: "serving" in text_of(d, row), "the pair serving")
+        wait(driver, lambda d: "meeting" in text_of(d, f"{row} [data-testid=rpo]"), "the RPO")
         screenshot(driver, "overview")
         element(driver, f'tr[data-group="{GROUP}"] a').click()
         wait(

@@ -3,7 +3,7 @@
 import { html, useEffect, useState } from "./vendor/htm/preact/standalone.module.js";
 import { enc, get } from "./api.js";
 import { store, useStore, canAct, changed } from "./store.js";
-import { ServiceBadge, StateBadge, bytes, seconds, time } from "./format.js";
+import { ServiceBadge, RpoLine, StateBadge, bytes, seconds, time } from "./format.js";
 import {
   openAppRestart,
   openFailover,
@@ -104,6 +104,7 @@ export function ClusterPage({ name }) {
       ${cluster.maintenance &&
       html` · <span class="warn">paused by ${cluster.maintenance.by}
         ${cluster.maintenance.until ? `until ${time(cluster.maintenance.until)}` : ""}: ${cluster.maintenance.reason}</span>`}</p>
+    <${RpoLine} rpo=${cluster.rpo} />
     ${cluster.pending_failover &&
     html`<p class="warn" data-testid="pending-failover">A failover to ${cluster.pending_failover.to} waits for an
       operator: ${cluster.pending_failover.reason}</p>`}

@@ -65,3 +65,13 @@ export function payloadText(payload) {
   }
   return parts.join(" · ");
 }
+
+// The recovery point now against the cluster's target: "RPO 0.4s of 60s: meeting".
+export function RpoLine({ rpo }) {
+  if (!rpo) return null;
+  const verdict = rpo.meeting === true ? "meeting" : rpo.meeting === false ? "not meeting" : "unknown";
+  const cls = rpo.meeting === true ? "ok" : rpo.meeting === false ? "error" : "muted";
+  return html`<div class="rpo" data-testid="rpo" title=${rpo.why}>
+    RPO ${seconds(rpo.now_s)} of ${seconds(rpo.target_s)}: <span class=${cls}>${verdict}</span>
+  </div>`;
+}

@@ -2,7 +2,7 @@
 // alerts, sagas; a filter and pages of PAGE_SIZE rows (2,000 clusters stay usable).
 import { html, useState } from "./vendor/htm/preact/standalone.module.js";
 import { useStore, canAct } from "./store.js";
-import { ServiceBadge, lagText } from "./format.js";
+import { ServiceBadge, RpoLine, lagText } from "./format.js";
 import { openGroupSwitchover } from "./actions.js";
 
 const PAGE_SIZE = 100;
@@ -24,7 +24,7 @@ function ClusterRow({ cluster }) {
     <th scope="row"><a href=${`#/cluster/${encodeURIComponent(cluster.name)}`}>${cluster.name}</a></th>
     <td><${ServiceBadge} status=${cluster.service} /><div class="reason">${cluster.service_reason}</div></td>
     <td data-testid="active">${cluster.active || "none"}</td>
-    <td class="lag">${targets.map((n) => html`<div>${lagText(n)}</div>`)}</td>
+    <td class="lag"><${RpoLine} rpo=${cluster.rpo} />${targets.map((n) => html`<div>${lagText(n)}</div>`)}</td>
     <td>${cluster.maintenance ? html`<span title=${cluster.maintenance.reason}>paused</span>` : ""}</td>
     <td class=${cluster.alerts.length ? "alerts-firing" : ""}>${cluster.alerts.length}</td>
     <td>
@@ -105,7 +105,7 @@ export function OverviewPage() {
       </div>
       <div class="table-wrap">
         <table class="grid" id="clusters">
-          <thead><tr><th>cluster</th><th>service</th><th>Active</th><th>lag per target</th>
+          <thead><tr><th>cluster</th><th>service</th><th>Active</th><th>RPO, lag per target</th>
             <th>paused</th><th>alerts</th><th>sagas</th></tr></thead>
           <tbody>${rows.map((c) => html`<${ClusterRow} key=${c.name} cluster=${c} />`)}</tbody>
         </table>
