@@ -30,7 +30,7 @@ from tandem.events.heartbeat import Heartbeat
 from tandem.orchestrator.api.metrics import ApiMetrics
 from tandem.orchestrator.liveness import Liveness, Seen
 from tandem.orchestrator.readside import OrchestratorViews
-from tandem.orchestrator.settings import OrchestratorFile
+from tandem.orchestrator.settings import OrchestratorFile, OrchestratorSettings
 from tandem.orchestrator.state import ClusterState
 from tandem.orchestrator.telemetry import TelemetrySource, queue_depths
 
@@ -43,6 +43,7 @@ class Views(OrchestratorViews, TelemetrySource):
         self.now = 100.0
         self.state = ClusterState()
         self.liveness = Liveness(None, default_timeout_s=5.0, clock=lambda: self.now)  # type: ignore[arg-type]
+        self.s = OrchestratorSettings()
         self.file = OrchestratorFile(groups=[])
 
     def is_leader(self) -> bool:

@@ -51,7 +51,12 @@ from tandem.events.heartbeat import Heartbeat
 from tandem.orchestrator.api.metrics import ApiMetrics
 from tandem.orchestrator.liveness import Liveness, Seen
 from tandem.orchestrator.readside import OrchestratorViews
-from tandem.orchestrator.settings import GroupConfig, GroupMember, OrchestratorFile
+from tandem.orchestrator.settings import (
+    GroupConfig,
+    GroupMember,
+    OrchestratorFile,
+    OrchestratorSettings,
+)
 from tandem.orchestrator.state import ClusterState
 from tandem.orchestrator.views import ServiceStatus
 
@@ -63,6 +68,7 @@ class Views(OrchestratorViews):
         self.now = 100.0
         self.state = ClusterState()
         self.liveness = Liveness(None, default_timeout_s=5.0, clock=lambda: self.now)  # type: ignore[arg-type]
+        self.s = OrchestratorSettings()
         self.file = OrchestratorFile(groups=groups or [])
 
     def is_leader(self) -> bool:

@@ -54,6 +54,46 @@ class Seen:
     lease_read_at: float | None = None
 
 
+class SeenNodes(dict[tuple[str, str], Seen]):
+    """What is seen of each (cluster, node), with the nodes of each cluster kept beside it
+    however an entry is added or removed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_cluster: dict[str, set[str]] = {}
+
+    def __setitem__(self, key: tuple[str, str], value: Seen) -> None:
+        super().__setitem__(key, value)
+        self.by_cluster.setdefault(key[0], set()).add(key[1])
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        super().__delitem__(key)
+        self._forget(key)
+
+    def setdefault(self, key: tuple[str, str], default: Seen) -> Seen:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: tuple[str, str], *default: Seen) -> Seen:  # type: ignore[override]
+        had = key in self
+        value = super().pop(key, *default)
+        if had:
+            self._forget(key)
+        return value
+
+    def clear(self) -> None:
+        super().clear()
+        self.by_cluster.clear()
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        nodes = self.by_cluster.get(key[0])
+        if nodes is not None:
+            nodes.discard(key[1])
+            if not nodes:
+                del self.by_cluster[key[0]]
+
+
 class Liveness:
     def __init__(
         self,
@@ -70,16 +110,15 @@ class Liveness:
         self.started = clock()
         #: Since when this process has been able to watch without a break (None: blind now).
         self.watching_since: float | None = self.started
-        self.seen: dict[tuple[str, str], Seen] = {}
-        #: The nodes of ``seen`` by cluster (views of one cluster must not scan every node).
-        self.nodes_by_cluster: dict[str, set[str]] = {}
+        self.seen = SeenNodes()
+
+    @property
+    def nodes_by_cluster(self) -> dict[str, set[str]]:
+        """The nodes of ``seen`` by cluster (views of one cluster must not scan every node)."""
+        return self.seen.by_cluster
 
     def _entry(self, cluster: str, node: str) -> Seen:
-        entry = self.seen.get((cluster, node))
-        if entry is None:
-            entry = self.seen[(cluster, node)] = Seen()
-            self.nodes_by_cluster.setdefault(cluster, set()).add(node)
-        return entry
+        return self.seen.setdefault((cluster, node), Seen())
 
     async def run(self) -> None:
         async with listening(self.bus, HEARTBEATS_ALL, self._on_heartbeat):
