@@ -128,6 +128,3 @@ class LiveFeed:
         frame = make()
         self._views[cluster] = (touched, now, frame)
         return frame
-
-    def __len__(self) -> int:
-        return len(self._clients)
