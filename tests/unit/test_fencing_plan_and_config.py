@@ -169,13 +169,20 @@ def lease(**kw: Any) -> Seen:
     return Seen(**(base | kw))
 
 
+def known_up_to(fencer: Fencer, at: float) -> None:
+    """The lease watch has delivered every write stored before ``at``."""
+    fencer.liveness.watching_since = fencer.liveness.started
+    fencer.liveness.leases.known_until = at
+
+
 def test_the_guard_counts_silence_from_first_sight_to_the_last_read() -> None:
     clock = Clock()
-    fencer = fencer_with(lease(lease_at=100.0, lease_read_at=101.7), clock)
+    fencer = fencer_with(lease(lease_at=100.0), clock)
+    known_up_to(fencer, 101.7)
     assert fencer.guard_verdict("erp", "primary", 2, 0.25) == ""  # 1.7 < 1.5 + 0.25
-    clock.now = 500.0  # time alone proves nothing: the lease was not read since
+    clock.now = 500.0  # time alone proves nothing: the watch has not caught up since
     assert fencer.guard_verdict("erp", "primary", 2, 0.25) == ""
-    fencer.liveness.seen["erp", "primary"].lease_read_at = 101.8
+    known_up_to(fencer, 101.8)
     verdict = fencer.guard_verdict("erp", "primary", 2, 0.25)
     assert verdict == (
         "primary's lease silent for 1.8s (ttl 1.5s + 0.25s allowance): its guard has hidden it"
@@ -184,8 +191,9 @@ def test_the_guard_counts_silence_from_first_sight_to_the_last_read() -> None:
 
 def test_the_guard_takes_a_passive_lease_at_the_new_epoch_as_hidden() -> None:
     clock = Clock()
-    seen = lease(lease_at=100.0, lease_read_at=100.1, lease_role="passive", lease_epoch=1)
+    seen = lease(lease_at=100.0, lease_role="passive", lease_epoch=1)
     fencer = fencer_with(seen, clock)
+    known_up_to(fencer, 100.1)
     assert fencer.guard_verdict("erp", "primary", 2, 0.25) == ""  # passive, but at the old epoch
     seen.lease_epoch = 2
     assert fencer.guard_verdict("erp", "primary", 2, 0.25) == (
@@ -198,13 +206,18 @@ def test_the_guard_takes_a_passive_lease_at_the_new_epoch_as_hidden() -> None:
 def test_the_guard_knows_nothing_before_the_lease_is_read() -> None:
     clock = Clock()
     assert fencer_with(None, clock).guard_verdict("erp", "primary", 2, 0.25) == ""
-    unread = Seen(heartbeat_at=50.0)
-    assert fencer_with(unread, clock).guard_verdict("erp", "primary", 2, 0.25) == ""
+    clock.now = 500.0
+    unread = fencer_with(Seen(heartbeat_at=50.0), clock)
+    assert unread.guard_verdict("erp", "primary", 2, 0.25) == ""  # the watch never caught up
+    known_up_to(unread, 499.0)
+    unread.liveness.watching_since = None  # blind now (its connection away)
+    assert unread.guard_verdict("erp", "primary", 2, 0.25) == ""
 
 
 def test_a_lease_never_found_counts_from_the_watch_start_with_the_default_ttl() -> None:
     clock = Clock()
-    fencer = fencer_with(Seen(lease_read_at=101.3), clock)  # read, and absent
+    fencer = fencer_with(Seen(), clock)
+    known_up_to(fencer, 101.3)  # the watch has seen every write until then: none of it
     assert fencer.liveness.started == 100.0
     assert fencer.guard_verdict("erp", "primary", 2, 0.25) == (
         "primary's lease silent for 1.3s (ttl 1s + 0.25s allowance; no lease value seen, its "
@@ -212,43 +225,72 @@ def test_a_lease_never_found_counts_from_the_watch_start_with_the_default_ttl() 
     )
 
 
-class LeaseBucket:
-    """Stands in for the ``tandem_leases`` bucket: unreadable while ``away`` (what an
-    orchestrator whose own connection is down sees), else the node's unchanged lease."""
+class LeaseWatch:
+    """Stands in for the lease bucket's watch: it catches up at once, unless ``away`` (what
+    an orchestrator whose lease stream is electing a leader sees)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.away = False
+        self.known_until: float | None = None
+        self.stall_s = 3.0
 
-    async def get(self, key: str) -> Any:
-        if self.away:
-            raise TimeoutError()
-        return type("Entry", (), {"revision": 7, "value": b"{}"})()
+    async def check(self) -> None:
+        if not self.away:
+            self.known_until = self.clock()
 
 
-class BusWithBucket:
-    def __init__(self, bucket: LeaseBucket) -> None:
-        self.bucket = bucket
+class Connection:
+    is_connected = True
 
-    async def kv(self, name: str) -> LeaseBucket:
-        return self.bucket
+
+class BusWithConnection:
+    nc = Connection()
 
 
 async def test_a_silence_the_orchestrator_could_not_hear_is_not_a_nodes() -> None:
-    """While the leases cannot be read nobody is gone, and after that the watch starts over:
-    a node is gone only after a whole failover timeout of silence seen with open eyes."""
+    """While the leases cannot be followed nobody is gone, and after that the watch starts
+    over: a node is gone only after a whole failover timeout of silence seen with open eyes."""
     clock = Clock()
-    bucket = LeaseBucket()
-    liveness = Liveness(BusWithBucket(bucket), default_timeout_s=1.0, clock=clock)  # type: ignore[arg-type]
+    bus = BusWithConnection()
+    liveness = Liveness(bus, default_timeout_s=1.0, clock=clock)  # type: ignore[arg-type]
+    liveness.leases = LeaseWatch(clock)  # type: ignore[assignment]
     liveness.watch("erp", "primary")
-    await liveness.poll_leases()
+    await liveness.follow_leases()
     clock.now += 0.5
-    bucket.away = True  # the orchestrator's bus goes away
-    await liveness.poll_leases()
+    bus.nc.is_connected = False  # the orchestrator's bus goes away
+    await liveness.follow_leases()
     clock.now += 5.0
     assert liveness.gone("erp", "primary") == ""  # blind: nothing is known
-    bucket.away = False
-    await liveness.poll_leases()  # sees again; the lease has not moved
+    bus.nc.is_connected = True
+    await liveness.follow_leases()  # sees again; the lease has not moved
     assert liveness.gone("erp", "primary") == ""  # silence counts from here
     clock.now += 1.1
-    await liveness.poll_leases()
+    await liveness.follow_leases()
     assert liveness.gone("erp", "primary").startswith("primary silent for 1.1s")
+
+
+async def test_a_watch_that_stalls_delays_a_verdict_and_never_fakes_one() -> None:
+    """Heartbeats stop and the watch stops delivering: the lease may still be renewed, so
+    the node is not gone until the watch has caught up past a whole timeout of silence."""
+    clock = Clock()
+    liveness = Liveness(BusWithConnection(), default_timeout_s=1.0, clock=clock)  # type: ignore[arg-type]
+    watch = liveness.leases = LeaseWatch(clock)  # type: ignore[assignment]
+    liveness.watch("erp", "primary")
+    await liveness.follow_leases()
+    clock.now += 1.0
+    await liveness.follow_leases()
+    liveness._on_lease("node.erp.primary", 7, b"{}", False)  # renewed, seen now
+    watch.away = True
+    clock.now += 2.0  # no heartbeat for 2 s, and the watch is behind: unknown
+    await liveness.follow_leases()
+    assert liveness.gone("erp", "primary") == ""
+    clock.now += 2.0  # behind past its stall bound: blind
+    await liveness.follow_leases()
+    assert liveness.watching_since is None
+    watch.away = False
+    await liveness.follow_leases()  # caught up: the lease did not move, but counts from here
+    assert liveness.gone("erp", "primary") == ""
+    clock.now += 1.0
+    await liveness.follow_leases()
+    assert liveness.gone("erp", "primary").startswith("primary silent for 1.0s")

@@ -98,6 +98,16 @@ def test_standby_is_folded_per_node_and_the_newest_counts() -> None:
     assert (n.standby, n.standby_reason) == (False, "")
 
 
+class CaughtUpWatch:
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.stall_s = 3.0
+
+    @property
+    def known_until(self) -> float:
+        return float(self.clock())
+
+
 class Node(Orchestrator):
     """The real orchestrator over no bus: it leads, its clock is ``now``; what the
     decisions publish stays in its outbox."""
@@ -115,6 +125,10 @@ class Node(Orchestrator):
             LeaderLease(None, "orchestrator", clock=clock),  # type: ignore[arg-type]
             outbox=self.outbox,
         )
+        # It has watched the leases from the start and is never behind: what it has seen of
+        # them is all there is, up to now.
+        self.liveness.watching_since = 0.0
+        self.liveness.leases = CaughtUpWatch(clock)  # type: ignore[assignment]
 
     def is_leader(self) -> bool:
         return True

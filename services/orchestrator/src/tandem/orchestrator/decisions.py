@@ -6,6 +6,7 @@ asked by a node's rules or network checks. Each decision is logged with its reas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from datetime import UTC, datetime
@@ -27,13 +28,12 @@ from tandem.events.catalog.roles import RoleChangedPayload
 from tandem.events.catalog.vocabulary import Severity
 from tandem.events.envelope import Event
 from tandem.events.names import SYSTEM_CLUSTER
-from tandem.events.roles import read_role
-from tandem.events.subjects import ROLES_BUCKET
 from tandem.events.transient import describe
 from tandem.orchestrator.core import Orchestrator
 from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.publishing import LeadershipLost
-from tandem.orchestrator.supervise import SayOnce
+from tandem.orchestrator.role_records import RoleRecords
+from tandem.orchestrator.supervise import SayOnce, supervise
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,22 @@ class Decisions:
         self._said: dict[str, str] = {}  # what was last said per subject: say things once
         self._refused_requests: set[str] = set()
         self._roles_read_at = 0.0
+        #: The role records as they change (followed while ``run`` runs).
+        self.role_records: RoleRecords | None = None
         #: When this process first saw each Active report itself fenced (its monotonic clock).
         self._fenced_seen: dict[tuple[str, str], float] = {}
 
     async def run(self) -> None:
+        self.role_records = records = RoleRecords(self.o.bus)
+        watching = asyncio.create_task(supervise("the role records' watch", records.run))
+        try:
+            await self._decide_forever()
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+
+    async def _decide_forever(self) -> None:
         await self.o.state.caught_up.wait()
         failing = SayOnce(log, "decision cycle failed")
         while True:
@@ -103,18 +115,20 @@ class Decisions:
     async def roles(self) -> list[str]:
         """Bring the record up to ``tandem_roles`` (the authority on roles): a cluster whose
         first Active claimed epoch 1 by itself gets its ``RoleChanged`` event now."""
-        said = []
-        kv = await asyncio.wait_for(self.o.bus.kv(ROLES_BUCKET), 2)
-        names = set(self.o.state.clusters) | {c for c, _ in self.o.liveness.seen}
-        for name in sorted(names - {SYSTEM_CLUSTER}):
-            try:
-                record, _ = await asyncio.wait_for(read_role(kv, name), 2)
-            except Exception as exc:
-                log.debug("role record of %s unreadable: %s", name, exc)
-                continue
+        said: list[str] = []
+        if self.role_records is None:
+            return said  # not running (a test's cycle): nothing followed
+        state = self.o.state
+        known = state.clusters
+
+        def epoch_of(name: str) -> int:
+            return known[name].epoch if name in known else 0
+
+        seen = self.o.liveness.nodes_by_cluster
+        for name, record in self.role_records.newer_than(epoch_of):
+            if name == SYSTEM_CLUSTER or (name not in known and name not in seen):
+                continue  # a record of a cluster nobody runs (left by a removed one)
             rec = self.o.state.cluster(name)
-            if record is None or record.epoch <= rec.epoch:
-                continue
             if self.o.state.running_saga(name) is not None:
                 continue  # the saga publishes its own RoleChanged
             event = RoleChanged(

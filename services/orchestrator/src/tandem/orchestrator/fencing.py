@@ -10,8 +10,9 @@ file give for that node (the node's own table, else its cluster's, else ``guard`
   until" deadline passes, and that deadline is never later than the start of the node's
   last acknowledged lease renewal + the lease ttl. So the node is fenced once its lease in
   ``tandem_leases`` has not changed revision for ttl + ``clock_allowance_s`` (as
-  ``Liveness`` sees it: from the first read that showed the revision to the last read that
-  still did; a renewal seen meanwhile starts the count again), or once its lease says it
+  ``Liveness`` sees it: from the delivery of the revision by the bucket's watch to the time
+  up to which the watch is known to have delivered every write; a renewal seen meanwhile
+  starts the count again), or once its lease says it
   plays passive at the new epoch or later (its agent writes that only after it hid).
 - ``command``: an operator's fence command on this host (``{cluster}`` and ``{node}``
   replaced in each argument); exit 0 = fenced. A failed run is tried again while the
@@ -147,13 +148,14 @@ class Fencer:
     def guard_verdict(self, cluster: str, node: str, epoch: int, allowance_s: float) -> str:
         """Why ``node`` is fenced now, or '' while that is not known."""
         entry = self.liveness.seen.get((cluster, node))
-        if entry is None or entry.lease_read_at is None:
+        read_at = self.liveness.lease_read_at(cluster, node)
+        if entry is None or read_at is None:
             return ""  # its lease not read yet: nothing is known
         if entry.lease_role == Role.PASSIVE and (entry.lease_epoch or 0) >= epoch:
             return f"{node} hid itself (lease: passive at epoch {entry.lease_epoch})"
         ttl, note = self._ttl(cluster, node)
         since = entry.lease_at if entry.lease_at is not None else self.liveness.started
-        silent = entry.lease_read_at - since
+        silent = read_at - since
         if silent < ttl + allowance_s:
             return ""
         return (
@@ -163,11 +165,12 @@ class Fencer:
 
     def _guard_failure(self, cluster: str, node: str, epoch: int, policy: FencingConfig) -> str:
         entry = self.liveness.seen.get((cluster, node))
-        if entry is None or entry.lease_read_at is None:
+        read_at = self.liveness.lease_read_at(cluster, node)
+        if entry is None or read_at is None:
             return f"its lease in tandem_leases could not be read (node.{cluster}.{node})"
         ttl, note = self._ttl(cluster, node)
         since = entry.lease_at if entry.lease_at is not None else self.liveness.started
-        silent = max(0.0, entry.lease_read_at - since)
+        silent = max(0.0, read_at - since)
         plays = f"{entry.lease_role or 'no role'} at epoch {entry.lease_epoch}"
         return (
             f"its lease was renewed again (silent for {silent:.1f}s only, the guard needs ttl "
