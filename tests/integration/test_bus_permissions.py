@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
 
 from bus_security_rig import Client, SecuredBus, start_secured_bus
 from conftest import reset_bus
@@ -369,3 +369,37 @@ async def test_a_viewer_reads_events_and_cannot_publish(
     await viewer.bus.nc.publish(subjects.heartbeat_subject("c1", "a"), b"forged")
     assert await viewer.wait_refused("publish", "tandem.hb.c1.a")
     await eventually(lambda: viewer.refused("publish", "$KV.tandem_config.rules.c1.a.x"))
+
+
+async def test_the_orchestrator_makes_the_lease_bucket_again_after_the_bus_lost_it(
+    admin: Client, clients: dict[str, Client]
+) -> None:
+    """``tandem_leases`` lives in memory: a whole bus restarted is without it, and no node
+    could renew its lease until an operator provisioned again. The orchestrator's lease
+    watch makes it again (its identity may create that one stream, and no other)."""
+    from tandem.events.provisioning import restore_bucket
+    from tandem.orchestrator.liveness import Liveness
+
+    await admin.bus.js.delete_key_value(subjects.LEASES_BUCKET)  # what a restart leaves
+    orchestrator = clients[ORCHESTRATOR].bus
+    liveness = Liveness(
+        orchestrator,
+        default_timeout_s=1.0,
+        restore_leases=lambda: restore_bucket(
+            orchestrator.js, load_stream_settings(), subjects.LEASES_BUCKET
+        ),
+    )
+    await liveness.follow_leases()
+    info = await admin.bus.js.stream_info(f"KV_{subjects.LEASES_BUCKET}")
+    assert info.config.storage == StorageType.MEMORY
+    agent = clients[AGENT_A].bus
+    agent._kv.clear()
+    kv = await agent.kv(subjects.LEASES_BUCKET)
+    assert await kv.put("node.c1.a", b'{"ttl_s": 1.5}') > 0  # the node renews again
+    await liveness.follow_leases()
+    await eventually(
+        lambda: liveness.seen.get(("c1", "a")) is not None
+        and liveness.seen[("c1", "a")].lease_revision is not None,
+        10,
+        "the orchestrator to see the renewal",
+    )

@@ -19,11 +19,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from tandem.events.bus import Bus
 from tandem.events.cancel import raise_if_cancelled
@@ -45,6 +46,7 @@ class BucketWatch:
         on_write: OnWrite,
         *,
         check_every_s: float = 0.1,
+        on_missing: Callable[[], Awaitable[object]] | None = None,
         stall_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -53,6 +55,8 @@ class BucketWatch:
         self.stream = f"KV_{bucket}"
         self.prefix = f"$KV.{bucket}."
         self.on_write = on_write
+        #: Called when the bucket's stream does not exist (a memory bucket after a restart).
+        self.on_missing = on_missing
         self.check_every_s = check_every_s
         self.stall_s = stall_s
         self.clock = clock
@@ -87,6 +91,14 @@ class BucketWatch:
             if self._sub is None:
                 await self._subscribe()
             info = await asyncio.wait_for(self.bus.js.stream_info(self.stream), 2)
+        except NotFoundError:
+            self._cannot_see(f"{self.stream} does not exist")
+            await self._unsubscribe()
+            self.delivered_seq = 0
+            self._asked.clear()
+            if self.on_missing is not None:
+                await self._restore()
+            return
         except Exception as exc:
             self._cannot_see(f"{self.stream} unreadable: {describe(exc)}")
             return
@@ -119,6 +131,21 @@ class BucketWatch:
         if self._blind_told:
             log.info("watch of %s: caught up again", self.bucket)
             self._blind_told = False
+
+    async def _restore(self) -> None:
+        assert self.on_missing is not None
+        try:
+            said = await asyncio.wait_for(self.on_missing(), 5)
+        except Exception as exc:
+            log.warning(
+                "watch of %s: it is missing and could not be made: %s", self.bucket, describe(exc)
+            )
+            return
+        log.warning(
+            "watch of %s: it was missing (a memory bucket after the bus restarted): %s",
+            self.bucket,
+            said,
+        )
 
     def _cannot_see(self, why: str) -> None:
         if not self._blind_told:

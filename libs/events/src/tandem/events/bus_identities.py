@@ -217,7 +217,8 @@ def agent_permissions(cluster: str, node: str) -> Permissions:
 
 def orchestrator_permissions() -> Permissions:
     """Commands any node, writes role records and leases, reads and writes every event; may
-    not create, change or delete streams (the admin provisions)."""
+    not create, change or delete streams (the admin provisions), except make the lease
+    bucket again when the whole bus restarted without it (it lives in memory)."""
     return Permissions(
         publish=(
             "tandem.cmd.>",
@@ -225,6 +226,7 @@ def orchestrator_permissions() -> Permissions:
             subjects.DLQ_ALL,
             f"{_KV}.{subjects.ROLES_BUCKET}.>",
             f"{_KV}.{subjects.LEASES_BUCKET}.>",
+            f"{_API}.STREAM.CREATE.{_LEASES_STREAM}",
             *_JETSTREAM_BASICS,
             *_stream_reads("*"),
             *_consumers("*", delete=True),

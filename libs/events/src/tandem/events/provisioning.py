@@ -124,6 +124,14 @@ async def provision(
     return done
 
 
+async def restore_bucket(js: JetStreamContext, settings: StreamSettings, bucket: str) -> str:
+    """Make ``bucket`` again as provisioning would, when it is missing: a memory bucket
+    (``tandem_leases``) is gone after the whole bus restarted, and nobody could renew a lease
+    until an operator provisioned again."""
+    cfg = next(c for c in bucket_configs(settings) if c.bucket == bucket)
+    return await _ensure_bucket(js, cfg, update=False)
+
+
 async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig, update: bool) -> str:
     try:
         info = await js.stream_info(cfg.name or "")

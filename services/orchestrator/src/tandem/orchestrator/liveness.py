@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -212,6 +212,7 @@ class Liveness:
         *,
         default_timeout_s: float,
         lease_poll_s: float = 0.1,
+        restore_leases: Callable[[], Awaitable[object]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
@@ -224,7 +225,12 @@ class Liveness:
         self.watching_since: float | None = None
         self.seen = SeenNodes()
         self.leases = BucketWatch(
-            bus, LEASES_BUCKET, self._on_lease, check_every_s=lease_poll_s, clock=clock
+            bus,
+            LEASES_BUCKET,
+            self._on_lease,
+            check_every_s=lease_poll_s,
+            on_missing=restore_leases,
+            clock=clock,
         )
 
     @property

@@ -14,9 +14,10 @@ from typing import Any
 
 from tandem.events.bus import Bus
 from tandem.events.outbox import Outbox
+from tandem.events.provisioning import restore_bucket
 from tandem.events.runtime import ServiceSpec, service_lifetime
-from tandem.events.settings import SettingsError
-from tandem.events.subjects import EVENTS_STREAM
+from tandem.events.settings import SettingsError, load_stream_settings
+from tandem.events.subjects import EVENTS_STREAM, LEASES_BUCKET
 from tandem.orchestrator.api.app import create_app
 from tandem.orchestrator.api.auth import load_tokens
 from tandem.orchestrator.api.server import ServerStartError, serve
@@ -37,7 +38,13 @@ async def run(settings: OrchestratorSettings, bus: Bus) -> None:
     env_tokens = s.tokens.get_secret_value() if s.tokens is not None else None
     tokens = load_tokens(s.tokens_file, env_tokens, env_name="TANDEM_ORCHESTRATOR_TOKENS")
     state = ClusterState()
-    liveness = Liveness(bus, default_timeout_s=s.failover_timeout_s)
+    streams = load_stream_settings()
+    liveness = Liveness(
+        bus,
+        default_timeout_s=s.failover_timeout_s,
+        # In memory: gone after the whole bus restarted; without it nobody renews a lease.
+        restore_leases=lambda: restore_bucket(bus.js, streams, LEASES_BUCKET),
+    )
     if s.state_dir is None:
         log.warning(
             "no TANDEM_ORCHESTRATOR_STATE_DIR: the outbox is in memory (an event not yet "
