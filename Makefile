@@ -45,6 +45,7 @@ bench: system-packages install
 	$(VENV)/bin/python bench/failover.py --out bench/results/failover.json
 	$(VENV)/bin/python bench/fencing_wire.py --out bench/results/failover.json
 	$(VENV)/bin/python bench/console.py --out bench/results/console.json
+	$(VENV)/bin/python bench/scale.py --out bench/results/scale.json
 
 bench-quick: system-packages install
 	$(VENV)/bin/python bench/bus.py --quick --out bench/results/bus.json
@@ -52,6 +53,7 @@ bench-quick: system-packages install
 	$(VENV)/bin/python bench/failover.py --quick --out bench/results/failover.json
 	$(VENV)/bin/python bench/fencing_wire.py --out bench/results/failover.json
 	$(VENV)/bin/python bench/console.py --quick --out bench/results/console.json
+	$(VENV)/bin/python bench/scale.py --quick --out bench/results/scale.json
 
 # The chaos suite (issue 15): seeded random faults on a real 3-node NATS cluster, two
 # orchestrators and a pair of agents; writes bench/results/chaos.{json,md} and the timeline PNG.
