@@ -33,6 +33,7 @@ from tandem.orchestrator.core import Orchestrator
 from tandem.orchestrator.facade import ConflictError, NotFoundError
 from tandem.orchestrator.publishing import LeadershipLost
 from tandem.orchestrator.role_records import RoleRecords
+from tandem.orchestrator.state_records import SwitchoverRequest
 from tandem.orchestrator.supervise import SayOnce, supervise
 
 log = logging.getLogger(__name__)
@@ -158,22 +159,37 @@ class Decisions:
             self._roles_read_at = loop.time()
             said += await self.roles()
         said += await self.o.expire_pauses()
+        liveness, seen = self.o.liveness, self.o.liveness.seen
+        # Each cluster's requests, gathered once: asking per cluster was clusters x requests.
+        asked: dict[str, list[SwitchoverRequest]] = {}
+        for req in list(state.requests.values()):
+            if req.event_id not in self._refused_requests:
+                asked.setdefault(req.cluster, []).append(req)
+        # A cluster whose Active serves costs a few lookups: the cycle runs 10 times a
+        # second over every cluster, so what is not needed is not done.
         for name, rec in list(state.clusters.items()):
             for node in rec.nodes:
-                self.o.liveness.watch(name, node)
-            if rec.active is None:
+                if (name, node) not in seen:
+                    liveness.watch(name, node)
+            active = rec.active
+            if active is None:
                 continue
-            self.o.liveness.watch(name, rec.active)
+            if (name, active) not in seen:
+                liveness.watch(name, active)
             if state.running_saga(name) is not None:
                 continue
-            gone = self.o.liveness.gone(name, rec.active) or self._stuck_fenced(name, rec.active)
+            gone = liveness.gone(name, active) or self._stuck_fenced(name, active)
             if gone:
-                said += await self._active_gone(name, rec.active, gone)
+                said += await self._active_gone(name, active, gone)
                 continue
-            self._said.pop(f"gone:{name}", None)  # back: its next loss is news again
-            said += await self._clear(name, IMPOSSIBLE, f"{rec.active} is back: it serves")
-            said += await self._withdraw_if_back(name, rec.active)
-            said += await self._requests(name, rec.active)
+            if self._said:
+                self._said.pop(f"gone:{name}", None)  # back: its next loss is news again
+            if rec.alerts:
+                said += await self._clear(name, IMPOSSIBLE, f"{active} is back: it serves")
+            if rec.pending_failover is not None:
+                said += await self._withdraw_if_back(name, active)
+            if name in asked:
+                said += await self._requests(name, active, asked[name])
         return said
 
     def _stuck_fenced(self, cluster: str, active: str) -> str:
@@ -280,11 +296,13 @@ class Decisions:
         self.o.state.apply(event)
         return [f"{cluster}: failover of {failed} to {to} no longer recommended: {why}"]
 
-    async def _requests(self, cluster: str, active: str) -> list[str]:
+    async def _requests(
+        self, cluster: str, active: str, asked: list[SwitchoverRequest]
+    ) -> list[str]:
         said = []
         now = datetime.now(UTC)
-        for req in list(self.o.state.requests.values()):
-            if req.cluster != cluster or req.event_id in self._refused_requests:
+        for req in asked:
+            if req.event_id in self._refused_requests:
                 continue
             age = (now - req.occurred_at).total_seconds()
             if age > self.o.s.request_max_age_s or req.node != active:

@@ -335,17 +335,25 @@ class Liveness:
 
     def gone(self, cluster: str, node: str) -> str:
         """Why the node is gone (no heartbeat and no lease renewal for its timeout), or ''."""
-        now = self.clock()
-        timeout = self.timeout_s(cluster, node)
         since = self.watching_since
         known = self.leases.known_until
-        if since is None or known is None or now - since < timeout:
-            return ""  # blind now, or not watched long enough since it could see again
-        entry = self.seen.get((cluster, node)) or Seen()
-        last_beat = entry.heartbeat_at if entry.heartbeat_at is not None else since
+        if since is None or known is None:
+            return ""  # blind now
+        now = self.clock()
+        entry = self.seen.get((cluster, node))
+        last_beat = since
+        if entry is not None and entry.heartbeat_at is not None and entry.heartbeat_at > since:
+            last_beat = entry.heartbeat_at
+        timeout = self.default_timeout_s
+        if entry is not None:
+            lease = entry.lease
+            timeout = max(lease.failover_timeout_s or timeout, lease.ttl_s or 0.0)
+        if now - since < timeout:
+            return ""  # not watched long enough since it could see again
+        entry = entry or Seen()
         last_lease = entry.lease_at if entry.lease_at is not None else since
         # Heartbeats are heard up to now; leases are known up to the watch's known_until.
-        silent = min(now - max(last_beat, since), known - max(last_lease, since))
+        silent = min(now - last_beat, known - max(last_lease, since))
         if silent < timeout:
             return ""
         return (
