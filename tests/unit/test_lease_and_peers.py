@@ -175,6 +175,66 @@ async def test_after_a_freeze_the_keeper_fences_before_it_tries_to_renew() -> No
     assert "10.0s" in fenced[0].payload.reason
 
 
+class LosingBus:
+    """The first put is lost (its request went down with its connection's server: no answer
+    ever comes); every later put is acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.lost_waiting = False
+
+    async def kv(self, bucket: str) -> LosingBus:
+        return self
+
+    async def put(self, key: str, value: bytes) -> int:
+        self.puts += 1
+        if self.puts == 1:
+            self.lost_waiting = True
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.lost_waiting = False
+        return self.puts
+
+
+async def test_a_lost_renewal_does_not_hold_up_the_next() -> None:
+    """The lost first put waits out its acknowledgement (up to ttl - margin: 29 s here) on
+    its own; the next ones renew meanwhile (sent one after another, none would)."""
+    board = NodeBoard(role=Role.ACTIVE, epoch=1)
+    bus = LosingBus()
+    k = LeaseKeeper(
+        bus,  # type: ignore[arg-type]
+        "c1",
+        "n1",
+        ttl_s=30.0,
+        renew_every_s=0.1,
+        fence_margin_s=1.0,
+        board=board,
+        fence=lambda reason: asyncio.sleep(0, []),  # type: ignore[arg-type]
+        emit=lambda e: None,
+    )
+    task = asyncio.create_task(k.renew_forever(bus, lambda reason: None))  # type: ignore[arg-type]
+    try:
+        await eventually(lambda: k.renewals >= 3, what="renewals after the lost one")
+        assert bus.lost_waiting  # renewed while the lost one still waits
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert bus.puts >= 4 and k.last_renewed is not None and not board.fenced
+
+
+async def test_an_earlier_renewal_acknowledged_late_does_not_move_the_lease_back() -> None:
+    board = NodeBoard(role=Role.ACTIVE, epoch=1)
+    clock = FakeClock(now=10.0)
+    k = keeper(board, clock, bus=LosingBus())
+    k.last_renewed = 10.0  # a renewal started at 10.0 was acknowledged
+    bus = LosingBus()
+    bus.puts = 1  # acknowledged at once
+    await k._renew_once(bus, "node.c1.n1", 9.5)  # type: ignore[arg-type]
+    assert k.last_renewed == 10.0 and k.renewals == 1
+
+
 # --- PeerWatch -----------------------------------------------------------------------------------
 
 INTERVAL = 1.0

@@ -5,9 +5,10 @@ The arithmetic (``ttl`` = ``ttl_s``, ``m`` = ``fence_margin_s``, ``r`` = ``renew
 every time is counted from the *start* of the last acknowledged renewal, on this machine's
 clock, so a slow acknowledgement never makes the lease look newer than it is):
 
-* a renewal is sent every ``r``; each one waits for its acknowledgement for as long as it
-  can still keep the node from fencing (until ``ttl - m`` after the last good one, and at
-  least ``r``), so a slow KV acknowledgement is not a lost renewal;
+* a renewal is sent every ``r``, each on its own; each one waits for its acknowledgement for
+  as long as it can still keep the node from fencing (until ``ttl - m`` after the last good
+  one, and at least ``r``), so a slow KV acknowledgement is not a lost renewal, and it does
+  not hold up the next one;
 * the agent hides itself at ``ttl - m`` (``must_fence``);
 * the node guard, a separate process, hides the node at ``ttl - m/2`` if the agent did not
   (frozen, killed, starved): ``m/2`` is the time it has to do so before the lease runs out;
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -116,6 +118,8 @@ class LeaseKeeper:
         self._renewed_wall: float | None = None
         self.renewals = 0
         self._fence_pending = ""
+        #: Why the last renewal failed ('' while they succeed): said once, not each time.
+        self._failing = ""
         self._stop = threading.Event()
         #: This clock's time of the last fence (a renewal after it means the lease is back).
         self.fenced_clock = float("inf")
@@ -214,26 +218,51 @@ class LeaseKeeper:
         return max(self.renew_every_s, self.fence_after_s - (started - self.last_renewed))
 
     async def renew_forever(self, bus: Bus, on_fence: Callable[[str], None]) -> None:
+        """Send a renewal every ``renew_every_s``, each in a task of its own: one whose
+        request was lost (its connection's server killed under it) waits out its
+        acknowledgement without holding up the next, which goes over the new connection."""
         key = node_lease_key(self.cluster, self.node)
-        while not self._stop.is_set():
-            reason = self.must_fence(self.clock())
-            if reason:
-                on_fence(reason)  # before renewing: after a freeze, hide first
-            started = self.clock()
-            started_boot, started_wall = boot_clock(), time.time()
-            try:
-                wait_s = self._wait_for_ack_s(started)
-                kv = await asyncio.wait_for(bus.kv(LEASES_BUCKET), wait_s)
-                await asyncio.wait_for(kv.put(key, self._record()), wait_s)
-                # Judge by the start of the put: the lease may have been renewed any time after.
-                if self.must_fence(self.clock()) == "" and not self._fence_pending:
-                    self.last_renewed = started
-                    self._renewed_boot, self._renewed_wall = started_boot, started_wall
-                    self._tell_guard()
-                self.renewals += 1
-            except Exception as exc:
-                log.warning("%s: lease not renewed: %s", self.node, describe(exc))
-            await asyncio.sleep(max(0.0, self.renew_every_s - (self.clock() - started)))
+        in_flight: set[asyncio.Task[None]] = set()
+        most = math.ceil(self.fence_after_s / self.renew_every_s) + 1
+        try:
+            while not self._stop.is_set():
+                reason = self.must_fence(self.clock())
+                if reason:
+                    on_fence(reason)  # before renewing: after a freeze, hide first
+                started = self.clock()
+                if len(in_flight) < most:
+                    task = asyncio.create_task(self._renew_once(bus, key, started))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(max(0.0, self.renew_every_s - (self.clock() - started)))
+        finally:
+            for task in list(in_flight):
+                task.cancel()
+
+    async def _renew_once(self, bus: Bus, key: str, started: float) -> None:
+        started_boot, started_wall = boot_clock(), time.time()
+        try:
+            wait_s = self._wait_for_ack_s(started)
+            kv = await asyncio.wait_for(bus.kv(LEASES_BUCKET), wait_s)
+            await asyncio.wait_for(kv.put(key, self._record()), wait_s)
+        except Exception as exc:
+            why = describe(exc) or type(exc).__name__
+            if not self._failing:  # once until it renews again: not five times a second
+                log.warning("%s: lease not renewed: %s", self.node, why)
+            self._failing = why
+            return
+        self.renewals += 1
+        if self._failing:
+            log.info("%s: lease renewed again (after: %s)", self.node, self._failing)
+            self._failing = ""
+        # Judge by the start of the put: the lease may have been renewed any time after. An
+        # earlier renewal acknowledged after a later one changes nothing.
+        if self.last_renewed is not None and started <= self.last_renewed:
+            return
+        if self.must_fence(self.clock()) == "" and not self._fence_pending:
+            self.last_renewed = started
+            self._renewed_boot, self._renewed_wall = started_boot, started_wall
+            self._tell_guard()
 
     def _renewal_thread(self) -> None:
         asyncio.run(self._renew_with_own_connection())
