@@ -13,9 +13,10 @@ import asyncio
 import hashlib
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -26,7 +27,13 @@ from tandem.events.catalog.vocabulary import SagaKind
 from tandem.orchestrator.api.app import create_app
 from tandem.orchestrator.api.auth import load_tokens
 from tandem.orchestrator.api.server import RunningServer, ServerStartError, serve, start_server
-from tandem.orchestrator.facade import ConflictError, NotFoundError, OrchestratorFacade
+from tandem.orchestrator.cluster_pages import ClusterPage, ClusterQuery, page_of
+from tandem.orchestrator.facade import (
+    ConflictError,
+    InvalidQueryError,
+    NotFoundError,
+    OrchestratorFacade,
+)
 from tandem.orchestrator.live_feed import LiveFeed
 from tandem.orchestrator.views import (
     ActionPreview,
@@ -40,6 +47,7 @@ from tandem.orchestrator.views import (
     ServiceStatus,
 )
 
+T = TypeVar("T")
 VIEWER = "viewer-token-0123456789"
 OPERATOR = "operator-token-0123456789"
 ADMIN = "admin-token-0123456789abc"
@@ -123,8 +131,19 @@ class FakeFacade:
         )
         return saga_id
 
-    def clusters(self) -> list[ClusterView]:
-        return list(self.clusters_.values())
+    async def cluster_page(
+        self, query: ClusterQuery, keep: Callable[[ClusterView], T]
+    ) -> ClusterPage[T]:
+        if query.group not in (None, "payments"):
+            raise InvalidQueryError("group", f"no group named {query.group!r}")
+        return await page_of(
+            query,
+            sorted(self.clusters_),
+            view=self.cluster,
+            nodes_of=lambda c: [n.name for n in self.clusters_[c].nodes],
+            keep=keep,
+            members={"alpha"} if query.group else None,
+        )
 
     def cluster(self, name: str) -> ClusterView:
         try:
@@ -132,7 +151,7 @@ class FakeFacade:
         except KeyError:
             raise NotFoundError(f"no cluster named {name!r}") from None
 
-    def groups(self) -> list[GroupView]:
+    async def groups(self) -> list[GroupView]:
         members = [GroupMemberView(cluster="alpha", priority=1)]
         return [GroupView(name="payments", members=members)]
 

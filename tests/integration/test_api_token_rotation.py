@@ -8,9 +8,10 @@ import asyncio
 import logging
 import os
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from tandem.events import api_tokens
 from tandem.orchestrator.api.app import create_app
 from tandem.orchestrator.api.auth import TokenConfigError, TokenStore, load_tokens
 from tandem.orchestrator.api.server import serve
+from tandem.orchestrator.cluster_pages import ClusterPage, ClusterQuery
 from tandem.orchestrator.facade import NotFoundError
 from tandem.orchestrator.views import ClusterView, NodeView
 
@@ -31,14 +33,19 @@ ENV_ADMIN = "token-E-" + api_tokens.new_token()
 SECRETS = (A, B, C, VIEWER, ENV_ADMIN)
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class Facade:
     """Just enough orchestrator for authentication and one audited mutation."""
 
     actions: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def clusters(self) -> list[ClusterView]:
-        return [self.cluster("alpha")]
+    async def cluster_page(
+        self, query: ClusterQuery, keep: Callable[[ClusterView], T]
+    ) -> ClusterPage[T]:
+        return ClusterPage([keep(self.cluster("alpha"))], 1)
 
     def cluster(self, name: str) -> ClusterView:
         if name != "alpha":

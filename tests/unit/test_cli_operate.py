@@ -283,7 +283,7 @@ def test_status_shows_every_node_and_a_pending_failover(cli: Cli) -> None:
     assert "tandem failover billing --confirm --to b2" in pending
     assert not any(line.startswith("demo:") for line in lines)
     (request,) = cli.orchestrator.requests
-    assert request.url == f"{API}/api/v1/clusters"
+    assert request.url == f"{API}/api/v1/clusters?limit=1000"
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
 
 
@@ -651,7 +651,50 @@ def test_the_client_sends_no_authorization_without_a_token() -> None:
     with ApiClient(API + "/", None, transport=httpx.MockTransport(handler)) as client:
         assert client.clusters() == []
     assert "authorization" not in seen[0].headers
-    assert str(seen[0].url) == f"{API}/api/v1/clusters"
+    assert str(seen[0].url) == f"{API}/api/v1/clusters?limit=1000"
+
+
+def test_the_client_reads_every_page_of_clusters_by_the_link_header() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        after = request.url.params.get("after")
+        if after is None:
+            link = '</api/v1/clusters?limit=1000&after=b>; rel="next"'
+            body = [{"name": "a"}, {"name": "b"}]
+            return httpx.Response(200, json=body, headers={"Link": link, "X-Total-Count": "3"})
+        return httpx.Response(200, json=[{"name": "c"}], headers={"X-Total-Count": "3"})
+
+    with ApiClient(API, TOKEN, transport=httpx.MockTransport(handler)) as client:
+        assert [c.name for c in client.clusters()] == ["a", "b", "c"]
+    assert seen == [
+        f"{API}/api/v1/clusters?limit=1000",
+        f"{API}/api/v1/clusters?limit=1000&after=b",
+    ]
+
+
+def test_the_client_follows_no_next_page_elsewhere_nor_the_same_one_twice() -> None:
+    def elsewhere(request: httpx.Request) -> httpx.Response:
+        link = '<http://evil.test/api/v1/clusters?after=a>; rel="next"'
+        return httpx.Response(200, json=[{"name": "a"}], headers={"Link": link})
+
+    transport = httpx.MockTransport(elsewhere)
+    with (
+        ApiClient(API, TOKEN, transport=transport) as client,
+        pytest.raises(ApiError, match="elsewhere"),
+    ):
+        client.clusters()
+    calls: list[httpx.Request] = []
+
+    def looping(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        link = '</api/v1/clusters?limit=1000>; rel="next"'  # itself: not followed again
+        return httpx.Response(200, json=[{"name": "a"}], headers={"Link": link})
+
+    with ApiClient(API, TOKEN, transport=httpx.MockTransport(looping)) as client:
+        assert [c.name for c in client.clusters()] == ["a"]
+    assert len(calls) == 1
 
 
 def test_an_unreadable_answer_is_an_api_error() -> None:

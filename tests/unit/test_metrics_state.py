@@ -4,6 +4,7 @@ state, their durations observed once each, failovers, open alerts."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -89,7 +90,7 @@ def alert(code: str) -> AlertRaised:
 
 
 def scrape(metrics: ApiMetrics, v: Views) -> Samples:
-    metrics.refresh(v)  # type: ignore[arg-type]
+    asyncio.run(metrics.refresh(v))  # type: ignore[arg-type]
     text = generate_latest(metrics.registry).decode()
     return {
         (s.name, frozenset(s.labels.items())): s.value
@@ -204,3 +205,28 @@ def test_only_queue_gauges_of_a_heartbeat_become_queue_depths() -> None:
     assert [(d.queue, d.batches, d.bytes, d.oldest_age_s) for d in depths] == [
         ("receive", 3, 9, 1.5)
     ]
+
+
+def test_the_scrape_writes_the_state_as_the_registrys_encoder_would_in_both_formats() -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    v = a_cluster_with_history()
+    v.fold(alert('odd "code" \\ with\nescapes'))
+    metrics = ApiMetrics()
+    for accept, encode in (
+        ("text/plain", generate_latest),
+        ("application/openmetrics-text; version=1.0.0", openmetrics),
+    ):
+        pieces, content_type = asyncio.run(metrics.scrape(v, accept))  # type: ignore[arg-type]
+        body = b"".join(pieces)
+        reference = encode(metrics.registry).decode()  # the same snapshot, by the registry
+        if encode is openmetrics:
+            assert content_type.startswith("application/openmetrics-text")
+            assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
+
+        # The same lines, the registry's request metrics aside (the scrape was one more).
+        def lines(text: str) -> set[str]:
+            return {line for line in text.splitlines() if "tandem_api_" not in line}
+
+        assert lines(body.decode()) == lines(reference)
+        assert "tandem_node_role" in body.decode()

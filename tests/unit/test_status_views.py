@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -276,13 +277,13 @@ def test_groups_roll_up_to_their_worst_member_and_metrics_show_it() -> None:
     serving_pair(v, "web")
     queues = {"receive_queue_batches": 2, "receive_queue_bytes": 5, "receive_queue_oldest_age_s": 4}
     v.beat("web", "b", role=Role.PASSIVE, health=HealthStatus.OK, fenced=True, queues=queues)
-    (payments,) = v.groups()
+    (payments,) = asyncio.run(v.groups())
     assert payments.service is ServiceStatus.DEGRADED
     assert payments.service_reason == "web is degraded: a serves; but b is fenced"
     assert [m.service for m in payments.members] == [ServiceStatus.SERVING, ServiceStatus.DEGRADED]
 
     metrics = ApiMetrics()
-    metrics.refresh(v)  # type: ignore[arg-type]
+    asyncio.run(metrics.refresh(v))  # type: ignore[arg-type]
     got = {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
@@ -313,7 +314,7 @@ def test_metrics_have_no_oldest_age_for_a_target_not_heard_from() -> None:
     serving_pair(v)
     v.now += 60  # b's (and a's) heartbeats are long gone
     metrics = ApiMetrics()
-    metrics.refresh(v)  # type: ignore[arg-type]
+    asyncio.run(metrics.refresh(v))  # type: ignore[arg-type]
     names = {
         (s.name, s.labels.get("node"))
         for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())

@@ -28,6 +28,8 @@ from tandem.cli.api_models import (
 from tandem.cli.api_target import acting_on, read_token
 
 API_PREFIX = "/api/v1"
+#: Clusters asked for per page (the API's most).
+CLUSTERS_PAGE = 1000
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -80,6 +82,18 @@ def _segment(name: str) -> str:
     return quote(name, safe="")
 
 
+def _same_origin(base_url: str, link: str) -> str:
+    """The path (and query) of a ``Link`` target, relative or absolute; an absolute one
+    elsewhere than ``base_url`` is refused (the token goes only where it was given)."""
+    url = httpx.URL(link)
+    if url.is_relative_url:
+        return link
+    base = httpx.URL(base_url)
+    if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+        raise ApiError(0, f"the API's next page is elsewhere ({link}): not followed")
+    return url.raw_path.decode()
+
+
 class ApiClient:
     """Synchronous client of the orchestrator API; every request bounded by ``timeout`` s."""
 
@@ -124,6 +138,13 @@ class ApiClient:
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, Any]:
         """``(status, decoded JSON)`` of a 2xx answer; raises for anything else."""
+        status, data, _ = self._answer(method, path, body)
+        return status, data
+
+    def _answer(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, Any, httpx.Response]:
+        """``_request``, with the response itself (its headers)."""
         token = self._auth["read" if method == "GET" else "write"]
         headers = {"Authorization": f"Bearer {token}"} if token else None
         if method != "GET" and not self._announced:
@@ -140,7 +161,7 @@ class ApiClient:
         if response.status_code >= 400:
             raise ApiError(response.status_code, _detail(response))
         try:
-            return response.status_code, response.json()
+            return response.status_code, response.json(), response
         except ValueError:
             raise ApiError(
                 response.status_code, f"the answer to {method} {path} is not JSON"
@@ -148,6 +169,21 @@ class ApiClient:
 
     def _get(self, path: str, kind: type[M]) -> M:
         return _parse(kind, *self._request("GET", path), f"GET {path}")
+
+    def _get_pages(self, path: str, item: type[M]) -> list[M]:
+        """Every item of a paged list (``GET /clusters``): ``path``, then each page its
+        ``Link: <...>; rel="next"`` names, until one names none."""
+        out: list[M] = []
+        seen: set[str] = set()
+        next_path: str | None = path
+        while next_path is not None and next_path not in seen:
+            seen.add(next_path)
+            status, data, response = self._answer("GET", next_path)
+            what = f"GET {next_path}"
+            out.extend(_parse(item, status, x, what) for x in _parse(list[Any], status, data, what))
+            link = response.links.get("next", {}).get("url")
+            next_path = _same_origin(self.base_url, link) if link else None
+        return out
 
     def _post(self, path: str, body: dict[str, Any]) -> Accepted:
         return self._post_as(Accepted, path, body)
@@ -172,7 +208,8 @@ class ApiClient:
         return self._request("GET", "/healthz")[1]
 
     def clusters(self) -> list[Cluster]:
-        return self._get(f"{API_PREFIX}/clusters", list[Cluster])
+        """Every cluster, a page of ``CLUSTERS_PAGE`` at a time."""
+        return self._get_pages(f"{API_PREFIX}/clusters?limit={CLUSTERS_PAGE}", Cluster)
 
     def cluster(self, name: str) -> Cluster:
         return self._get(f"{API_PREFIX}/clusters/{_segment(name)}", Cluster)

@@ -91,7 +91,7 @@ class Orchestrator(
         self.live = LiveFeed(state.position)
         state.on_fold = self.live.folded
         #: The targets' lag over the last hour (sampled by ``service.run``'s task).
-        self.lag = LagHistory(self.clusters, every_s=settings.lag_sample_s)
+        self.lag = LagHistory(self.each_cluster, every_s=settings.lag_sample_s)
         self._starting = asyncio.Lock()  # one saga decision at a time: no two on a cluster
 
     def live_feed(self) -> LiveFeed:

@@ -3,7 +3,8 @@ this protocol only; the orchestrator service implements it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tandem.events.catalog.vocabulary import Identity
 from tandem.orchestrator.views import (
@@ -16,9 +17,13 @@ from tandem.orchestrator.views import (
 )
 
 if TYPE_CHECKING:
+    from tandem.orchestrator.cluster_pages import ClusterPage, ClusterQuery
     from tandem.orchestrator.dns_reconcile import DnsReconcileAccepted
     from tandem.orchestrator.live_feed import LiveFeed
     from tandem.orchestrator.telemetry import Telemetry
+
+
+T = TypeVar("T")
 
 
 class NotFoundError(LookupError):
@@ -31,12 +36,29 @@ class ConflictError(RuntimeError):
     the leader..."""
 
 
+class InvalidQueryError(ValueError):
+    """A query the state cannot answer as asked (HTTP 422): e.g. a filter on a group that is
+    not configured. ``field`` names the query parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 class OrchestratorFacade(Protocol):
-    def clusters(self) -> list[ClusterView]: ...
+    async def cluster_page(
+        self, query: ClusterQuery, keep: Callable[[ClusterView], T]
+    ) -> ClusterPage[T]:
+        """``keep`` of each view ``query`` selects (``cluster_pages.page_of``), built without
+        holding the loop; ``InvalidQueryError`` for a filter that cannot be answered."""
+        ...
 
     def cluster(self, name: str) -> ClusterView: ...
 
-    def groups(self) -> list[GroupView]: ...
+    async def groups(self) -> list[GroupView]:
+        """Every group with its members' status (built a chunk at a time)."""
+        ...
 
     def saga(self, saga_id: str) -> SagaView: ...
 
@@ -81,7 +103,7 @@ class OrchestratorFacade(Protocol):
         self, actor: str, action: str, arguments: dict[str, object], outcome: str, source: str
     ) -> None: ...
 
-    def telemetry(self) -> Telemetry:
+    async def telemetry(self) -> Telemetry:
         """For ``/metrics``: the sagas, open alerts and queue depths (optional: a facade
         without it shows none)."""
         ...

@@ -3,7 +3,9 @@ projection and the live heartbeats and leases, and pages of the event stream."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -14,7 +16,8 @@ from tandem.events.errors import DecodeError
 from tandem.events.names import SYSTEM_CLUSTER
 from tandem.events.registry import decode_event
 from tandem.events.subjects import EVENTS_STREAM, events_filter
-from tandem.orchestrator.facade import NotFoundError
+from tandem.orchestrator.cluster_pages import ClusterPage, ClusterQuery, Pacer, page_of
+from tandem.orchestrator.facade import InvalidQueryError, NotFoundError
 from tandem.orchestrator.groups import group_service
 from tandem.orchestrator.leader import LeaderLease
 from tandem.orchestrator.liveness import Liveness, Seen
@@ -35,6 +38,8 @@ from tandem.orchestrator.views import (
     ServiceStatus,
     event_view,
 )
+
+T = TypeVar("T")
 
 
 def _last(saga: SagaRecord | None) -> LastSaga | None:
@@ -174,10 +179,20 @@ class OrchestratorViews:
             return True
         return cluster in self.liveness.nodes_by_cluster
 
+    def _group_names(self) -> frozenset[str]:
+        """The groups' names (asked for by every view: made again only when the groups
+        are not the ones they were made from)."""
+        groups = self.file.groups
+        kept = getattr(self, "_group_names_of", None)
+        if kept is None or kept[0] is not groups or kept[1] != len(groups):
+            kept = (groups, len(groups), frozenset(g.name for g in groups))
+            self._group_names_of = kept
+        return kept[2]
+
     def _names(self) -> list[str]:
         names = {c for c in self.state.clusters if self._known(c)}
         names |= set(self.liveness.nodes_by_cluster)
-        names -= {g.name for g in self.file.groups}
+        names -= self._group_names()
         names.discard(SYSTEM_CLUSTER)
         return sorted(names)
 
@@ -189,7 +204,7 @@ class OrchestratorViews:
         return sorted(names)
 
     def cluster(self, name: str) -> ClusterView:
-        if not self._known(name) or name in {g.name for g in self.file.groups}:
+        if not self._known(name) or name in self._group_names():
             raise NotFoundError(f"no cluster {name!r}")
         rec = self.state.cluster(name)
         nodes = [self._node_view(name, n) for n in self._node_names(name)]
@@ -226,8 +241,27 @@ class OrchestratorViews:
             rpo=rpo_of(rec.active, nodes, self.file.rpo_target_for(name, self.s.rpo_target_s)),
         )
 
-    def clusters(self) -> list[ClusterView]:
-        return [self.cluster(c) for c in self._names()]
+    async def cluster_page(
+        self, query: ClusterQuery, keep: Callable[[ClusterView], T]
+    ) -> ClusterPage[T]:
+        members = None
+        if query.group is not None:
+            group = next((g for g in self.file.groups if g.name == query.group), None)
+            if group is None:
+                raise InvalidQueryError("group", f"no group named {query.group!r}")
+            members = {m.cluster for m in group.members}
+        return await page_of(
+            query,
+            self._names(),
+            view=self.cluster,
+            nodes_of=self._node_names,
+            keep=keep,
+            members=members,
+        )
+
+    async def each_cluster(self, visit: Callable[[ClusterView], object]) -> None:
+        """``visit`` every cluster's view, in name order, a slice at a time."""
+        await self.cluster_page(ClusterQuery(limit=None), visit)
 
     def saga(self, saga_id: str) -> SagaView:
         saga = self.state.sagas.get(saga_id)
@@ -235,13 +269,20 @@ class OrchestratorViews:
             raise NotFoundError(f"no saga {saga_id!r}")
         return saga.view()
 
-    def groups(self) -> list[GroupView]:
+    def _member_view(self, cluster: str) -> ClusterView | None:
+        return self.cluster(cluster) if self._known(cluster) else None
+
+    async def groups(self) -> list[GroupView]:
         views = []
+        pacer = Pacer()
         for group in self.file.groups:
             members = []
             for m in sorted(group.members, key=lambda m: m.priority):
-                known = self._known(m.cluster)
-                view = self.cluster(m.cluster) if known else None
+                await pacer.turn()
+                try:
+                    view = self._member_view(m.cluster)
+                except NotFoundError:
+                    view = None
                 members.append(
                     GroupMemberView(
                         cluster=m.cluster,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -81,6 +82,7 @@ async def run(settings: OrchestratorSettings, bus: Bus) -> None:
         listen = {"api": f"http://{s.api_host}:{app.state.port}"} if ready.is_set() else {}
         async with service_lifetime(bus, "orchestrator", node=s.instance, listen=listen):
             await wait_replayed(state)
+            settle_heap()
             tasks.create_task(supervise("the leader lease", leader.run))
             tasks.create_task(supervise("decisions", Decisions(orchestrator).run))
             tasks.create_task(supervise("the lag history", orchestrator.lag.run))
@@ -90,6 +92,17 @@ async def run(settings: OrchestratorSettings, bus: Bus) -> None:
                 await leader.resign()
                 if not await outbox.flush(timeout=3):
                     log.warning("stopping with %s events not stored", len(outbox))
+
+
+def settle_heap() -> None:
+    """Once replayed, the state is long-lived: moved out of the garbage collector's full
+    passes, each of which would otherwise go through all of it holding the loop (~0.1 s at
+    2,000 clusters; the API's views, made by the thousand, bring those passes on)."""
+    gc.collect()
+    gc.freeze()
+    log.debug(
+        "%d objects of the replayed state left out of full collections", gc.get_freeze_count()
+    )
 
 
 async def wait_replayed(state: ClusterState) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tandem.events.names import SYSTEM_CLUSTER
+from tandem.orchestrator.cluster_pages import Pacer
 from tandem.orchestrator.liveness import Liveness
 from tandem.orchestrator.state import ClusterState
 
@@ -70,11 +71,16 @@ class TelemetrySource:
     state: ClusterState
     liveness: Liveness
 
-    def telemetry(self) -> Telemetry:
-        sagas = [
-            SagaSample(s.id, str(s.kind), s.cluster, s.state, s.started_at, s.ended_at)
-            for s in list(self.state.sagas.values())
-        ]
+    async def telemetry(self) -> Telemetry:
+        """Read a slice at a time (the loop gets a turn between slices): a long history has
+        many sagas, and 2,000 clusters 4,000 nodes."""
+        pacer = Pacer()
+        sagas = []
+        for s in list(self.state.sagas.values()):
+            await pacer.turn()
+            sagas.append(
+                SagaSample(s.id, str(s.kind), s.cluster, s.state, s.started_at, s.ended_at)
+            )
         alerts = {
             name: sorted(a.code for a in list(c.alerts.values()))
             for name, c in list(self.state.clusters.items())
@@ -82,6 +88,7 @@ class TelemetrySource:
         }
         queues: list[QueueDepth] = []
         for cluster, node in sorted(self.liveness.seen):
+            await pacer.turn()
             if not self.liveness.alive(cluster, node):
                 continue
             beat = self.liveness.heartbeat(cluster, node)

@@ -7,9 +7,13 @@ from typing import Annotated, cast
 from urllib.parse import quote
 
 from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from tandem.orchestrator.api.auth import ApiRole, Principal, require
+from tandem.orchestrator.api.errors import UNKNOWN_QUERY
 from tandem.orchestrator.facade import OrchestratorFacade
 from tandem.orchestrator.views import Accepted
 
@@ -49,3 +53,39 @@ def accepted(response: Response, saga_id: str) -> Accepted:
     url = f"{PREFIX}/sagas/{quote(saga_id, safe='')}"
     response.headers["Location"] = url
     return Accepted(saga_id=saga_id, status_url=url)
+
+
+def _query_params(dependant: Dependant) -> list[str]:
+    """The query parameters a route reads: its own and its dependencies'."""
+    names = [p.alias for p in dependant.query_params]
+    for sub in dependant.dependencies:
+        names.extend(_query_params(sub))
+    return names
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """Refuse (422) a query parameter the route does not read, naming it and the known
+    ones: FastAPI would ignore it, and a misspelt filter would then silently match all."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = tuple(dict.fromkeys(_query_params(route.dependant)))  # a few: cheap
+    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": UNKNOWN_QUERY,
+                    "loc": ("query", name),
+                    "msg": "unknown query parameter",
+                    "input": request.query_params[name],
+                    "ctx": {"known": ", ".join(known) or "none"},
+                }
+                for name in unknown
+            ]
+        )
+
+
+#: A route's parameter ``_known: Annotated[None, StrictQuery]`` (after its role's, so that a
+#: caller without a token hears 401 first): its unknown query parameters are refused.
+StrictQuery = Depends(refuse_unknown_query)

@@ -1,7 +1,8 @@
 """Errors as the API answers them: ``{"detail": "<what went wrong, for a person>"}``.
 
-``NotFoundError`` -> 404, ``ConflictError`` -> 409, request validation -> 422 (the detail
-names each wrong field; ``errors`` lists them one by one for programs).
+``NotFoundError`` -> 404, ``ConflictError`` -> 409, request validation, an unknown query
+parameter and ``InvalidQueryError`` -> 422 (the detail names each wrong field; ``errors``
+lists them one by one for programs).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tandem.orchestrator.facade import ConflictError, NotFoundError
+from tandem.orchestrator.facade import ConflictError, InvalidQueryError, NotFoundError
+
+#: The error type of an unknown query parameter (``deps.refuse_unknown_query``).
+UNKNOWN_QUERY = "unknown_query_parameter"
 
 
 class ErrorBody(BaseModel):
@@ -40,6 +44,8 @@ _JSON_OBJECT_NEEDED = "the body must be a JSON object sent with Content-Type: ap
 
 def _field(loc: Sequence[Any]) -> str:
     parts = list(loc[1:] if loc and loc[0] in _LOCATIONS else loc)
+    if loc and loc[0] == "query":  # a repeated parameter's index says nothing to a person
+        parts = [part for part in parts if not isinstance(part, int)]
     return ".".join(str(part) for part in parts)
 
 
@@ -55,6 +61,11 @@ def _message(error: dict[str, Any]) -> FieldError:
         return FieldError(field="body", message=f"the body is not valid JSON: {reason}{where}")
     if kind in _NOT_AN_OBJECT and loc in {("body",), ()}:
         return FieldError(field="body", message=_JSON_OBJECT_NEEDED)
+    if kind == UNKNOWN_QUERY:
+        known = ctx.get("known", "")
+        return FieldError(
+            field=field, message=f"unknown query parameter {field!r} (known: {known})"
+        )
     if kind == "extra_forbidden":
         return FieldError(field=field, message=f"unknown field {field!r}")
     if kind == "missing":
@@ -83,6 +94,8 @@ def refusal(exc: BaseException) -> tuple[int, str] | None:
         return status.HTTP_404_NOT_FOUND, _text(exc, "not found")
     if isinstance(exc, ConflictError):
         return status.HTTP_409_CONFLICT, _text(exc, "conflict with the current state")
+    if isinstance(exc, InvalidQueryError):
+        return status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)
     return None
 
 
@@ -110,8 +123,16 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body.model_dump(), status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+async def _bad_query(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidQueryError)
+    error = FieldError(field=exc.field, message=str(exc))
+    body = ValidationErrorBody(detail=error.message, errors=[error])
+    return JSONResponse(body.model_dump(), status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(InvalidQueryError, _bad_query)
     app.add_exception_handler(ConflictError, _conflict)
     app.add_exception_handler(RequestValidationError, _invalid)
 

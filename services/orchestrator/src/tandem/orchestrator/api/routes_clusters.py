@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 from pydantic import Field, StrictBool, field_validator
 
 from tandem.events.names import ClusterName, NodeName
@@ -17,11 +18,26 @@ from tandem.orchestrator.api.deps import (
     Operator,
     Reason,
     RequestBody,
+    StrictQuery,
     Viewer,
     accepted,
 )
 from tandem.orchestrator.api.errors import error_responses
-from tandem.orchestrator.views import Accepted, ActionPreview, ClusterView, LagHistoryView
+from tandem.orchestrator.cluster_pages import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ClusterPage,
+    ClusterQuery,
+    as_json,
+    json_array,
+)
+from tandem.orchestrator.views import (
+    Accepted,
+    ActionPreview,
+    ClusterView,
+    LagHistoryView,
+    ServiceStatus,
+)
 
 FAILOVER_NEEDS_CONFIRM = "a failover needs confirm: true"
 
@@ -58,9 +74,77 @@ class FailoverRequest(RequestBody):
         return value
 
 
-@router.get("/clusters", summary="All clusters")
-async def list_clusters(facade: Facade, _: Viewer) -> list[ClusterView]:
-    return facade.clusters()
+PAGE_HEADERS = {
+    "Link": {
+        "description": 'The next page: `<URL>; rel="next"` (absent on the last page)',
+        "schema": {"type": "string"},
+    },
+    "X-Total-Count": {
+        "description": "How many clusters match the filters (on every page)",
+        "schema": {"type": "integer"},
+    },
+}
+
+
+def _text(description: str) -> object:
+    return Query(min_length=1, max_length=200, description=description)
+
+
+def page_headers(request: Request, page: ClusterPage[bytes]) -> dict[str, str]:
+    """``X-Total-Count``, and ``Link`` to the next page: the same query, ``after`` the last
+    name of this one."""
+    headers = {"X-Total-Count": str(page.total)}
+    if page.next_after is not None:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+        query.append(("after", page.next_after))
+        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return headers
+
+
+@router.get(
+    "/clusters",
+    summary="The clusters, a page at a time, in name order",
+    response_model=list[ClusterView],
+    responses={200: {"headers": PAGE_HEADERS}, **error_responses(422)},
+)
+async def list_clusters(
+    request: Request,
+    facade: Facade,
+    _: Viewer,
+    _known: Annotated[None, StrictQuery],
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description=f"At most this many (1 to {MAX_LIMIT})")
+    ] = DEFAULT_LIMIT,
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Only the clusters named after this (name order; it need not be a "
+            "cluster's name): the next page starts after the last name of the previous one",
+        ),
+    ] = None,
+    service: Annotated[
+        list[ServiceStatus] | None,
+        Query(alias="status", description="Only with this service status (repeatable: any of)"),
+    ] = None,
+    group: Annotated[str | None, _text("Only the members of this group")] = None,
+    node: Annotated[str | None, _text("Only the clusters with a node of this name")] = None,
+    q: Annotated[str | None, _text("Only the clusters whose name contains this")] = None,
+) -> Response:
+    """The views of the clusters the filters select, at most ``limit``. The body is a JSON
+    list; `Link: <...>; rel="next"` gives the next page (absent on the last) and
+    `X-Total-Count` how many match on all pages. An unknown parameter is refused (422)."""
+    query = ClusterQuery(
+        limit=limit,
+        after=after,
+        status=frozenset(service or ()),
+        group=group,
+        node=node,
+        q=q,
+    )
+    page = await facade.cluster_page(query, as_json)
+    body = json_array(page.items)
+    return Response(body, media_type="application/json", headers=page_headers(request, page))
 
 
 @router.get("/clusters/{cluster}", summary="One cluster", responses=error_responses(404, 422))

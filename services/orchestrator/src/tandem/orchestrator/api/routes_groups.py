@@ -21,6 +21,7 @@ from tandem.orchestrator.api.deps import (
     accepted,
 )
 from tandem.orchestrator.api.errors import error_responses
+from tandem.orchestrator.cluster_pages import drop, json_list
 from tandem.orchestrator.views import GroupSwitchoverAccepted, GroupView
 
 router = APIRouter(prefix=PREFIX, tags=["groups"])
@@ -40,9 +41,12 @@ class GroupSwitchoverRequest(RequestBody):
     reason: Reason = DEFAULT_REASON
 
 
-@router.get("/groups", summary="All cluster groups")
-async def list_groups(facade: Facade, _: Viewer) -> list[GroupView]:
-    return facade.groups()
+@router.get("/groups", summary="All cluster groups", response_model=list[GroupView])
+async def list_groups(facade: Facade, _: Viewer) -> Response:
+    groups = await facade.groups()
+    body = await json_list(groups)
+    await drop(groups)
+    return Response(body, media_type="application/json")
 
 
 @mutations.post(

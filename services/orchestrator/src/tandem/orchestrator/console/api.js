@@ -35,8 +35,12 @@ function detailOf(body) {
   return JSON.stringify(body);
 }
 
-export async function call(method, path, { token = savedToken(), body, query } = {}) {
-  let url = `/api/v1${path}`;
+export async function call(method, path, options = {}) {
+  return (await exchange(method, `/api/v1${path}`, options)).parsed;
+}
+
+// One request: the decoded answer and the response (its headers).
+async function exchange(method, url, { token = savedToken(), body, query } = {}) {
   if (query) {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) params.set(k, v);
@@ -64,7 +68,35 @@ export async function call(method, path, { token = savedToken(), body, query } =
     parsed = { detail: text };
   }
   if (!answer.ok) throw new ApiError(answer.status, detailOf(parsed));
-  return parsed;
+  return { parsed, answer };
+}
+
+// The target of a `Link: <...>; rel="next"` header, or null.
+export function nextLink(header) {
+  for (const part of (header || "").split(",")) {
+    const m = part.match(/<([^>]*)>\s*;(?:[^;]*;)*\s*rel="?next"?/);
+    if (m) return m[1];
+  }
+  return null;
+}
+
+// Every item of a paged list (GET /clusters): its first page, then each page the previous
+// one's Link header names (on this origin only), until one names none.
+export async function getAll(path, query) {
+  const items = [];
+  const seen = new Set();
+  let url = `/api/v1${path}`;
+  let q = query;
+  while (url && !seen.has(url)) {
+    seen.add(url);
+    const { parsed, answer } = await exchange("GET", url, { query: q });
+    items.push(...parsed);
+    const next = nextLink(answer.headers.get("Link"));
+    const target = next ? new URL(next, window.location.href) : null;
+    url = target && target.origin === window.location.origin ? target.pathname + target.search : null;
+    q = undefined; // the link carries the query
+  }
+  return items;
 }
 
 export const get = (path, query) => call("GET", path, { query });

@@ -1,11 +1,15 @@
 // Logging in and out, and the snapshot of every cluster and group the pages start from.
-import { call, get, saveToken } from "./api.js";
+import { call, get, getAll, saveToken } from "./api.js";
 import { store, changed, resetStore } from "./store.js";
 import { startStream, stopStream } from "./stream.js";
 
-// The whole state again: at login and at every (re)connection of the stream.
+// The whole state again: at login and at every (re)connection of the stream (every page of
+// the clusters, 1,000 to a page).
 export async function refreshSnapshot() {
-  const [clusters, groups] = await Promise.all([get("/clusters"), get("/groups")]);
+  const [clusters, groups] = await Promise.all([
+    getAll("/clusters", { limit: 1000 }),
+    get("/groups"),
+  ]);
   store.clusters = new Map(clusters.map((c) => [c.name, c]));
   store.groups = groups;
   changed();
