@@ -398,8 +398,10 @@ async def test_the_orchestrator_makes_the_lease_bucket_again_after_the_bus_lost_
     assert await kv.put("node.c1.a", b'{"ttl_s": 1.5}') > 0  # the node renews again
     await liveness.follow_leases()
     await eventually(
-        lambda: liveness.seen.get(("c1", "a")) is not None
-        and liveness.seen[("c1", "a")].lease_revision is not None,
+        lambda: (
+            liveness.seen.get(("c1", "a")) is not None
+            and liveness.seen[("c1", "a")].lease_revision is not None
+        ),
         10,
         "the orchestrator to see the renewal",
     )
