@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ import httpx
 from console_rig import seed_events
 from secured_bus import start_secured_server
 from tandem.events.bus import Bus
-from tandem.events.embedded import NatsServer, free_port
+from tandem.events.embedded import NatsServer, free_port, nats_server_binary
 from tandem.events.roles import RoleRecord
 from tandem.events.settings import load_bus_settings, load_stream_settings
 from tandem.events.subjects import ROLES_BUCKET, role_key
@@ -190,9 +191,8 @@ class ScaleRig:
         alive = 0
         while time.monotonic() < deadline:
             try:
-                answer = api.get("/api/v1/clusters")
-                if answer.status_code == 200:
-                    views = answer.json()
+                views = self._every_cluster(api)
+                if views is not None:
                     alive = sum(1 for c in views for n in c["nodes"] if n["alive"])
                     if len(views) >= self.clusters and alive >= 2 * self.clusters:
                         return time.monotonic() - self.orchestrator_started, alive
@@ -201,6 +201,21 @@ class ScaleRig:
             self._check_alive()
             time.sleep(1.0)
         return None, alive
+
+    @staticmethod
+    def _every_cluster(api: httpx.Client) -> list[dict[str, Any]] | None:
+        """Every cluster's view, a page of 1,000 at a time (None: an answer was not 200)."""
+        views: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 1000}
+        while True:
+            answer = api.get("/api/v1/clusters", params=params)
+            if answer.status_code != 200:
+                return None
+            page = answer.json()
+            views += page
+            if "next" not in answer.links or not page:
+                return views
+            params = {"limit": 1000, "after": page[-1]["name"]}
 
     def _check_alive(self) -> None:
         if self.orchestrator is not None and self.orchestrator.poll() is not None:
@@ -263,6 +278,20 @@ def code_commit(code: Path | None) -> dict[str, Any]:
         "checkout": str(where),
         "commit": git("rev-parse", "HEAD"),
         "changed_files": len(git("status", "--porcelain", "--untracked-files=no").splitlines()),
+    }
+
+
+def machine() -> dict[str, Any]:
+    try:
+        nats = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True)
+        version = nats.stdout.strip()
+    except (OSError, RuntimeError):
+        version = "unknown"
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "nats_server": version,
     }
 
 
