@@ -177,6 +177,9 @@ def _protection(active: str, nodes: Sequence[NodeView]) -> tuple[list[str], list
             problems.append(f"{p.name} is fenced")
         elif p.isolated:
             problems.append(f"{p.name} is isolated")
+        elif p.awaiting_operator:
+            # Left stopped after a switchover: in sync or not, it takes over nothing by itself.
+            problems.append(f"{p.name} is left stopped for an operator")
         elif p.replica_state == "in_sync":
             in_sync.append(p.name)
         else:
